@@ -1,0 +1,1 @@
+"""Demo workloads modelled on real ones: email, data exports, image processing, verification."""

@@ -1,0 +1,88 @@
+"""Value objects shared by the producer, the API, the CLI and the exporter."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+JOB_ID_PATTERN = r"^[A-Za-z0-9_.:\-]{1,128}$"
+
+
+class JobRequest(BaseModel):
+    """One job to enqueue: the body of ``POST /v1/queues/{queue}/jobs``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    function: str = Field(min_length=1, max_length=200, description="task name, e.g. send_email")
+    args: list[Any] = Field(default_factory=list)
+    kwargs: dict[str, Any] = Field(default_factory=dict)
+    job_id: str | None = Field(default=None, pattern=JOB_ID_PATTERN, description="idempotency key")
+    defer_seconds: float | None = Field(default=None, ge=0, le=365 * 86400)
+    priority: int | None = Field(default=None, ge=0, description="0 is the most urgent")
+
+
+class JobState(StrEnum):
+    QUEUED = "queued"
+    DEFERRED = "deferred"
+    ACTIVE = "active"
+    COMPLETE = "complete"
+    FAILED = "failed"
+    DEAD = "dead"
+    NOT_FOUND = "not_found"
+
+
+class EnqueueResult(BaseModel):
+    job_id: str
+    queue: str
+    status: JobState
+    created: bool = Field(description="false when a job with this id already existed (idempotent enqueue)")
+
+
+class Progress(BaseModel):
+    percent: float = Field(ge=0, le=100)
+    message: str | None = None
+    updated_at: float
+
+
+class JobStatus(BaseModel):
+    """What ``GET /v1/jobs/{job_id}`` answers."""
+
+    job_id: str
+    state: JobState
+    queue: str | None = None
+    function: str | None = None
+    priority: int | None = None
+    attempts: int = 0
+    progress: Progress | None = None
+    result: Any = None
+    error: str | None = None
+    enqueued_at: float | None = None
+    scheduled_for: float | None = None
+    started_at: float | None = None
+    finished_at: float | None = None
+
+
+class QueueCounts(BaseModel):
+    """BullMQ-style counts of one queue, exact at the moment they were read."""
+
+    queue: str
+    waiting: int = 0
+    active: int = 0
+    delayed: int = 0
+    paused: int = 0
+    prioritized: int = 0
+    completed: int = 0
+    failed: int = 0
+    waiting_children: int = 0
+    oldest_waiting_seconds: float = 0.0
+    is_paused: bool = False
+
+    @property
+    def backlog(self) -> int:
+        """waiting + active: does not drop to zero while jobs still run."""
+        return self.waiting + self.active
+
+    def as_dict(self) -> dict[str, Any]:
+        return {**self.model_dump(), "backlog": self.backlog}

@@ -1,0 +1,49 @@
+"""Job payload serializers.
+
+arq pickles payloads by default, which lets anyone who can write to Redis run code in a worker.
+arqscale queues default to JSON (data only); ``serializer: pickle`` is an explicit per-queue opt-in
+for existing arq producers. The API and the dead-letter tools only ever decode JSON.
+"""
+
+from __future__ import annotations
+
+import json
+import pickle
+from collections.abc import Callable
+from typing import Any, Literal
+
+Serializer = Callable[[dict[str, Any]], bytes]
+Deserializer = Callable[[bytes], dict[str, Any]]
+
+
+def json_dumps(obj: dict[str, Any]) -> bytes:
+    return json.dumps(obj, separators=(",", ":"), default=_not_json).encode()
+
+
+def json_loads(data: bytes) -> dict[str, Any]:
+    value = json.loads(data)
+    if not isinstance(value, dict):
+        raise ValueError(f"expected a JSON object, got {type(value).__name__}")
+    return value
+
+
+def _not_json(obj: object) -> Any:
+    raise TypeError(f"{type(obj).__name__} is not JSON-serializable; use plain data (str, int, float, list, dict)")
+
+
+def pickle_dumps(obj: dict[str, Any]) -> bytes:
+    return pickle.dumps(obj)
+
+
+def pickle_loads(data: bytes) -> dict[str, Any]:
+    # Only reached on queues that opted in to pickle.
+    value = pickle.loads(data)
+    if not isinstance(value, dict):
+        raise ValueError(f"expected a pickled dict, got {type(value).__name__}")
+    return value
+
+
+def for_queue(kind: Literal["json", "pickle"]) -> tuple[Serializer, Deserializer]:
+    if kind == "pickle":
+        return pickle_dumps, pickle_loads
+    return json_dumps, json_loads

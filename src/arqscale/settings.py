@@ -1,0 +1,118 @@
+"""Process-wide settings, read from the environment.
+
+Redis is configured the way teams coming from BullMQ already do it (``REDIS_URL`` or
+``REDIS_HOST``/``REDIS_PORT``/``REDIS_PASSWORD``/...); everything arqscale-specific lives under the
+``ARQSCALE_`` prefix. Secrets are ``SecretStr`` so they never show up in a repr, a log line or a
+validation error.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from urllib.parse import quote, urlsplit, urlunsplit
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class RedisSettings(BaseSettings):
+    """Where Redis is and how to authenticate. ``REDIS_URL`` wins over the host/port fields."""
+
+    model_config = SettingsConfigDict(env_prefix="REDIS_", extra="ignore")
+
+    url: SecretStr | None = Field(default=None, description="redis:// or rediss:// URL; may carry the password")
+    host: str = "localhost"
+    port: int = Field(default=6379, ge=1, le=65535)
+    username: str | None = None
+    password: SecretStr | None = None
+    db: int = Field(default=0, ge=0)
+    tls: bool = False
+    tls_ca_file: Path | None = None
+    tls_cert_file: Path | None = None
+    tls_key_file: Path | None = None
+    # Only for self-signed test servers; never the default.
+    tls_insecure: bool = False
+
+    @field_validator("url", mode="before")
+    @classmethod
+    def _empty_url_is_none(cls, value: object) -> object:
+        # `REDIS_URL=` in a .env file means "not set", not "an empty URL".
+        return None if value == "" else value
+
+    @field_validator("password", mode="before")
+    @classmethod
+    def _empty_password_is_none(cls, value: object) -> object:
+        return None if value == "" else value
+
+    @property
+    def uses_tls(self) -> bool:
+        if self.url is not None:
+            return urlsplit(self.url.get_secret_value()).scheme == "rediss"
+        return self.tls
+
+    def connection_url(self) -> str:
+        """The full URL, secret included: hand it to a client, never to a logger."""
+        if self.url is not None:
+            return self.url.get_secret_value()
+        scheme = "rediss" if self.tls else "redis"
+        auth = ""
+        if self.password is not None:
+            user = quote(self.username or "", safe="")
+            auth = f"{user}:{quote(self.password.get_secret_value(), safe='')}@"
+        elif self.username:
+            auth = f"{quote(self.username, safe='')}@"
+        return f"{scheme}://{auth}{self.host}:{self.port}/{self.db}"
+
+    def display_url(self) -> str:
+        """The URL with any password replaced by ``***``: safe for logs and errors."""
+        return redact_url(self.connection_url())
+
+
+def redact_url(url: str) -> str:
+    """Replace the password of a URL by ``***`` (``redis://user:***@host:6379/0``)."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    host = parts.hostname or ""
+    if parts.port is not None:
+        host = f"{host}:{parts.port}"
+    user = parts.username or ""
+    return urlunsplit((parts.scheme, f"{user}:***@{host}", parts.path, parts.query, parts.fragment))
+
+
+class ArqscaleSettings(BaseSettings):
+    """arqscale's own knobs: ports, files, tokens. All read from ``ARQSCALE_*``."""
+
+    model_config = SettingsConfigDict(env_prefix="ARQSCALE_", extra="ignore")
+
+    queues_file: Path | None = Field(default=None, description="YAML file with a `queues:` map; demo queues if unset")
+    log_level: str = "INFO"
+    log_format: str = Field(default="text", pattern="^(text|json)$")
+
+    # HTTP API
+    api_host: str = "0.0.0.0"
+    api_port: int = Field(default=8000, ge=1, le=65535)
+    api_token: SecretStr | None = None
+    api_max_body_bytes: int = Field(default=1_048_576, ge=1024)
+
+    # Worker probes and metrics
+    worker_host: str = "0.0.0.0"
+    worker_port: int = Field(default=8080, ge=1, le=65535)
+    # Liveness fails when Redis has been unreachable for longer than this.
+    redis_unreachable_seconds: float = Field(default=60.0, gt=0)
+
+    # Exporter: plain HTTP for /metrics and the KEDA endpoint, HTTPS for the External Metrics API.
+    exporter_host: str = "0.0.0.0"
+    exporter_port: int = Field(default=9100, ge=1, le=65535)
+    exporter_refresh_seconds: float = Field(default=1.0, gt=0)
+    metrics_api_port: int = Field(default=6443, ge=1, le=65535)
+    metrics_api_enabled: bool = True
+    metrics_api_cert_file: Path | None = None
+    metrics_api_key_file: Path | None = None
+    metrics_api_client_ca_file: Path | None = None
+    metrics_api_allowed_names: str = Field(default="", description="comma-separated front-proxy CNs; empty = any")
+
+    @field_validator("api_token", mode="before")
+    @classmethod
+    def _empty_token_is_none(cls, value: object) -> object:
+        return None if value == "" else value
