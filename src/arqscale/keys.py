@@ -15,7 +15,8 @@ arqscale adds, per queue, under ``arqscale:<queue>:``:
 - ``completed``: sorted set id -> finished ms, the retention index behind the ``completed`` count.
 - ``workers``: sorted set worker id -> heartbeat expiry (ms), for status pages.
 
-and per job ``arqscale:progress:<id>`` (JSON progress reported by the task).
+and per job ``arqscale:progress:<id>`` (JSON progress reported by the task) and
+``arqscale:error:<id>`` (the last error while a retry is pending).
 
 The in-progress key doubles as the heartbeat lease: it is set with a short TTL (``lease_seconds``)
 and renewed while the job runs, so a SIGKILLed worker's job runs again within seconds, not after
@@ -29,6 +30,7 @@ from dataclasses import dataclass
 from arq.constants import in_progress_key_prefix, job_key_prefix, result_key_prefix, retry_key_prefix
 
 PROGRESS_PREFIX = "arqscale:progress:"
+ERROR_PREFIX = "arqscale:error:"
 
 
 def job_key(job_id: str) -> str:
@@ -49,6 +51,11 @@ def retry_key(job_id: str) -> str:
 
 def progress_key(job_id: str) -> str:
     return PROGRESS_PREFIX + job_id
+
+
+def error_key(job_id: str) -> str:
+    """The last error of a job that is waiting for a retry (JSON: error, attempt, at)."""
+    return ERROR_PREFIX + job_id
 
 
 @dataclass(frozen=True, slots=True)

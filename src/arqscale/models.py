@@ -86,3 +86,25 @@ class QueueCounts(BaseModel):
 
     def as_dict(self) -> dict[str, Any]:
         return {**self.model_dump(), "backlog": self.backlog}
+
+
+class DeadJob(BaseModel):
+    """A dead-letter entry: everything needed to understand a job's failure and to run it again.
+
+    ``payload_b64`` is the job's original bytes, so ``dlq requeue`` restores the job exactly without
+    decoding it (the API and the dlq tools never unpickle). ``args``/``kwargs`` are for reading: the
+    decoded values on JSON queues, ``repr`` strings on pickle queues, None when the payload was undecodable.
+    """
+
+    job_id: str
+    queue: str
+    function: str | None = None
+    args: Any = None
+    kwargs: Any = None
+    attempts: int
+    error: str
+    traceback: str | None = None
+    enqueued_at: float | None = None
+    failed_at: float
+    priority: int | None = None
+    payload_b64: str | None = None

@@ -1,0 +1,3 @@
+from arqscale.cli import main
+
+raise SystemExit(main())

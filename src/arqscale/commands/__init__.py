@@ -1,0 +1,1 @@
+"""Subcommands of the ``arqscale`` CLI, one module each (see ``arqscale.cli``)."""
