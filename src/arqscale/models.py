@@ -96,6 +96,8 @@ class DeadJob(BaseModel):
     decoded values on JSON queues, ``repr`` strings on pickle queues, None when the payload was undecodable.
     """
 
+    model_config = ConfigDict(extra="forbid")
+
     job_id: str
     queue: str
     function: str | None = None
