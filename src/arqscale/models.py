@@ -62,6 +62,7 @@ class JobStatus(BaseModel):
     scheduled_for: float | None = None
     started_at: float | None = None
     finished_at: float | None = None
+    note: str | None = Field(default=None, description="why a field is empty, e.g. payload not shown (pickle queue)")
 
 
 class QueueCounts(BaseModel):

@@ -1,0 +1,107 @@
+"""The worker protocol's Redis writes (docs/design.md, "Job life cycle"), done by hand.
+
+The API, status and dead-letter tests need jobs in every state without depending on the timing of a
+real worker; these helpers write exactly what the design says a worker writes at each step.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import time
+from typing import Any
+
+from arq.jobs import serialize_result
+from redis.asyncio import Redis
+
+from arqscale import keys, scores, serializers
+from arqscale.models import DeadJob
+from arqscale.spec import QueueSpec
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def qkeys(spec: QueueSpec) -> keys.QueueKeys:
+    return keys.QueueKeys.for_queue(spec.name, spec.queue_key)
+
+
+async def pick_up(redis: Redis, spec: QueueSpec, job_id: str, worker: str = "w1") -> None:
+    await redis.set(keys.in_progress_key(job_id), worker, px=10_000)
+    await redis.zadd(qkeys(spec).active, {job_id: now_ms() + 10_000})
+    await redis.incr(keys.retry_key(job_id))
+
+
+async def fail_with_retry(redis: Redis, spec: QueueSpec, job_id: str, error: str, backoff_ms: int = 60_000) -> None:
+    score = await redis.zscore(spec.queue_key, job_id)
+    assert score is not None
+    await redis.zadd(spec.queue_key, {job_id: score + backoff_ms})
+    await redis.delete(keys.in_progress_key(job_id))
+    await redis.zrem(qkeys(spec).active, job_id)
+    tries = int(await redis.get(keys.retry_key(job_id)) or 0)
+    await redis.set(keys.error_key(job_id), json.dumps({"error": error, "attempt": tries, "at": time.time()}))
+
+
+async def finish(
+    redis: Redis, spec: QueueSpec, job_id: str, *, success: bool, result: Any, serializer: str = "json"
+) -> None:
+    payload = await redis.get(keys.job_key(job_id))
+    assert payload is not None
+    dumps, loads = serializers.for_queue("pickle" if serializer == "pickle" else "json")
+    job = loads(payload)
+    start = now_ms() - 50
+    raw = serialize_result(
+        job["f"],
+        job["a"],
+        job["k"],
+        1,
+        job["et"],
+        success,
+        result,
+        start,
+        now_ms(),
+        "ref",
+        spec.queue_key,
+        job_id,
+        serializer=dumps,
+    )
+    assert raw is not None
+    async with redis.pipeline(transaction=True) as pipe:
+        pipe.set(keys.result_key(job_id), raw)
+        pipe.delete(keys.job_key(job_id), keys.in_progress_key(job_id), keys.retry_key(job_id))
+        pipe.zrem(spec.queue_key, job_id)
+        pipe.zrem(qkeys(spec).active, job_id)
+        pipe.zadd(qkeys(spec).completed, {job_id: now_ms()})
+        await pipe.execute()
+
+
+async def bury(redis: Redis, spec: QueueSpec, job_id: str, error: str = "ValueError: provider said no") -> DeadJob:
+    """Move a job to the dead-letter store as the worker does after its last try."""
+    payload = await redis.get(keys.job_key(job_id))
+    decoded = serializers.json_loads(payload) if payload and spec.serializer == "json" else None
+    score = await redis.zscore(spec.queue_key, job_id)
+    priority = scores.split_score(score, spec)[0] if score is not None else spec.normal_priority
+    entry = DeadJob(
+        job_id=job_id,
+        queue=spec.name,
+        function=decoded["f"] if decoded else None,
+        args=decoded["a"] if decoded else None,
+        kwargs=decoded["k"] if decoded else None,
+        attempts=spec.max_tries,
+        error=error,
+        traceback="Traceback (most recent call last):\n  ...\n" + error,
+        enqueued_at=decoded["et"] / 1000 if decoded else None,
+        failed_at=time.time(),
+        priority=priority,
+        payload_b64=base64.b64encode(payload).decode() if payload is not None else None,
+    )
+    k = qkeys(spec)
+    async with redis.pipeline(transaction=True) as pipe:
+        pipe.hset(k.dlq, job_id, entry.model_dump_json())
+        pipe.zadd(k.dlq_index, {job_id: now_ms()})
+        pipe.delete(keys.job_key(job_id), keys.in_progress_key(job_id), keys.retry_key(job_id))
+        pipe.zrem(spec.queue_key, job_id)
+        pipe.zrem(k.active, job_id)
+        await pipe.execute()
+    return entry
