@@ -1,0 +1,684 @@
+"""arqscale benchmarks: arqscale vs plain arq 0.28 (defaults and tuned) vs BullMQ's Node worker, in one run.
+
+    python bench/run.py            # full run (~3-5 min), writes the results into docs/benchmarks.md
+    python bench/run.py --quick    # smaller run, prints the table only
+
+Everything runs against one private ``redis-server`` started on a free loopback port and flushed between
+measurements. Each worker and each producer is its own subprocess. Measured:
+
+1. no-op throughput of one worker process: N jobs pre-enqueued, worker started, timed from its first job's
+   start until the queue is empty (start-up reported apart), median of ``--repeat`` runs;
+2. pickup latency on an idle queue: jobs enqueued one at a time, ``--gap`` apart; each job records
+   ``start - enqueue`` itself;
+3. enqueue rate: one awaited enqueue at a time, and in pipelined batches.
+
+Only ratios taken within one run mean anything; machines here are noisy and shared.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import math
+import os
+import platform
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from importlib import metadata
+from pathlib import Path
+from typing import Any, Literal
+
+import redis
+
+BENCH = Path(__file__).resolve().parent
+ROOT = BENCH.parent
+DOCS = ROOT / "docs" / "benchmarks.md"
+NODE_SCRIPT = BENCH / "bullmq_bench.mjs"
+FIRST_KEY = "bench:first"
+LATENCY_KEY = "bench:lat"
+ARQ_QUEUE_KEY = "arq:queue:bench"
+BEGIN_MARK = "<!-- bench:results:begin (written by bench/run.py) -->"
+END_MARK = "<!-- bench:results:end -->"
+POLL_S = 0.005
+STALL_S = 15.0
+
+Family = Literal["arq", "arqscale", "bullmq"]
+
+
+class BenchError(RuntimeError):
+    """One measurement failed; the run goes on and the table says so."""
+
+
+@dataclass(frozen=True)
+class System:
+    key: str
+    label: str
+    family: Family
+    concurrency: int
+    arq_mode: str = ""
+
+
+SYSTEMS: tuple[System, ...] = (
+    System("arq-default", "arq 0.28, defaults", "arq", 10, "default"),
+    System("arq-tuned", "arq 0.28, tuned (poll 0.01 s, uvloop)", "arq", 100, "tuned"),
+    System("arqscale-100", "arqscale", "arqscale", 100),
+    System("arqscale-50", "arqscale", "arqscale", 50),
+    System("bullmq-1", "BullMQ (Node)", "bullmq", 1),
+    System("bullmq-50", "BullMQ (Node)", "bullmq", 50),
+    System("bullmq-100", "BullMQ (Node)", "bullmq", 100),
+)
+LATENCY_SYSTEMS = ("arq-default", "arq-tuned", "arqscale-100", "bullmq-100")
+PRODUCERS: tuple[tuple[Family, str], ...] = (
+    ("arq", "arq `enqueue_job` (bulk: `asyncio.gather`)"),
+    ("arqscale", "arqscale `Producer` (bulk: `enqueue_many`)"),
+    ("bullmq", "BullMQ `Queue.add` (bulk: `addBulk`)"),
+)
+
+
+@dataclass
+class Throughput:
+    system: str
+    jobs: int
+    jobs_per_s: float
+    startup_s: float
+    worker_cpu_us_per_job: float
+    redis_cpu_us_per_job: float
+    redis_cmds_per_job: float
+
+
+@dataclass
+class Latency:
+    system: str
+    samples: int
+    p50_ms: float
+    p99_ms: float
+    max_ms: float
+    mean_ms: float
+
+
+@dataclass
+class Results:
+    facts: dict[str, str] = field(default_factory=dict)
+    throughput: dict[str, list[Throughput]] = field(default_factory=dict)
+    latency: dict[str, Latency] = field(default_factory=dict)
+    enqueue: dict[str, dict[str, list[float]]] = field(default_factory=dict)
+    errors: dict[str, str] = field(default_factory=dict)
+
+
+# ---------------------------------------------------------------- processes
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a live process, from /proc."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def clean_env() -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("REDIS_", "ARQSCALE_"))}
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(BENCH), os.environ.get("PYTHONPATH", "")) if p)
+    env["PYTHONUNBUFFERED"] = "1"
+    return env
+
+
+def stop(proc: subprocess.Popen[bytes]) -> None:
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def tail(path: Path, lines: int = 15) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return ""
+
+
+class Bench:
+    """One private Redis, the workers and producers started against it, and the measurements."""
+
+    def __init__(self, workdir: Path) -> None:
+        self.workdir = workdir
+        self.port = free_port()
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.redis_log = workdir / "redis.log"
+        self.redis_proc = subprocess.Popen(
+            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+            stdout=self.redis_log.open("wb"),
+            stderr=subprocess.STDOUT,
+        )
+        self.r = redis.Redis(port=self.port)
+        deadline = time.monotonic() + 10
+        while True:
+            with contextlib.suppress(redis.ConnectionError):
+                if self.r.ping():
+                    break
+            if time.monotonic() > deadline or self.redis_proc.poll() is not None:
+                raise BenchError(f"redis-server did not start:\n{tail(self.redis_log)}")
+            time.sleep(0.05)
+        self.env = clean_env()
+        self.runs = 0
+
+    def close(self) -> None:
+        self.r.close()
+        stop(self.redis_proc)
+
+    def queues_file(self, concurrency: int) -> Path:
+        path = self.workdir / f"queues-{concurrency}.yaml"
+        path.write_text(
+            f"queues:\n  bench:\n    functions: [tasks.noop, tasks.stamp]\n    concurrency: {concurrency}\n"
+        )
+        return path
+
+    # --- commands
+
+    def client_cmd(self, family: Family, action: str, *args: str) -> list[str]:
+        if family == "bullmq":
+            return ["node", str(NODE_SCRIPT), action, self.url, *args]
+        cmd = [sys.executable, str(BENCH / "pyclient.py"), family, action, self.url, *args]
+        if family == "arqscale":
+            cmd += ["--queues-file", str(self.queues_file(10))]
+        return cmd
+
+    def client(self, family: Family, action: str, *args: str, timeout: float = 300) -> dict[str, Any]:
+        cmd = self.client_cmd(family, action, *args)
+        done = subprocess.run(cmd, env=self.env, capture_output=True, timeout=timeout, check=False)
+        if done.returncode != 0:
+            raise BenchError(f"{' '.join(cmd[:4])} failed: {done.stderr.decode(errors='replace')[-800:]}")
+        result: dict[str, Any] = json.loads(done.stdout.decode().strip().splitlines()[-1])
+        return result
+
+    def start_worker(self, system: System) -> tuple[subprocess.Popen[bytes], Path]:
+        env = dict(self.env)
+        if system.family == "arq":
+            cmd = [sys.executable, str(BENCH / "arq_worker.py"), self.url, system.arq_mode]
+        elif system.family == "arqscale":
+            cmd = [sys.executable, "-m", "arqscale", "worker", "--queue", "bench"]
+            env.update(
+                REDIS_URL=self.url,
+                ARQSCALE_QUEUES_FILE=str(self.queues_file(system.concurrency)),
+                ARQSCALE_WORKER_PORT=str(free_port()),
+            )
+        else:
+            cmd = ["node", str(NODE_SCRIPT), "worker", self.url, "--concurrency", str(system.concurrency)]
+        self.runs += 1
+        log = self.workdir / f"{self.runs:03d}-{system.key}.log"
+        proc = subprocess.Popen(cmd, env=env, stdout=log.open("wb"), stderr=subprocess.STDOUT)
+        return proc, log
+
+    @contextlib.contextmanager
+    def worker(self, system: System) -> Iterator[tuple[subprocess.Popen[bytes], Path]]:
+        proc, log = self.start_worker(system)
+        try:
+            yield proc, log
+        finally:
+            stop(proc)
+
+    # --- measurements
+
+    def remaining(self, system: System, n: int) -> int:
+        if system.family == "bullmq":
+            pipe = self.r.pipeline(transaction=False)
+            pipe.zcard("bull:bench:completed").zcard("bull:bench:failed")
+            completed, failed = pipe.execute()
+            return int(n - completed - failed)
+        return int(self.r.zcard(ARQ_QUEUE_KEY))
+
+    def commands(self) -> int:
+        return int(self.r.info("stats")["total_commands_processed"])
+
+    def throughput(self, system: System, n: int) -> Throughput:
+        self.r.flushall()
+        self.client(system.family, "fill", "--n", str(n))
+        if self.remaining(system, n) != n:
+            raise BenchError(f"fill left {self.remaining(system, n)} jobs, not {n}")
+        with self.worker(system) as (proc, log):
+            spawned = time.time()
+            first: float | None = None
+            marks: tuple[float, float, int] = (0.0, 0.0, 0)
+            polls, left, last_progress = 0, n, time.monotonic()
+            while left > 0:
+                time.sleep(POLL_S)
+                if proc.poll() is not None:
+                    raise BenchError(f"worker exited with {proc.returncode}:\n{tail(log)}")
+                if first is None and (raw := self.r.get(FIRST_KEY)) is not None:
+                    first = float(raw)
+                    marks = (cpu_seconds(proc.pid), cpu_seconds(self.redis_proc.pid), self.commands())
+                now_left = self.remaining(system, n)
+                polls += 2 if first is None else 1
+                if now_left != left:
+                    left, last_progress = now_left, time.monotonic()
+                elif time.monotonic() - last_progress > STALL_S:
+                    raise BenchError(f"stalled with {left} of {n} jobs left for {STALL_S:.0f} s:\n{tail(log)}")
+            finished = time.time()
+            worker_cpu, redis_cpu, cmds = cpu_seconds(proc.pid), cpu_seconds(self.redis_proc.pid), self.commands()
+        if first is None:
+            raise BenchError("the queue emptied but no job marked its start")
+        self.verify(system, n)
+        return Throughput(
+            system=system.key,
+            jobs=n,
+            jobs_per_s=n / (finished - first),
+            startup_s=first - spawned,
+            worker_cpu_us_per_job=(worker_cpu - marks[0]) / n * 1e6,
+            redis_cpu_us_per_job=(redis_cpu - marks[1]) / n * 1e6,
+            redis_cmds_per_job=(cmds - marks[2] - polls - 1) / n,
+        )
+
+    def verify(self, system: System, n: int) -> None:
+        """Every job ran once and succeeded: no silent drops counted as throughput."""
+        if system.family == "bullmq":
+            completed, failed = int(self.r.zcard("bull:bench:completed")), int(self.r.zcard("bull:bench:failed"))
+            if completed != n or failed:
+                raise BenchError(f"{completed} completed and {failed} failed of {n}")
+            return
+        results = sum(1 for _ in self.r.scan_iter(match="arq:result:*", count=1000))
+        dead = int(self.r.hlen("arqscale:bench:dlq"))
+        if results != n or dead:
+            raise BenchError(f"{results} results and {dead} dead-lettered of {n} jobs")
+
+    def latency(self, system: System, samples: int, gap: float) -> Latency:
+        self.r.flushall()
+        with self.worker(system) as (proc, log):
+            # Warm up: the worker is connected and has run jobs before the first sample is taken.
+            self.client(system.family, "latency", "--samples", "5", "--gap", str(gap))
+            self.wait_for_samples(5, proc, log, timeout=60)
+            self.r.delete(LATENCY_KEY)
+            self.client(system.family, "latency", "--samples", str(samples), "--gap", str(gap))
+            self.wait_for_samples(samples, proc, log, timeout=30)
+        values = sorted(float(v) * 1000 for v in self.r.lrange(LATENCY_KEY, 0, -1))
+        return Latency(
+            system=system.key,
+            samples=len(values),
+            p50_ms=percentile(values, 0.50),
+            p99_ms=percentile(values, 0.99),
+            max_ms=values[-1],
+            mean_ms=statistics.fmean(values),
+        )
+
+    def wait_for_samples(self, count: int, proc: subprocess.Popen[bytes], log: Path, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while (have := int(self.r.llen(LATENCY_KEY))) < count:
+            if proc.poll() is not None:
+                raise BenchError(f"worker exited with {proc.returncode}:\n{tail(log)}")
+            if time.monotonic() > deadline:
+                raise BenchError(f"only {have} of {count} latency samples after {timeout:.0f} s:\n{tail(log)}")
+            time.sleep(0.01)
+
+    def enqueue_rate(self, family: Family, mode: str, n: int, batch: int) -> float:
+        self.r.flushall()
+        result = self.client(family, "enqueue", "--mode", mode, "--n", str(n), "--batch", str(batch))
+        return float(result["jobs_per_s"])
+
+
+def percentile(sorted_values: Sequence[float], q: float) -> float:
+    """Nearest-rank percentile of already sorted values."""
+    return sorted_values[max(0, math.ceil(q * len(sorted_values)) - 1)]
+
+
+# ---------------------------------------------------------------- facts and report
+
+
+def version(dist: str) -> str:
+    try:
+        return metadata.version(dist)
+    except metadata.PackageNotFoundError:
+        return "not installed"
+
+
+def command_output(cmd: Sequence[str]) -> str:
+    try:
+        return subprocess.run(cmd, capture_output=True, text=True, timeout=10, check=False).stdout.strip()
+    except OSError:
+        return "not found"
+
+
+def node_package_version(name: str) -> str:
+    try:
+        return str(json.loads((BENCH / "node_modules" / name / "package.json").read_text())["version"])
+    except OSError:
+        return "not installed"
+
+
+def machine_facts() -> dict[str, str]:
+    cpu = "unknown"
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    commit = command_output(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"])
+    return {
+        "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        "cpu": f"{os.cpu_count()} CPUs (nproc), {cpu}",
+        "os": f"{platform.system()} {platform.release()}",
+        "python": platform.python_version(),
+        "redis": command_output(["redis-server", "--version"]).split(" sha=")[0],
+        "node": command_output(["node", "--version"]),
+        "python packages": ", ".join(
+            f"{d} {version(d)}" for d in ("arqscale", "arq", "redis", "hiredis", "uvloop", "pydantic")
+        ),
+        "node packages": f"bullmq {node_package_version('bullmq')}, ioredis {node_package_version('ioredis')}",
+        "arqscale commit": commit,
+    }
+
+
+def median_throughput(runs: list[Throughput]) -> Throughput:
+    """The run with the median rate (its other columns come with it)."""
+    ordered = sorted(runs, key=lambda t: t.jobs_per_s)
+    return ordered[(len(ordered) - 1) // 2]
+
+
+def fmt(value: float | None, digits: int = 0) -> str:
+    if value is None:
+        return "n/a"
+    return f"{value:,.{digits}f}"
+
+
+def ratio(a: float | None, b: float | None) -> str:
+    return "n/a" if a is None or b is None or b == 0 else f"{a / b:.2f}x"
+
+
+def rate_of(res: Results, key: str) -> float | None:
+    runs = res.throughput.get(key)
+    return median_throughput(runs).jobs_per_s if runs else None
+
+
+def throughput_table(res: Results, n: int, repeat: int) -> list[str]:
+    tuned = rate_of(res, "arq-tuned")
+    lines = [
+        f"### No-op throughput, one worker process ({n:,} jobs; median of {repeat} runs, arq defaults: 1 run)",
+        "",
+        "| system | concurrency | jobs/s | vs arq tuned | start-up s | worker CPU µs/job | Redis CPU µs/job "
+        "| Redis cmds/job |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for system in SYSTEMS:
+        runs = res.throughput.get(system.key)
+        if not runs:
+            err = res.errors.get(f"throughput {system.key}", "not run")
+            lines.append(f"| {system.label} | {system.concurrency} | {err.splitlines()[0][:90]} | | | | | |")
+            continue
+        t = median_throughput(runs)
+        spread = f" ({fmt(min(r.jobs_per_s for r in runs))}-{fmt(max(r.jobs_per_s for r in runs))})"
+        lines.append(
+            f"| {system.label} | {system.concurrency} | {fmt(t.jobs_per_s)}{spread if len(runs) > 1 else ''} "
+            f"| {ratio(t.jobs_per_s, tuned)} | {t.startup_s:.2f} | {fmt(t.worker_cpu_us_per_job)} "
+            f"| {fmt(t.redis_cpu_us_per_job)} | {t.redis_cmds_per_job:.1f} |"
+        )
+    return lines
+
+
+def latency_table(res: Results, samples: int, gap: float) -> list[str]:
+    lines = [
+        f"### Pickup latency on an idle queue ({samples} jobs, one at a time, {gap * 1000:.0f} ms apart)",
+        "",
+        "| system | concurrency | p50 ms | p99 ms | max ms | mean ms |",
+        "| --- | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    by_key = {s.key: s for s in SYSTEMS}
+    for key in LATENCY_SYSTEMS:
+        system = by_key[key]
+        lat = res.latency.get(key)
+        if lat is None:
+            err = res.errors.get(f"latency {key}", "not run")
+            lines.append(f"| {system.label} | {system.concurrency} | {err.splitlines()[0][:90]} | | | |")
+            continue
+        lines.append(
+            f"| {system.label} | {system.concurrency} | {lat.p50_ms:.2f} | {lat.p99_ms:.2f} | {lat.max_ms:.2f} "
+            f"| {lat.mean_ms:.2f} |"
+        )
+    return lines
+
+
+def enqueue_rate(res: Results, family: str, mode: str) -> float | None:
+    values = res.enqueue.get(family, {}).get(mode)
+    return statistics.median(values) if values else None
+
+
+def enqueue_table(res: Results, single_n: int, bulk_n: int, batch: int) -> list[str]:
+    lines = [
+        f"### Enqueue rate (single: {single_n:,} awaited one at a time; bulk: {bulk_n:,} in batches of {batch})",
+        "",
+        "| producer | single jobs/s | bulk jobs/s |",
+        "| --- | ---: | ---: |",
+    ]
+    for family, label in PRODUCERS:
+        cells = []
+        for mode in ("single", "bulk"):
+            value = enqueue_rate(res, family, mode)
+            cells.append(fmt(value) if value is not None else res.errors.get(f"enqueue {family} {mode}", "not run"))
+        lines.append(f"| {label} | {cells[0]} | {cells[1]} |")
+    return lines
+
+
+def verdict(ok: bool | None) -> str:
+    return "n/a" if ok is None else ("**met**" if ok else "**MISSED**")
+
+
+def ratio_lines(res: Results) -> list[str]:
+    tuned, a100, a50 = rate_of(res, "arq-tuned"), rate_of(res, "arqscale-100"), rate_of(res, "arqscale-50")
+    b50, b100 = rate_of(res, "bullmq-50"), rate_of(res, "bullmq-100")
+    p50 = {key: lat.p50_ms for key, lat in res.latency.items()}
+    ours = p50.get("arqscale-100")
+
+    def at_least(a: float | None, b: float | None, x: float) -> bool | None:
+        return None if a is None or b is None else a >= x * b
+
+    def row(check: str, a: float | None, b: float | None, target: str = "", ok: bool | None = None) -> str:
+        return f"| {check} | {ratio(a, b)} | {target} | {verdict(ok) if target else ''} |"
+
+    rows = [
+        row("throughput: arqscale c100 / arq tuned", a100, tuned, ">= 1.5x", at_least(a100, tuned, 1.5)),
+        row("throughput: arqscale c50 / BullMQ c50", a50, b50, ">= 1.0x (goal)", at_least(a50, b50, 1)),
+        row("throughput: arqscale c100 / BullMQ c100", a100, b100, ">= 1.0x (goal)", at_least(a100, b100, 1)),
+        f"| pickup p50: arqscale | {fmt(ours, 2)} ms | < 10 ms | {verdict(None if ours is None else ours < 10)} |",
+        row("pickup p50: arqscale / BullMQ", ours, p50.get("bullmq-100")),
+        row("pickup p50: arqscale / arq tuned", ours, p50.get("arq-tuned")),
+    ]
+    for other, name in (("arq", "arq"), ("bullmq", "BullMQ")):
+        for mode in ("single", "bulk"):
+            ours_rate, theirs = enqueue_rate(res, "arqscale", mode), enqueue_rate(res, other, mode)
+            rows.append(row(f"enqueue {mode}: arqscale / {name}", ours_rate, theirs))
+    return [
+        "### Ratios from this run, and the floors",
+        "",
+        "| check | measured | target | verdict |",
+        "| --- | ---: | ---: | --- |",
+        *rows,
+    ]
+
+
+def report(res: Results, args: argparse.Namespace, command: str) -> str:
+    lines = [
+        f"Command: `{command}` (wall time {res.facts.get('wall', '?')})",
+        "",
+        "| machine | |",
+        "| --- | --- |",
+        *(f"| {k} | {v} |" for k, v in res.facts.items() if k != "wall"),
+        "",
+        *ratio_lines(res),
+        "",
+        *throughput_table(res, args.jobs, args.repeat),
+        "",
+        *latency_table(res, args.samples, args.gap),
+        "",
+        *enqueue_table(res, args.single, args.bulk, args.batch),
+    ]
+    if res.errors:
+        lines += ["", "### Failed measurements", ""]
+        lines += [f"- {name}: `{err.splitlines()[0][:200]}`" for name, err in res.errors.items()]
+    return "\n".join(lines) + "\n"
+
+
+def write_docs(text: str, path: Path = DOCS) -> None:
+    """Replace the generated block of docs/benchmarks.md, keeping the hand-written text around it."""
+    block = f"{BEGIN_MARK}\n{text}{END_MARK}"
+    if path.exists() and BEGIN_MARK in (old := path.read_text()) and END_MARK in old:
+        head, rest = old.split(BEGIN_MARK, 1)
+        new = head + block + rest.split(END_MARK, 1)[1]
+    else:
+        new = f"# Benchmarks\n\nRun `python bench/run.py`.\n\n## Latest results\n\n{block}\n"
+    path.write_text(new)
+
+
+# ---------------------------------------------------------------- main
+
+
+def arqscale_worker_available() -> bool:
+    return (ROOT / "src" / "arqscale" / "worker.py").exists()
+
+
+def selected(args: argparse.Namespace) -> list[System]:
+    systems = [s for s in SYSTEMS if not args.systems or s.key in args.systems or s.family in args.systems]
+    if not arqscale_worker_available():
+        systems = [s for s in systems if s.family != "arqscale"]
+    return systems
+
+
+def attempt(res: Results, name: str, fn: Any, *fn_args: Any) -> Any:
+    print(f"  {name} ...", end="", flush=True)
+    started = time.monotonic()
+    try:
+        value = fn(*fn_args)
+    except (BenchError, subprocess.TimeoutExpired, redis.RedisError, OSError) as exc:
+        res.errors[name] = str(exc)
+        print(f" FAILED ({time.monotonic() - started:.1f} s): {exc}", flush=True)
+        return None
+    shown = value.jobs_per_s if isinstance(value, Throughput) else getattr(value, "p50_ms", value)
+    print(f" {shown:,.2f} ({time.monotonic() - started:.1f} s)", flush=True)
+    return value
+
+
+def run_throughput(bench: Bench, args: argparse.Namespace, res: Results, systems: list[System]) -> None:
+    print(f"throughput ({args.jobs:,} no-op jobs):")
+    for rep in range(args.repeat):  # round-robin, so drift on a noisy machine hits every system alike
+        for system in systems:
+            if rep and system.arq_mode == "default":
+                continue  # poll-bound (100 jobs per 0.5 s poll), and 50 s a run at 10,000 jobs
+            t = attempt(res, f"throughput {system.key}", bench.throughput, system, args.jobs)
+            if t is not None:
+                res.throughput.setdefault(system.key, []).append(t)
+
+
+def run_latency(bench: Bench, args: argparse.Namespace, res: Results, systems: list[System]) -> None:
+    print(f"pickup latency ({args.samples} samples):")
+    for system in systems:
+        if system.key in LATENCY_SYSTEMS:
+            lat = attempt(res, f"latency {system.key}", bench.latency, system, args.samples, args.gap)
+            if lat is not None:
+                res.latency[system.key] = lat
+
+
+def run_enqueue(bench: Bench, args: argparse.Namespace, res: Results, families: set[Family]) -> None:
+    print("enqueue rate:")
+    for _ in range(args.repeat):
+        for family, _label in PRODUCERS:
+            if family not in families:
+                continue
+            for mode, n in (("single", args.single), ("bulk", args.bulk)):
+                rate = attempt(res, f"enqueue {family} {mode}", bench.enqueue_rate, family, mode, n, args.batch)
+                if rate is not None:
+                    res.enqueue.setdefault(family, {}).setdefault(mode, []).append(rate)
+
+
+def run_all(bench: Bench, args: argparse.Namespace, res: Results) -> None:
+    systems = selected(args)
+    families = {s.family for s in SYSTEMS if not args.systems or s.key in args.systems or s.family in args.systems}
+    if not arqscale_worker_available():
+        res.errors["arqscale worker"] = "src/arqscale/worker.py does not exist yet: arqscale workers not measured"
+    if "throughput" in args.only:
+        run_throughput(bench, args, res, systems)
+    if "latency" in args.only:
+        run_latency(bench, args, res, systems)
+    if "enqueue" in args.only:
+        run_enqueue(bench, args, res, families)
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="small run (2,000 jobs, 1 repeat, 50 samples)")
+    parser.add_argument("--jobs", type=int, help="no-op jobs per throughput run (default 10,000)")
+    parser.add_argument("--repeat", type=int, help="throughput and enqueue runs per system (default 3)")
+    parser.add_argument("--samples", type=int, help="pickup latency samples (default 200)")
+    parser.add_argument("--gap", type=float, default=0.02, help="seconds between latency samples")
+    parser.add_argument("--single", type=int, help="jobs for the single-enqueue rate (default 2,000)")
+    parser.add_argument("--bulk", type=int, help="jobs for the bulk-enqueue rate (default 20,000)")
+    parser.add_argument("--batch", type=int, default=100, help="bulk enqueue batch size")
+    parser.add_argument(
+        "--systems", nargs="*", default=[], help="only these system keys or families (arq, arqscale, bullmq)"
+    )
+    parser.add_argument(
+        "--only", nargs="*", default=["throughput", "latency", "enqueue"], choices=["throughput", "latency", "enqueue"]
+    )
+    parser.add_argument("--write", action=argparse.BooleanOptionalAction, help="update docs/benchmarks.md")
+    parser.add_argument("--json", type=Path, help="also dump the raw results here")
+    args = parser.parse_args(argv)
+    quick = args.quick
+    defaults = {"jobs": (2_000, 10_000), "repeat": (1, 3), "samples": (50, 200), "single": (500, 2_000)}
+    defaults["bulk"] = (5_000, 20_000)
+    for name, (small, full) in defaults.items():
+        if getattr(args, name) is None:
+            setattr(args, name, small if quick else full)
+    if args.write is None:
+        args.write = not quick and not args.systems and len(args.only) == 3
+    return args
+
+
+def preflight() -> None:
+    missing = [tool for tool in ("redis-server", "node") if shutil.which(tool) is None]
+    if missing:
+        raise SystemExit(f"bench: missing {', '.join(missing)} (apt-get install -y redis-server nodejs)")
+    if not (BENCH / "node_modules" / "bullmq").exists():
+        raise SystemExit(
+            "bench: BullMQ is not installed: run `npm ci --prefix bench` (or `npm install --prefix bench`)"
+        )
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    preflight()
+    command = " ".join(["python bench/run.py", *(argv if argv is not None else sys.argv[1:])]).strip()
+    res = Results(facts=machine_facts())
+    started = time.monotonic()
+    with tempfile.TemporaryDirectory(prefix="arqscale-bench-") as tmp:
+        bench = Bench(Path(tmp))
+        try:
+            run_all(bench, args, res)
+        finally:
+            bench.close()
+    res.facts["wall"] = f"{time.monotonic() - started:.0f} s"
+    text = report(res, args, command)
+    print()
+    print(text)
+    if args.json:
+        args.json.write_text(json.dumps(asdict(res), indent=2))
+    if args.write:
+        write_docs(text)
+        print(f"wrote {DOCS.relative_to(ROOT)}")
+    return 1 if res.errors and not (len(res.errors) == 1 and "arqscale worker" in res.errors) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
