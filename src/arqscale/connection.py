@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import ssl
 from typing import Any
 
 from redis.asyncio import Redis
@@ -14,7 +13,9 @@ def client_kwargs(settings: RedisSettings) -> dict[str, Any]:
     """Extra keyword arguments for ``Redis.from_url`` (TLS files, timeouts)."""
     kwargs: dict[str, Any] = {"socket_connect_timeout": 5, "health_check_interval": 30}
     if settings.uses_tls:
-        kwargs["ssl_cert_reqs"] = ssl.CERT_NONE if settings.tls_insecure else ssl.CERT_REQUIRED
+        # redis-py's asyncio client takes the names, not ``ssl.VerifyMode``: given ``ssl.CERT_REQUIRED`` it
+        # silently leaves its context half-built and every TLS connection fails (tests/test_redis_tls.py).
+        kwargs["ssl_cert_reqs"] = "none" if settings.tls_insecure else "required"
         kwargs["ssl_check_hostname"] = not settings.tls_insecure
         if settings.tls_ca_file is not None:
             kwargs["ssl_ca_certs"] = str(settings.tls_ca_file)
