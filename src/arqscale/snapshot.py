@@ -15,13 +15,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import logging
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 from redis.asyncio import Redis
-from redis.exceptions import RedisError
+from redis.exceptions import NoScriptError, RedisError
 
 from arqscale import bullmq_counts, counts
 from arqscale.models import QueueCounts
@@ -65,18 +67,19 @@ class CountsReader:
         self.specs = dict(specs)
         self.arq_specs = [s for s in specs.values() if s.backend == "arq"]
         self.bullmq_specs = [s for s in specs.values() if s.backend == "bullmq"]
-        self._arq_script = redis.register_script(counts.COUNTS_LUA)
-        self._bullmq_script = redis.register_script(bullmq_counts.COUNTS_LUA)
+        self._scripts: list[tuple[str, str]] = []  # (lua, sha) in pipeline order
+        if self.arq_specs:
+            self._scripts.append((counts.COUNTS_LUA, _sha1(counts.COUNTS_LUA)))
+        if self.bullmq_specs:
+            self._scripts.append((bullmq_counts.COUNTS_LUA, _sha1(bullmq_counts.COUNTS_LUA)))
 
     async def read(self, now_ms: int) -> tuple[dict[str, QueueCounts], dict[str, bullmq_counts.BullmqCounts]]:
-        pipe = self.redis.pipeline(transaction=False)
+        calls: list[tuple[str, list[str], list[str] | list[int]]] = []
         if self.arq_specs:
-            keys, argv = counts.script_args(self.arq_specs, now_ms)
-            await self._arq_script(keys=keys, args=argv, client=pipe)
+            calls.append((self._scripts[0][1], *counts.script_args(self.arq_specs, now_ms)))
         if self.bullmq_specs:
-            bkeys, bargv = bullmq_counts.script_args(self.bullmq_specs)
-            await self._bullmq_script(keys=bkeys, args=bargv, client=pipe)
-        results = await pipe.execute() if (self.arq_specs or self.bullmq_specs) else []
+            calls.append((self._scripts[-1][1], *bullmq_counts.script_args(self.bullmq_specs)))
+        results = await self._run(calls) if calls else []
         out: dict[str, QueueCounts] = {}
         raw: dict[str, bullmq_counts.BullmqCounts] = {}
         index = 0
@@ -90,6 +93,26 @@ class CountsReader:
                 out[spec.name] = bullmq_counts.fold(raw[spec.name], now_ms)
         # Keep the configured order: it is the order of every listing we serve.
         return {name: out[name] for name in self.specs}, raw
+
+    async def _run(self, calls: list[tuple[str, list[str], list[str] | list[int]]]) -> list[Any]:
+        # Plain EVALSHA in a pipeline: redis-py's registered scripts would add a SCRIPT EXISTS round trip
+        # to every refresh. The scripts are loaded only when Redis says it lacks them (first use, restart).
+        for attempt in (1, 2):
+            pipe = self.redis.pipeline(transaction=False)
+            for sha, keys, argv in calls:
+                pipe.evalsha(sha, len(keys), *keys, *argv)
+            try:
+                return list(await pipe.execute())
+            except NoScriptError:
+                if attempt == 2:
+                    raise
+                for lua, _ in self._scripts:
+                    await self.redis.script_load(lua)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+
+def _sha1(text: str) -> str:
+    return hashlib.sha1(text.encode(), usedforsecurity=False).hexdigest()
 
 
 class SnapshotCache:
