@@ -1,0 +1,284 @@
+{{/* Names ------------------------------------------------------------------------------------ */}}
+
+{{- define "arqscale.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
+{{- define "arqscale.fullname" -}}
+{{- if .Values.fullnameOverride -}}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" -}}
+{{- else -}}
+{{- $name := default .Chart.Name .Values.nameOverride -}}
+{{- if contains $name .Release.Name -}}
+{{- .Release.Name | trunc 63 | trimSuffix "-" -}}
+{{- else -}}
+{{- printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+
+{{/*
+A DNS-safe, stable, unique name for a queue (mirrored by arqscale.chart_schema.queue_slug):
+lowercase, runs of other characters -> "-", at most 40 characters; when that changed the name
+(case, characters, length), "-" and 8 hex digits of the name's SHA-256 follow, so `Email`,
+`email` and `e-mail` never collide.
+*/}}
+{{- define "arqscale.queueSlug" -}}
+{{- $dashed := regexReplaceAll "[^a-z0-9-]+" (lower .) "-" -}}
+{{- $slug := regexReplaceAll "-+" $dashed "-" | trimAll "-" -}}
+{{- $short := trunc 40 $slug | trimSuffix "-" -}}
+{{- if eq $short . -}}
+{{- $short -}}
+{{- else -}}
+{{- printf "%s-%s" $short (sha256sum . | trunc 8) -}}
+{{- end -}}
+{{- end -}}
+
+{{/* The name of a queue's Deployment, HPA/ScaledObject and PDB: (dict "root" $ "queue" NAME) */}}
+{{- define "arqscale.workerName" -}}
+{{- $name := printf "%s-worker-%s" (include "arqscale.fullname" .root) (include "arqscale.queueSlug" .queue) -}}
+{{- if gt (len $name) 63 -}}
+{{- printf "%s-%s" (trunc 54 $name | trimSuffix "-") (sha256sum $name | trunc 8) -}}
+{{- else -}}
+{{- $name -}}
+{{- end -}}
+{{- end -}}
+
+{{- define "arqscale.componentName" -}}
+{{- printf "%s-%s" (include "arqscale.fullname" .root) .component | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
+{{/* Labels ----------------------------------------------------------------------------------- */}}
+
+{{- define "arqscale.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "arqscale.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end -}}
+
+{{- define "arqscale.labels" -}}
+helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
+{{ include "arqscale.selectorLabels" . }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+app.kubernetes.io/part-of: arqscale
+{{- with .Values.commonLabels }}
+{{ toYaml . }}
+{{- end }}
+{{- end -}}
+
+{{/* (dict "root" $ "component" "exporter") -> selector labels of a component */}}
+{{- define "arqscale.componentSelector" -}}
+{{ include "arqscale.selectorLabels" .root }}
+app.kubernetes.io/component: {{ .component }}
+{{- end -}}
+
+{{- define "arqscale.componentLabels" -}}
+{{ include "arqscale.labels" .root }}
+app.kubernetes.io/component: {{ .component }}
+{{- end -}}
+
+{{/* (dict "root" $ "queue" NAME): selector labels of a queue's workers; the queue label keeps the real name */}}
+{{- define "arqscale.workerSelector" -}}
+{{ include "arqscale.selectorLabels" .root }}
+app.kubernetes.io/component: worker
+arqscale.io/queue: {{ .queue | quote }}
+{{- end -}}
+
+{{- define "arqscale.workerLabels" -}}
+{{ include "arqscale.labels" .root }}
+app.kubernetes.io/component: worker
+arqscale.io/queue: {{ .queue | quote }}
+{{- end -}}
+
+{{/* Images ----------------------------------------------------------------------------------- */}}
+
+{{/* (dict "image" .Values.image "root" $ "what" "image") -> repository:tag[@digest]; never latest */}}
+{{- define "arqscale.image" -}}
+{{- $tag := .image.tag | default .root.Chart.AppVersion | toString -}}
+{{- if eq $tag "latest" -}}
+{{- fail (printf "%s.tag: `latest` is not allowed; pin a version" .what) -}}
+{{- end -}}
+{{- if .image.digest -}}
+{{- printf "%s:%s@%s" .image.repository $tag .image.digest -}}
+{{- else -}}
+{{- printf "%s:%s" .image.repository $tag -}}
+{{- end -}}
+{{- end -}}
+
+{{/* Numbers ---------------------------------------------------------------------------------- */}}
+
+{{/* A float as a Kubernetes quantity: 20 -> "20", 2.5 -> "2500m" */}}
+{{- define "arqscale.quantity" -}}
+{{- $v := float64 . -}}
+{{- if eq $v (floor $v) -}}
+{{- printf "%d" (int64 $v) -}}
+{{- else -}}
+{{- printf "%dm" (int64 (round (mulf $v 1000) 0)) -}}
+{{- end -}}
+{{- end -}}
+
+{{/* Redis ------------------------------------------------------------------------------------ */}}
+
+{{- define "arqscale.redisSecretName" -}}
+{{- if .Values.redis.enabled -}}
+{{- .Values.redis.auth.existingSecret | default (include "arqscale.componentName" (dict "root" . "component" "redis")) -}}
+{{- else -}}
+{{- .Values.externalRedis.existingSecret | default (include "arqscale.componentName" (dict "root" . "component" "redis-external")) -}}
+{{- end -}}
+{{- end -}}
+
+{{- define "arqscale.validateRedis" -}}
+{{- if not .Values.redis.enabled -}}
+{{- $x := .Values.externalRedis -}}
+{{- if not (or $x.url $x.host $x.existingSecretUrlKey) -}}
+{{- fail "externalRedis: redis.enabled is false, so set externalRedis.url, externalRedis.host or externalRedis.existingSecret with existingSecretUrlKey" -}}
+{{- end -}}
+{{- if and $x.existingSecretUrlKey (not $x.existingSecret) -}}
+{{- fail "externalRedis.existingSecretUrlKey: needs externalRedis.existingSecret" -}}
+{{- end -}}
+{{- if and $x.url (not (or (hasPrefix "redis://" $x.url) (hasPrefix "rediss://" $x.url))) -}}
+{{- fail "externalRedis.url: must start with redis:// or rediss://" -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+
+{{/* Environment of every arqscale process that talks to Redis (REDIS_* as read by arqscale.settings) */}}
+{{- define "arqscale.redisEnv" -}}
+{{- $secret := include "arqscale.redisSecretName" . -}}
+{{- if .Values.redis.enabled }}
+- name: REDIS_HOST
+  value: {{ include "arqscale.componentName" (dict "root" . "component" "redis") | quote }}
+- name: REDIS_PORT
+  value: "6379"
+- name: REDIS_PASSWORD
+  valueFrom:
+    secretKeyRef:
+      name: {{ $secret }}
+      key: {{ .Values.redis.auth.existingSecretPasswordKey }}
+{{- else }}
+{{- $x := .Values.externalRedis }}
+{{- if $x.existingSecretUrlKey }}
+- name: REDIS_URL
+  valueFrom:
+    secretKeyRef:
+      name: {{ $secret }}
+      key: {{ $x.existingSecretUrlKey }}
+{{- else if $x.url }}
+- name: REDIS_URL
+  valueFrom:
+    secretKeyRef:
+      name: {{ include "arqscale.componentName" (dict "root" . "component" "redis-external") }}
+      key: redis-url
+{{- else }}
+- name: REDIS_HOST
+  value: {{ $x.host | quote }}
+- name: REDIS_PORT
+  value: {{ $x.port | toString | quote }}
+- name: REDIS_DB
+  value: {{ $x.db | toString | quote }}
+{{- with $x.username }}
+- name: REDIS_USERNAME
+  value: {{ . | quote }}
+{{- end }}
+{{- if and $x.existingSecret $x.existingSecretPasswordKey }}
+- name: REDIS_PASSWORD
+  valueFrom:
+    secretKeyRef:
+      name: {{ $x.existingSecret }}
+      key: {{ $x.existingSecretPasswordKey }}
+{{- else if $x.password }}
+- name: REDIS_PASSWORD
+  valueFrom:
+    secretKeyRef:
+      name: {{ include "arqscale.componentName" (dict "root" . "component" "redis-external") }}
+      key: redis-password
+{{- end }}
+{{- end }}
+{{- if $x.tls.enabled }}
+- name: REDIS_TLS
+  value: "true"
+{{- end }}
+{{- if $x.tls.caSecret }}
+- name: REDIS_TLS_CA_FILE
+  value: /etc/arqscale/redis-tls/ca/{{ $x.tls.caKey }}
+{{- end }}
+{{- if $x.tls.clientCertSecret }}
+- name: REDIS_TLS_CERT_FILE
+  value: /etc/arqscale/redis-tls/client/tls.crt
+- name: REDIS_TLS_KEY_FILE
+  value: /etc/arqscale/redis-tls/client/tls.key
+{{- end }}
+{{- end }}
+{{- end -}}
+
+{{- define "arqscale.redisTlsVolumes" -}}
+{{- if not .Values.redis.enabled }}
+{{- with .Values.externalRedis.tls.caSecret }}
+- name: redis-tls-ca
+  secret:
+    secretName: {{ . }}
+{{- end }}
+{{- with .Values.externalRedis.tls.clientCertSecret }}
+- name: redis-tls-client
+  secret:
+    secretName: {{ . }}
+{{- end }}
+{{- end }}
+{{- end -}}
+
+{{- define "arqscale.redisTlsMounts" -}}
+{{- if not .Values.redis.enabled }}
+{{- if .Values.externalRedis.tls.caSecret }}
+- name: redis-tls-ca
+  mountPath: /etc/arqscale/redis-tls/ca
+  readOnly: true
+{{- end }}
+{{- if .Values.externalRedis.tls.clientCertSecret }}
+- name: redis-tls-client
+  mountPath: /etc/arqscale/redis-tls/client
+  readOnly: true
+{{- end }}
+{{- end }}
+{{- end -}}
+
+{{/* Settings every arqscale process shares */}}
+{{- define "arqscale.commonEnv" -}}
+- name: ARQSCALE_QUEUES_FILE
+  value: /etc/arqscale/queues/queues.yaml
+- name: ARQSCALE_LOG_LEVEL
+  value: {{ .Values.config.logLevel | quote }}
+- name: ARQSCALE_LOG_FORMAT
+  value: {{ .Values.config.logFormat | quote }}
+{{- include "arqscale.redisEnv" . }}
+{{- end -}}
+
+{{/* The queues file: the `queues:` value without the chart-only `worker:` maps */}}
+{{- define "arqscale.queuesFile" -}}
+{{- $queues := dict -}}
+{{- range $name, $q := .Values.queues -}}
+{{- $_ := set $queues $name (omit ($q | default dict) "worker") -}}
+{{- end -}}
+{{- toYaml (dict "queues" $queues) -}}
+{{- end -}}
+
+{{- define "arqscale.serviceAccountName" -}}
+{{- $sa := index .root.Values .component "serviceAccount" -}}
+{{- if $sa.create -}}
+{{- $sa.name | default (include "arqscale.componentName" .) -}}
+{{- else -}}
+{{- $sa.name | default "default" -}}
+{{- end -}}
+{{- end -}}
+
+{{- define "arqscale.metricNames" -}}
+waiting: bullmq_queue_waiting
+backlog: arqscale_queue_backlog
+oldest_waiting: arqscale_queue_oldest_waiting_seconds
+{{- end -}}
+
+{{/* Field of the exporter's /keda/v1/queues/<name> JSON for each metric hint */}}
+{{- define "arqscale.kedaFields" -}}
+waiting: waiting
+backlog: backlog
+oldest_waiting: oldest_waiting_seconds
+{{- end -}}
