@@ -1,0 +1,501 @@
+"""The worker: runs the jobs of one queue in one process (``arqscale worker --queue NAME``).
+
+Compatible with arq's key layout (jobs from plain ``ArqRedis.enqueue_job`` run too), but not built
+on ``arq.Worker``: arq polls every 0.5 s, takes one job per round trip and holds a job for its whole
+timeout after a crash. This loop instead
+
+- wakes on the queue's pub/sub channel (our producer publishes), and still polls for plain arq
+  producers and wakes at the next deferred job's ready time;
+- takes a batch of jobs per pickup call (up to the free slots) and records all outcomes of one loop
+  tick in the same round trip (see ``pickup``);
+- holds each running job by a short lease it renews every ``lease_seconds / 3``, so a killed
+  worker's jobs run again within ``lease_seconds``;
+- on SIGTERM stops picking, lets running jobs finish within the drain timeout, then puts back the rest.
+
+The protocol lives in docs/design.md ("Job life cycle"); the Lua side in ``pickup``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import functools
+import importlib
+import inspect
+import json
+import logging
+import time
+import traceback
+import uuid
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, Protocol
+
+import redis as sync_redis
+from arq.jobs import DeserializationError, deserialize_job_raw, serialize_result
+from arq.worker import Retry
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
+
+from arqscale import keys, scores, serializers
+from arqscale.loop_watchdog import LoopWatchdog
+from arqscale.models import DeadJob, Progress
+from arqscale.pickup import RETRY_TTL_MS, Finish, Picked, PickupResult, QueueOps
+from arqscale.probes import Health
+from arqscale.spec import QueueSpec
+from arqscale.worker_metrics import WorkerMetrics
+
+logger = logging.getLogger("arqscale.worker")
+
+TaskFunction = Callable[..., Awaitable[Any]]
+PROGRESS_TTL_MS = RETRY_TTL_MS
+PULSE_SECONDS = 0.1
+# Back-off while Redis is unreachable: quick first retries (a failover), then once a second.
+REDIS_RETRY_SECONDS = (0.05, 0.1, 0.25, 0.5, 1.0)
+
+
+class WorkerSetupError(RuntimeError):
+    """The queue's functions cannot be loaded; the message names the function and the reason."""
+
+
+class DeletionCost(Protocol):
+    def set_busy(self, busy: bool) -> None: ...
+
+
+def load_functions(spec: QueueSpec) -> dict[str, TaskFunction]:
+    """Import every task function of the queue: name (what producers enqueue) -> coroutine function."""
+    functions: dict[str, TaskFunction] = {}
+    for name, path in spec.function_names.items():
+        module_name, attr = path.rsplit(".", 1)
+        try:
+            module = importlib.import_module(module_name)
+        except Exception as exc:
+            raise WorkerSetupError(f"queue {spec.name!r}: cannot import {module_name} for {path}: {exc}") from exc
+        fn = getattr(module, attr, None)
+        if fn is None:
+            raise WorkerSetupError(f"queue {spec.name!r}: {module_name} has no function {attr!r}")
+        if not inspect.iscoroutinefunction(fn):
+            raise WorkerSetupError(f"queue {spec.name!r}: {path} must be an `async def` function (ctx, ...)")
+        functions[name] = fn
+    return functions
+
+
+def _error_text(raw: bytes | None) -> str:
+    """The message of an ``arqscale:error:<id>`` value (JSON with an ``error`` field)."""
+    if raw is None:
+        return "none recorded"
+    try:
+        return str(json.loads(raw)["error"])
+    except (ValueError, KeyError, TypeError):
+        return raw.decode(errors="replace")
+
+
+def _ms() -> int:
+    return int(time.time() * 1000)
+
+
+@dataclass(frozen=True, slots=True)
+class Decoded:
+    function: str
+    args: tuple[Any, ...]
+    kwargs: dict[str, Any]
+    enqueue_try: int
+    enqueue_ms: int
+
+
+class Worker:
+    """Runs one queue. ``await run()`` returns once a requested drain has finished."""
+
+    def __init__(
+        self,
+        spec: QueueSpec,
+        redis: Redis,
+        *,
+        functions: Mapping[str, TaskFunction] | None = None,
+        worker_id: str | None = None,
+        metrics: WorkerMetrics | None = None,
+        health: Health | None = None,
+        drain_timeout: float | None = None,
+        deletion_cost: DeletionCost | None = None,
+        blocked_reporter: sync_redis.Redis | None = None,
+        block_threshold: float = 1.0,
+    ) -> None:
+        self.spec = spec
+        self.redis = redis
+        self.functions = dict(functions) if functions is not None else load_functions(spec)
+        self.worker_id = worker_id or f"{spec.name}-{uuid.uuid4().hex[:12]}"
+        self.metrics = metrics or WorkerMetrics(spec.name, spec.concurrency)
+        self.health = health or Health(redis_unreachable_seconds=60.0)
+        self.drain_timeout = spec.effective_drain_timeout if drain_timeout is None else drain_timeout
+        self.deletion_cost = deletion_cost
+        self.ops = QueueOps(redis, spec, self.worker_id)
+        self._dumps, self._loads = serializers.for_queue(spec.serializer)
+        self._blocked_reporter = blocked_reporter
+        self._watchdog = LoopWatchdog(Worker._execute.__code__, self._on_loop_blocked, threshold=block_threshold)
+
+        self._running: dict[str, asyncio.Task[None]] = {}
+        self._picked: dict[str, Picked] = {}
+        self._finished: list[Finish] = []
+        self._abandoned: set[str] = set()
+        self._tick = asyncio.Event()
+        self._cut_now = asyncio.Event()
+        self._draining = False
+        self._cutting = False
+        self._redis_failures = 0
+
+    # ----------------------------------------------------------------- life cycle
+
+    async def run(self) -> None:
+        self._watchdog.start()
+        background = [
+            asyncio.create_task(self._heartbeat_loop(), name="heartbeat"),
+            asyncio.create_task(self._wake_listener(), name="wake"),
+            asyncio.create_task(self._pulse(), name="pulse"),
+        ]
+        drain_timer: asyncio.Task[None] | None = None
+        try:
+            while not (self._draining and not self._running and not self._finished):
+                if self._draining and drain_timer is None:
+                    drain_timer = asyncio.create_task(self._drain_timer(), name="drain")
+                self._tick.clear()
+                wait = await self._step()
+                if wait > 0 and not self._tick.is_set():
+                    with contextlib.suppress(TimeoutError):
+                        async with asyncio.timeout(wait):
+                            await self._tick.wait()
+        finally:
+            self._watchdog.stop()
+            for task in [*background, *([drain_timer] if drain_timer else [])]:
+                task.cancel()
+            await asyncio.gather(*background, return_exceptions=True)
+            with contextlib.suppress(RedisError, OSError):
+                await self.ops.leave()
+        logger.info("worker %s drained and stopped", self.worker_id)
+
+    def request_drain(self) -> None:
+        """SIGTERM/SIGINT: stop picking at once; a second signal cuts running jobs short (they are put back)."""
+        if self._draining:
+            logger.warning("second stop signal: putting back %d running job(s) now", len(self._running))
+            self._cut_now.set()
+            return
+        logger.info(
+            "draining: no more pickups; %d running job(s) get %.0fs to finish", len(self._running), self.drain_timeout
+        )
+        self._draining = True
+        self.health.draining = True
+        self.metrics.draining_q.set(1)
+        self._tick.set()
+
+    async def _drain_timer(self) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._cut_now.wait(), self.drain_timeout)
+        if self._running:
+            await self._cut()
+
+    async def _cut(self) -> None:
+        """Cancel what still runs and put it back in its band, its try not counted (design: Drain)."""
+        self._cutting = True
+        tasks = dict(self._running)
+        logger.warning("drain timeout: putting back %d job(s): %s", len(tasks), ", ".join(tasks))
+        for task in tasks.values():
+            task.cancel()
+        await asyncio.wait(tasks.values(), timeout=2.0)
+        # Tasks cancelled before their first step, or that swallow the cancellation, left no record.
+        for job_id in list(self._running):
+            job = self._picked.get(job_id)
+            if job is not None:
+                self._finished.append(self._back(job))
+            self._abandoned.add(job_id)
+            self._forget(job_id)
+        self._tick.set()
+
+    # ----------------------------------------------------------------- the loop
+
+    async def _step(self) -> float:
+        """Flush finished jobs and take new ones in one round trip; return how long to wait for the next tick."""
+        records, self._finished = self._finished, []
+        free = 0 if self._draining else self.spec.concurrency - len(self._running)
+        if not records and free <= 0:
+            return self.spec.poll_interval
+        try:
+            result = await self.ops.finish_and_pickup(records, free, _ms())
+        except (RedisError, OSError) as exc:
+            self._finished[:0] = records  # nothing is dropped: the same batch goes again (it is idempotent)
+            return self._redis_failed(exc)
+        self._redis_ok()
+        if result is not None:
+            self.metrics.pickups_q.inc()
+            for job in result.jobs:
+                self._start(job)
+        if self.deletion_cost is not None:
+            self.deletion_cost.set_busy(bool(self._running))
+        return self.spec.poll_interval if result is None else self._next_wait(result, free)
+
+    def _next_wait(self, result: PickupResult, free: int) -> float:
+        if result.paused:
+            return self.spec.poll_interval
+        if result.rate_limited or (self.spec.rate_limit and result.wait_ms >= 0 and len(result.jobs) < free):
+            # Wait for the rate window to end (not to be woken by every enqueue meanwhile).
+            return max(result.wait_ms, 1) / 1000 if result.wait_ms >= 0 else self.spec.poll_interval
+        if len(result.jobs) < free and result.wait_ms >= 0:
+            return min(self.spec.poll_interval, max(result.wait_ms, 1) / 1000)
+        return self.spec.poll_interval
+
+    def _redis_failed(self, exc: BaseException) -> float:
+        if self.health.redis_down_since is None:
+            logger.warning("redis unreachable (%s: %s); retrying, running jobs go on", type(exc).__name__, exc)
+        self.health.redis_failed(exc)
+        self.metrics.redis_errors_q.inc()
+        self.metrics.redis_up_q.set(0)
+        delay = REDIS_RETRY_SECONDS[min(self._redis_failures, len(REDIS_RETRY_SECONDS) - 1)]
+        self._redis_failures += 1
+        return delay
+
+    def _redis_ok(self) -> None:
+        if self.health.redis_down_since is not None:
+            logger.info("redis reachable again after %.1fs", self.health.redis_down_for())
+        self.health.redis_ok()
+        self.health.started = True
+        self._redis_failures = 0
+        self.metrics.redis_up_q.set(1)
+
+    async def _heartbeat_loop(self) -> None:
+        interval = self.spec.lease_seconds / 3
+        while True:
+            try:
+                lost = await self.ops.heartbeat(list(self._running), _ms(), int(self.spec.lease_seconds * 1000))
+            except (RedisError, OSError) as exc:
+                self._redis_failed(exc)
+                await asyncio.sleep(min(interval, 0.5))
+                continue
+            self._redis_ok()
+            if lost:
+                # Cut off from Redis past the lease: another worker runs these now. Ours finish anyway
+                # (a duplicate run, the price of never losing a job).
+                logger.warning("lease lost to another worker while cut off: %s", ", ".join(lost))
+                self.metrics.lost_leases_q.inc(len(lost))
+            await asyncio.sleep(interval)
+
+    async def _wake_listener(self) -> None:
+        """Our producer publishes on the wake channel: pick up at once instead of at the next poll."""
+        while True:
+            pubsub = self.redis.pubsub()
+            try:
+                await pubsub.subscribe(self.ops.keys.wake)
+                self._tick.set()  # anything published while we were not subscribed
+                while True:
+                    message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=5.0)
+                    if message is not None and not self._draining:
+                        self._tick.set()
+            except (RedisError, OSError):
+                await asyncio.sleep(0.5)  # the loop's own calls report the outage; polling covers the gap
+            finally:
+                with contextlib.suppress(Exception):
+                    await pubsub.aclose()  # type: ignore[no-untyped-call]
+
+    async def _pulse(self) -> None:
+        while True:
+            before = time.monotonic()
+            self._watchdog.beat()
+            await asyncio.sleep(PULSE_SECONDS)
+            self.metrics.loop_lag_q.set(max(time.monotonic() - before - PULSE_SECONDS, 0.0))
+
+    # ----------------------------------------------------------------- one job
+
+    def _start(self, job: Picked) -> None:
+        if job.job_id in self._running:
+            return  # our own lease had lapsed and the pickup handed the job back to us: it is still running
+        self._picked[job.job_id] = job
+        self._running[job.job_id] = asyncio.create_task(self._execute(job))
+        self.metrics.in_flight_q.inc()
+
+    def _forget(self, job_id: str) -> None:
+        if self._running.pop(job_id, None) is not None:
+            self.metrics.in_flight_q.dec()
+        self._picked.pop(job_id, None)
+
+    async def _execute(self, job: Picked) -> None:
+        # The loop watchdog looks for this frame (and its `job` local) to name a job that blocks the loop.
+        try:
+            record = await self._attempt(job)
+        except BaseException as exc:  # never let a job vanish: a bug here still leaves a record
+            logger.exception("job %s: unexpected error in the worker", job.job_id)
+            if isinstance(exc, asyncio.CancelledError) and self._cutting:
+                record = self._back(job)
+            else:
+                record = self._dead(job, None, f"worker error: {type(exc).__name__}: {exc}", traceback.format_exc())
+        if job.job_id in self._abandoned:
+            return
+        self._finished.append(record)
+        self._forget(job.job_id)
+        self._tick.set()
+
+    async def _attempt(self, job: Picked) -> Finish:
+        if job.payload is None:
+            return self._dead(job, None, f"payload missing: {keys.job_key(job.job_id)} expired or was deleted")
+        try:
+            decoded = Decoded(*deserialize_job_raw(job.payload, deserializer=self._loads))
+        except DeserializationError as exc:
+            cause = exc.__cause__ or exc
+            return self._dead(
+                job, None, f"undecodable payload ({self.spec.serializer}): {type(cause).__name__}: {cause}"
+            )
+        fn = self.functions.get(decoded.function)
+        if fn is None:
+            known = ", ".join(sorted(self.functions))
+            return self._dead(
+                job, decoded, f"unknown function {decoded.function!r}; queue {self.spec.name!r} runs {known}"
+            )
+        job_try = max(job.job_try, decoded.enqueue_try or 0)
+        if job_try > self.spec.max_tries:
+            last = _error_text(job.last_error)
+            return self._dead(
+                job,
+                decoded,
+                f"tries exhausted: worker lost while running it (try {job_try - 1} of max_tries "
+                f"{self.spec.max_tries}, its worker died or was cut off); last error: {last}",
+                attempts=job_try - 1,
+            )
+        return await self._call(job, decoded, fn, job_try)
+
+    async def _call(self, job: Picked, decoded: Decoded, fn: TaskFunction, job_try: int) -> Finish:
+        ctx = {
+            "redis": self.redis,
+            "job_id": job.job_id,
+            "job_try": job_try,
+            "enqueue_time": datetime.fromtimestamp(decoded.enqueue_ms / 1000, tz=UTC),
+            "score": job.score,
+            "queue": self.spec.name,
+            "worker_id": self.worker_id,
+            "progress": functools.partial(self._progress, job.job_id),
+        }
+        start_ms = _ms()
+        self.metrics.wait_q.observe(max(start_ms - scores.split_score(job.score, self.spec)[1], 0) / 1000)
+        timeout = asyncio.timeout(self.spec.job_timeout)
+        t0 = time.perf_counter()
+        try:
+            async with timeout:
+                result = await fn(ctx, *decoded.args, **decoded.kwargs)
+        except asyncio.CancelledError:
+            if self._cutting:
+                return self._back(job)
+            return self._failed(job, decoded, job_try, "cancelled: the task raised CancelledError", None)
+        except Retry as exc:
+            self.metrics.duration_q.observe(time.perf_counter() - t0)
+            return self._failed(job, decoded, job_try, "the task asked for a retry", None, defer_ms=exc.defer_score)
+        except TimeoutError:
+            self.metrics.duration_q.observe(time.perf_counter() - t0)
+            if timeout.expired():
+                return self._failed(job, decoded, job_try, f"timed out after {self.spec.job_timeout:g}s", None)
+            return self._failed(job, decoded, job_try, "TimeoutError raised by the task", traceback.format_exc())
+        except Exception as exc:
+            self.metrics.duration_q.observe(time.perf_counter() - t0)
+            return self._failed(job, decoded, job_try, f"{type(exc).__name__}: {exc}", traceback.format_exc())
+        self.metrics.duration_q.observe(time.perf_counter() - t0)
+        self.metrics.by_outcome["complete"].inc()
+        return Finish("ok", job.job_id, self._result_bytes(job, decoded, job_try, result, start_ms))
+
+    def _result_bytes(self, job: Picked, d: Decoded, job_try: int, result: Any, start_ms: int) -> bytes | str:
+        if self.spec.retention.completed_seconds <= 0:
+            return ""
+        data = serialize_result(
+            d.function,
+            d.args,
+            d.kwargs,
+            job_try,
+            d.enqueue_ms,
+            True,
+            result,
+            start_ms,
+            _ms(),
+            f"{job.job_id}:{d.function}",
+            self.spec.queue_key,
+            job.job_id,
+            serializer=self._dumps,
+        )
+        return data or ""
+
+    async def _progress(self, job_id: str, percent: float, message: str | None = None) -> None:
+        progress = Progress(percent=percent, message=message, updated_at=time.time())
+        await self.redis.set(keys.progress_key(job_id), progress.model_dump_json(), px=PROGRESS_TTL_MS)
+
+    # ----------------------------------------------------------------- outcomes
+
+    def _failed(
+        self,
+        job: Picked,
+        d: Decoded,
+        job_try: int,
+        error: str,
+        tb: str | None,
+        *,
+        defer_ms: int | None = None,
+    ) -> Finish:
+        if job_try >= self.spec.max_tries:
+            logger.warning("job %s %s: try %d of %d failed, dead: %s", job.job_id, d.function, job_try, job_try, error)
+            return self._dead(job, d, error, tb, attempts=job_try)
+        priority, _ = scores.split_score(job.score, self.spec)
+        if defer_ms is None:
+            defer_ms = int(scores.backoff_seconds(self.spec.backoff, job_try) * 1000)
+        now = _ms()
+        score = scores.job_score(now + defer_ms, priority, self.spec)
+        logger.info(
+            "job %s %s: try %d failed, retry in %.2fs: %s", job.job_id, d.function, job_try, defer_ms / 1000, error
+        )
+        self.metrics.by_outcome["retried"].inc()
+        payload = json.dumps({"error": error, "attempt": job_try, "at": now / 1000, "traceback": tb})
+        return Finish("retry", job.job_id, score, payload)
+
+    def _dead(
+        self, job: Picked, d: Decoded | None, error: str, tb: str | None = None, *, attempts: int | None = None
+    ) -> Finish:
+        if d is None:
+            logger.warning("job %s: dead: %s", job.job_id, error)
+        priority, _ = scores.split_score(job.score, self.spec)
+        entry = DeadJob(
+            job_id=job.job_id,
+            queue=self.spec.name,
+            function=d.function if d else None,
+            args=self._readable(d.args) if d else None,
+            kwargs=self._readable(d.kwargs) if d else None,
+            attempts=job.job_try if attempts is None else attempts,
+            error=error,
+            traceback=tb,
+            enqueued_at=d.enqueue_ms / 1000 if d else None,
+            failed_at=time.time(),
+            priority=priority,
+            payload_b64=base64.b64encode(job.payload).decode() if job.payload is not None else None,
+        )
+        self.metrics.by_outcome["dead"].inc()
+        return Finish("dead", job.job_id, entry.model_dump_json())
+
+    def _readable(self, value: Any) -> Any:
+        # JSON queues: the values themselves. Pickle queues: reprs, so the DLQ stays data-only.
+        if self.spec.serializer == "json":
+            return list(value) if isinstance(value, tuple) else value
+        if isinstance(value, dict):
+            return {str(k): repr(v) for k, v in value.items()}
+        return [repr(v) for v in value]
+
+    def _back(self, job: Picked) -> Finish:
+        priority, _ = scores.split_score(job.score, self.spec)
+        self.metrics.by_outcome["put_back"].inc()
+        return Finish("back", job.job_id, scores.job_score(_ms(), priority, self.spec), job.job_try - 1)
+
+    # ----------------------------------------------------------------- watchdog (runs in its thread)
+
+    def _on_loop_blocked(self, frame_locals: dict[str, Any] | None, seconds: float) -> None:
+        job = (frame_locals or {}).get("job")
+        if not isinstance(job, Picked):
+            logger.error("event loop blocked for %.1fs outside any job", seconds)
+            return
+        error = (
+            f"blocked the event loop for {seconds:.1f}s or more in worker {self.worker_id} (try {job.job_try}); "
+            "a task must await, not block: run blocking calls with asyncio.to_thread"
+        )
+        logger.error("job %s %s", job.job_id, error)
+        if self._blocked_reporter is not None:
+            payload = json.dumps({"error": error, "attempt": job.job_try, "at": time.time(), "traceback": None})
+            self._blocked_reporter.set(keys.error_key(job.job_id), payload, px=RETRY_TTL_MS)

@@ -1,0 +1,84 @@
+"""One worker process: Redis clients, the probe/metrics server, signal handlers and the worker, wired together."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import socket
+import uuid
+from collections.abc import Mapping
+
+import redis as sync_redis
+
+from arqscale import deletion_cost
+from arqscale.config import Config
+from arqscale.connection import client_kwargs, create_redis
+from arqscale.probes import Health, build_app, start_server
+from arqscale.spec import QueueSpec
+from arqscale.worker import TaskFunction, Worker
+from arqscale.worker_metrics import WorkerMetrics
+
+logger = logging.getLogger("arqscale.worker")
+
+# A Redis call that hangs (network partition, not a refused connection) must fail, not stall the loop's
+# pickups and completions forever; the slowest call is one pickup or finish script.
+REDIS_SOCKET_TIMEOUT = 5.0
+
+
+def worker_id(queue: str) -> str:
+    """Pod name in Kubernetes (what `kubectl` shows), else host and pid; a suffix keeps restarts apart."""
+    base = os.environ.get("POD_NAME") or f"{socket.gethostname()}-{os.getpid()}"
+    return f"{base}-{uuid.uuid4().hex[:6]}"
+
+
+async def serve(
+    config: Config,
+    spec: QueueSpec,
+    functions: Mapping[str, TaskFunction],
+    *,
+    port: int,
+    drain_timeout: float | None = None,
+) -> int:
+    redis = create_redis(config.redis, socket_timeout=REDIS_SOCKET_TIMEOUT)
+    # The loop watchdog reports a blocked loop from its own thread, so it needs a client of its own.
+    reporter = sync_redis.Redis.from_url(
+        config.redis.connection_url(), **client_kwargs(config.redis), socket_timeout=REDIS_SOCKET_TIMEOUT
+    )
+    metrics = WorkerMetrics(spec.name, spec.concurrency)
+    health = Health(redis_unreachable_seconds=config.settings.redis_unreachable_seconds)
+    patcher = deletion_cost.from_environment()
+    worker = Worker(
+        spec,
+        redis,
+        functions=functions,
+        worker_id=worker_id(spec.name),
+        metrics=metrics,
+        health=health,
+        drain_timeout=drain_timeout,
+        deletion_cost=patcher,
+        blocked_reporter=reporter,
+    )
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, worker.request_drain)
+    runner = await start_server(build_app(health, metrics), config.settings.worker_host, port)
+    logger.info(
+        "worker %s: queue %s (%s), concurrency %d, redis %s, probes on :%d",
+        worker.worker_id,
+        spec.name,
+        spec.queue_key,
+        spec.concurrency,
+        config.redis.display_url(),
+        port,
+    )
+    try:
+        await worker.run()
+    finally:
+        await runner.cleanup()
+        if patcher is not None:
+            await patcher.close()
+        await redis.aclose()
+        reporter.close()
+    return 0

@@ -1,0 +1,74 @@
+"""Task functions for the worker tests. Each records what happened in Redis, where the test reads it.
+
+``runs:<job id>``: a list of JSON lines {try, worker, pid, at} — one per start of the job.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import time
+from typing import Any
+
+from arq.worker import Retry
+
+
+async def _record(ctx: dict[str, Any], **extra: Any) -> None:
+    line = {"try": ctx["job_try"], "worker": ctx["worker_id"], "pid": os.getpid(), "at": time.time(), **extra}
+    await ctx["redis"].rpush(f"runs:{ctx['job_id']}", json.dumps(line))
+
+
+async def noop(ctx: dict[str, Any]) -> None:
+    return None
+
+
+async def add(ctx: dict[str, Any], a: int, b: int) -> int:
+    await _record(ctx)
+    return a + b
+
+
+async def record(ctx: dict[str, Any], *args: Any, **kwargs: Any) -> str:
+    await _record(ctx)
+    await ctx["redis"].rpush("order", ctx["job_id"])
+    return "recorded"
+
+
+async def sleep(ctx: dict[str, Any], seconds: float) -> str:
+    await _record(ctx)
+    # Count jobs in flight across the test, and the highest count seen.
+    now = await ctx["redis"].incr("in_flight")
+    await ctx["redis"].eval("if tonumber(redis.call('GET', KEYS[1]) or '0') < tonumber(ARGV[1]) then "
+                            "redis.call('SET', KEYS[1], ARGV[1]) end", 1, "max_in_flight", now)
+    try:
+        await asyncio.sleep(seconds)
+    finally:
+        await ctx["redis"].decr("in_flight")
+    await ctx["redis"].rpush("finished", ctx["job_id"])
+    return "slept"
+
+
+async def fail(ctx: dict[str, Any], message: str = "boom") -> None:
+    await _record(ctx)
+    raise ValueError(message)
+
+
+async def retry_later(ctx: dict[str, Any], seconds: float) -> None:
+    await _record(ctx)
+    raise Retry(defer=seconds)
+
+
+async def block_loop(ctx: dict[str, Any], seconds: float) -> str:
+    await _record(ctx)
+    time.sleep(seconds)  # deliberately blocks the event loop
+    return "blocked"
+
+
+async def progress(ctx: dict[str, Any]) -> str:
+    await ctx["progress"](50, message="half way")
+    return "done"
+
+
+async def stamp(ctx: dict[str, Any]) -> None:
+    """Records its start time only (rate limit tests)."""
+    await ctx["redis"].rpush("starts", json.dumps({"at": time.time(), "pid": os.getpid(), "id": ctx["job_id"]}))
