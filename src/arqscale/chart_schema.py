@@ -146,7 +146,9 @@ def _process(port_description: str) -> dict[str, Schema]:
     return {
         "replicas": _t("integer", minimum=0),
         "port": {**_PORT, "description": port_description},
-        "service": _obj({"type": _t("string", enum=["ClusterIP", "NodePort", "LoadBalancer"]), "annotations": _STRING_MAP}),
+        "service": _obj(
+            {"type": _t("string", enum=["ClusterIP", "NodePort", "LoadBalancer"]), "annotations": _STRING_MAP}
+        ),
         **_pod_fields(),
         "serviceAccount": _service_account(),
     }
@@ -215,6 +217,7 @@ def build() -> Schema:
             "groupPriorityMinimum": _t("integer", minimum=1, maximum=20000),
             "versionPriority": _t("integer", minimum=1, maximum=1000),
             "apiServiceAnnotations": _STRING_MAP,
+            "clientAuth": _obj({"enabled": _t("boolean"), "allowedNames": _t("string")}),
             "tls": _obj(
                 {
                     "existingSecret": _NAME,
@@ -271,8 +274,7 @@ def build() -> Schema:
     )
     queues: Schema = {
         "type": "object",
-        "description": "queues keyed by their real name, as in a queues file",
-        "minProperties": 1,
+        "description": "queues keyed by their real name, as in a queues file; empty: the demo queues",
         "propertyNames": {"pattern": QUEUE_NAME_RE.pattern},
         "additionalProperties": {"$ref": "#/$defs/QueueSpec"},
     }
@@ -280,9 +282,7 @@ def build() -> Schema:
         {
             "engine": _t("string", "hpa: an HPA per queue; keda: a KEDA ScaledObject per queue", enum=["hpa", "keda"]),
             "behavior": _K8S_OBJECT,
-            "keda": _obj(
-                {"pollingInterval": _t("integer", minimum=1), "cooldownPeriod": _t("integer", minimum=0)}
-            ),
+            "keda": _obj({"pollingInterval": _t("integer", minimum=1), "cooldownPeriod": _t("integer", minimum=0)}),
         }
     )
     properties: dict[str, Schema] = {

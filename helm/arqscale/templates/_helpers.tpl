@@ -252,10 +252,19 @@ arqscale.io/queue: {{ .queue | quote }}
 {{- include "arqscale.redisEnv" . }}
 {{- end -}}
 
-{{/* The queues file: the `queues:` value without the chart-only `worker:` maps */}}
+{{/* The effective queues as YAML: the `queues:` value, or the demo queues when it is empty */}}
+{{- define "arqscale.queues" -}}
+{{- if .Values.queues -}}
+{{- toYaml .Values.queues -}}
+{{- else -}}
+{{- toYaml (.Files.Get "files/demo-queues.yaml" | fromYaml).queues -}}
+{{- end -}}
+{{- end -}}
+
+{{/* The queues file: the effective queues without the chart-only `worker:` maps */}}
 {{- define "arqscale.queuesFile" -}}
 {{- $queues := dict -}}
-{{- range $name, $q := .Values.queues -}}
+{{- range $name, $q := include "arqscale.queues" . | fromYaml -}}
 {{- $_ := set $queues $name (omit ($q | default dict) "worker") -}}
 {{- end -}}
 {{- toYaml (dict "queues" $queues) -}}

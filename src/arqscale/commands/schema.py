@@ -33,7 +33,8 @@ def run(args: argparse.Namespace) -> int:
             print(f"arqscale schema: cannot read {args.check}: {exc.strerror}", file=sys.stderr)
             return 1
         if current != text:
-            print(f"arqscale schema: {args.check} is out of date; run `arqscale schema -o {args.check}`", file=sys.stderr)
+            fix = f"arqscale schema -o {args.check}"
+            print(f"arqscale schema: {args.check} is out of date; run `{fix}`", file=sys.stderr)
             return 1
         return 0
     if args.output is not None:
