@@ -23,6 +23,7 @@ import signal
 import statistics
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -150,9 +151,16 @@ class ArqscaleProcess:
         return code
 
     def terminate(self) -> None:
-        if self.alive():
+        """SIGTERM once (a second one means "stop now" to a worker); a thread notes when it exits."""
+        if self.alive() and self.terminated_at is None:
             self.terminated_at = time.time()
             self.proc.send_signal(signal.SIGTERM)
+            threading.Thread(target=self._note_exit, daemon=True).start()
+
+    def _note_exit(self) -> None:
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.proc.wait(120)
+            self.exited_at = time.time()
 
     def kill(self) -> None:
         if self.alive():
@@ -302,7 +310,7 @@ class ChaosReport:
     reruns_by_cause: dict[str, int]
     recovery_waits: list[float] = field(repr=False)
     drain_seconds: list[float] = field(repr=False)
-    drain_exit_codes: list[int]
+    drains_before_start: int  # SIGTERM reached a worker still starting up: it died before taking a job
     seconds: float
     throughput: float
     lease_seconds: float
@@ -532,12 +540,21 @@ class ChaosHarness:
             self.cfg.lease_seconds,
         )
         lost = [j for j in self.job_ids if j not in done_ids]
-        drain_seconds = [
-            (w.exited_at or time.time()) - (w.terminated_at or 0) for w in self.drains if w.killed_at is None
+        pids_with_runs = {r.pid for r in runs}
+        # A worker SIGTERMed while still importing dies of the signal before it installs its handler;
+        # that is harmless only if it never took a job.
+        clean_drains = [w for w in self.drains if w.killed_at is None and w.proc.returncode == 0]
+        early = [w for w in self.drains if w.killed_at is None and w.proc.returncode == -signal.SIGTERM]
+        bad_drains = [
+            f"drained worker pid {w.pid} exited {w.proc.returncode}"
+            for w in self.drains
+            if w.killed_at is None and w not in clean_drains and (w not in early or w.pid in pids_with_runs)
         ]
-        exit_codes = [w.proc.returncode for w in self.drains if w.killed_at is None]
+        drain_seconds = [(w.exited_at or time.time()) - (w.terminated_at or 0) for w in clean_drains]
         recorded_mismatch = [j for j, n in per_job_runs.items() if n != len(analysis.runs_by_job.get(j, []))]
-        unexplained = analysis.unexplained + [f"{j}: runs counter differs from run log" for j in recorded_mismatch]
+        unexplained = (
+            analysis.unexplained + bad_drains + [f"{j}: runs counter differs from run log" for j in recorded_mismatch]
+        )
         return ChaosReport(
             jobs=self.cfg.jobs,
             workers_started=len(self.workers),
@@ -552,7 +569,7 @@ class ChaosHarness:
             reruns_by_cause=analysis.causes,
             recovery_waits=analysis.recovery_waits,
             drain_seconds=drain_seconds,
-            drain_exit_codes=exit_codes,
+            drains_before_start=len(early),
             seconds=seconds,
             throughput=self.cfg.jobs / seconds if seconds else 0.0,
             lease_seconds=self.cfg.lease_seconds,
