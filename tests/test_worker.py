@@ -45,8 +45,8 @@ def make_spec(name: str = "q", **settings: Any) -> QueueSpec:
     return parse_queues({"queues": {name: body}})[name]
 
 
-async def wait_for(check: Callable[[], Awaitable[Any]], timeout: float = 5.0, what: str = "condition") -> Any:
-    deadline = time.monotonic() + timeout
+async def wait_for(check: Callable[[], Awaitable[Any]], within: float = 5.0, what: str = "condition") -> Any:
+    deadline = time.monotonic() + within
     while True:
         value = await check()
         if value:
@@ -175,7 +175,8 @@ async def test_poison_jobs_go_to_the_dead_letter_store_at_once(redis: Redis) -> 
     k = QueueKeys.for_queue("q", spec.queue_key)
     now = int(time.time() * 1000)
     await redis.set(job_key("garbage"), b"\x80\x04not json at all")
-    await redis.set(job_key("stranger"), serializers.json_dumps({"f": "rm_rf", "a": [1], "k": {}, "t": None, "et": now}))
+    stranger = serializers.json_dumps({"f": "rm_rf", "a": [1], "k": {}, "t": None, "et": now})
+    await redis.set(job_key("stranger"), stranger)
     await redis.zadd(k.queue, {"garbage": now, "stranger": now, "ghost": now})  # ghost: no payload at all
     async with running(Worker(spec, redis)):
         entries = [await wait_for(lambda j=j: dead_entry(redis, spec, j), what=j) for j in ("garbage", "stranger")]
@@ -237,7 +238,7 @@ async def test_deferred_job_runs_at_its_time_and_progress_is_stored(redis: Redis
         enqueued = time.time()
         await producer.enqueue("q", "record", job_id="later", defer_seconds=0.4)
         await producer.enqueue("q", "progress", job_id="p1")
-        await wait_for(lambda: redis.llen("order"), timeout=2, what="deferred job")
+        await wait_for(lambda: redis.llen("order"), within=2, what="deferred job")
         started = (await runs(redis, "later"))[0]["at"]
     assert enqueued + 0.39 <= started < enqueued + 1.5
     progress = Progress.model_validate_json(await redis.get(progress_key("p1")))
@@ -316,7 +317,7 @@ async def test_probes_and_metrics(redis: Redis) -> None:
                 await producer.enqueue("q", "add", 1, 1, job_id="m1")
                 await producer.enqueue("q", "fail", job_id="m2")
                 await wait_for(lambda: redis.exists(error_key("m2")), what="m2 retried")
-                await wait_for(lambda: redis.zscore(f"arqscale:q:completed", "m1"), what="m1")
+                await wait_for(lambda: redis.zscore("arqscale:q:completed", "m1"), what="m1")
                 text = await (await http.get(f"{base}/metrics")).text()
                 worker.request_drain()
                 assert (await http.get(f"{base}/readyz")).status == 503

@@ -38,8 +38,13 @@ async def sleep(ctx: dict[str, Any], seconds: float) -> str:
     await _record(ctx)
     # Count jobs in flight across the test, and the highest count seen.
     now = await ctx["redis"].incr("in_flight")
-    await ctx["redis"].eval("if tonumber(redis.call('GET', KEYS[1]) or '0') < tonumber(ARGV[1]) then "
-                            "redis.call('SET', KEYS[1], ARGV[1]) end", 1, "max_in_flight", now)
+    await ctx["redis"].eval(
+        "if tonumber(redis.call('GET', KEYS[1]) or '0') < tonumber(ARGV[1]) then "
+        "redis.call('SET', KEYS[1], ARGV[1]) end",
+        1,
+        "max_in_flight",
+        now,
+    )
     try:
         await asyncio.sleep(seconds)
     finally:
@@ -60,7 +65,7 @@ async def retry_later(ctx: dict[str, Any], seconds: float) -> None:
 
 async def block_loop(ctx: dict[str, Any], seconds: float) -> str:
     await _record(ctx)
-    time.sleep(seconds)  # deliberately blocks the event loop
+    time.sleep(seconds)  # noqa: ASYNC251 - blocking the event loop is the point of this task
     return "blocked"
 
 
@@ -69,6 +74,13 @@ async def progress(ctx: dict[str, Any]) -> str:
     return "done"
 
 
-async def stamp(ctx: dict[str, Any]) -> None:
-    """Records its start time only (rate limit tests)."""
+async def stamp(ctx: dict[str, Any], hold: float = 0.0) -> None:
+    """Records its start time (rate limit tests), then holds its slot for ``hold`` seconds."""
     await ctx["redis"].rpush("starts", json.dumps({"at": time.time(), "pid": os.getpid(), "id": ctx["job_id"]}))
+    await asyncio.sleep(hold)
+
+
+async def pause(ctx: dict[str, Any], seconds: float) -> str:
+    """Touches no Redis itself: keeps running while Redis is down."""
+    await asyncio.sleep(seconds)
+    return ctx["job_id"]

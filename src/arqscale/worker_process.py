@@ -12,7 +12,6 @@ from collections.abc import Mapping
 
 import redis as sync_redis
 
-from arqscale import deletion_cost
 from arqscale.config import Config
 from arqscale.connection import client_kwargs, create_redis
 from arqscale.probes import Health, build_app, start_server
@@ -48,7 +47,11 @@ async def serve(
     )
     metrics = WorkerMetrics(spec.name, spec.concurrency)
     health = Health(redis_unreachable_seconds=config.settings.redis_unreachable_seconds)
-    patcher = deletion_cost.from_environment()
+    patcher = None
+    if os.environ.get("POD_NAME"):  # the kubernetes client costs 0.2 s of start-up: only load it in a pod
+        from arqscale import deletion_cost
+
+        patcher = deletion_cost.from_environment()
     worker = Worker(
         spec,
         redis,

@@ -1,0 +1,250 @@
+"""Real ``arqscale worker`` subprocesses: signals, kills, a blocked loop, a shared rate limit, Redis restarts."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+import yaml
+from redis.asyncio import Redis
+
+from arqscale.keys import QueueKeys, error_key, in_progress_key, result_key
+from arqscale.models import DeadJob, JobRequest
+from arqscale.producer import Producer
+from arqscale.spec import QueueSpec, parse_queues
+from redis_server import RedisServer, free_port
+
+TESTS = Path(__file__).resolve().parent
+
+BASE = {
+    "functions": ["worker_tasks.sleep", "worker_tasks.block_loop", "worker_tasks.stamp", "worker_tasks.pause"],
+    "lease_seconds": 1,
+    "poll_interval": 0.1,
+    "job_timeout": 10,
+}
+
+
+class WorkerProcess:
+    def __init__(self, env: dict[str, str], queue: str, log: Path, *args: str) -> None:
+        self.port = free_port()
+        self.log = log
+        with log.open("wb") as out:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "arqscale", "worker", "--queue", queue, "--port", str(self.port), *args],
+                env=env,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+            )
+        self.url = f"http://127.0.0.1:{self.port}"
+
+    async def probe(self, path: str, timeout: float = 1.0) -> int | None:
+        """HTTP status, or None when the worker does not answer within ``timeout``."""
+        try:
+            async with (
+                aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=timeout)) as http,
+                http.get(self.url + path) as response,
+            ):
+                return response.status
+        except (TimeoutError, aiohttp.ClientError):
+            return None
+
+    async def ready(self, within: float = 15.0) -> WorkerProcess:
+        deadline = time.monotonic() + within
+        while await self.probe("/readyz") != 200:
+            assert self.proc.poll() is None, f"worker exited with {self.proc.returncode}:\n{self.output()}"
+            assert time.monotonic() < deadline, f"worker not ready:\n{self.output()}"
+            await asyncio.sleep(0.05)
+        return self
+
+    async def exited(self, within: float) -> int:
+        deadline = time.monotonic() + within
+        while self.proc.poll() is None:
+            assert time.monotonic() < deadline, f"worker still running:\n{self.output()}"
+            await asyncio.sleep(0.02)
+        return self.proc.returncode
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace")
+
+
+@pytest.fixture
+def workers(redis_env: dict[str, str], tmp_path: Path) -> Iterator[Any]:
+    started: list[WorkerProcess] = []
+
+    def start(queues: dict[str, Any], queue: str = "q", *args: str, env: dict[str, str] | None = None) -> WorkerProcess:
+        qfile = tmp_path / "queues.yaml"
+        qfile.write_text(yaml.safe_dump({"queues": queues}))
+        full_env = {**redis_env, **(env or {}), "ARQSCALE_QUEUES_FILE": str(qfile)}
+        full_env["PYTHONPATH"] = os.pathsep.join([str(TESTS), full_env.get("PYTHONPATH", "")])
+        w = WorkerProcess(full_env, queue, tmp_path / f"worker-{len(started)}.log", *args)
+        started.append(w)
+        return w
+
+    yield start
+    for w in started:
+        if w.proc.poll() is None:
+            w.proc.kill()
+            w.proc.wait(10)
+
+
+def spec_of(queues: dict[str, Any], name: str = "q") -> QueueSpec:
+    return parse_queues({"queues": queues})[name]
+
+
+async def wait_until(check: Any, within: float, what: str) -> Any:
+    deadline = time.monotonic() + within
+    while not (value := await check()):
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        await asyncio.sleep(0.02)
+    return value
+
+
+async def runs(redis: Redis, job_id: str) -> list[dict[str, Any]]:
+    return [json.loads(x) for x in await redis.lrange(f"runs:{job_id}", 0, -1)]
+
+
+def test_cli_help_and_unknown_queue(redis_env: dict[str, str]) -> None:
+    helped = subprocess.run([sys.executable, "-m", "arqscale", "worker", "--help"], capture_output=True, text=True)
+    assert helped.returncode == 0 and "--queue" in helped.stdout and "--drain-timeout" in helped.stdout
+    unknown = subprocess.run(
+        [sys.executable, "-m", "arqscale", "worker", "--queue", "nope"], capture_output=True, text=True, env=redis_env
+    )
+    assert unknown.returncode == 2
+    assert "queue 'nope' is not in the queues file" in unknown.stderr and "email" in unknown.stderr
+    assert "Traceback" not in unknown.stderr
+
+
+async def test_sigterm_mid_job_lets_it_finish_and_exits_zero(redis: Redis, workers: Any) -> None:
+    queues = {"q": BASE}
+    w = await workers(queues).ready()
+    await Producer(redis, {"q": spec_of(queues)}).enqueue("q", "sleep", 1.0, job_id="j")
+    await wait_until(lambda: redis.exists(in_progress_key("j")), 5, "job started")
+    w.proc.send_signal(signal.SIGTERM)
+    await wait_until(lambda: _is(w.probe("/readyz"), 503), 1, "readyz 503 while draining")
+    assert await w.exited(10) == 0
+    assert await redis.lrange("finished", 0, -1) == [b"j"]
+    assert await redis.exists(result_key("j"))
+    assert await redis.zcard("arq:queue:q") == 0
+    assert "drained and stopped" in w.output()
+
+
+async def _is(value: Any, expected: Any) -> bool:
+    return bool(await value == expected)
+
+
+async def test_job_longer_than_drain_is_put_back_and_rerun_by_another_worker(redis: Redis, workers: Any) -> None:
+    queues = {"q": BASE}
+    first = await workers(queues, "q", "--drain-timeout", "0.3").ready()
+    await Producer(redis, {"q": spec_of(queues)}).enqueue("q", "sleep", 2.0, job_id="long")
+    await wait_until(lambda: redis.exists(in_progress_key("long")), 5, "job started")
+    first.proc.send_signal(signal.SIGTERM)
+    assert await first.exited(5) == 0
+    assert await redis.zscore("arq:queue:q", "long") is not None  # back in the queue, not lost
+    assert not await redis.exists(in_progress_key("long"))
+    second = await workers(queues).ready()
+    await wait_until(lambda: redis.exists(result_key("long")), 10, "rerun completed")
+    first_run, second_run = await runs(redis, "long")
+    assert first_run["pid"] == first.proc.pid and second_run["pid"] == second.proc.pid
+    assert (first_run["try"], second_run["try"]) == (1, 1)  # the cut-short try did not count
+
+
+async def test_sigkill_mid_job_reruns_on_another_worker_within_the_lease(redis: Redis, workers: Any) -> None:
+    queues = {"q": BASE}
+    first = await workers(queues).ready()
+    await Producer(redis, {"q": spec_of(queues)}).enqueue("q", "sleep", 1.5, job_id="k")
+    await wait_until(lambda: redis.exists(in_progress_key("k")), 5, "job started")
+    second = await workers(queues).ready()
+    first.proc.kill()
+    killed_at = time.time()
+    await wait_until(lambda: redis.exists(result_key("k")), 10, "rerun completed")
+    first_run, second_run = await runs(redis, "k")
+    assert second_run["pid"] == second.proc.pid and second_run["try"] == 2
+    # Lease 1 s, renewed every 1/3 s: the job runs again within about one lease of the kill.
+    assert second_run["at"] - killed_at < 1.0 + 0.5
+
+
+async def test_blocked_loop_fails_liveness_and_the_job_ends_dead_with_the_reason(redis: Redis, workers: Any) -> None:
+    queues = {"q": {**BASE, "max_tries": 1}}
+    spec = spec_of(queues)
+    first = await workers(queues).ready()
+    assert await first.probe("/livez") == 200
+    await Producer(redis, {"q": spec}).enqueue("q", "block_loop", 30, job_id="blocker")
+    await wait_until(lambda: redis.exists("runs:blocker"), 5, "job started")
+    await asyncio.sleep(0.3)
+    assert await first.probe("/livez", timeout=0.5) is None  # what the kubelet sees: no answer
+    raw = await wait_until(lambda: redis.get(error_key("blocker")), 5, "watchdog report")
+    assert "blocked the event loop" in json.loads(raw)["error"]
+    first.proc.kill()  # what the kubelet does after failed liveness probes
+    await workers(queues).ready()
+    k = QueueKeys.for_queue("q", spec.queue_key)
+    entry = DeadJob.model_validate_json(await wait_until(lambda: redis.hget(k.dlq, "blocker"), 10, "dead entry"))
+    assert entry.error.startswith("tries exhausted: worker lost while running it")
+    assert "blocked the event loop" in entry.error
+    assert entry.attempts == 1 and entry.function == "block_loop" and entry.args == [30]
+
+
+async def test_rate_limit_is_shared_by_two_worker_processes(redis: Redis, workers: Any) -> None:
+    # Each worker alone could start 2 at a time (concurrency); together 4. The shared limit allows 3 a window.
+    queues = {"q": {**BASE, "concurrency": 2, "rate_limit": {"max_jobs": 3, "interval": 1}}}
+    a = workers(queues)
+    b = workers(queues)
+    await a.ready()
+    await b.ready()
+    await Producer(redis, {"q": spec_of(queues)}).enqueue_many(
+        "q", [JobRequest(function="stamp", kwargs={"hold": 0.2}) for _ in range(12)]
+    )
+    await wait_until(lambda: _is(redis.llen("starts"), 12), 10, "all started")
+    starts = sorted((json.loads(x) for x in await redis.lrange("starts", 0, -1)), key=lambda s: s["at"])
+    # Rebuild the fixed windows from the recorded starts: a window opens at the first start after the last one
+    # closed (the Redis window opens at that job's pickup, a few ms earlier: hence the 0.1 s margin).
+    windows: list[list[dict[str, Any]]] = []
+    for s in starts:
+        if windows and s["at"] < windows[-1][0]["at"] + 0.9:
+            windows[-1].append(s)
+        else:
+            windows.append([s])
+    assert [len(w) for w in windows] == [3, 3, 3, 3]
+    assert {s["pid"] for s in starts} == {a.proc.pid, b.proc.pid}
+    assert {s["pid"] for s in windows[0]} == {a.proc.pid, b.proc.pid}
+
+
+async def test_worker_survives_a_redis_restart_and_loses_nothing(
+    tmp_path: Path, redis_env: dict[str, str], workers: Any
+) -> None:
+    own = RedisServer(tmp_path / "own-redis", aof=True).start()
+    try:
+        client = Redis.from_url(own.url)
+        queues = {"q": {**BASE, "concurrency": 10, "lease_seconds": 3}}
+        env = {"REDIS_URL": own.url, "ARQSCALE_REDIS_UNREACHABLE_SECONDS": "1"}
+        w = await workers(queues, "q", env=env).ready()
+        count = 100
+        await Producer(client, {"q": spec_of(queues)}).enqueue_many(
+            "q", [JobRequest(function="pause", args=[0.1], job_id=f"p{i}") for i in range(count)]
+        )
+        await wait_until(lambda: client.zcard("arqscale:q:completed"), 5, "first completions")
+        own.stop()
+        await wait_until(lambda: _is(w.probe("/readyz"), 503), 2, "not ready while Redis is down")
+        await wait_until(lambda: _is(w.probe("/livez"), 503), 3, "not live after the threshold")
+        await asyncio.sleep(1.0)
+        own.start()
+        await client.aclose()
+        client = Redis.from_url(own.url)
+        await wait_until(lambda: _is(client.zcard("arqscale:q:completed"), count), 30, "every job completed")
+        assert await w.probe("/livez") == 200 and await w.probe("/readyz") == 200
+        assert w.proc.poll() is None  # no restart needed
+        assert await client.zcard("arq:queue:q") == 0
+        assert await client.hlen("arqscale:q:dlq") == 0
+        assert await client.exists(*(result_key(f"p{i}") for i in range(count))) == count
+        await client.aclose()
+    finally:
+        own.kill()
