@@ -47,11 +47,11 @@ class WorkerProcess:
             )
         self.url = f"http://127.0.0.1:{self.port}"
 
-    async def probe(self, path: str, timeout: float = 1.0) -> int | None:
-        """HTTP status, or None when the worker does not answer within ``timeout``."""
+    async def probe(self, path: str, answer_within: float = 1.0) -> int | None:
+        """HTTP status, or None when the worker does not answer within ``answer_within`` seconds."""
         try:
             async with (
-                aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=timeout)) as http,
+                aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=answer_within)) as http,
                 http.get(self.url + path) as response,
             ):
                 return response.status
@@ -168,6 +168,7 @@ async def test_sigkill_mid_job_reruns_on_another_worker_within_the_lease(redis: 
     killed_at = time.time()
     await wait_until(lambda: redis.exists(result_key("k")), 10, "rerun completed")
     first_run, second_run = await runs(redis, "k")
+    assert first_run["try"] == 1
     assert second_run["pid"] == second.proc.pid and second_run["try"] == 2
     # Lease 1 s, renewed every 1/3 s: the job runs again within about one lease of the kill.
     assert second_run["at"] - killed_at < 1.0 + 0.5
@@ -181,7 +182,7 @@ async def test_blocked_loop_fails_liveness_and_the_job_ends_dead_with_the_reason
     await Producer(redis, {"q": spec}).enqueue("q", "block_loop", 30, job_id="blocker")
     await wait_until(lambda: redis.exists("runs:blocker"), 5, "job started")
     await asyncio.sleep(0.3)
-    assert await first.probe("/livez", timeout=0.5) is None  # what the kubelet sees: no answer
+    assert await first.probe("/livez", answer_within=0.5) is None  # what the kubelet sees: no answer
     raw = await wait_until(lambda: redis.get(error_key("blocker")), 5, "watchdog report")
     assert "blocked the event loop" in json.loads(raw)["error"]
     first.proc.kill()  # what the kubelet does after failed liveness probes
