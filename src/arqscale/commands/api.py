@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import sys
 
 from arqscale.config import load_config_or_exit
 
@@ -19,5 +20,9 @@ def run(args: argparse.Namespace) -> int:
     config = load_config_or_exit()
     from arqscale.api import serve
 
-    asyncio.run(serve(config, host=args.host, port=args.port))
+    try:
+        asyncio.run(serve(config, host=args.host, port=args.port))
+    except OSError as exc:  # the port is taken or the address cannot be bound
+        print(f"arqscale api: cannot listen: {exc.strerror or exc}", file=sys.stderr)
+        return 1
     return 0
