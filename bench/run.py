@@ -592,7 +592,7 @@ def run_throughput(bench: Bench, args: argparse.Namespace, res: Results, systems
     for rep in range(args.repeat):  # round-robin, so drift on a noisy machine hits every system alike
         for system in systems:
             if rep and system.arq_mode == "default":
-                continue  # poll-bound (100 jobs per 0.5 s poll), and 50 s a run at 10,000 jobs
+                continue  # poll-bound (100 jobs per 0.5 s poll), and 25 s a run at 5,000 jobs
             t = attempt(res, f"throughput {system.key}", bench.throughput, system, args.jobs)
             if t is not None:
                 res.throughput.setdefault(system.key, []).append(t)
@@ -635,12 +635,12 @@ def run_all(bench: Bench, args: argparse.Namespace, res: Results) -> None:
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="small run (2,000 jobs, 1 repeat, 50 samples)")
-    parser.add_argument("--jobs", type=int, help="no-op jobs per throughput run (default 10,000)")
+    parser.add_argument("--jobs", type=int, help="no-op jobs per throughput run (default 5,000)")
     parser.add_argument("--repeat", type=int, help="throughput and enqueue runs per system (default 3)")
     parser.add_argument("--samples", type=int, help="pickup latency samples (default 200)")
     parser.add_argument("--gap", type=float, default=0.02, help="seconds between latency samples")
     parser.add_argument("--single", type=int, help="jobs for the single-enqueue rate (default 2,000)")
-    parser.add_argument("--bulk", type=int, help="jobs for the bulk-enqueue rate (default 20,000)")
+    parser.add_argument("--bulk", type=int, help="jobs for the bulk-enqueue rate (default 10,000)")
     parser.add_argument("--batch", type=int, default=100, help="bulk enqueue batch size")
     parser.add_argument(
         "--systems", nargs="*", default=[], help="only these system keys or families (arq, arqscale, bullmq)"
@@ -653,8 +653,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--profile", type=Path, help="py-spy the Python workers into this folder (slows them)")
     args = parser.parse_args(argv)
     quick = args.quick
-    defaults = {"jobs": (2_000, 10_000), "repeat": (1, 3), "samples": (50, 200), "single": (500, 2_000)}
-    defaults["bulk"] = (5_000, 20_000)
+    defaults = {"jobs": (2_000, 5_000), "repeat": (1, 3), "samples": (50, 200), "single": (500, 2_000)}
+    defaults["bulk"] = (5_000, 10_000)
     for name, (small, full) in defaults.items():
         if getattr(args, name) is None:
             setattr(args, name, small if quick else full)
@@ -688,6 +688,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         finally:
             bench.close()
     res.facts["wall"] = f"{time.monotonic() - started:.0f} s"
+    res.facts["load average at end"] = " ".join(f"{x:.2f}" for x in os.getloadavg())
     text = report(res, args, command)
     print()
     print(text)
