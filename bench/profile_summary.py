@@ -1,10 +1,11 @@
 """Summarise py-spy collapsed stacks (``python bench/run.py --profile DIR`` writes them).
 
-    python bench/profile_summary.py DIR/003-arqscale-100.txt [--top 25] [--match arqscale]
+    python bench/profile_summary.py DIR/003-arqscale-100.txt [--top 25] [--match arqscale] [--steady]
 
 Prints where the samples went: self time per function (the frame on top of the stack), and
 inclusive time per function (any frame on the stack), as percentages of all samples. ``--match``
-keeps only functions whose frame text contains that string in the inclusive table.
+keeps only functions whose frame text contains that string in the inclusive table. ``--steady`` drops
+the samples taken while modules were being imported (start-up), leaving the event loop's work.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ def function_of(frame: str) -> str:
     return LINE_RE.sub(lambda m: f" ({m.group(1)})", frame)
 
 
-def summarise(path: Path) -> tuple[int, Counter[str], Counter[str]]:
+def summarise(path: Path, steady: bool = False) -> tuple[int, Counter[str], Counter[str]]:
     total = 0
     own: Counter[str] = Counter()
     inclusive: Counter[str] = Counter()
@@ -31,6 +32,8 @@ def summarise(path: Path) -> tuple[int, Counter[str], Counter[str]]:
         if not stack:
             continue
         count = int(count_text)
+        if steady and "_find_and_load" in stack:
+            continue
         frames = [function_of(f) for f in stack.split(";")]
         total += count
         own[frames[-1]] += count
@@ -44,8 +47,9 @@ def main() -> None:
     parser.add_argument("profile", type=Path)
     parser.add_argument("--top", type=int, default=25)
     parser.add_argument("--match", default="", help="inclusive table: only frames containing this")
+    parser.add_argument("--steady", action="store_true", help="leave out samples taken while importing")
     args = parser.parse_args()
-    total, own, inclusive = summarise(args.profile)
+    total, own, inclusive = summarise(args.profile, args.steady)
     print(f"{total} samples in {args.profile}")
     print("\nself time:")
     for frame, count in own.most_common(args.top):
