@@ -34,3 +34,34 @@ demo:
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q -e '.[local]'
 	$(BIN)/arqscale demo $(DEMO_ARGS)
+
+# --- Kubernetes: a local kind cluster, both images built and the chart deployed by skaffold -------
+# Needs docker, kind and skaffold; helm and kubectl are taken from PATH, else from .tools/bin
+# (scripts/fetch-tools). Walk-through: docs/kubernetes.md.
+KIND_CLUSTER := arqscale
+KIND_CONTEXT := kind-$(KIND_CLUSTER)
+KUBECTL := kubectl --context $(KIND_CONTEXT)
+
+.PHONY: kind-up kind-down
+
+kind-up:
+	@for tool in docker kind skaffold; do \
+	  command -v $$tool >/dev/null || { echo "kind-up needs $$tool on PATH (see docs/kubernetes.md)" >&2; exit 1; }; \
+	done
+	scripts/fetch-tools >/dev/null
+	set -e; export PATH="$$PATH:$(CURDIR)/.tools/bin"; \
+	kind get clusters | grep -qx $(KIND_CLUSTER) || kind create cluster --config k8s/kind-cluster.yaml --wait 180s; \
+	skaffold run --kube-context $(KIND_CONTEXT) --profile kind; \
+	$(KUBECTL) rollout status statefulset -l app.kubernetes.io/instance=arqscale --timeout=300s; \
+	$(KUBECTL) rollout status deployment -l app.kubernetes.io/instance=arqscale --timeout=300s; \
+	$(KUBECTL) wait --for=condition=Available apiservice/v1beta1.external.metrics.k8s.io --timeout=180s
+	@echo
+	@echo "arqscale runs in kind cluster '$(KIND_CLUSTER)' (context $(KIND_CONTEXT)). Watch the autoscaling:"
+	@echo "  kubectl --context $(KIND_CONTEXT) get hpa -w"
+	@echo "  kubectl --context $(KIND_CONTEXT) get pods -l app.kubernetes.io/component=worker -L arqscale.io/queue -w"
+	@echo "  kubectl --context $(KIND_CONTEXT) get --raw '/apis/external.metrics.k8s.io/v1beta1/namespaces/default/arqscale_queue_backlog?labelSelector=queue%3Demail'"
+	@echo "Send load: docs/kubernetes.md ('Make the HPA scale'). Remove everything: make kind-down"
+
+kind-down:
+	@command -v kind >/dev/null || { echo "kind-down needs kind on PATH" >&2; exit 1; }
+	kind delete cluster --name $(KIND_CLUSTER)
