@@ -64,7 +64,6 @@ class DeletionCostPatcher:
                 await asyncio.sleep(wait)
                 continue  # the state may have flipped back meanwhile: then nothing is sent
             desired = self._desired
-            self._last_sent_at = time.monotonic()
             try:
                 await asyncio.to_thread(self._patch, desired)
             except Exception as exc:
@@ -73,6 +72,9 @@ class DeletionCostPatcher:
                     logger.warning("cannot patch pod %s/%s %s: %s", self.namespace, self.pod_name, ANNOTATION, exc)
                     self._warned = True
                 continue
+            finally:
+                # Counted from the end of a request: the API server never sees two closer than the interval.
+                self._last_sent_at = time.monotonic()
             self.sent = desired
             self.patches += 1
 
