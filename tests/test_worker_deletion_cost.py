@@ -179,7 +179,9 @@ async def test_patches_own_pod_on_transitions_only_and_rate_limited(api_server: 
         await patcher.close()
 
 
-async def test_a_refused_patch_warns_once_and_is_retried(api_server: ApiServer, caplog: pytest.LogCaptureFixture) -> None:
+async def test_a_refused_patch_warns_once_and_is_retried(
+    api_server: ApiServer, caplog: pytest.LogCaptureFixture
+) -> None:
     api_server.status = 403  # RBAC without patch on pods
     patcher = api_server.patcher(min_interval=0.1)
     try:
