@@ -308,7 +308,9 @@ class ChaosReport:
     extra_runs: int  # runs beyond one per job
     double_completions: int  # jobs whose task body ran to its end more than once
     reruns_by_cause: dict[str, int]
-    recovery_waits: list[float] = field(repr=False)
+    recovery_waits: list[float] = field(repr=False)  # kill -> rerun, Redis up all along
+    recovery_waits_in_outage: list[float] = field(repr=False)  # kill -> rerun, with a Redis outage in between
+    outage_seconds: list[float]  # each Redis restart: from SIGTERM to answering again (AOF loaded)
     drain_seconds: list[float] = field(repr=False)
     drains_before_start: int  # SIGTERM reached a worker still starting up: it died before taking a job
     seconds: float
@@ -336,26 +338,32 @@ class ChaosReport:
     def summary(self) -> dict[str, Any]:
         out = asdict(self)
         out.pop("recovery_waits")
+        out.pop("recovery_waits_in_outage")
         out.pop("drain_seconds")
         out.update(
             recovery_samples=len(self.recovery_waits),
             recovery_max=round(self.recovery_max, 3),
             recovery_p50=round(self.recovery_p50, 3),
+            recovery_in_outage_max=round(max(self.recovery_waits_in_outage, default=0.0), 3),
             drain_max=round(self.drain_max, 3),
         )
         return out
 
     def markdown_row(self, label: str) -> str:
+        outage = max(self.outage_seconds, default=0.0)
+        by_kill, by_outage = self.reruns_by_cause["sigkill"], self.reruns_by_cause["redis_outage"]
         return (
-            f"| {label} | {self.jobs:,} | {self.workers_started} | {self.drains} | {self.kills} | {self.redis_restarts}"
-            f" | {self.lost} | {self.duplicates} | {self.recovery_p50:.2f} s | {self.recovery_max:.2f} s"
-            f" | {self.drain_max:.2f} s | {self.seconds:.0f} s |"
+            f"| {label} | {self.jobs:,} | {self.workers_started} | {self.drains} | {self.kills}"
+            f" | {self.redis_restarts} ({outage:.1f} s) | {self.lost} | {self.duplicates} ({by_kill} / {by_outage})"
+            f" | {self.recovery_p50:.2f} s | {self.recovery_max:.2f} s | {self.drain_max:.2f} s"
+            f" | {self.seconds:.0f} s |"
         )
 
 
 TABLE_HEADER = (
-    "| run | jobs | workers started | drains (SIGTERM) | kills (SIGKILL) | Redis restarts | lost"
-    " | duplicates | rerun wait p50 | rerun wait max | longest drain | wall time |\n"
+    "| run | jobs | workers started | drains (SIGTERM) | kills (SIGKILL) | Redis restarts (longest outage) | lost"
+    " | duplicates (reruns after a kill / after an outage) | rerun wait p50 | rerun wait max | longest drain"
+    " | wall time |\n"
     "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
 )
 
@@ -540,6 +548,13 @@ class ChaosHarness:
             self.cfg.lease_seconds,
         )
         lost = [j for j in self.job_ids if j not in done_ids]
+        timeline = {
+            "kills": self.kills,
+            "drains": [(w.pid, w.terminated_at, w.exited_at, w.proc.returncode) for w in self.drains],
+            "outages": self.outages,
+            "workers": [(w.pid, w.started, w.log_path.name) for w in self.workers],
+        }
+        (self.workdir / "timeline.json").write_text(json.dumps(timeline))
         pids_with_runs = {r.pid for r in runs}
         # A worker SIGTERMed while still importing dies of the signal before it installs its handler;
         # that is harmless only if it never took a job.
@@ -568,6 +583,8 @@ class ChaosHarness:
             double_completions=sum(1 for rs in analysis.runs_by_job.values() if sum(r.end is not None for r in rs) > 1),
             reruns_by_cause=analysis.causes,
             recovery_waits=analysis.recovery_waits,
+            recovery_waits_in_outage=analysis.recovery_waits_in_outage,
+            outage_seconds=[round(up - down, 3) for down, up in self.outages],
             drain_seconds=drain_seconds,
             drains_before_start=len(early),
             seconds=seconds,
@@ -631,6 +648,7 @@ class Analysis:
     runs_by_job: dict[str, list[Run]]
     causes: dict[str, int]
     recovery_waits: list[float]
+    recovery_waits_in_outage: list[float]
     unexplained: list[str]
 
 
@@ -654,6 +672,7 @@ def analyse(
         by_job.setdefault(run.job, []).append(run)
     causes = {"sigkill": 0, "drain": 0, "redis_outage": 0}
     waits: list[float] = []
+    waits_in_outage: list[float] = []
     unexplained: list[str] = []
     for job, job_runs in by_job.items():
         job_runs.sort(key=lambda r: r.start)
@@ -661,7 +680,10 @@ def analyse(
             kill_at = killed.get(prev.pid)
             if kill_at is not None and prev.start - slack <= kill_at <= nxt.start + slack:
                 causes["sigkill"] += 1
-                waits.append(max(nxt.start - kill_at, 0.0))
+                wait = max(nxt.start - kill_at, 0.0)
+                # Redis away between the kill and the rerun: nothing could pick the job up meanwhile.
+                hit = any(down <= nxt.start and kill_at <= up for down, up in outages)
+                (waits_in_outage if hit else waits).append(wait)
             elif prev.pid in drained and prev.end is None and drained[prev.pid] <= nxt.start + slack:
                 causes["drain"] += 1
             elif any(down - lease_seconds <= nxt.start and prev.start <= up + lease_seconds for down, up in outages):
@@ -671,7 +693,13 @@ def analyse(
                     f"{job}: run on pid {prev.pid} at {prev.start:.3f} (ended: {prev.end is not None}) was followed"
                     f" by a run on pid {nxt.pid} at {nxt.start:.3f} with no kill, drain or outage to explain it"
                 )
-    return Analysis(runs_by_job=by_job, causes=causes, recovery_waits=waits, unexplained=unexplained)
+    return Analysis(
+        runs_by_job=by_job,
+        causes=causes,
+        recovery_waits=waits,
+        recovery_waits_in_outage=waits_in_outage,
+        unexplained=unexplained,
+    )
 
 
 def run_chaos(workdir: Path, config: ChaosConfig) -> ChaosReport:
