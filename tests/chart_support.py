@@ -47,8 +47,10 @@ def run_tool(tool: str, *args: str, timeout: float = 120) -> subprocess.Complete
     return subprocess.run([str(TOOLS / tool), *args], capture_output=True, text=True, timeout=timeout, check=False)
 
 
-def helm_template(helm: str, *args: str) -> subprocess.CompletedProcess[str]:
-    return run_tool(helm, "template", RELEASE, str(CHART), "--namespace", NAMESPACE, *args)
+def helm_template(
+    helm: str, *args: str, release: str = RELEASE, namespace: str = NAMESPACE
+) -> subprocess.CompletedProcess[str]:
+    return run_tool(helm, "template", release, str(CHART), "--namespace", namespace, *args)
 
 
 def parse_docs(text: str) -> list[Doc]:
