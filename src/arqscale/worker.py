@@ -265,7 +265,10 @@ class Worker:
         interval = self.spec.lease_seconds / 3
         while True:
             try:
-                lost = await self.ops.heartbeat(list(self._running), _ms(), int(self.spec.lease_seconds * 1000))
+                # Finished jobs whose outcome is not written yet (Redis away) keep their lease too, or another
+                # worker would run them again.
+                held = [*self._running, *(r.job_id for r in self._finished)]
+                lost = await self.ops.heartbeat(held, _ms(), int(self.spec.lease_seconds * 1000))
             except (RedisError, OSError) as exc:
                 self._redis_failed(exc)
                 await asyncio.sleep(min(interval, 0.5))
