@@ -86,6 +86,13 @@ async def fail_always(ctx: dict[str, Any]) -> None:
     raise RuntimeError(f"poison job {ctx['job_id']} fails on every try")
 
 
+async def fixable(ctx: dict[str, Any]) -> str:
+    """Fails until the key ``chaos:fixed`` exists: the bug an operator fixes before ``dlq requeue``."""
+    if not await ctx["redis"].exists("chaos:fixed"):
+        raise RuntimeError("the bug is not fixed yet")
+    return "fixed"
+
+
 async def echo(ctx: dict[str, Any], value: Any = None) -> dict[str, Any]:
     """A trivial job for connection tests: returns what it got and the job id."""
     return {"job_id": ctx["job_id"], "value": value}
