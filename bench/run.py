@@ -169,7 +169,8 @@ class Bench:
             stdout=self.redis_log.open("wb"),
             stderr=subprocess.STDOUT,
         )
-        self.r = redis.Redis(port=self.port)
+        # Any: redis-py annotates its sync client's replies as ``Awaitable[T] | T``.
+        self.r: Any = redis.Redis(port=self.port)
         deadline = time.monotonic() + 10
         while True:
             with contextlib.suppress(redis.ConnectionError):
