@@ -363,3 +363,26 @@ async def test_many_jobs_all_complete_once(redis: Redis, count: int) -> None:
     for i in range(count):
         pipe.llen(f"runs:n{i}")
     assert set(await pipe.execute()) == {1}
+
+
+async def test_retention_trims_completed_and_dead_letter_indexes(redis: Redis) -> None:
+    spec = make_spec(retention={"completed_max": 2, "failed_max": 1}, max_tries=1)
+    k = QueueKeys.for_queue("q", spec.queue_key)
+    producer = Producer(redis, {"q": spec})
+    async with running(Worker(spec, redis, worker_id="w-trim")):
+        for i in range(5):
+            await producer.enqueue("q", "add", i, 1, job_id=f"ok{i}")
+            await wait_for(lambda i=i: redis.exists(f"arq:result:ok{i}"), what=f"ok{i}")
+        for i in range(3):
+            await producer.enqueue("q", "fail", job_id=f"bad{i}")
+            await wait_for(lambda i=i: redis.zscore(k.dlq_index, f"bad{i}"), what=f"bad{i}")
+        # A crashed worker's leftovers: an expired lease and an expired worker heartbeat.
+        await redis.zadd(k.active, {"ghost": 1})
+        await redis.zadd(k.workers, {"dead-worker": 1})
+        await wait_for(lambda: _eq(redis.zscore(k.active, "ghost"), None), what="expired lease removed")
+        assert await redis.zscore(k.workers, "dead-worker") is None
+    assert [x.decode() for x in await redis.zrange(k.completed, 0, -1)] == ["ok3", "ok4"]
+    assert [x.decode() for x in await redis.zrange(k.dlq_index, 0, -1)] == ["bad2"]
+    assert list(await redis.hkeys(k.dlq)) == [b"bad2"]
+    # Results keep their own TTL from retention.completed_seconds.
+    assert 0 < await redis.pttl("arq:result:ok0") <= spec.retention.completed_seconds * 1000
