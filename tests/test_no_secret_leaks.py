@@ -234,3 +234,32 @@ def test_invalid_settings_error_hides_the_password(monkeypatch: pytest.MonkeyPat
         load_config()
     _assert_clean(str(err.value))
     assert "port" in str(err.value) and "db" in str(err.value)
+
+
+# ------------------------------------------------------------ the API's unauthenticated paths
+
+
+def test_unauthenticated_health_tells_nothing_about_queues(
+    real_redis: RedisServer, queues: Path, tmp_path: Path
+) -> None:
+    """With a bearer token set, the paths the kubelet probes without one must not list queues or counts."""
+    _require("api")
+    port = free_port()
+    env = clean_env(
+        ARQSCALE_QUEUES_FILE=str(queues),
+        REDIS_URL=f"redis://:the-right-password@127.0.0.1:{real_redis.port}/0",
+        ARQSCALE_API_TOKEN=TOKEN,
+        ARQSCALE_API_PORT=str(port),
+    )
+    api = ArqscaleProcess(["api"], env, tmp_path / "api.log", port)
+    try:
+        api.wait_http("/livez")
+        for path in ("/healthz", "/livez", "/readyz"):
+            status, body = http_get(api.url(path))
+            assert status == 200, (path, status, body)
+            for queue in CONN_QUEUES:
+                assert f'"{queue}"' not in body, f"{path} names queue {queue!r} without a token: {body[:300]}"
+        status, body = http_get(api.url("/healthz"), headers={"Authorization": f"Bearer {TOKEN}"})
+        assert status == 200 and '"idle"' in body  # with the token, the full report
+    finally:
+        api.close()
