@@ -36,16 +36,16 @@ async def test_enqueue_is_idempotent_and_counted(redis: Redis) -> None:
 
 async def test_counts_tell_waiting_running_and_deferred_apart(redis: Redis) -> None:
     producer = Producer(redis, SPECS)
-    now = int(time.time() * 1000)
     for i in range(5):
         await producer.enqueue("email", "send_email", i, job_id=f"w{i}")
     await producer.enqueue("email", "send_email", job_id="later", defer_seconds=60)
     await producer.enqueue("email", "send_email", job_id="urgent-later", defer_seconds=60, priority=0)
     await producer.enqueue("email", "send_email", job_id="low", priority=2)
     # Two jobs "running": a live lease in the active set. One dead lease (crashed worker) counts as waiting.
+    now = int(time.time() * 1000)  # after enqueueing: every job enqueued so far is ready at `now`
     k = QueueKeys.for_queue("email", "arq:queue:email")
     await redis.zadd(k.active, {"w0": now + 10_000, "w1": now + 10_000, "w2": now - 1})
-    counts = (await CountsReader(redis).read(SPECS, now_ms=now + 5))["email"]
+    counts = (await CountsReader(redis).read(SPECS, now_ms=now))["email"]
     assert counts.active == 2
     assert counts.delayed == 2
     assert counts.waiting == 4  # w2, w3, w4, low
