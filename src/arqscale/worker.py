@@ -144,6 +144,9 @@ class Worker:
         self._draining = False
         self._cutting = False
         self._redis_failures = 0
+        # Heartbeat and finish/pickup never interleave: a heartbeat built from a snapshot of the running jobs
+        # must not land after the finish of one of them, or it would take that job's lease again.
+        self._redis_turn = asyncio.Lock()
 
     # ----------------------------------------------------------------- life cycle
 
@@ -167,7 +170,9 @@ class Worker:
                             await self._tick.wait()
         finally:
             self._watchdog.stop()
-            for task in [*background, *([drain_timer] if drain_timer else [])]:
+            if drain_timer is not None:
+                background.append(drain_timer)
+            for task in background:
                 task.cancel()
             await asyncio.gather(*background, return_exceptions=True)
             with contextlib.suppress(RedisError, OSError):
@@ -215,15 +220,16 @@ class Worker:
 
     async def _step(self) -> float:
         """Flush finished jobs and take new ones in one round trip; return how long to wait for the next tick."""
-        records, self._finished = self._finished, []
-        free = 0 if self._draining else self.spec.concurrency - len(self._running)
-        if not records and free <= 0:
-            return self.spec.poll_interval
-        try:
-            result = await self.ops.finish_and_pickup(records, free, _ms())
-        except (RedisError, OSError) as exc:
-            self._finished[:0] = records  # nothing is dropped: the same batch goes again (it is idempotent)
-            return self._redis_failed(exc)
+        async with self._redis_turn:
+            records, self._finished = self._finished, []
+            free = 0 if self._draining else self.spec.concurrency - len(self._running)
+            if not records and free <= 0:
+                return self.spec.poll_interval
+            try:
+                result = await self.ops.finish_and_pickup(records, free, _ms())
+            except (RedisError, OSError) as exc:
+                self._finished[:0] = records  # nothing is dropped: the same batch goes again (it is idempotent)
+                return self._redis_failed(exc)
         self._redis_ok()
         if result is not None:
             self.metrics.pickups_q.inc()
@@ -265,10 +271,11 @@ class Worker:
         interval = self.spec.lease_seconds / 3
         while True:
             try:
-                # Finished jobs whose outcome is not written yet (Redis away) keep their lease too, or another
-                # worker would run them again.
-                held = [*self._running, *(r.job_id for r in self._finished)]
-                lost = await self.ops.heartbeat(held, _ms(), int(self.spec.lease_seconds * 1000))
+                async with self._redis_turn:
+                    # Finished jobs whose outcome is not written yet (Redis away) keep their lease too, or
+                    # another worker would run them again.
+                    held = [*self._running, *(r.job_id for r in self._finished)]
+                    lost = await self.ops.heartbeat(held, _ms(), int(self.spec.lease_seconds * 1000))
             except (RedisError, OSError) as exc:
                 self._redis_failed(exc)
                 await asyncio.sleep(min(interval, 0.5))
