@@ -43,14 +43,23 @@ for q = 0, (#KEYS / 5) - 1 do
     ready = ready + redis.call('ZCOUNT', kq, low, top)
     delayed = delayed + redis.call('ZCOUNT', kq, '(' .. top, '(' .. (low + 10000000000000))
     -- The oldest waiting job of this band: skip ready jobs that are running (their lease is alive).
-    local ids = redis.call('ZRANGEBYSCORE', kq, low, top, 'WITHSCORES', 'LIMIT', 0, active + 1)
-    for i = 1, #ids, 2 do
-      local lease = redis.call('ZSCORE', ka, ids[i])
-      if not lease or tonumber(lease) <= now then
-        local at = tonumber(ids[i+1]) - low
-        if oldest < 0 or at < oldest then oldest = at end
-        break
+    -- Read in growing pages (8, 16, 32...): usually the first job is not running, and reading
+    -- active + 1 jobs at once cost ~0.2 ms per band with hundreds of jobs running (exporter benchmark).
+    local offset, page, found = 0, 8, false
+    while not found and offset <= active do
+      local ids = redis.call('ZRANGEBYSCORE', kq, low, top, 'WITHSCORES', 'LIMIT', offset, page)
+      for i = 1, #ids, 2 do
+        local lease = redis.call('ZSCORE', ka, ids[i])
+        if not lease or tonumber(lease) <= now then
+          local at = tonumber(ids[i+1]) - low
+          if oldest < 0 or at < oldest then oldest = at end
+          found = true
+          break
+        end
       end
+      if #ids < 2 * page then break end
+      offset = offset + page
+      page = page * 2
     end
   end
   out[#out+1] = {ready, delayed, active, redis.call('EXISTS', kp), redis.call('ZCOUNT', kc, cutoff, '+inf'),
@@ -110,7 +119,9 @@ class CountsReader:
         arq_specs = [s for s in specs.values() if s.backend == "arq"]
         if not arq_specs:
             return {}
-        now = int(time.time() * 1000) if now_ms is None else now_ms
+        # round(), as arq's own timestamp_ms does: with int() a job arq enqueued in the same millisecond
+        # could score 1 ms above "now" and be counted as delayed (a flaky test showed it).
+        now = round(time.time() * 1000) if now_ms is None else now_ms
         keys, argv = script_args(arq_specs, now)
         raw = await self._script(keys=keys, args=argv)
         return {spec.name: assemble(spec, row, now) for spec, row in zip(arq_specs, raw, strict=True)}
