@@ -51,6 +51,7 @@ BEGIN_MARK = "<!-- bench:results:begin (written by bench/run.py) -->"
 END_MARK = "<!-- bench:results:end -->"
 POLL_S = 0.005
 STALL_S = 15.0
+IDLE_S = 3.0
 
 Family = Literal["arq", "arqscale", "bullmq"]
 
@@ -104,6 +105,8 @@ class Latency:
     p99_ms: float
     max_ms: float
     mean_ms: float
+    idle_worker_cpu_pct: float
+    idle_redis_cmds_per_s: float
 
 
 @dataclass
@@ -318,6 +321,7 @@ class Bench:
             self.client(system.family, "latency", "--samples", "5", "--gap", str(gap))
             self.wait_for_samples(5, proc, log, timeout=60)
             self.r.delete(LATENCY_KEY)
+            idle_cpu, idle_cmds = self.idle_cost(proc.pid)
             self.client(system.family, "latency", "--samples", str(samples), "--gap", str(gap))
             self.wait_for_samples(samples, proc, log, timeout=30)
         values = sorted(float(v) * 1000 for v in self.r.lrange(LATENCY_KEY, 0, -1))
@@ -328,7 +332,17 @@ class Bench:
             p99_ms=percentile(values, 0.99),
             max_ms=values[-1],
             mean_ms=statistics.fmean(values),
+            idle_worker_cpu_pct=idle_cpu,
+            idle_redis_cmds_per_s=idle_cmds,
         )
+
+    def idle_cost(self, pid: int, seconds: float = IDLE_S) -> tuple[float, float]:
+        """What a worker with nothing to do costs: its CPU (% of a core) and the Redis commands it sends per second."""
+        cpu, cmds, started = cpu_seconds(pid), self.commands(), time.monotonic()
+        time.sleep(seconds)
+        elapsed = time.monotonic() - started
+        # The two INFO calls are ours, not the worker's.
+        return (cpu_seconds(pid) - cpu) / elapsed * 100, (self.commands() - cmds - 1) / elapsed
 
     def wait_for_samples(self, count: int, proc: subprocess.Popen[bytes], log: Path, timeout: float) -> None:
         deadline = time.monotonic() + timeout
@@ -457,8 +471,8 @@ def latency_table(res: Results, samples: int, gap: float) -> list[str]:
     lines = [
         f"### Pickup latency on an idle queue ({samples} jobs, one at a time, {gap * 1000:.0f} ms apart)",
         "",
-        "| system | concurrency | p50 ms | p99 ms | max ms | mean ms |",
-        "| --- | ---: | ---: | ---: | ---: | ---: |",
+        "| system | concurrency | p50 ms | p99 ms | max ms | mean ms | idle worker CPU | idle Redis cmds/s |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     by_key = {s.key: s for s in SYSTEMS}
     for key in LATENCY_SYSTEMS:
@@ -466,11 +480,11 @@ def latency_table(res: Results, samples: int, gap: float) -> list[str]:
         lat = res.latency.get(key)
         if lat is None:
             err = res.errors.get(f"latency {key}", "not run")
-            lines.append(f"| {system.label} | {system.concurrency} | {err.splitlines()[0][:90]} | | | |")
+            lines.append(f"| {system.label} | {system.concurrency} | {err.splitlines()[0][:90]} | | | | | |")
             continue
         lines.append(
             f"| {system.label} | {system.concurrency} | {lat.p50_ms:.2f} | {lat.p99_ms:.2f} | {lat.max_ms:.2f} "
-            f"| {lat.mean_ms:.2f} |"
+            f"| {lat.mean_ms:.2f} | {lat.idle_worker_cpu_pct:.1f}% | {lat.idle_redis_cmds_per_s:,.0f} |"
         )
     return lines
 
