@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -64,6 +65,29 @@ def render(helm: str, values: str) -> tuple[Doc, ...]:
     result = helm_template(helm, *(["--values", str(path)] if path else []))
     assert result.returncode == 0, result.stderr
     return tuple(parse_docs(result.stdout))
+
+
+@functools.cache
+def lint(helm: str, values: str) -> subprocess.CompletedProcess[str]:
+    path = VALUES[values]
+    return run_tool(helm, "lint", "--strict", str(CHART), *(["-f", str(path)] if path else []))
+
+
+@functools.cache
+def template_with(helm: str, args: tuple[str, ...]) -> subprocess.CompletedProcess[str]:
+    return helm_template(helm, *args)
+
+
+def prefetch(extra_templates: Iterable[tuple[str, tuple[str, ...]]] = ()) -> None:
+    """Run every render, lint and given template once, in parallel (helm is single-threaded and slow to start)."""
+    jobs = [
+        *((render, (h, v)) for h in HELMS for v in VALUES),
+        *((lint, (h, v)) for h in HELMS for v in VALUES),
+        *((template_with, args) for args in extra_templates),
+    ]
+    with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 2)) as pool:
+        for future in [pool.submit(fn, *args) for fn, args in jobs]:
+            future.exception()  # failures resurface, with their message, in the test that asks
 
 
 @functools.cache

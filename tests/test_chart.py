@@ -20,7 +20,6 @@ from arqscale.models import QueueCounts
 from arqscale.settings import ArqscaleSettings
 from arqscale.spec import QueueSpec, parse_queues
 from chart_support import (
-    CHART,
     HELMS,
     KUBE_VERSIONS,
     NAMESPACE,
@@ -33,10 +32,12 @@ from chart_support import (
     effective_queues,
     ensure_tools,
     env_of,
+    lint,
     one,
     pod_spec,
+    prefetch,
     render,
-    run_tool,
+    template_with,
     validation_errors,
 )
 
@@ -50,6 +51,11 @@ LABEL_VALUE = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$")
 @pytest.fixture(scope="session", autouse=True)
 def tools() -> None:
     ensure_tools()
+    prefetch((helm, _set_args(sets)) for helm in HELMS for sets, _ in BAD_VALUES)
+
+
+def _set_args(sets: list[str]) -> tuple[str, ...]:
+    return tuple(a for s in sets for a in ("--set", s))
 
 
 def fullname(values: str) -> str:
@@ -85,8 +91,7 @@ def container_port(container: Doc, name_or_number: object) -> int:
 
 @pytest.mark.parametrize(("helm", "values"), CASES, ids=CASE_IDS)
 def test_helm_lint_is_clean(helm: str, values: str) -> None:
-    path = VALUES[values]
-    result = run_tool(helm, "lint", "--strict", str(CHART), *(["-f", str(path)] if path else []))
+    result = lint(helm, values)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "[WARNING]" not in result.stdout and "[ERROR]" not in result.stdout, result.stdout
 
@@ -327,10 +332,7 @@ BAD_VALUES = [
 @pytest.mark.parametrize("helm", HELMS)
 @pytest.mark.parametrize(("sets", "message"), BAD_VALUES, ids=[m for _, m in BAD_VALUES])
 def test_bad_values_fail_with_the_field_or_queue_named(helm: str, sets: list[str], message: str) -> None:
-    from chart_support import helm_template
-
-    args = [a for s in sets for a in ("--set", s)]
-    result = helm_template(helm, *args)
+    result = template_with(helm, _set_args(sets))
     assert result.returncode != 0, f"rendered despite {sets}"
     assert message in result.stderr, result.stderr
 
