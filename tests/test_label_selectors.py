@@ -81,3 +81,19 @@ def test_errors_say_what_is_wrong(text: str, problem: str) -> None:
         parse(text)
     assert problem in str(info.value)
     assert repr(text) in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("text", "required"),
+    [
+        ("", None),
+        ("queue!=a", None),
+        ("queue=a", {"a"}),
+        ("queue in (a,b),queue!=b", {"a", "b"}),
+        ("queue in (a,b),queue=b", {"b"}),
+        ("queue=a,queue=b", set()),
+        ("app=x", None),
+    ],
+)
+def test_required_values(text: str, required: set[str] | None) -> None:
+    assert parse(text).required_values("queue") == (None if required is None else frozenset(required))

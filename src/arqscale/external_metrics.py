@@ -87,6 +87,7 @@ class ExternalMetricsAPI:
         self.cache = cache
         self.policy = policy or ClientCertPolicy(required=False)
         self._resource_list = resource_list()
+        self._position = {name: i for i, name in enumerate(cache.specs)}
 
     def routes(self) -> list[web.RouteDef]:
         return [
@@ -106,6 +107,16 @@ class ExternalMetricsAPI:
             return await handler(request)
 
         return guarded
+
+    def select(self, selector: label_selectors.Selector) -> list[str]:
+        """Configured queues the selector matches, in configuration order."""
+        named = selector.required_values(LABEL)
+        if named is None:
+            candidates: list[str] = list(self._position)
+        else:
+            # queue=x names its queues: look them up instead of testing all 1,000 configured ones.
+            candidates = sorted((n for n in named if n in self._position), key=self._position.__getitem__)
+        return [name for name in candidates if selector.matches({LABEL: name})]
 
     async def api_group_list(self, request: web.Request) -> web.Response:
         return _json({"kind": "APIGroupList", "apiVersion": "v1", "groups": [API_GROUP]})
@@ -132,7 +143,7 @@ class ExternalMetricsAPI:
             selector = label_selectors.parse(request.query.get("labelSelector", ""))
         except label_selectors.SelectorError as exc:
             return status_response(400, "BadRequest", str(exc))
-        queues = [name for name in self.cache.specs if selector.matches({LABEL: name})]
+        queues = self.select(selector)
         if not queues:
             return status_response(
                 404,

@@ -65,6 +65,17 @@ class Selector:
     def matches(self, labels: Mapping[str, str]) -> bool:
         return all(r.matches(labels) for r in self.requirements)
 
+    def required_values(self, key: str) -> frozenset[str] | None:
+        """The only values ``key`` may have to match (from ``=``, ``==`` and ``in``), or None when any may.
+
+        Lets a caller with many candidates (1,000 queues) look up the few named instead of testing all.
+        """
+        allowed: frozenset[str] | None = None
+        for r in self.requirements:
+            if r.key == key and r.operator in (Operator.EQUALS, Operator.IN):
+                allowed = r.values if allowed is None else allowed & r.values
+        return allowed
+
     def values_of(self, key: str) -> frozenset[str]:
         """Every value the selector names for ``key`` (for "did you mean" messages)."""
         names: set[str] = set()
