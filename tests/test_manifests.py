@@ -18,6 +18,7 @@ from chart_support import (
     CHART,
     KUBE_VERSIONS,
     ROOT,
+    TOOLS,
     Doc,
     by_kind,
     ensure_tools,
@@ -271,3 +272,18 @@ def test_make_kind_targets_are_declared() -> None:
     assert "skaffold run --kube-context kind-arqscale --profile kind" in result.stdout
     result = subprocess.run(["make", "-n", "kind-down"], cwd=ROOT, capture_output=True, text=True, check=False)
     assert "kind delete cluster --name arqscale" in result.stdout
+
+
+def test_fetch_tools_is_idempotent_and_pins_the_versions() -> None:
+    """A second run downloads nothing (the binaries answer) and reports the pinned versions."""
+    before = {p.name: p.stat().st_mtime_ns for p in TOOLS.iterdir() if p.is_file() and not p.is_symlink()}
+    result = subprocess.run(
+        [str(ROOT / "scripts" / "fetch-tools")], capture_output=True, text=True, timeout=120, check=False
+    )
+    assert result.returncode == 0, result.stderr
+    assert re.search(r"^helm3: +v3\.18\.", result.stdout, re.M), result.stdout
+    assert re.search(r"^helm4: +v4\.", result.stdout, re.M), result.stdout
+    assert re.search(r"^kubectl: +Client Version: v1\.37\.", result.stdout, re.M), result.stdout
+    after = {p.name: p.stat().st_mtime_ns for p in TOOLS.iterdir() if p.is_file() and not p.is_symlink()}
+    assert after == before
+    assert (TOOLS / "helm").resolve() == (TOOLS / "helm3").resolve()
