@@ -318,6 +318,7 @@ class ChaosReport:
     recovery_waits: list[float] = field(repr=False)  # kill -> rerun, Redis up all along
     recovery_waits_in_outage: list[float] = field(repr=False)  # kill -> rerun, with a Redis outage in between
     outage_seconds: list[float]  # each Redis restart: from SIGTERM to answering again (AOF loaded)
+    stall_seconds: list[float]  # Redis took > 0.5 s to answer a PING outside the restarts (a loaded host)
     drain_seconds: list[float] = field(repr=False)
     drains_before_start: int  # SIGTERM reached a worker still starting up: it died before taking a job
     seconds: float
@@ -359,9 +360,13 @@ class ChaosReport:
     def markdown_row(self, label: str) -> str:
         outage = max(self.outage_seconds, default=0.0)
         by_kill, by_outage = self.reruns_by_cause["sigkill"], self.reruns_by_cause["redis_outage"]
+        stalls = ""
+        if self.stall_seconds:
+            stalls = f" + {len(self.stall_seconds)} stall(s) up to {max(self.stall_seconds):.1f} s"
         return (
             f"| {label} | {self.jobs:,} | {self.workers_started} | {self.drains} | {self.kills}"
-            f" | {self.redis_restarts} ({outage:.1f} s) | {self.lost} | {self.duplicates} ({by_kill} / {by_outage})"
+            f" | {self.redis_restarts} ({outage:.1f} s){stalls} | {self.lost}"
+            f" | {self.duplicates} ({by_kill} / {by_outage})"
             f" | {self.recovery_p50:.2f} s | {self.recovery_max:.2f} s | {self.drain_max:.2f} s"
             f" | {self.seconds:.0f} s |"
         )
@@ -392,6 +397,7 @@ class ChaosHarness:
         self.kills: list[tuple[int, float]] = []
         self.drains: list[ArqscaleProcess] = []
         self.outages: list[tuple[float, float]] = []
+        self.stalls: list[tuple[float, float]] = []  # Redis slow or away when we did not restart it
         self.enqueued = 0
         self.job_ids = [f"c{i:07d}" for i in range(config.jobs)]
 
@@ -428,8 +434,9 @@ class ChaosHarness:
                 env = {**self.env, "ARQSCALE_EXPORTER_PORT": str(port), "ARQSCALE_METRICS_API_PORT": str(free_port())}
                 self.exporter = ArqscaleProcess(["exporter"], env, self.logs / "exporter.log", port)
             t0 = time.time()
-            stop = asyncio.Event()
+            stop, done = asyncio.Event(), asyncio.Event()
             chaos = asyncio.create_task(self._chaos(stop, t0))
+            watch = asyncio.create_task(self._watch_redis(done))
             await self._enqueue_all(redis, specs)
             stop.set()
             await chaos
@@ -438,6 +445,8 @@ class ChaosHarness:
                 self.start_worker()
             completed = await self._settle(redis)
             seconds = time.time() - t0
+            done.set()
+            await watch
             for w in self.live_workers():
                 w.terminate()
             for w in self.workers:
@@ -510,6 +519,31 @@ class ChaosHarness:
             if len(self.live_workers()) < self.cfg.max_workers:
                 self.start_worker()
 
+    async def _watch_redis(self, done: asyncio.Event) -> None:
+        """PING Redis every 0.1 s: windows where it failed or took over 0.5 s, outside our restarts, are stalls."""
+        client = Redis.from_url(self.server.url, socket_timeout=30, socket_connect_timeout=1)
+        windows: list[tuple[float, float]] = []
+        try:
+            while not done.is_set():
+                began = time.time()
+                try:
+                    await client.ping()
+                    ok = True
+                except REDIS_DOWN:
+                    ok = False
+                ended = time.time()
+                if not ok or ended - began > 0.5:
+                    if windows and began - windows[-1][1] < 0.5:
+                        windows[-1] = (windows[-1][0], ended)
+                    else:
+                        windows.append((began, ended))
+                await asyncio.sleep(0.1)
+        finally:
+            await client.aclose()
+        self.stalls = [
+            (a, b) for a, b in windows if not any(a <= up + 0.5 and down - 0.5 <= b for down, up in self.outages)
+        ]
+
     def _reap_drains(self) -> None:
         for w in self.workers:
             w.poll()
@@ -551,7 +585,7 @@ class ChaosHarness:
             runs,
             self.kills,
             {w.pid: w.terminated_at for w in self.drains if w.terminated_at is not None},
-            self.outages,
+            self.outages + self.stalls,
             self.cfg.lease_seconds,
         )
         lost = [j for j in self.job_ids if j not in done_ids]
@@ -559,6 +593,7 @@ class ChaosHarness:
             "kills": self.kills,
             "drains": [(w.pid, w.terminated_at, w.exited_at, w.proc.returncode) for w in self.drains],
             "outages": self.outages,
+            "stalls": self.stalls,
             "workers": [(w.pid, w.started, w.log_path.name) for w in self.workers],
         }
         (self.workdir / "timeline.json").write_text(json.dumps(timeline))
@@ -592,6 +627,7 @@ class ChaosHarness:
             recovery_waits=analysis.recovery_waits,
             recovery_waits_in_outage=analysis.recovery_waits_in_outage,
             outage_seconds=[round(up - down, 3) for down, up in self.outages],
+            stall_seconds=[round(up - down, 3) for down, up in self.stalls],
             drain_seconds=drain_seconds,
             drains_before_start=len(early),
             seconds=seconds,

@@ -111,8 +111,9 @@ def test_a_short_redis_restart_repeats_no_job(report: ChaosReport) -> None:
     bench/soak.py measures that case, docs/reliability.md gives the figures.)
     """
     margin = CONFIG.lease_seconds * 2 / 3 - 0.2
-    if max(report.outage_seconds) >= margin:
-        pytest.skip(f"the restart took {max(report.outage_seconds):.2f}s, not under {margin:.2f}s (slow machine)")
+    longest = max([*report.outage_seconds, *report.stall_seconds])
+    if longest >= margin:
+        pytest.skip(f"Redis was away or stalled for {longest:.2f}s, not under {margin:.2f}s (a loaded machine)")
     assert report.reruns_by_cause["redis_outage"] == 0
 
 
