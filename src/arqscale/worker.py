@@ -147,6 +147,7 @@ class Worker:
         # Heartbeat and finish/pickup never interleave: a heartbeat built from a snapshot of the running jobs
         # must not land after the finish of one of them, or it would take that job's lease again.
         self._redis_turn = asyncio.Lock()
+        self._renew_now = asyncio.Event()  # Redis is back: renew leases at once, not at the next interval
 
     # ----------------------------------------------------------------- life cycle
 
@@ -262,6 +263,8 @@ class Worker:
     def _redis_ok(self) -> None:
         if self.health.redis_down_since is not None:
             logger.info("redis reachable again after %.1fs", self.health.redis_down_for())
+            self._renew_now.set()
+            self._tick.set()  # and write the outcomes that waited for it
         self.health.redis_ok()
         self.health.started = True
         self._redis_failures = 0
@@ -277,8 +280,9 @@ class Worker:
                     held = [*self._running, *(r.job_id for r in self._finished)]
                     lost = await self.ops.heartbeat(held, _ms(), int(self.spec.lease_seconds * 1000))
             except (RedisError, OSError) as exc:
+                # Retry soon: the leases run out lease_seconds after the last renewal, outage or not.
                 self._redis_failed(exc)
-                await asyncio.sleep(min(interval, 0.5))
+                await asyncio.sleep(min(interval, 0.1))
                 continue
             self._redis_ok()
             if lost:
@@ -286,7 +290,9 @@ class Worker:
                 # (a duplicate run, the price of never losing a job).
                 logger.warning("lease lost to another worker while cut off: %s", ", ".join(lost))
                 self.metrics.lost_leases_q.inc(len(lost))
-            await asyncio.sleep(interval)
+            self._renew_now.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._renew_now.wait(), interval)
 
     async def _wake_listener(self) -> None:
         """Our producer publishes on the wake channel: pick up at once instead of at the next poll."""
