@@ -124,6 +124,27 @@ def test_cli_help_and_unknown_queue(redis_env: dict[str, str]) -> None:
     assert "Traceback" not in unknown.stderr
 
 
+@pytest.mark.parametrize(
+    ("function", "message"),
+    [
+        ("worker_tasks.missing", "worker_tasks has no function 'missing'"),
+        ("no_such_module.task", "cannot import no_such_module"),
+        ("json.dumps", "json.dumps must be an `async def` function"),
+    ],
+)
+def test_cli_refuses_functions_it_cannot_run(
+    redis_env: dict[str, str], tmp_path: Path, function: str, message: str
+) -> None:
+    qfile = tmp_path / "queues.yaml"
+    qfile.write_text(yaml.safe_dump({"queues": {"q": {"functions": [function]}}}))
+    env = {**redis_env, "ARQSCALE_QUEUES_FILE": str(qfile), "PYTHONPATH": str(TESTS)}
+    out = subprocess.run(
+        [sys.executable, "-m", "arqscale", "worker", "--queue", "q"], capture_output=True, text=True, env=env
+    )
+    assert out.returncode == 2
+    assert message in out.stderr and "Traceback" not in out.stderr
+
+
 async def test_sigterm_mid_job_lets_it_finish_and_exits_zero(redis: Redis, workers: Any) -> None:
     queues = {"q": BASE}
     w = await workers(queues).ready()

@@ -147,6 +147,7 @@ class Worker:
         # Heartbeat and finish/pickup never interleave: a heartbeat built from a snapshot of the running jobs
         # must not land after the finish of one of them, or it would take that job's lease again.
         self._redis_turn = asyncio.Lock()
+        self._hold_until = 0.0  # monotonic: paused or rate window used up, wake-ups before this are pointless
         self._renew_now = asyncio.Event()  # Redis is back: renew leases at once, not at the next interval
 
     # ----------------------------------------------------------------- life cycle
@@ -242,10 +243,13 @@ class Worker:
 
     def _next_wait(self, result: PickupResult, free: int) -> float:
         if result.paused:
+            self._hold_until = time.monotonic() + self.spec.poll_interval
             return self.spec.poll_interval
         if result.rate_limited or (self.spec.rate_limit and result.wait_ms >= 0 and len(result.jobs) < free):
-            # Wait for the rate window to end (not to be woken by every enqueue meanwhile).
-            return max(result.wait_ms, 1) / 1000 if result.wait_ms >= 0 else self.spec.poll_interval
+            # Wait for the rate window to end, not woken by every enqueue meanwhile.
+            wait = max(result.wait_ms, 1) / 1000 if result.wait_ms >= 0 else self.spec.poll_interval
+            self._hold_until = time.monotonic() + wait
+            return wait
         if len(result.jobs) < free and result.wait_ms >= 0:
             return min(self.spec.poll_interval, max(result.wait_ms, 1) / 1000)
         return self.spec.poll_interval
@@ -303,7 +307,7 @@ class Worker:
                 self._tick.set()  # anything published while we were not subscribed
                 while True:
                     message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=5.0)
-                    if message is not None and not self._draining:
+                    if message is not None and not self._draining and time.monotonic() >= self._hold_until:
                         self._tick.set()
             except (RedisError, OSError):
                 await asyncio.sleep(0.5)  # the loop's own calls report the outage; polling covers the gap
