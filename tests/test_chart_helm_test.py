@@ -3,55 +3,87 @@
 The script the test pod runs is taken from the rendered Pod, with the Pod's own environment (only the
 Redis and exporter addresses point at loopback), so what passes here is what runs in the cluster,
 minus the External Metrics API call (no API server here; tests/test_chart.py checks its wiring).
+The last test sends a real exporter exactly the External Metrics API request each rendered HPA
+makes (metric name and label selector) and expects a value, not a 404.
 """
 
 from __future__ import annotations
 
+import json
 import os
+import re
+import ssl
 import subprocess
 import sys
 import time
+import urllib.parse
 import urllib.request
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 import yaml
 
-from chart_support import by_kind, ensure_tools, env_of, render
+from chart_support import NAMESPACE, by_kind, ensure_tools, env_of, render
 from redis_server import RedisServer, free_port
+
+
+class ExporterProcess:
+    """`arqscale exporter` on loopback, reading the queues file a render's ConfigMap holds."""
+
+    def __init__(self, redis_url: str, queues_yaml: str, workdir: Path, *, metrics_api: bool) -> None:
+        self.queues_file = workdir / "queues.yaml"
+        self.queues_file.write_text(queues_yaml)
+        self.log = workdir / "stderr.log"
+        self.port, self.api_port = free_port(), free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.api_url = f"https://127.0.0.1:{self.api_port}"
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("REDIS_", "ARQSCALE_"))}
+        env |= {"REDIS_URL": redis_url, "ARQSCALE_QUEUES_FILE": str(self.queues_file)}
+        cmd = [sys.executable, "-m", "arqscale", "exporter", "--port", str(self.port)]
+        cmd += ["--api-port", str(self.api_port)] if metrics_api else ["--no-metrics-api"]
+        with self.log.open("wb") as stderr:
+            self.proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=stderr)
+
+    @property
+    def queues(self) -> list[str]:
+        return sorted(yaml.safe_load(self.queues_file.read_text())["queues"])
+
+    def wait_ready(self, timeout: float = 30) -> None:
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                with urllib.request.urlopen(self.url + "/readyz", timeout=2) as r:
+                    if r.status == 200:
+                        return
+            except OSError:
+                pass
+            assert self.proc.poll() is None, self.log.read_text()
+            assert time.monotonic() < deadline, f"exporter not ready in {timeout} s"
+            time.sleep(0.2)
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        self.proc.wait(timeout=10)
+
+
+def _configmap_queues(values: str) -> str:
+    (configmap,) = by_kind(render("helm3", values), "ConfigMap")
+    text: str = configmap["data"]["queues.yaml"]
+    return text
 
 
 @pytest.fixture(scope="module")
 def exporter(redis_server: RedisServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, list[str]]]:
     ensure_tools()
-    docs = render("helm3", "keda")
-    (configmap,) = by_kind(docs, "ConfigMap")
-    queues_file = tmp_path_factory.mktemp("queues") / "queues.yaml"
-    queues_file.write_text(configmap["data"]["queues.yaml"])
-    port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("REDIS_", "ARQSCALE_"))}
-    env |= {"REDIS_URL": redis_server.url, "ARQSCALE_QUEUES_FILE": str(queues_file)}
-    cmd = [sys.executable, "-m", "arqscale", "exporter", "--port", str(port), "--no-metrics-api"]
-    log = tmp_path_factory.mktemp("exporter") / "stderr.log"
-    with log.open("wb") as stderr:
-        proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=stderr)
-    url = f"http://127.0.0.1:{port}"
+    proc = ExporterProcess(
+        redis_server.url, _configmap_queues("keda"), tmp_path_factory.mktemp("exporter"), metrics_api=False
+    )
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                with urllib.request.urlopen(url + "/readyz", timeout=2) as r:
-                    if r.status == 200:
-                        break
-            except OSError:
-                pass
-            assert proc.poll() is None, log.read_text()
-            assert time.monotonic() < deadline, "exporter not ready in 30 s"
-            time.sleep(0.2)
-        yield url, sorted(yaml.safe_load(queues_file.read_text())["queues"])
+        proc.wait_ready()
+        yield proc.url, proc.queues
     finally:
-        proc.terminate()
-        proc.wait(timeout=10)
+        proc.stop()
 
 
 def _pod_script_and_env(values: str) -> tuple[str, dict[str, str]]:
@@ -97,3 +129,34 @@ def test_helm_test_script_fails_when_the_exporter_is_unreachable(redis_server: R
     result = _run(script, env)
     assert result.returncode != 0
     assert "ok   redis PING" in result.stdout
+
+
+@pytest.mark.parametrize("values", ["non-dns-queues", "all-on", "defaults"])
+def test_every_hpa_query_is_answered_by_the_exporter(redis_server: RedisServer, tmp_path: Path, values: str) -> None:
+    """Ask a real exporter exactly what each rendered HPA will ask the API server for."""
+    ensure_tools()
+    docs = render("helm3", values)
+    hpas = by_kind(docs, "HorizontalPodAutoscaler")
+    assert hpas
+    proc = ExporterProcess(redis_server.url, _configmap_queues(values), tmp_path, metrics_api=True)
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE  # the exporter's self-signed certificate; the aggregator checks caBundle
+    try:
+        proc.wait_ready()
+        for hpa in hpas:
+            for metric in hpa["spec"]["metrics"]:
+                name = metric["external"]["metric"]["name"]
+                labels = metric["external"]["metric"]["selector"]["matchLabels"]
+                selector = ",".join(f"{k}={v}" for k, v in labels.items())
+                path = f"/apis/external.metrics.k8s.io/v1beta1/namespaces/{NAMESPACE}/{name}"
+                url = f"{proc.api_url}{path}?labelSelector={urllib.parse.quote(selector)}"
+                with urllib.request.urlopen(url, timeout=10, context=context) as response:
+                    body = json.load(response)
+                assert body["kind"] == "ExternalMetricValueList", body
+                (item,) = body["items"]
+                assert item["metricName"] == name
+                assert item["metricLabels"] == labels
+                assert re.fullmatch(r"\d+m?", item["value"]), item  # a quantity the HPA can divide
+    finally:
+        proc.stop()
