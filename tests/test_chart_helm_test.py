@@ -160,3 +160,18 @@ def test_every_hpa_query_is_answered_by_the_exporter(redis_server: RedisServer, 
                 assert re.fullmatch(r"\d+m?", item["value"]), item  # a quantity the HPA can divide
     finally:
         proc.stop()
+
+
+def test_every_scaled_object_trigger_reads_a_number_from_the_exporter(exporter: tuple[str, list[str]]) -> None:
+    """Fetch each rendered KEDA trigger's URL (in-cluster host swapped for loopback) and read its valueLocation."""
+    url, _ = exporter
+    scaled_objects = by_kind(render("helm3", "keda"), "ScaledObject")
+    assert scaled_objects
+    for so in scaled_objects:
+        for trigger in so["spec"]["triggers"]:
+            meta = trigger["metadata"]
+            parts = urllib.parse.urlsplit(meta["url"])
+            with urllib.request.urlopen(url + parts.path, timeout=10) as response:
+                body = json.load(response)
+            value = body[meta["valueLocation"]]
+            assert isinstance(value, int | float) and not isinstance(value, bool), (meta, body)
