@@ -8,6 +8,7 @@ validation error.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from urllib.parse import quote, urlsplit, urlunsplit
 
@@ -74,8 +75,12 @@ def redact_url(url: str) -> str:
     if parts.password is None:
         return url
     host = parts.hostname or ""
-    if parts.port is not None:
-        host = f"{host}:{parts.port}"
+    try:
+        port = parts.port
+    except ValueError:  # a malformed port must not turn the redaction itself into an error
+        return re.sub(r"(//[^/@:]*:)[^@]*@", r"\1***@", url)
+    if port is not None:
+        host = f"{host}:{port}"
     user = parts.username or ""
     return urlunsplit((parts.scheme, f"{user}:***@{host}", parts.path, parts.query, parts.fragment))
 

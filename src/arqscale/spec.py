@@ -202,5 +202,9 @@ def load_queues(path: Path | None) -> dict[str, QueueSpec]:
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
-        raise QueueConfigError(f"{path}: not valid YAML: {exc}") from None
+        # One line (where and what), not PyYAML's multi-line picture: start-up errors are one line.
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
+        problem = getattr(exc, "problem", None) or " ".join(str(exc).split())
+        raise QueueConfigError(f"{path}: not valid YAML: {where}{problem}") from None
     return parse_queues(data, str(path))

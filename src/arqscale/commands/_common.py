@@ -61,9 +61,24 @@ def _redact(text: str, config: Config) -> str:
     return text
 
 
+def check_redis_url(config: Config) -> None:
+    """A malformed Redis URL is bad input, not a traceback (creating a client connects to nothing)."""
+    try:
+        client = create_redis(config.redis)
+    except ValueError as exc:
+        reason = _redact(str(exc), config)
+        raise UsageError(f"invalid Redis settings ({config.redis.display_url()}): {reason}") from None
+    # The pool has no connection yet; closing it is just bookkeeping.
+    del client
+
+
 def run_with_redis(command: str, body: Callable[[Config, Redis], Awaitable[int]]) -> int:
     """Load the config, open one Redis client, run ``body``, and turn failures into exit codes."""
     config = load_config_or_exit()
+    try:
+        check_redis_url(config)
+    except UsageError as exc:
+        return fail(command, str(exc))
 
     async def main() -> int:
         redis = create_redis(config.redis)

@@ -19,6 +19,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     config = load_config_or_exit()
     from arqscale.api import serve
+    from arqscale.commands._common import UsageError, check_redis_url, fail
+
+    try:
+        check_redis_url(config)
+    except UsageError as exc:
+        return fail("api", str(exc))
 
     try:
         asyncio.run(serve(config, host=args.host, port=args.port))
