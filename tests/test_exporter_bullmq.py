@@ -1,14 +1,20 @@
 """BullMQ queues (``backend: bullmq``): our counts against a real BullMQ's ``getJobCounts``.
 
-The jobs are made by BullMQ itself (the PyPI port, same Lua scripts and key layout as the Node
-package, driven by tests/bullmq_world.py): a worker completes some, fails some and holds one running;
-others are delayed, prioritized, waiting for children, or sit in a paused queue.
+The jobs are made by BullMQ itself, twice: by the Node package the services run (npm ``bullmq`` 6,
+tests/bullmq_world.mjs, installed into bench/ by ``npm ci`` when missing) and by the PyPI port
+(tests/bullmq_world.py). A worker completes some, fails some and holds one running; others are
+delayed, prioritized, waiting for children, or sit in a paused queue. The two differ where BullMQ
+changed: BullMQ 6 leaves a paused queue's jobs in ``wait`` (and counts them as waiting), the port
+moves them to ``paused``; our raw counts follow whichever wrote the keys, and our folded counts call
+them paused in both cases.
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
+import os
+import shutil
 import subprocess
 import sys
 import time
@@ -22,6 +28,8 @@ from arqscale.snapshot import CountsReader
 from arqscale.spec import QueueSpec
 from exporter_support import get, parse_exposition, running_exporter
 
+TESTS = Path(__file__).resolve().parent
+BENCH = TESTS.parent / "bench"
 BULLMQ_TYPES = ["waiting", "paused", "active", "delayed", "prioritized", "completed", "failed", "waiting-children"]
 SPECS = {
     "node": QueueSpec(name="node", backend="bullmq"),
@@ -30,22 +38,32 @@ SPECS = {
 }
 
 
-@pytest.fixture
-def bullmq_world(redis: Redis, redis_url: str) -> Iterator[dict[str, dict[str, int]]]:
+def world_command(kind: str, redis_url: str) -> list[str]:
+    if kind == "python-port":
+        return [sys.executable, str(TESTS / "bullmq_world.py"), redis_url]
+    node = shutil.which("node")
+    if node is None:
+        raise RuntimeError("node is missing: the BullMQ comparison needs Node 20 (apt-get install -y nodejs)")
+    if not (BENCH / "node_modules" / "bullmq").is_dir():
+        npm = shutil.which("npm")
+        assert npm is not None, "npm is missing (apt-get install -y npm)"
+        subprocess.run([npm, "ci", "--prefix", str(BENCH), "--no-audit", "--no-fund"], check=True, timeout=600)
+    return [node, str(TESTS / "bullmq_world.mjs"), redis_url]
+
+
+@pytest.fixture(params=["node", "python-port"])
+def bullmq_world(request: pytest.FixtureRequest, redis: Redis, redis_url: str) -> Iterator[dict[str, dict[str, int]]]:
     """Jobs in every BullMQ state, made by BullMQ in a helper process; yields its getJobCounts per queue.
 
     Depends on ``redis`` for its flush: leftovers of an earlier test would be picked up by the worker.
     """
-    proc = subprocess.Popen(
-        [sys.executable, str(Path(__file__).parent / "bullmq_world.py"), redis_url],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        text=True,
-    )
+    command = world_command(request.param, redis_url)
+    env = {**os.environ, "BULLMQ_FROM": str(BENCH)}
+    proc = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env)
     assert proc.stdin is not None and proc.stdout is not None
     try:
         line = proc.stdout.readline()
-        assert line, f"bullmq_world.py exited with {proc.wait(10)}"
+        assert line, f"{command[1]} exited with {proc.wait(10)}"
         yield json.loads(line)
     finally:
         with contextlib.suppress(BrokenPipeError):  # the helper may already have died; its exit code says why
@@ -72,7 +90,8 @@ async def test_counts_equal_bullmq_get_job_counts(redis: Redis, bullmq_world: di
         "failed": 2,
         "waiting-children": 1,
     }
-    assert raw["node-held"].is_paused and raw["node-held"].states["paused"] == 2
+    held = raw["node-held"]
+    assert held.is_paused and held.states["waiting"] + held.states["paused"] == 2
     assert raw["custom"].states["waiting"] == 1
 
 
