@@ -795,6 +795,20 @@ def test_service_monitor(helm: str) -> None:
     }
     assert endpoint["port"] in {p["name"] for p in service["spec"]["ports"]}
     assert not by_kind(render(helm, "defaults"), "ServiceMonitor")
+    (pod_monitor,) = by_kind(docs, "PodMonitor")
+    assert pod_monitor["apiVersion"] == "monitoring.coreos.com/v1"
+    assert set(pod_monitor["spec"]) == {"selector", "namespaceSelector", "podMetricsEndpoints"}
+    workers = component(docs, "Deployment", "worker")
+    assert workers
+    for deployment in workers:
+        pod_labels = deployment["spec"]["template"]["metadata"]["labels"]
+        assert pod_monitor["spec"]["selector"]["matchLabels"].items() <= pod_labels.items()
+        (container,) = pod_spec(deployment)["containers"]
+        (endpoint,) = pod_monitor["spec"]["podMetricsEndpoints"]
+        assert endpoint["port"] in {p["name"] for p in container["ports"]}
+        assert container_port(container, endpoint["port"]) == default_port("worker_port")
+        assert endpoint["path"] == "/metrics"
+    assert not by_kind(render(helm, "defaults"), "PodMonitor")
 
 
 @pytest.mark.parametrize(("helm", "values"), CASES, ids=CASE_IDS)

@@ -313,6 +313,7 @@ def build() -> Schema:
                 "interval": _t("string", pattern=r"^[0-9]+(ms|s|m|h)$"),
                 "scrapeTimeout": _t("string", pattern=r"^[0-9]+(ms|s|m|h)$"),
                 "labels": _STRING_MAP,
+                "workers": _t("boolean"),
             }
         ),
         "tests": _obj({"enabled": _t("boolean")}),
