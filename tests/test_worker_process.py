@@ -181,16 +181,18 @@ async def test_job_longer_than_drain_is_put_back_and_rerun_by_another_worker(red
 
 async def test_sigkill_mid_job_reruns_on_another_worker_within_the_lease(redis: Redis, workers: Any) -> None:
     queues = {"q": BASE}
-    first = await workers(queues).ready()
+    pair = [workers(queues), workers(queues)]
+    for w in pair:
+        await w.ready()
     await Producer(redis, {"q": spec_of(queues)}).enqueue("q", "sleep", 1.5, job_id="k")
-    await wait_until(lambda: redis.exists(in_progress_key("k")), 5, "job started")
-    second = await workers(queues).ready()
-    first.proc.kill()
+    first_run = (await wait_until(lambda: runs(redis, "k"), 5, "job started"))[0]
+    victim, survivor = pair if pair[0].proc.pid == first_run["pid"] else pair[::-1]
+    victim.proc.kill()
     killed_at = time.time()
     await wait_until(lambda: redis.exists(result_key("k")), 10, "rerun completed")
     first_run, second_run = await runs(redis, "k")
     assert first_run["try"] == 1
-    assert second_run["pid"] == second.proc.pid and second_run["try"] == 2
+    assert second_run["pid"] == survivor.proc.pid and second_run["try"] == 2
     # Lease 1 s, renewed every 1/3 s: the job runs again within about one lease of the kill.
     assert second_run["at"] - killed_at < 1.0 + 0.5
 
