@@ -6,13 +6,14 @@ import asyncio
 import json
 import subprocess
 import time
+from pathlib import Path
 
 import pytest
 from redis.asyncio import Redis
 
 from arqscale.external_metrics import BASE, METRICS
 from arqscale.quantities import parse_quantity
-from arqscale.snapshot import CountsReader
+from arqscale.snapshot import CountsReader, SnapshotCache
 from arqscale.spec import QueueSpec
 from exporter_support import (
     EMAIL_EXPECTED,
@@ -23,6 +24,7 @@ from exporter_support import (
     running_exporter,
     seed_every_state,
 )
+from redis_server import RedisServer
 
 
 async def test_metrics_count_jobs_in_every_state(redis: Redis, redis_url: str) -> None:
@@ -232,3 +234,41 @@ async def test_one_round_trip_per_refresh_whatever_the_size(redis: Redis, redis_
                 sent.append(entry["command"].split()[0].upper())
     await watcher.aclose()
     assert sent == ["EVALSHA", "EVALSHA"]  # the arq script and the BullMQ script, in one pipeline
+
+
+async def test_concurrent_readers_share_one_refresh(redis: Redis) -> None:
+    """Single flight: twenty readers of a stale cache cause one Redis read, not twenty."""
+    cache = SnapshotCache(redis, SPECS, refresh_seconds=0.3)  # no loop: every refresh is on demand
+    snaps = await asyncio.gather(*(cache.get() for _ in range(20)))
+    assert cache.health.refreshes == 1
+    assert all(s is snaps[0] for s in snaps)
+    assert await cache.get() is snaps[0]  # fresh: served without Redis
+    await asyncio.sleep(0.35)
+    assert await cache.get() is not snaps[0]  # older than the interval: read again
+    assert cache.health.refreshes == 2
+
+
+async def test_stalled_redis_is_reported_not_waited_for(tmp_path: Path) -> None:
+    """A Redis that stops answering (here CLIENT PAUSE) ends each refresh at its timeout: 503, then recovery."""
+    server = RedisServer(tmp_path / "redis").start()
+    admin = Redis.from_url(server.url)
+    try:
+        async with running_exporter(server.url, refresh_seconds=0.2) as exp:
+            exp.cache.timeout_seconds = 0.3
+            url = f"https://127.0.0.1:{exp.api_port}{BASE}/namespaces/default/bullmq_queue_waiting"
+            status, _ = await get(url, params={"labelSelector": "queue=email"}, ssl=False)
+            assert status == 200
+            await admin.execute_command("CLIENT", "PAUSE", "2000", "ALL")
+            await asyncio.sleep(0.9)  # a couple of refreshes time out meanwhile
+            started = time.monotonic()
+            status, body = await get(url, params={"labelSelector": "queue=email"}, ssl=False)
+            assert time.monotonic() - started < 0.25  # answered at once, not after Redis
+            assert status == 503 and "TimeoutError" in json.loads(body)["message"]
+            assert exp.cache.health.errors >= 1
+            await asyncio.sleep(1.6)  # the pause ends; the loop recovers by itself
+            status, body = await get(url, params={"labelSelector": "queue=email"}, ssl=False)
+            assert status == 200, body
+            assert exp.cache.health.redis_up
+    finally:
+        await admin.aclose()
+        server.kill()
