@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import os
 import signal
@@ -230,16 +231,18 @@ async def test_rate_limit_is_shared_by_two_worker_processes(redis: Redis, worker
     await wait_until(lambda: _is(redis.llen("starts"), 12), 10, "all started")
     starts = sorted((json.loads(x) for x in await redis.lrange("starts", 0, -1)), key=lambda s: s["at"])
     # Rebuild the fixed windows from the recorded starts: a window opens at the first start after the last one
-    # closed (the Redis window opens at that job's pickup, a few ms earlier: hence the 0.1 s margin).
+    # closed. Starts cluster at the opening of their window (a job starts a moment after its pickup), so
+    # grouping starts less than half a window apart from the opening start tolerates a loaded machine.
     windows: list[list[dict[str, Any]]] = []
     for s in starts:
-        if windows and s["at"] < windows[-1][0]["at"] + 0.9:
+        if windows and s["at"] < windows[-1][0]["at"] + 0.5:
             windows[-1].append(s)
         else:
             windows.append([s])
     assert [len(w) for w in windows] == [3, 3, 3, 3]
-    assert {s["pid"] for s in starts} == {a.proc.pid, b.proc.pid}
-    assert {s["pid"] for s in windows[0]} == {a.proc.pid, b.proc.pid}
+    assert all(later[0]["at"] - earlier[0]["at"] > 0.9 for earlier, later in itertools.pairwise(windows))
+    # The limit is shared: windows where both processes started jobs still hold 3, not 2 + 2.
+    assert any({s["pid"] for s in w} == {a.proc.pid, b.proc.pid} for w in windows)
 
 
 async def test_worker_survives_a_redis_restart_and_loses_nothing(
