@@ -174,7 +174,7 @@ async def test_poison_jobs_go_to_the_dead_letter_store_at_once(redis: Redis) -> 
     spec = make_spec(max_tries=5)
     k = QueueKeys.for_queue("q", spec.queue_key)
     now = int(time.time() * 1000)
-    await redis.set(job_key("garbage"), b"\x80\x04not json at all")
+    await redis.set(job_key("garbage"), b"\x80\x04not json at all")  # what arq's default (pickle) producer writes
     stranger = serializers.json_dumps({"f": "rm_rf", "a": [1], "k": {}, "t": None, "et": now})
     await redis.set(job_key("stranger"), stranger)
     await redis.zadd(k.queue, {"garbage": now, "stranger": now, "ghost": now})  # ghost: no payload at all
@@ -183,6 +183,7 @@ async def test_poison_jobs_go_to_the_dead_letter_store_at_once(redis: Redis) -> 
         ghost = await wait_for(lambda: dead_entry(redis, spec, "ghost"), what="ghost")
     garbage, stranger = entries
     assert garbage.error.startswith("undecodable payload (json)") and garbage.attempts == 1
+    assert "looks pickled" in garbage.error
     assert base64.b64decode(garbage.payload_b64 or "") == b"\x80\x04not json at all"
     assert stranger.error.startswith("unknown function 'rm_rf'") and stranger.args == [1]
     assert ghost.error.startswith("payload missing") and ghost.payload_b64 is None

@@ -359,9 +359,11 @@ class Worker:
             decoded = Decoded(*deserialize_job_raw(job.payload, deserializer=self._loads))
         except DeserializationError as exc:
             cause = exc.__cause__ or exc
-            return self._dead(
-                job, None, f"undecodable payload ({self.spec.serializer}): {type(cause).__name__}: {cause}"
-            )
+            error = f"undecodable payload ({self.spec.serializer}): {type(cause).__name__}: {cause}"
+            if self.spec.serializer == "json" and job.payload.startswith(b"\x80"):
+                # arq's default producer pickles; a json queue never unpickles (security), it says why instead.
+                error += "; it looks pickled: enqueue with a JSON job_serializer, or set `serializer: pickle`"
+            return self._dead(job, None, error)
         fn = self.functions.get(decoded.function)
         if fn is None:
             known = ", ".join(sorted(self.functions))
