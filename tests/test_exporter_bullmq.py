@@ -118,6 +118,7 @@ async def test_exporter_serves_bullmq_queues(redis_url: str, bullmq_world: dict[
         assert status == 200
         data = json.loads(body)
         assert (data["backend"], data["backlog"], data["prioritized"]) == ("bullmq", 8, 3)
+        assert data["bullmq"] == {t: bullmq_world["node"][t] for t in BULLMQ_TYPES}
 
 
 async def test_marker_at_the_tail_of_wait(redis: Redis) -> None:

@@ -34,4 +34,8 @@ class KedaEndpoint:
         body = counts.as_dict()
         body["timestamp"] = rfc3339(snap.taken_at)
         body["backend"] = self.cache.specs[queue].backend
+        raw = snap.raw_bullmq.get(queue)
+        if raw is not None:
+            # BullMQ's own getJobCounts numbers, for Node teams used to them (valueLocation: bullmq.waiting).
+            body["bullmq"] = dict(raw.states)
         return web.json_response(body)
