@@ -8,18 +8,22 @@ from __future__ import annotations
 
 import base64
 import re
+from pathlib import Path
 from urllib.parse import quote
 
 import pytest
+import yaml
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 
 from arqscale.chart_schema import HPA_METRICS, KEDA_FIELDS, queue_slug, worker_name
+from arqscale.demo.queues import DEMO_QUEUES
 from arqscale.external_metrics import METRICS as SERVED_METRICS
 from arqscale.models import QueueCounts
 from arqscale.settings import ArqscaleSettings
 from arqscale.spec import QueueSpec, parse_queues
 from chart_support import (
+    CHART,
     HELMS,
     KUBE_VERSIONS,
     NAMESPACE,
@@ -32,11 +36,14 @@ from chart_support import (
     effective_queues,
     ensure_tools,
     env_of,
+    helm_template,
     lint,
     one,
+    parse_docs,
     pod_spec,
     prefetch,
     render,
+    run_tool,
     template_with,
     validation_errors,
 )
@@ -279,8 +286,6 @@ def test_keda_scaled_objects(helm: str) -> None:
 def test_grace_period_exceeds_drain_timeout_which_covers_job_timeout(helm: str, values: str) -> None:
     docs = render(helm, values)
     configmap = one(docs, "ConfigMap", f"{fullname(values)}-queues")
-    import yaml
-
     specs = parse_queues(yaml.safe_load(configmap["data"]["queues.yaml"]))
     for deployment in component(docs, "Deployment", "worker"):
         spec = specs[deployment["metadata"]["labels"]["arqscale.io/queue"]]
@@ -337,12 +342,8 @@ def test_bad_values_fail_with_the_field_or_queue_named(helm: str, sets: list[str
     assert message in result.stderr, result.stderr
 
 
-def test_a_values_file_breaking_grace_fails_naming_the_queue(tmp_path: object) -> None:
-    from pathlib import Path
-
-    from chart_support import helm_template
-
-    values = Path(str(tmp_path)) / "bad.yaml"
+def test_a_values_file_breaking_grace_fails_naming_the_queue(tmp_path: Path) -> None:
+    values = tmp_path / "bad.yaml"
     values.write_text(
         "queues:\n"
         "  KYC.Verification:\n"
@@ -642,8 +643,6 @@ def test_per_queue_overrides_fall_back_to_chart_defaults(helm: str) -> None:
 
 @pytest.mark.parametrize(("helm", "values"), CASES, ids=CASE_IDS)
 def test_queues_configmap_is_a_valid_queues_file_without_chart_keys(helm: str, values: str) -> None:
-    import yaml
-
     docs = render(helm, values)
     configmap = one(docs, "ConfigMap", f"{fullname(values)}-queues")
     data = yaml.safe_load(configmap["data"]["queues.yaml"])
@@ -653,16 +652,12 @@ def test_queues_configmap_is_a_valid_queues_file_without_chart_keys(helm: str, v
 
 
 def test_default_queues_are_the_demo_queues() -> None:
-    from arqscale.demo.queues import DEMO_QUEUES
-
     assert chart_values("defaults")["queues"] == {}
     assert parse_queues({"queues": effective_queues("defaults")}) == parse_queues(DEMO_QUEUES)
 
 
 @pytest.mark.parametrize("helm", HELMS)
 def test_checksum_rolls_only_the_changed_queues_pods(helm: str) -> None:
-    from chart_support import helm_template, parse_docs
-
     base = list(render(helm, "non-dns-queues"))
     path = str(VALUES["non-dns-queues"])
     changed = parse_docs(helm_template(helm, "-f", path, "--set", "queues.Reports_v2.job_timeout=900").stdout)
@@ -739,8 +734,6 @@ def test_external_redis_with_tls_and_an_existing_secret(helm: str) -> None:
 
 @pytest.mark.parametrize("helm", HELMS)
 def test_external_redis_url_is_kept_in_a_secret(helm: str) -> None:
-    from chart_support import helm_template, parse_docs
-
     url = "rediss://user:s3cret@redis.example:6380/0"
     result = helm_template(helm, "--set", "redis.enabled=false", "--set", f"externalRedis.url={url}")
     assert result.returncode == 0, result.stderr
@@ -833,3 +826,15 @@ def test_bullmq_queues_are_counted_not_run(helm: str) -> None:
     assert "legacy_orders" not in labels
     configmap = one(docs, "ConfigMap", "jobs-queues")
     assert "legacy_orders" in configmap["data"]["queues.yaml"]
+
+
+@pytest.mark.parametrize("helm", HELMS)
+def test_packaged_chart_renders_like_the_directory(helm: str, tmp_path: Path) -> None:
+    packaged = run_tool(helm, "package", str(CHART), "--destination", str(tmp_path))
+    assert packaged.returncode == 0, packaged.stderr
+    (archive,) = tmp_path.glob("arqscale-*.tgz")
+    result = run_tool(helm, "template", RELEASE, str(archive), "--namespace", NAMESPACE)
+    assert result.returncode == 0, result.stderr
+    names = sorted((d["kind"], d["metadata"]["name"]) for d in parse_docs(result.stdout) if d["kind"] != "Secret")
+    expected = sorted((d["kind"], d["metadata"]["name"]) for d in render(helm, "defaults") if d["kind"] != "Secret")
+    assert names == expected  # files/demo-queues.yaml travels with the package
