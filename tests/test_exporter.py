@@ -272,3 +272,15 @@ async def test_stalled_redis_is_reported_not_waited_for(tmp_path: Path) -> None:
     finally:
         await admin.aclose()
         server.kill()
+
+
+async def test_long_queue_lists_are_cut_short_in_errors(redis_url: str) -> None:
+    specs = {f"q{i:02d}": QueueSpec(name=f"q{i:02d}", functions=["t.m.f"]) for i in range(30)}
+    async with running_exporter(redis_url, specs) as exp:
+        url = f"https://127.0.0.1:{exp.api_port}{BASE}/namespaces/default/bullmq_queue_waiting"
+        status, body = await get(url, params={"labelSelector": "queue=nope"}, ssl=False)
+        assert status == 404
+        message = json.loads(body)["message"]
+        assert "known queues: q00, q01," in message and "q19 and 10 more" in message and "q20" not in message
+        status, body = await get(f"http://127.0.0.1:{exp.http_port}/keda/v1/queues/nope")
+        assert status == 404 and "q19 and 10 more" in json.loads(body)["error"]

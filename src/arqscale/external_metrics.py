@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
 from aiohttp import web
@@ -76,6 +76,13 @@ def resource_list() -> dict[str, Any]:
     }
 
 
+def name_list(names: Iterable[str], limit: int = 20) -> str:
+    """Names for an error message, cut short so 1,000 queues do not fill kubectl's screen."""
+    listed = list(names)
+    more = f" and {len(listed) - limit} more" if len(listed) > limit else ""
+    return ", ".join(listed[:limit]) + more
+
+
 def rfc3339(unix_seconds: float) -> str:
     return dt.datetime.fromtimestamp(unix_seconds, dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
@@ -108,6 +115,9 @@ class ExternalMetricsAPI:
 
         return guarded
 
+    def known_queues(self) -> str:
+        return name_list(self._position)
+
     def select(self, selector: label_selectors.Selector) -> list[str]:
         """Configured queues the selector matches, in configuration order."""
         named = selector.required_values(LABEL)
@@ -130,13 +140,12 @@ class ExternalMetricsAPI:
     async def metric_values(self, request: web.Request) -> web.Response:
         metric = request.match_info["metric"]
         field = METRICS.get(metric)
-        known_queues = ", ".join(self.cache.specs)
         if field is None:
             return status_response(
                 404,
                 "NotFound",
                 f"unknown external metric {metric!r}; this exporter serves {', '.join(METRICS)} "
-                f"with label queue (known queues: {known_queues})",
+                f"with label queue (known queues: {self.known_queues()})",
                 {"name": metric, "group": GROUP, "kind": metric},
             )
         try:
@@ -149,7 +158,7 @@ class ExternalMetricsAPI:
                 404,
                 "NotFound",
                 f"label selector {request.query.get('labelSelector', '')!r} names no configured queue for "
-                f"metric {metric!r}; known queues: {known_queues} (select one with queue=<name>)",
+                f"metric {metric!r}; known queues: {self.known_queues()} (select one with queue=<name>)",
                 {"name": metric, "group": GROUP, "kind": metric},
             )
         try:

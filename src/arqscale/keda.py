@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from arqscale.external_metrics import rfc3339
+from arqscale.external_metrics import name_list, rfc3339
 from arqscale.snapshot import RedisUnavailable, SnapshotCache
 
 ROUTE = "/keda/v1/queues/{queue}"
@@ -24,7 +24,7 @@ class KedaEndpoint:
     async def handle(self, request: web.Request) -> web.Response:
         queue = request.match_info["queue"]
         if queue not in self.cache.specs:
-            known = ", ".join(self.cache.specs)
+            known = name_list(self.cache.specs)
             return web.json_response({"error": f"unknown queue {queue!r}; known queues: {known}"}, status=404)
         try:
             snap = await self.cache.get()
