@@ -508,11 +508,12 @@ def test_rbac_grants_exactly_what_is_listed(helm: str, values: str) -> None:
 def test_service_account_tokens_only_where_needed(helm: str, values: str) -> None:
     docs = render(helm, values)
     metrics_api = chart_values(values)["metricsApi"]["enabled"]
+    client_auth = metrics_api and chart_values(values)["metricsApi"]["clientAuth"]["enabled"]
     for sa in by_kind(docs, "ServiceAccount"):
         assert sa["automountServiceAccountToken"] is False
     for doc in [*by_kind(docs, "Deployment"), *by_kind(docs, "StatefulSet"), *by_kind(docs, "Pod")]:
         kind = doc["metadata"]["labels"]["app.kubernetes.io/component"]
-        needs = {"worker": True, "exporter": metrics_api, "test": metrics_api}.get(kind, False)
+        needs = {"worker": True, "exporter": client_auth, "test": metrics_api}.get(kind, False)
         assert pod_spec(doc)["automountServiceAccountToken"] is needs, (kind, doc["metadata"]["name"])
 
 
