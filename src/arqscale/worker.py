@@ -18,7 +18,6 @@ The protocol lives in docs/design.md ("Job life cycle"); the Lua side in ``picku
 from __future__ import annotations
 
 import asyncio
-import base64
 import contextlib
 import functools
 import importlib
@@ -29,7 +28,6 @@ import time
 import traceback
 import uuid
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
@@ -39,9 +37,10 @@ from arq.worker import Retry
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-from arqscale import keys, scores, serializers
+from arqscale import keys, outcomes, scores, serializers
 from arqscale.loop_watchdog import LoopWatchdog
-from arqscale.models import DeadJob, Progress
+from arqscale.models import Progress
+from arqscale.outcomes import Decoded
 from arqscale.pickup import RETRY_TTL_MS, Finish, Picked, PickupResult, QueueOps
 from arqscale.probes import Health
 from arqscale.spec import QueueSpec
@@ -82,27 +81,8 @@ def load_functions(spec: QueueSpec) -> dict[str, TaskFunction]:
     return functions
 
 
-def _error_text(raw: bytes | None) -> str:
-    """The message of an ``arqscale:error:<id>`` value (JSON with an ``error`` field)."""
-    if raw is None:
-        return "none recorded"
-    try:
-        return str(json.loads(raw)["error"])
-    except (ValueError, KeyError, TypeError):
-        return raw.decode(errors="replace")
-
-
 def _ms() -> int:
     return int(time.time() * 1000)
-
-
-@dataclass(frozen=True, slots=True)
-class Decoded:
-    function: str
-    args: tuple[Any, ...]
-    kwargs: dict[str, Any]
-    enqueue_try: int
-    enqueue_ms: int
 
 
 class Worker:
@@ -372,7 +352,7 @@ class Worker:
             )
         job_try = max(job.job_try, decoded.enqueue_try or 0)
         if job_try > self.spec.max_tries:
-            last = _error_text(job.last_error)
+            last = outcomes.error_text(job.last_error)
             return self._dead(
                 job,
                 decoded,
@@ -443,7 +423,7 @@ class Worker:
         progress = Progress(percent=percent, message=message, updated_at=time.time())
         await self.redis.set(keys.progress_key(job_id), progress.model_dump_json(), px=PROGRESS_TTL_MS)
 
-    # ----------------------------------------------------------------- outcomes
+    # ----------------------------------------------------------------- outcomes (records: see ``outcomes``)
 
     def _failed(
         self,
@@ -456,55 +436,24 @@ class Worker:
         defer_ms: int | None = None,
     ) -> Finish:
         if job_try >= self.spec.max_tries:
-            logger.warning("job %s %s: try %d of %d failed, dead: %s", job.job_id, d.function, job_try, job_try, error)
             return self._dead(job, d, error, tb, attempts=job_try)
-        priority, _ = scores.split_score(job.score, self.spec)
-        if defer_ms is None:
-            defer_ms = int(scores.backoff_seconds(self.spec.backoff, job_try) * 1000)
-        now = _ms()
-        score = scores.job_score(now + defer_ms, priority, self.spec)
+        record, delay_ms = outcomes.retry(self.spec, job, job_try, error, tb, _ms(), defer_ms=defer_ms)
         logger.info(
-            "job %s %s: try %d failed, retry in %.2fs: %s", job.job_id, d.function, job_try, defer_ms / 1000, error
+            "job %s %s: try %d failed, retry in %.2fs: %s", job.job_id, d.function, job_try, delay_ms / 1e3, error
         )
         self.metrics.by_outcome["retried"].inc()
-        payload = json.dumps({"error": error, "attempt": job_try, "at": now / 1000, "traceback": tb})
-        return Finish("retry", job.job_id, score, payload)
+        return record
 
     def _dead(
         self, job: Picked, d: Decoded | None, error: str, tb: str | None = None, *, attempts: int | None = None
     ) -> Finish:
-        if d is None:
-            logger.warning("job %s: dead: %s", job.job_id, error)
-        priority, _ = scores.split_score(job.score, self.spec)
-        entry = DeadJob(
-            job_id=job.job_id,
-            queue=self.spec.name,
-            function=d.function if d else None,
-            args=self._readable(d.args) if d else None,
-            kwargs=self._readable(d.kwargs) if d else None,
-            attempts=job.job_try if attempts is None else attempts,
-            error=error,
-            traceback=tb,
-            enqueued_at=d.enqueue_ms / 1000 if d else None,
-            failed_at=time.time(),
-            priority=priority,
-            payload_b64=base64.b64encode(job.payload).decode() if job.payload is not None else None,
-        )
+        logger.warning("job %s %s: dead: %s", job.job_id, d.function if d else "?", error)
         self.metrics.by_outcome["dead"].inc()
-        return Finish("dead", job.job_id, entry.model_dump_json())
-
-    def _readable(self, value: Any) -> Any:
-        # JSON queues: the values themselves. Pickle queues: reprs, so the DLQ stays data-only.
-        if self.spec.serializer == "json":
-            return list(value) if isinstance(value, tuple) else value
-        if isinstance(value, dict):
-            return {str(k): repr(v) for k, v in value.items()}
-        return [repr(v) for v in value]
+        return outcomes.dead(self.spec, job, d, error, tb, _ms(), attempts=attempts)
 
     def _back(self, job: Picked) -> Finish:
-        priority, _ = scores.split_score(job.score, self.spec)
         self.metrics.by_outcome["put_back"].inc()
-        return Finish("back", job.job_id, scores.job_score(_ms(), priority, self.spec), job.job_try - 1)
+        return outcomes.back(self.spec, job, _ms())
 
     # ----------------------------------------------------------------- watchdog (runs in its thread)
 
