@@ -352,6 +352,8 @@ class ChaosReport:
             recovery_samples=len(self.recovery_waits),
             recovery_max=round(self.recovery_max, 3),
             recovery_p50=round(self.recovery_p50, 3),
+            recovery_p99=round(_quantile(self.recovery_waits, 0.99), 3),
+            recovery_over_lease_and_poll=sum(w > self.lease_seconds + self.poll_interval for w in self.recovery_waits),
             recovery_in_outage_max=round(max(self.recovery_waits_in_outage, default=0.0), 3),
             drain_max=round(self.drain_max, 3),
         )
@@ -659,6 +661,13 @@ class ChaosHarness:
                 break
             time.sleep(0.3)
         return figures
+
+
+def _quantile(values: list[float], q: float) -> float:
+    if not values:
+        return 0.0
+    ordered = sorted(values)
+    return ordered[min(int(q * len(ordered)), len(ordered) - 1)]
 
 
 async def _count_keys(redis: Redis, pattern: str) -> int:

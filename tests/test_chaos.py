@@ -122,7 +122,7 @@ def test_a_killed_workers_jobs_run_again_within_the_lease(report: ChaosReport) -
     assert report.recovery_waits, "no kill hit a running job: raise the load or the kill share"
     # The bound: the lease (renewed every lease/3, so it runs out at most lease_seconds after the kill)
     # plus one poll and a pickup. arq alone would wait for the job timeout's in-progress expiry.
-    bound = CONFIG.lease_seconds + CONFIG.poll_interval + 0.5
+    bound = CONFIG.lease_seconds + CONFIG.poll_interval + 1.0  # + pickup, on a machine that may be busy
     assert report.recovery_max <= bound, sorted(report.recovery_waits)[-5:]
 
 

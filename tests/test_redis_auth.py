@@ -32,7 +32,7 @@ from redis_server import RedisServer
 
 PASSWORD = "auth-Default-Pa55word"
 ACL_USER, ACL_PASSWORD = "arqscale-app", "auth-Acl-Pa55word-q7"
-ACL_RULES = ["~arq:*", "~arqscale:*", "&arqscale:*", "+@all", "-@dangerous"]
+ACL_RULES = ["~arq:*", "~arqscale:*", "resetchannels", "&arqscale:*", "+@all", "-@dangerous"]
 
 
 @pytest.fixture(scope="module")

