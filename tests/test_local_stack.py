@@ -153,3 +153,22 @@ def test_without_redis_on_path_it_runs_the_bundled_one(tmp_path: Path) -> None:
     assert " 0 lost" in result.stdout
     # Its data stays in the demo directory, for the next run.
     assert (tmp_path / "demo" / "redis").is_dir()
+
+
+def test_unreachable_configured_redis_falls_back_without_showing_its_password(tmp_path: Path) -> None:
+    secret = "demo-S3cret-pw"
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("REDIS_", "ARQSCALE_"))}
+    env["REDIS_URL"] = f"redis://:{secret}@127.0.0.1:{free_port()}/0"
+    result = subprocess.run(
+        demo_cmd(tmp_path, "--jobs", "4", "--until-drained", "--duration", "150"),
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=200,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "redis://:***@127.0.0.1" in result.stdout and "does not answer; starting a private one" in result.stdout
+    assert secret not in result.stdout + result.stderr
+    logs = "".join(p.read_text(errors="replace") for p in (tmp_path / "demo" / "logs").glob("*.log"))
+    assert secret not in logs
