@@ -900,12 +900,21 @@ def prove_api(env: dict[str, str], workdir: Path, token: str = "api-token-for-te
         api.close()
 
 
-def prove_status(env: dict[str, str]) -> str:
-    """``arqscale status --json`` with ``env`` prints the counts of every queue; returns stdout + stderr."""
-    done = subprocess.run(
-        [sys.executable, "-m", "arqscale", "status", "--json"], env=env, capture_output=True, text=True, timeout=60
-    )
-    output = done.stdout + done.stderr
-    assert done.returncode == 0, f"status exited {done.returncode}:\n{output[-3000:]}"
-    assert "idle" in done.stdout and "conn" in done.stdout, output
-    return output
+def prove_cli(env: dict[str, str]) -> str:
+    """The CLI with ``env``: ``enqueue``, ``status`` (queues and one job), ``dlq list``; returns all output."""
+    job_id = f"cli-{time.monotonic_ns()}"
+    outputs = []
+    for args, want in (
+        (["enqueue", "idle", "echo", "--args", "[1]", "--job-id", job_id], job_id),
+        (["status", "--json"], '"idle"'),
+        (["status", job_id, "--json"], '"queued"'),
+        (["dlq", "list", "idle"], "idle"),
+    ):
+        done = subprocess.run(
+            [sys.executable, "-m", "arqscale", *args], env=env, capture_output=True, text=True, timeout=60
+        )
+        output = done.stdout + done.stderr
+        assert done.returncode == 0, f"`arqscale {' '.join(args)}` exited {done.returncode}:\n{output[-3000:]}"
+        assert want in done.stdout, f"`arqscale {' '.join(args)}` printed no {want}:\n{output[-3000:]}"
+        outputs.append(output)
+    return "\n".join(outputs)

@@ -22,8 +22,8 @@ from chaos_tasks import (
     command_exists,
     enqueue_idle,
     prove_api,
+    prove_cli,
     prove_exporter,
-    prove_status,
     prove_worker,
     redis_settings_from_env,
     write_queues_file,
@@ -165,7 +165,9 @@ async def test_api_as_acl_user(form: str, auth_redis: RedisServer, admin: Redis,
 
 
 @pytest.mark.parametrize("form", FORMS)
-async def test_status_cli_as_acl_user(form: str, auth_redis: RedisServer, admin: Redis, tmp_path: Path) -> None:
+async def test_cli_as_acl_user(form: str, auth_redis: RedisServer, admin: Redis, tmp_path: Path) -> None:
     _require("status")
-    output = prove_status(_process_env(form, auth_redis, tmp_path))
+    _require("enqueue")
+    _require("dlq")
+    output = prove_cli(_process_env(form, auth_redis, tmp_path))
     assert ACL_PASSWORD not in output and "no permissions" not in output, output

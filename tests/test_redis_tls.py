@@ -22,8 +22,8 @@ from chaos_tasks import (
     command_exists,
     enqueue_idle,
     prove_api,
+    prove_cli,
     prove_exporter,
-    prove_status,
     prove_worker,
     redis_settings_from_env,
     write_queues_file,
@@ -204,7 +204,9 @@ def test_api_over_tls(form: str, mtls_redis: TlsRedisServer, tls_files: TlsFiles
 
 
 @pytest.mark.parametrize("form", FORMS)
-def test_status_cli_over_tls(form: str, mtls_redis: TlsRedisServer, tls_files: TlsFiles, tmp_path: Path) -> None:
+def test_cli_over_tls(form: str, mtls_redis: TlsRedisServer, tls_files: TlsFiles, tmp_path: Path) -> None:
     _require("status")
-    output = prove_status(_process_env(form, mtls_redis, tls_files, tmp_path))
+    _require("enqueue")
+    _require("dlq")
+    output = prove_cli(_process_env(form, mtls_redis, tls_files, tmp_path))
     assert ACL_PASSWORD not in output
