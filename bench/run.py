@@ -703,13 +703,16 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 
 def preflight(args: argparse.Namespace) -> None:
-    missing = [tool for tool in (args.redis_server, "node") if shutil.which(tool) is None]
+    """Fail early, naming what to install; Node and BullMQ are only needed when a BullMQ system runs."""
+    wants_node = any(s.family == "bullmq" for s in selected(args)) or (
+        "enqueue" in args.only and (not args.systems or "bullmq" in args.systems)
+    )
+    tools = [args.redis_server, "node"] if wants_node else [args.redis_server]
+    missing = [tool for tool in tools if shutil.which(tool) is None]
     if missing:
         raise SystemExit(f"bench: missing {', '.join(missing)} (apt-get install -y redis-server nodejs)")
-    if not (BENCH / "node_modules" / "bullmq").exists():
-        raise SystemExit(
-            "bench: BullMQ is not installed: run `npm ci --prefix bench` (or `npm install --prefix bench`)"
-        )
+    if wants_node and not (BENCH / "node_modules" / "bullmq").exists():
+        raise SystemExit("bench: BullMQ is not installed: run `npm ci --prefix bench`")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
