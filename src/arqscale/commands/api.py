@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import sys
 
 from arqscale.config import load_config_or_exit
@@ -26,8 +25,10 @@ def run(args: argparse.Namespace) -> int:
     except UsageError as exc:
         return fail("api", str(exc))
 
+    import uvloop
+
     try:
-        asyncio.run(serve(config, host=args.host, port=args.port))
+        uvloop.run(serve(config, host=args.host, port=args.port))
     except OSError as exc:  # the port is taken or the address cannot be bound
         print(f"arqscale api: cannot listen: {exc.strerror or exc}", file=sys.stderr)
         return 1
