@@ -839,3 +839,28 @@ def test_packaged_chart_renders_like_the_directory(helm: str, tmp_path: Path) ->
     names = sorted((d["kind"], d["metadata"]["name"]) for d in parse_docs(result.stdout) if d["kind"] != "Secret")
     expected = sorted((d["kind"], d["metadata"]["name"]) for d in render(helm, "defaults") if d["kind"] != "Secret")
     assert names == expected  # files/demo-queues.yaml travels with the package
+
+
+@pytest.mark.parametrize("values", ["defaults", "keda", "non-dns-queues"])
+def test_notes_tell_how_to_watch_the_autoscaling_and_read_the_metrics(values: str) -> None:
+    # helm 3's `install --dry-run=client` still asks a cluster for its version; helm 4 renders NOTES offline.
+    helm = "helm4"
+    path = VALUES[values]
+    result = run_tool(
+        helm, "install", "--dry-run=client", RELEASE, str(CHART), "--namespace", NAMESPACE,
+        *(["-f", str(path)] if path else []),
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    notes = result.stdout.split("\nNOTES:\n", 1)[1]
+    for name in arq_queues(values):
+        assert f"{name} -> deployment/{worker_name(fullname(values), name)}" in notes
+    first = sorted(effective_queues(values))[0]
+    if chart_values(values)["metricsApi"]["enabled"]:
+        raw = f"/apis/external.metrics.k8s.io/v1beta1/namespaces/{NAMESPACE}/arqscale_queue_backlog"
+        assert f'kubectl get --raw "{raw}?labelSelector=queue%3D{first}"' in notes
+        assert "arqscale_queue_backlog" in SERVED_METRICS
+    if engine(values) == "keda":
+        assert "get scaledobjects,hpa" in notes and f"/keda/v1/queues/{first}" in notes
+    else:
+        assert f"get hpa -l app.kubernetes.io/instance={RELEASE} -w" in notes
+    assert f"helm test {RELEASE} -n {NAMESPACE}" in notes
