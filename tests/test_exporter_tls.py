@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import json
 import os
 import ssl
@@ -11,10 +12,11 @@ from pathlib import Path
 
 import aiohttp
 import pytest
+from cryptography import x509
 from redis.asyncio import Redis
 
 from arqscale.external_metrics import BASE
-from arqscale.tls_certs import Issued, issue
+from arqscale.tls_certs import Issued, TLSConfigError, issue, serving_pair
 from exporter_support import get, kubectl, running_exporter, seed_every_state
 
 # The request of the issue, kept exactly: labelSelector=queue%3Demail.
@@ -164,3 +166,18 @@ async def test_self_signed_pair_is_generated(redis_url: str) -> None:
             await get(f"https://127.0.0.1:{exp.api_port}/apis", ssl=strict)
         status, _ = await get(f"https://127.0.0.1:{exp.api_port}/apis", ssl=client_ssl())
         assert status == 200
+
+
+def test_generated_pair_is_private_and_names_loopback() -> None:
+    cert_path, key_path = serving_pair(None, None)
+    assert key_path.stat().st_mode & 0o077 == 0  # nobody but the exporter's user reads the key
+    assert cert_path.parent.stat().st_mode & 0o077 == 0
+    cert = x509.load_pem_x509_certificate(cert_path.read_bytes())
+    names = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert "localhost" in names.get_values_for_type(x509.DNSName)
+    assert ipaddress.ip_address("127.0.0.1") in names.get_values_for_type(x509.IPAddress)
+
+
+def test_half_a_pair_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(TLSConfigError, match="set both"):
+        serving_pair(tmp_path / "tls.crt", None)
