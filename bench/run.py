@@ -67,6 +67,13 @@ class System:
     family: Family
     concurrency: int
     arq_mode: str = ""
+    producer: Family | None = None  # who enqueues its latency jobs, when not its own family
+    serializer: str = "json"  # arqscale queues only
+    throughput: bool = True  # False: a pickup-latency row only
+
+    @property
+    def producer_family(self) -> Family:
+        return self.producer or self.family
 
 
 SYSTEMS: tuple[System, ...] = (
@@ -77,8 +84,18 @@ SYSTEMS: tuple[System, ...] = (
     System("bullmq-1", "BullMQ (Node)", "bullmq", 1),
     System("bullmq-50", "BullMQ (Node)", "bullmq", 50),
     System("bullmq-100", "BullMQ (Node)", "bullmq", 100),
+    # A team moving from arq keeps its producers for a while: their jobs carry no wake signal.
+    System(
+        "arqscale-100-arq-producer",
+        "arqscale, jobs from arq's own `enqueue_job`",
+        "arqscale",
+        100,
+        producer="arq",
+        serializer="pickle",
+        throughput=False,
+    ),
 )
-LATENCY_SYSTEMS = ("arq-default", "arq-tuned", "arqscale-100", "bullmq-100")
+LATENCY_SYSTEMS = ("arq-default", "arq-tuned", "arqscale-100", "bullmq-100", "arqscale-100-arq-producer")
 PRODUCERS: tuple[tuple[Family, str], ...] = (
     ("arq", "arq `enqueue_job` (bulk: `asyncio.gather`)"),
     ("arqscale", "arqscale `Producer` (bulk: `enqueue_many`)"),
@@ -189,11 +206,12 @@ class Bench:
         self.r.close()
         stop(self.redis_proc)
 
-    def queues_file(self, concurrency: int) -> Path:
-        path = self.workdir / f"queues-{concurrency}.yaml"
-        path.write_text(
-            f"queues:\n  bench:\n    functions: [tasks.noop, tasks.stamp]\n    concurrency: {concurrency}\n"
+    def queues_file(self, concurrency: int, serializer: str = "json") -> Path:
+        path = self.workdir / f"queues-{concurrency}-{serializer}.yaml"
+        queue = (
+            f"    functions: [tasks.noop, tasks.stamp]\n    concurrency: {concurrency}\n    serializer: {serializer}\n"
         )
+        path.write_text("queues:\n  bench:\n" + queue)
         return path
 
     # --- commands
@@ -222,7 +240,7 @@ class Bench:
             cmd = [sys.executable, "-m", "arqscale", "worker", "--queue", "bench"]
             env.update(
                 REDIS_URL=self.url,
-                ARQSCALE_QUEUES_FILE=str(self.queues_file(system.concurrency)),
+                ARQSCALE_QUEUES_FILE=str(self.queues_file(system.concurrency, system.serializer)),
                 ARQSCALE_WORKER_PORT=str(free_port()),
             )
         else:
@@ -318,11 +336,11 @@ class Bench:
         self.r.flushall()
         with self.worker(system) as (proc, log):
             # Warm up: the worker is connected and has run jobs before the first sample is taken.
-            self.client(system.family, "latency", "--samples", "5", "--gap", str(gap))
+            self.client(system.producer_family, "latency", "--samples", "5", "--gap", str(gap))
             self.wait_for_samples(5, proc, log, timeout=60)
             self.r.delete(LATENCY_KEY)
             idle_cpu, idle_cmds = self.idle_cost(proc.pid)
-            self.client(system.family, "latency", "--samples", str(samples), "--gap", str(gap))
+            self.client(system.producer_family, "latency", "--samples", str(samples), "--gap", str(gap))
             self.wait_for_samples(samples, proc, log, timeout=30)
         values = sorted(float(v) * 1000 for v in self.r.lrange(LATENCY_KEY, 0, -1))
         return Latency(
@@ -451,7 +469,7 @@ def throughput_table(res: Results, n: int, repeat: int) -> list[str]:
         "| Redis cmds/job |",
         "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
-    for system in SYSTEMS:
+    for system in (s for s in SYSTEMS if s.throughput):
         runs = res.throughput.get(system.key)
         if not runs:
             err = res.errors.get(f"throughput {system.key}", "not run")
@@ -625,7 +643,7 @@ def attempt(res: Results, name: str, fn: Any, *fn_args: Any) -> Any:
 def run_throughput(bench: Bench, args: argparse.Namespace, res: Results, systems: list[System]) -> None:
     print(f"throughput ({args.jobs:,} no-op jobs):")
     for rep in range(args.repeat):  # round-robin, so drift on a noisy machine hits every system alike
-        for system in systems:
+        for system in (s for s in systems if s.throughput):
             if rep and system.arq_mode == "default":
                 continue  # poll-bound (100 jobs per 0.5 s poll), and 25 s a run at 5,000 jobs
             t = attempt(res, f"throughput {system.key}", bench.throughput, system, args.jobs)
