@@ -637,6 +637,9 @@ def test_per_queue_overrides_fall_back_to_chart_defaults(helm: str) -> None:
     assert pod_spec(images)["tolerations"][0]["key"] == "gpu"
     assert env_of(c_kyc)["KYC_PROVIDER"]["value"] == "sandbox" and "KYC_PROVIDER" not in env_of(c_images)
     assert pod_spec(kyc)["terminationGracePeriodSeconds"] == 200
+    assert c_kyc["readinessProbe"]["periodSeconds"] == 2 and c_kyc["readinessProbe"]["failureThreshold"] == 3
+    assert c_images["readinessProbe"] == defaults["readinessProbe"]
+    assert c_kyc["livenessProbe"] == defaults["livenessProbe"]
     assert c_reports["image"] == "ghcr.io/arqscale/arqscale-worker:0.1.0-reports"
     assert c_images["image"] == "ghcr.io/arqscale/arqscale-worker:0.1.0"
     assert c_images["securityContext"] == defaults["securityContext"]
