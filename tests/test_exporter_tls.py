@@ -6,6 +6,7 @@ import asyncio
 import ipaddress
 import json
 import os
+import shutil
 import ssl
 import tempfile
 from pathlib import Path
@@ -161,15 +162,19 @@ async def test_mounted_serving_certificate(redis_url: str, tmp_path: Path) -> No
 
 async def test_self_signed_pair_is_generated(redis_url: str) -> None:
     async with running_exporter(redis_url) as exp:
+        assert exp._generated_tls_dir is not None and (exp._generated_tls_dir / "tls.key").exists()
+        generated = exp._generated_tls_dir
         strict = ssl.create_default_context()
         with pytest.raises(aiohttp.ClientConnectorCertificateError):
             await get(f"https://127.0.0.1:{exp.api_port}/apis", ssl=strict)
         status, _ = await get(f"https://127.0.0.1:{exp.api_port}/apis", ssl=client_ssl())
         assert status == 200
+    assert not generated.exists()  # the private key is removed when the exporter stops
 
 
-def test_generated_pair_is_private_and_names_loopback() -> None:
+def test_generated_pair_is_private_and_names_loopback(request: pytest.FixtureRequest) -> None:
     cert_path, key_path = serving_pair(None, None)
+    request.addfinalizer(lambda: shutil.rmtree(cert_path.parent))
     assert key_path.stat().st_mode & 0o077 == 0  # nobody but the exporter's user reads the key
     assert cert_path.parent.stat().st_mode & 0o077 == 0
     cert = x509.load_pem_x509_certificate(cert_path.read_bytes())

@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import shutil
 import signal
 import ssl
 from collections.abc import Mapping
@@ -62,6 +63,7 @@ class Exporter:
         self._runners: list[web.AppRunner] = []
         self.http_port: int | None = None
         self.api_port: int | None = None
+        self._generated_tls_dir: Path | None = None
         # /livez: the loop must have tried a refresh within this long (each try ends within its timeout).
         self._stale_after = max(30.0, 10 * options.refresh_seconds + self.cache.timeout_seconds)
 
@@ -107,6 +109,8 @@ class Exporter:
 
     def ssl_context(self) -> ssl.SSLContext:
         cert, key = serving_pair(self.options.cert_file, self.options.key_file)
+        if self.options.cert_file is None:
+            self._generated_tls_dir = cert.parent  # ours to delete: a private key must not outlive us
         return server_context(cert, key, self.options.client_ca_file)
 
     # -- life cycle ----------------------------------------------------------------------------------
@@ -139,6 +143,9 @@ class Exporter:
             await runner.cleanup()
         self._runners.clear()
         await self.cache.stop()
+        if self._generated_tls_dir is not None:
+            shutil.rmtree(self._generated_tls_dir, ignore_errors=True)
+            self._generated_tls_dir = None
 
 
 async def serve(redis: Redis, specs: Mapping[str, QueueSpec], options: ExporterOptions) -> None:
