@@ -230,7 +230,14 @@ async def test_dead_letter_endpoints(client: TestClient[Any, Any], redis: Redis)
     )
     kept = await (await client.delete("/v1/queues/verification/dead-letters?older_than_seconds=3600")).json()
     assert kept["purged"] == 0
-    everything = await (await client.delete("/v1/queues/verification/dead-letters")).json()
+    await _error(await client.delete("/v1/queues/verification/dead-letters"), 422, "validation_error")
+    await _error(
+        await client.delete("/v1/queues/verification/dead-letters?all=true&older_than_seconds=1"),
+        422,
+        "validation_error",
+    )
+    await _error(await client.delete("/v1/queues/verification/dead-letters?all=yes"), 422, "validation_error")
+    everything = await (await client.delete("/v1/queues/verification/dead-letters?all=true")).json()
     assert everything["purged"] == 1
 
 

@@ -343,6 +343,19 @@ async def get_dead_letter(request: web.Request) -> web.StreamResponse:
 async def purge_dead_letters(request: web.Request) -> web.StreamResponse:
     store = _store(request)
     older = _query_number(request, "older_than_seconds", None, 0, 100 * 365 * 86400)
+    everything = request.query.get("all", "false").lower()
+    if everything not in ("true", "false"):
+        raise Problem(
+            422, "validation_error", "invalid query parameter all", [FieldError(field="all", message="true or false")]
+        )
+    if (older is None) == (everything == "false"):
+        # Deleting every entry must be asked for by name: a bare DELETE is too easy to send by mistake.
+        raise Problem(
+            422,
+            "validation_error",
+            "give older_than_seconds, or all=true to delete every entry (not both)",
+            [FieldError(field="all", message="required when older_than_seconds is not given")],
+        )
     purged = await store.purge(older_than_seconds=older)
     return _json(PurgeResponse(queue=store.spec.name, purged=purged))
 
