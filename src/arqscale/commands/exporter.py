@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import sys
+from collections.abc import Coroutine
+from typing import Any
 
 HELP = "serve queue counts: /metrics, the External Metrics API (HTTPS) and a KEDA endpoint"
 
@@ -53,10 +55,10 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _run_loop(main: object) -> None:
+def _run_loop(main: Coroutine[Any, Any, None]) -> None:
     try:
         import uvloop
     except ImportError:  # pragma: no cover - uvloop is a dependency, but stay runnable without it
-        asyncio.run(main)  # type: ignore[arg-type]
+        asyncio.run(main)
         return
-    uvloop.run(main)  # type: ignore[arg-type]
+    uvloop.run(main)
