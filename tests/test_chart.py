@@ -331,6 +331,9 @@ BAD_VALUES = [
     ),
     (["autoscaling.engine=keda"], "metricsApi.enabled=false"),
     (["redis.enabled=false"], "externalRedis"),
+    (["redis.enabled=false", "externalRedis.existingSecretUrlKey=url"], "externalRedis.existingSecretUrlKey"),
+    (["redis.enabled=false", "externalRedis.url=http://redis:6379"], "url"),
+    (["metricsApi.tls.existingSecret=my-tls"], "metricsApi.tls.caBundle"),
 ]
 
 
