@@ -182,6 +182,9 @@ async def test_queue_counts_and_pause_resume(client: TestClient[Any, Any], redis
 
     one = await (await client.get("/v1/queues/email")).json()
     assert (one["waiting"], one["active"], one["delayed"], one["backlog"], one["is_paused"]) == (2, 1, 1, 3, False)
+    assert one["workers"] == 0
+    await redis.zadd("arqscale:email:workers", {"w1": 10**13, "crashed": 1})  # one live heartbeat, one expired
+    assert (await (await client.get("/v1/queues/email")).json())["workers"] == 1
 
     paused = await client.post("/v1/queues/email/pause")
     assert await paused.json() == {"queue": "email", "paused": True, "changed": True}

@@ -97,14 +97,15 @@ def test_status_table_and_json(redis_env: dict[str, str], sync_redis: redis_sync
     assert table.returncode == 0, table.stderr
     lines = table.stdout.splitlines()
     assert lines[0].split() == [
-        "QUEUE", "WAITING", "ACTIVE", "DELAYED", "PAUSED", "COMPLETED", "FAILED", "BACKLOG", "OLDEST", "STATE",
+        "QUEUE", "WAITING", "ACTIVE", "DELAYED", "PAUSED", "COMPLETED", "FAILED", "BACKLOG", "OLDEST", "WORKERS",
+        "STATE",
     ]  # fmt: skip
     rows = {line.split()[0]: line.split() for line in lines[1:]}
     assert set(rows) == set(SPECS)
     assert rows["email"][1:4] == ["3", "0", "1"] and rows["email"][-1] == "running"
     data = json.loads(cli(redis_env, "status", "--json").stdout)
     email = next(q for q in data["queues"] if q["queue"] == "email")
-    assert (email["waiting"], email["delayed"], email["backlog"]) == (3, 1, 3)
+    assert (email["waiting"], email["delayed"], email["backlog"], email["workers"]) == (3, 1, 3, 0)
 
 
 def test_queue_pause_resume(redis_env: dict[str, str], sync_redis: redis_sync.Redis) -> None:

@@ -52,16 +52,16 @@ def test_live_view_redraws_on_a_terminal_and_prints_changes_otherwise() -> None:
     counts = [QueueCounts(queue="email", waiting=3, active=1), QueueCounts(queue="exports")]
     tty = io.StringIO()
     view = LiveView(tty, tty=True)
-    view.show(0.5, counts)
-    view.show(1.0, counts)
+    view.show(0.5, counts, {"email": 2})
+    view.show(1.0, counts, {})
     text = tty.getvalue()
     assert text.count("QUEUE") == 2 and "\x1b[4F\x1b[J" in text  # moved back over the 4 lines drawn
 
     plain = io.StringIO()
     view = LiveView(plain, tty=False)
-    view.show(0.5, counts)
-    view.show(1.0, counts)  # unchanged: no new line
-    view.show(1.5, [QueueCounts(queue="email"), QueueCounts(queue="exports")])
+    view.show(0.5, counts, {})
+    view.show(1.0, counts, {})  # unchanged: no new line
+    view.show(1.5, [QueueCounts(queue="email"), QueueCounts(queue="exports")], {})
     lines = plain.getvalue().splitlines()
     assert len(lines) == 2 and "\x1b" not in plain.getvalue()
     assert "email: waiting=3 active=1" in lines[0]

@@ -33,7 +33,7 @@ from arqscale.connection import create_redis
 from arqscale.counts import CountsReader
 from arqscale.dead_letters import DeadLetters, RequeueOutcome
 from arqscale.job_status import JobStatusReader
-from arqscale.keys import QueueKeys
+from arqscale.live_workers import live_workers
 from arqscale.models import JOB_ID_PATTERN, EnqueueResult, JobRequest, JobState, QueueCounts
 from arqscale.openapi import (
     OPERATIONS,
@@ -291,20 +291,23 @@ async def job_status(request: web.Request) -> web.StreamResponse:
     return _json(status, 404 if status.state is JobState.NOT_FOUND else 200)
 
 
-def _view(counts: QueueCounts) -> QueueView:
-    return QueueView.model_validate(counts.as_dict())
+def _view(counts: QueueCounts, workers: Mapping[str, int]) -> QueueView:
+    return QueueView.model_validate({**counts.as_dict(), "workers": workers.get(counts.queue, 0)})
 
 
 async def list_queues(request: web.Request) -> web.StreamResponse:
     state = request.app[STATE]
     counts = await state.counts.read(state.specs)
-    return _json(QueueList(queues=[_view(c) for c in counts.values()]))
+    workers = await live_workers(state.redis, state.specs)
+    return _json(QueueList(queues=[_view(c, workers) for c in counts.values()]))
 
 
 async def get_queue(request: web.Request) -> web.StreamResponse:
     spec = _spec(request)
-    counts = await request.app[STATE].counts.read({spec.name: spec})
-    return _json(_view(counts[spec.name]))
+    state = request.app[STATE]
+    counts = await state.counts.read({spec.name: spec})
+    workers = await live_workers(state.redis, {spec.name: spec})
+    return _json(_view(counts[spec.name], workers))
 
 
 async def pause_queue(request: web.Request) -> web.StreamResponse:
@@ -403,15 +406,6 @@ async def _ping(redis: Redis) -> RedisHealth:
     return RedisHealth(connected=True, latency_ms=round((time.perf_counter() - started) * 1000, 3))
 
 
-async def _live_workers(state: State) -> dict[str, int]:
-    now = int(time.time() * 1000)
-    async with state.redis.pipeline(transaction=False) as pipe:
-        for spec in state.specs.values():
-            pipe.zcount(QueueKeys.for_queue(spec.name, spec.queue_key).workers, f"({now}", "+inf")
-        replies = await pipe.execute()
-    return {name: int(n) for name, n in zip(state.specs, replies, strict=True)}
-
-
 async def health(request: web.Request) -> web.StreamResponse:
     state = request.app[STATE]
     redis_health = await _ping(state.redis)
@@ -419,7 +413,7 @@ async def health(request: web.Request) -> web.StreamResponse:
         body = Health(status="unhealthy", redis=redis_health, problems=["Redis does not answer"], timestamp=time.time())
         return _json(body, 503)
     counts = await state.counts.read(state.specs)
-    workers = await _live_workers(state)
+    workers = await live_workers(state.redis, state.specs)
     problems = [
         f"queue {name}: {c.waiting} job(s) waiting and no live worker"
         for name, c in counts.items()
@@ -429,7 +423,7 @@ async def health(request: web.Request) -> web.StreamResponse:
         status="degraded" if problems else "healthy",
         redis=redis_health,
         problems=problems,
-        queues=[_view(c) for c in counts.values()],
+        queues=[_view(c, workers) for c in counts.values()],
         timestamp=time.time(),
     )
     return _json(body)

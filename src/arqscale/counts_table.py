@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 
 from arqscale.models import QueueCounts
 
-COLUMNS = ("QUEUE", "WAITING", "ACTIVE", "DELAYED", "PAUSED", "COMPLETED", "FAILED", "BACKLOG", "OLDEST", "STATE")
+COLUMNS = (
+    "QUEUE", "WAITING", "ACTIVE", "DELAYED", "PAUSED", "COMPLETED", "FAILED", "BACKLOG", "OLDEST", "WORKERS", "STATE",
+)  # fmt: skip
 
 
-def _row(c: QueueCounts) -> tuple[str, ...]:
+def _row(c: QueueCounts, workers: Mapping[str, int]) -> tuple[str, ...]:
     return (
         c.queue,
         str(c.waiting),
@@ -20,13 +22,14 @@ def _row(c: QueueCounts) -> tuple[str, ...]:
         str(c.failed),
         str(c.backlog),
         f"{c.oldest_waiting_seconds:.1f}s",
+        str(workers.get(c.queue, 0)),
         "paused" if c.is_paused else "running",
     )
 
 
-def render(counts: Iterable[QueueCounts]) -> str:
+def render(counts: Iterable[QueueCounts], workers: Mapping[str, int]) -> str:
     """Left-aligned names, right-aligned numbers, two spaces between columns."""
-    rows = [COLUMNS, *(_row(c) for c in counts)]
+    rows = [COLUMNS, *(_row(c, workers) for c in counts)]
     widths = [max(len(r[i]) for r in rows) for i in range(len(COLUMNS))]
     lines = []
     for r in rows:

@@ -33,6 +33,7 @@ from arqscale import counts_table
 from arqscale.connection import client_kwargs
 from arqscale.counts import CountsReader
 from arqscale.job_status import JobStatusReader
+from arqscale.live_workers import live_workers
 from arqscale.models import JobRequest, JobState, QueueCounts
 from arqscale.producer import Producer
 from arqscale.settings import RedisSettings
@@ -280,9 +281,9 @@ class LiveView:
         self._drawn = 0
         self._last = ""
 
-    def show(self, elapsed: float, counts: Sequence[QueueCounts]) -> None:
+    def show(self, elapsed: float, counts: Sequence[QueueCounts], workers: Mapping[str, int]) -> None:
         if self.tty:
-            text = f"[{elapsed:6.1f}s]  Ctrl-C drains and stops\n" + counts_table.render(counts) + "\n"
+            text = f"[{elapsed:6.1f}s]  Ctrl-C drains and stops\n" + counts_table.render(counts, workers) + "\n"
             if self._drawn:
                 self.out.write(f"\x1b[{self._drawn}F\x1b[J")  # back to the table's first line, clear below
             self.out.write(text)
@@ -451,7 +452,7 @@ class LocalStack:
         while True:
             counts = list((await reader.read(self.specs)).values())
             elapsed = time.monotonic() - started
-            view.show(elapsed, counts)
+            view.show(elapsed, counts, await live_workers(redis, self.specs))
             if self.options.until_drained and drained(counts):
                 return True
             for child in self.children:

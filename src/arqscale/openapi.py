@@ -60,6 +60,7 @@ class QueueView(BaseModel):
     backlog: int = Field(description="waiting + active")
     oldest_waiting_seconds: float
     is_paused: bool
+    workers: int = Field(description="worker processes with a live heartbeat on this queue")
 
 
 class QueueList(BaseModel):

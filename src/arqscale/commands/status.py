@@ -13,6 +13,7 @@ from arqscale.commands._common import run_with_redis
 from arqscale.config import Config
 from arqscale.counts import CountsReader
 from arqscale.job_status import JobStatusReader
+from arqscale.live_workers import live_workers
 from arqscale.models import JobState, JobStatus
 
 HELP = "Show counts per queue (waiting, active, delayed, paused, completed, failed), or one job's status."
@@ -65,10 +66,11 @@ async def _run(args: argparse.Namespace, config: Config, redis: Redis) -> int:
         print(status.model_dump_json() if args.json else format_job(status))
         return 1 if status.state is JobState.NOT_FOUND else 0
     counts = await CountsReader(redis).read(config.queues)
+    workers = await live_workers(redis, config.queues)
     if args.json:
-        print(json.dumps({"queues": [c.as_dict() for c in counts.values()]}))
+        print(json.dumps({"queues": [{**c.as_dict(), "workers": workers.get(q, 0)} for q, c in counts.items()]}))
     else:
-        print(counts_table.render(counts.values()))
+        print(counts_table.render(counts.values(), workers))
     return 0
 
 
