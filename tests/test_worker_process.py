@@ -7,6 +7,7 @@ import itertools
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -144,6 +145,22 @@ def test_cli_refuses_functions_it_cannot_run(
     )
     assert out.returncode == 2
     assert message in out.stderr and "Traceback" not in out.stderr
+
+
+def test_cli_port_in_use_is_a_clear_error(redis_env: dict[str, str]) -> None:
+    with socket.socket() as taken:
+        taken.bind(("0.0.0.0", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        out = subprocess.run(
+            [sys.executable, "-m", "arqscale", "worker", "--queue", "email", "--port", str(port)],
+            capture_output=True,
+            text=True,
+            env=redis_env,
+            timeout=30,
+        )
+    assert out.returncode == 1
+    assert f"cannot serve probes on 0.0.0.0:{port}" in out.stderr and "Traceback" not in out.stderr
 
 
 async def test_sigterm_mid_job_lets_it_finish_and_exits_zero(redis: Redis, workers: Any) -> None:

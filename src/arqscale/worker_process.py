@@ -66,7 +66,13 @@ async def serve(
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, worker.request_drain)
-    runner = await start_server(build_app(health, metrics), config.settings.worker_host, port)
+    try:
+        runner = await start_server(build_app(health, metrics), config.settings.worker_host, port)
+    except OSError as exc:
+        logger.error("cannot serve probes on %s:%d: %s", config.settings.worker_host, port, exc.strerror or exc)
+        await redis.aclose()
+        reporter.close()
+        return 1
     logger.info(
         "worker %s: queue %s (%s), concurrency %d, redis %s, probes on :%d",
         worker.worker_id,
