@@ -420,6 +420,8 @@ def machine_facts(redis_server: str) -> dict[str, str]:
                 cpu = line.split(":", 1)[1].strip()
                 break
     commit = command_output(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"])
+    if command_output(["git", "-C", str(ROOT), "status", "--porcelain", "--", "src"]):
+        commit += " + uncommitted changes in src/"
     return {
         "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
         "cpu": f"{os.cpu_count()} CPUs (nproc), {cpu}",
