@@ -387,3 +387,16 @@ async def test_retention_trims_completed_and_dead_letter_indexes(redis: Redis) -
     assert list(await redis.hkeys(k.dlq)) == [b"bad2"]
     # Results keep their own TTL from retention.completed_seconds.
     assert 0 < await redis.pttl("arq:result:ok0") <= spec.retention.completed_seconds * 1000
+
+
+async def test_a_crashed_background_loop_drains_the_worker(redis: Redis, caplog: pytest.LogCaptureFixture) -> None:
+    spec = make_spec()
+    worker = Worker(spec, redis)
+
+    async def broken_heartbeat(*_: Any) -> list[str]:
+        raise RuntimeError("bug in the heartbeat")
+
+    worker.ops.heartbeat = broken_heartbeat  # type: ignore[method-assign]
+    await asyncio.wait_for(worker.run(), 5)  # returns on its own: drained
+    assert worker.health.draining
+    assert any("heartbeat loop died" in r.getMessage() for r in caplog.records)

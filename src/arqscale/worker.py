@@ -139,6 +139,8 @@ class Worker:
             asyncio.create_task(self._wake_listener(), name="wake"),
             asyncio.create_task(self._pulse(), name="pulse"),
         ]
+        for task in background:
+            task.add_done_callback(self._background_ended)
         drain_timer: asyncio.Task[None] | None = None
         try:
             while not (self._draining and not self._running and not self._finished):
@@ -160,6 +162,14 @@ class Worker:
             with contextlib.suppress(RedisError, OSError):
                 await self.ops.leave()
         logger.info("worker %s drained and stopped", self.worker_id)
+
+    def _background_ended(self, task: asyncio.Task[None]) -> None:
+        # These loops only end by cancellation. Anything else is a bug: without heartbeats the leases lapse
+        # and other workers rerun our jobs, so stop cleanly and let the pod restart.
+        if task.cancelled() or self._draining:
+            return
+        logger.error("worker %s: %s loop died, draining", self.worker_id, task.get_name(), exc_info=task.exception())
+        self.request_drain()
 
     def request_drain(self) -> None:
         """SIGTERM/SIGINT: stop picking at once; a second signal cuts running jobs short (they are put back)."""
