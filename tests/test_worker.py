@@ -400,3 +400,21 @@ async def test_a_crashed_background_loop_drains_the_worker(redis: Redis, caplog:
     await asyncio.wait_for(worker.run(), 5)  # returns on its own: drained
     assert worker.health.draining
     assert any("heartbeat loop died" in r.getMessage() for r in caplog.records)
+
+
+async def test_an_emptied_script_cache_costs_nothing(redis: Redis) -> None:
+    """A restarted Redis has no scripts: the pipelined finish/pickup answers NOSCRIPT and loads them again."""
+    spec = make_spec(concurrency=4)
+    producer = Producer(redis, {"q": spec})
+    from arqscale.models import JobRequest
+
+    await producer.enqueue_many("q", [JobRequest(function="sleep", args=[0.02], job_id=f"s{i}") for i in range(40)])
+    async with running(Worker(spec, redis)):
+        for _ in range(3):
+            await wait_for(lambda: redis.llen("finished"), what="progress")
+            await redis.script_flush()
+            await asyncio.sleep(0.05)
+        await wait_for(lambda: _eq(redis.llen("finished"), 40), what="all finished")
+        await wait_for(lambda: _eq(redis.zcard("arqscale:q:completed"), 40), what="all recorded")
+    assert await redis.zcard(spec.queue_key) == 0 and await redis.hlen("arqscale:q:dlq") == 0
+    assert sorted(await redis.lrange("finished", 0, -1)) == sorted(f"s{i}".encode() for i in range(40))

@@ -16,16 +16,20 @@ arqscale targets a single Redis (or a primary with replicas), not Redis Cluster.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
 from arq.constants import in_progress_key_prefix, job_key_prefix, result_key_prefix, retry_key_prefix
 from redis.asyncio import Redis
+from redis.exceptions import NoScriptError, RedisError
 
 from arqscale import scores
 from arqscale.keys import ERROR_PREFIX, PROGRESS_PREFIX, QueueKeys
 from arqscale.spec import QueueSpec
+
+logger = logging.getLogger("arqscale.worker")
 
 # The try counter outlives the payload's own TTL (see producer.PAYLOAD_TTL_MS) so a retried job keeps its count.
 RETRY_TTL_MS = 15 * 86_400_000
@@ -290,16 +294,47 @@ class QueueOps:
     async def pickup(self, wanted: int, now_ms: int) -> PickupResult:
         return parse_pickup(await self._pickup(keys=self._pickup_keys(), args=self._pickup_args(wanted, now_ms)))
 
-    async def finish_and_pickup(self, records: Sequence[Finish], wanted: int, now_ms: int) -> PickupResult | None:
-        """Record outcomes, then take up to ``wanted`` jobs, in one round trip. None when nothing was wanted."""
+    async def finish_and_pickup(
+        self, records: Sequence[Finish], wanted: int, now_ms: int
+    ) -> tuple[PickupResult | None, bool]:
+        """Record outcomes, then take up to ``wanted`` jobs, in one round trip.
+
+        Returns the pickup (None when nothing was wanted) and whether the records were written; when they
+        were not, the caller sends them again (every outcome is idempotent).
+        """
         if not records:
-            return await self.pickup(wanted, now_ms) if wanted > 0 else None
+            return (await self.pickup(wanted, now_ms) if wanted > 0 else None), True
         async with self.redis.pipeline(transaction=False) as pipe:
-            await self._finish(keys=self._finish_keys(), args=self._finish_args(records, now_ms), client=pipe)
+            # Plain EVALSHA: redis-py's pipelined Script objects add a SCRIPT EXISTS round trip to every call.
+            # After a Redis restart the script cache is empty; each command then answers NOSCRIPT on its
+            # own (nothing ran), and the scripts are loaded again for the next tick.
+            finish_keys, pickup_keys = self._finish_keys(), self._pickup_keys()
+            pipe.execute_command(
+                "EVALSHA", self._finish.sha, len(finish_keys), *finish_keys, *self._finish_args(records, now_ms)
+            )
             if wanted > 0:
-                await self._pickup(keys=self._pickup_keys(), args=self._pickup_args(wanted, now_ms), client=pipe)
-            replies = await pipe.execute()
-        return parse_pickup(replies[1]) if wanted > 0 else None
+                pipe.execute_command(
+                    "EVALSHA", self._pickup.sha, len(pickup_keys), *pickup_keys, *self._pickup_args(wanted, now_ms)
+                )
+            replies = await pipe.execute(raise_on_error=False)
+        errors = [r for r in replies if isinstance(r, Exception)]
+        picked = replies[1] if wanted > 0 else None
+        result = None if picked is None or isinstance(picked, Exception) else parse_pickup(picked)
+        if any(isinstance(e, NoScriptError) for e in errors):
+            await self._load_scripts()
+        others = [e for e in errors if not isinstance(e, NoScriptError)]
+        if others and result is None:
+            raise others[0]
+        if others:  # jobs were taken: start them; the unwritten records go again with the next tick
+            logger.error("queue %s: recording outcomes failed: %s", self.spec.name, others[0])
+        return result, not isinstance(replies[0], Exception)
+
+    async def _load_scripts(self) -> None:
+        try:
+            for script in (self._finish, self._pickup, self._heartbeat):
+                await self.redis.script_load(script.script)
+        except RedisError as exc:  # the next call answers NOSCRIPT again and comes back here
+            logger.warning("queue %s: loading scripts failed: %s", self.spec.name, exc)
 
     async def heartbeat(self, job_ids: Sequence[str], now_ms: int, worker_ttl_ms: int) -> list[str]:
         lost = await self._heartbeat(

@@ -218,10 +218,13 @@ class Worker:
             if not records and free <= 0:
                 return self.spec.poll_interval
             try:
-                result = await self.ops.finish_and_pickup(records, free, _ms())
+                result, written = await self.ops.finish_and_pickup(records, free, _ms())
             except (RedisError, OSError) as exc:
                 self._finished[:0] = records  # nothing is dropped: the same batch goes again (it is idempotent)
                 return self._redis_failed(exc)
+            if not written:
+                self._finished[:0] = records
+                self._tick.set()
         self._redis_ok()
         if result is not None:
             self.metrics.pickups_q.inc()
