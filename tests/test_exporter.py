@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import gzip
 import json
 import subprocess
 import time
 from pathlib import Path
 
+import aiohttp
 import pytest
 from redis.asyncio import Redis
 
@@ -284,3 +286,21 @@ async def test_long_queue_lists_are_cut_short_in_errors(redis_url: str) -> None:
         assert "known queues: q00, q01," in message and "q19 and 10 more" in message and "q20" not in message
         status, body = await get(f"http://127.0.0.1:{exp.http_port}/keda/v1/queues/nope")
         assert status == 404 and "q19 and 10 more" in json.loads(body)["error"]
+
+
+async def test_large_pages_are_gzipped_once_per_refresh(redis_url: str) -> None:
+    specs = {f"q{i:03d}": QueueSpec(name=f"q{i:03d}", functions=["t.m.f"]) for i in range(200)}
+    async with (
+        running_exporter(redis_url, specs, refresh_seconds=5) as exp,
+        aiohttp.ClientSession(auto_decompress=False) as session,
+    ):
+        url = f"http://127.0.0.1:{exp.http_port}/metrics"
+        async with session.get(url, headers={"Accept-Encoding": "gzip"}) as resp:
+            assert resp.headers["Content-Encoding"] == "gzip"
+            packed = await resp.read()
+        async with session.get(url, headers={"Accept-Encoding": "identity"}) as resp:
+            assert "Content-Encoding" not in resp.headers
+            plain = await resp.read()
+        assert gzip.decompress(packed) == plain
+        assert len(packed) < len(plain) / 5
+        assert await exp.page.gzipped() is await exp.page.gzipped()  # compressed once, then cached

@@ -10,7 +10,9 @@ from pathlib import Path
 
 from redis.asyncio import Redis
 
-from exporter_support import EMAIL_EXPECTED, get, running_exporter, seed_every_state
+from arqscale.prom import GZIP_ABOVE
+from arqscale.spec import QueueSpec
+from exporter_support import EMAIL_EXPECTED, SPECS, get, running_exporter, seed_every_state
 from redis_server import free_port
 
 
@@ -30,7 +32,9 @@ async def query(port: int, promql: str) -> list[dict[str, object]]:
 
 async def test_prometheus_scrapes_and_queries(redis: Redis, redis_url: str, tmp_path: Path) -> None:
     await seed_every_state(redis)
-    async with running_exporter(redis_url) as exp:
+    # Enough idle queues to make the page large: then the exporter answers Prometheus gzipped.
+    specs = {**SPECS, **{f"idle{i:03d}": QueueSpec(name=f"idle{i:03d}", functions=["t.m.f"]) for i in range(150)}}
+    async with running_exporter(redis_url, specs) as exp:
         prom_port = free_port()
         config = tmp_path / "prometheus.yml"
         config.write_text(
@@ -73,6 +77,9 @@ async def test_prometheus_scrapes_and_queries(redis: Redis, redis_url: str, tmp_
             assert float(up["value"][1]) == 1  # type: ignore[index]
             [target_up] = await query(prom_port, 'up{job="arqscale-exporter"}')
             assert float(target_up["value"][1]) == 1  # type: ignore[index]
+            [idle] = await query(prom_port, 'count(arqscale_queue_backlog{queue=~"idle[0-9]+"} == 0)')
+            assert float(idle["value"][1]) == 150  # type: ignore[index]
+            assert len(exp.page.body) > GZIP_ABOVE  # so the scrapes above were answered gzipped
         finally:
             proc.terminate()
             await asyncio.wait_for(proc.wait(), 20)

@@ -29,7 +29,7 @@ from redis.asyncio import Redis
 from arqscale.external_metrics import ExternalMetricsAPI
 from arqscale.keda import ROUTE as KEDA_ROUTE
 from arqscale.keda import KedaEndpoint
-from arqscale.prom import CONTENT_TYPE, MetricsPage
+from arqscale.prom import CONTENT_TYPE, GZIP_ABOVE, MetricsPage
 from arqscale.snapshot import RedisUnavailable, SnapshotCache
 from arqscale.spec import QueueSpec
 from arqscale.tls_certs import ClientCertPolicy, server_context, serving_pair
@@ -74,7 +74,12 @@ class Exporter:
         # the page already says redis_up 0.
         with contextlib.suppress(RedisUnavailable):
             await self.cache.get()
-        return web.Response(body=self.page.body, headers={"Content-Type": CONTENT_TYPE})
+        body = self.page.body
+        if len(body) > GZIP_ABOVE and "gzip" in request.headers.get("Accept-Encoding", ""):
+            # Prometheus asks for gzip; the compressed page is cached per refresh, not made per scrape.
+            gz = await self.page.gzipped()
+            return web.Response(body=gz, headers={"Content-Type": CONTENT_TYPE, "Content-Encoding": "gzip"})
+        return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE})
 
     async def livez(self, request: web.Request) -> web.Response:
         if self.cache.loop_alive(self._stale_after):
