@@ -210,6 +210,7 @@ async def test_dead_letter_endpoints(client: TestClient[Any, Any], redis: Redis)
     assert listing["total"] == 3 and len(listing["items"]) == 2 and listing["limit"] == 2
     await _error(await client.get("/v1/queues/verification/dead-letters?limit=0"), 422, "validation_error")
     await _error(await client.get("/v1/queues/verification/dead-letters?offset=x"), 422, "validation_error")
+    await _error(await client.get("/v1/queues/verification/dead-letters?limit=²"), 422, "validation_error")
 
     shown = await client.get("/v1/queues/verification/dead-letters/d1")
     assert shown.status == 200 and (await shown.json())["error"] == "ProviderError: document d1 rejected"
@@ -294,10 +295,18 @@ async def test_bearer_token(make_client: ClientFactory) -> None:
     await _error(await client.get("/v1/queues", headers={"Authorization": "Basic s3cret-token"}), 401, "unauthorized")
     # Unauthenticated callers learn nothing about queues, and cannot make the server read big bodies.
     await _error(await client.post("/v1/queues/nope/jobs", data=b"x" * (LIMIT * 2)), 401, "unauthorized")
-    ok = await client.get("/v1/queues", headers={"Authorization": "Bearer s3cret-token"})
+    auth = {"Authorization": "Bearer s3cret-token"}
+    ok = await client.get("/v1/queues", headers=auth)
     assert ok.status == 200
     for path in ("/healthz", "/livez", "/readyz", "/openapi.json"):
         assert (await client.get(path)).status == 200, path
+    # Probes go without the token: health then says whether things work, not which queues exist.
+    await client.post("/v1/queues/email/jobs", json={"function": "send_email"}, headers=auth)
+    anonymous = await (await client.get("/healthz")).json()
+    assert anonymous["status"] == "degraded" and anonymous["queues"] == []
+    assert "email" not in json.dumps(anonymous)
+    full = await (await client.get("/healthz", headers=auth)).json()
+    assert [q["queue"] for q in full["queues"]] == ["email", "verification"] and "email" in full["problems"][0]
     body = await (await client.get("/v1/queues")).text()
     assert "s3cret-token" not in body
 

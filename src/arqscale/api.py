@@ -134,16 +134,21 @@ async def errors_middleware(request: web.Request, handler: Handler) -> web.Strea
 _OPEN_PATHS = frozenset(op.path for op in OPERATIONS if op.open)
 
 
+def _authorized(request: web.Request, state: State) -> bool:
+    """No token configured, or the request carries it as a bearer token."""
+    if state.token is None:
+        return True
+    scheme, _, given = request.headers.get("Authorization", "").partition(" ")
+    # compare_digest: the time taken does not tell how much of a guess was right.
+    return scheme.lower() == "bearer" and hmac.compare_digest(given.strip().encode(), state.token)
+
+
 @web.middleware
 async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     state = request.app[STATE]
-    if state.token is not None and request.path not in _OPEN_PATHS:
-        header = request.headers.get("Authorization", "")
-        scheme, _, given = header.partition(" ")
-        # compare_digest: the time taken does not tell how much of a guess was right.
-        if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), state.token):
-            problem = Problem(401, "unauthorized", "missing or wrong bearer token (Authorization: Bearer <token>)")
-            return _problem(problem, {"WWW-Authenticate": 'Bearer realm="arqscale"'})
+    if request.path not in _OPEN_PATHS and not _authorized(request, state):
+        problem = Problem(401, "unauthorized", "missing or wrong bearer token (Authorization: Bearer <token>)")
+        return _problem(problem, {"WWW-Authenticate": 'Bearer realm="arqscale"'})
     length = request.content_length
     if length is not None and length > state.max_body_bytes:
         # Refuse before reading a byte; chunked bodies are capped by client_max_size while read.
@@ -222,14 +227,18 @@ def _query_int(request: web.Request, name: str, default: int, low: int, high: in
     raw = request.query.get(name)
     if raw is None:
         return default
-    if not raw.strip().lstrip("-").isdigit() or not low <= int(raw) <= high:
+    try:
+        value = int(raw)  # not str.isdigit: it accepts "²", which int() refuses
+    except ValueError:
+        value = low - 1
+    if not low <= value <= high:
         raise Problem(
             422,
             "validation_error",
             f"invalid query parameter {name}",
             [FieldError(field=name, message=f"expected an integer from {low} to {high}")],
         )
-    return int(raw)
+    return value
 
 
 def _check_jobs(spec: QueueSpec, jobs: list[JobRequest], prefix: str) -> None:
@@ -419,13 +428,13 @@ async def health(request: web.Request) -> web.StreamResponse:
         for name, c in counts.items()
         if c.waiting and not workers.get(name)
     ]
-    body = Health(
-        status="degraded" if problems else "healthy",
-        redis=redis_health,
-        problems=problems,
-        queues=[_view(c, workers) for c in counts.values()],
-        timestamp=time.time(),
-    )
+    body = Health(status="degraded" if problems else "healthy", redis=redis_health, timestamp=time.time())
+    if _authorized(request, state):
+        body.problems = problems
+        body.queues = [_view(c, workers) for c in counts.values()]
+    elif problems:
+        # Probes run without the token: say that something is wrong, not which queues exist.
+        body.problems = [f"{len(problems)} queue(s) have waiting jobs and no live worker; ask with the token"]
     return _json(body)
 
 
