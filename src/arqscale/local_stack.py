@@ -433,7 +433,7 @@ class LocalStack:
 
     async def _enqueue(self, redis: Redis) -> int:
         producer = Producer(redis, self.specs)
-        run_id = f"{int(time.time()) % 100000:05d}"
+        run_id = f"{time.time_ns() // 1_000_000 % 10**8:08d}"  # ms: two runs never share job ids
         total = 0
         for queue, requests in burst(self.options.jobs, run_id).items():
             if queue not in self.specs:

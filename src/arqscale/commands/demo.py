@@ -65,6 +65,8 @@ def run(args: argparse.Namespace) -> int:
     except StackError as exc:
         print(f"arqscale demo: {exc}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:  # Ctrl-C before the stack installed its own handler: nothing started yet
+        return 130
     print(summary(outcome))
     for problem in outcome.problems:
         print(f"arqscale demo: {problem}", file=sys.stderr)
