@@ -418,3 +418,14 @@ async def test_an_emptied_script_cache_costs_nothing(redis: Redis) -> None:
         await wait_for(lambda: _eq(redis.zcard("arqscale:q:completed"), 40), what="all recorded")
     assert await redis.zcard(spec.queue_key) == 0 and await redis.hlen("arqscale:q:dlq") == 0
     assert sorted(await redis.lrange("finished", 0, -1)) == sorted(f"s{i}".encode() for i in range(40))
+
+
+async def test_rate_limited_queue_with_a_far_deferred_job_still_wakes_for_new_jobs(redis: Redis) -> None:
+    spec = make_spec(rate_limit={"max_jobs": 100, "interval": 1}, poll_interval=5)
+    producer = Producer(redis, {"q": spec})
+    await producer.enqueue("q", "record", job_id="next-hour", defer_seconds=3600)
+    async with running(Worker(spec, redis)):
+        await asyncio.sleep(0.3)  # the worker has seen only the deferred job
+        await producer.enqueue("q", "record", job_id="now")
+        await wait_for(lambda: redis.llen("order"), within=1.5, what="new job picked at once")
+    assert await redis.lrange("order", 0, -1) == [b"now"]

@@ -52,8 +52,9 @@ def _lua(source: str) -> str:
 # KEYS: queue, active, paused, rate
 # ARGV: now ms, wanted, worker id, lease ms, rate max (0 = none), rate interval ms, retry ttl ms, band lows...
 # Returns {status, wait_ms, then per job: id, payload|nil, try, score, last error|nil}
-#   status 0 = ran, 1 = paused, 2 = rate window used up. wait_ms: -1, or ms until more may be taken
-#   (the next deferred job's ready time, or the end of the rate window).
+#   status 0 = ran, 1 = paused, 2 = rate window used up (jobs may still have been taken up to the limit).
+#   wait_ms: -1, or ms until more may be taken (status 2: the end of the rate window; else the next
+#   deferred job's ready time).
 PICKUP_LUA = _lua("""
 local now = tonumber(ARGV[1])
 local want = tonumber(ARGV[2])
@@ -109,6 +110,8 @@ if rate_max > 0 and taken > 0 then
 end
 if taken < tonumber(ARGV[2]) then
   if rate_max > 0 and taken == want then
+    -- Stopped by the rate window, not by the queue running dry.
+    out[1] = 2
     out[2] = redis.call('PTTL', KEYS[4])
   else
     -- Nothing more is ready: when is the next deferred job due?

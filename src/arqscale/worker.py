@@ -238,7 +238,7 @@ class Worker:
         if result.paused:
             self._hold_until = time.monotonic() + self.spec.poll_interval
             return self.spec.poll_interval
-        if result.rate_limited or (self.spec.rate_limit and result.wait_ms >= 0 and len(result.jobs) < free):
+        if result.rate_limited:
             # Wait for the rate window to end, not woken by every enqueue meanwhile.
             wait = max(result.wait_ms, 1) / 1000 if result.wait_ms >= 0 else self.spec.poll_interval
             self._hold_until = time.monotonic() + wait
