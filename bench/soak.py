@@ -22,7 +22,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
-from chaos_tasks import TABLE_HEADER, ChaosConfig, ChaosReport, run_chaos
+from chaos_tasks import TABLE_HEADER, ChaosConfig, ChaosReport, run_chaos, run_label
 
 BEGIN, END = "<!-- soak:begin -->", "<!-- soak:end -->"
 
@@ -49,7 +49,8 @@ def update_table(path: Path, row: str) -> None:
         raise SystemExit(f"{path}: no {BEGIN} ... {END} markers to write the table between")
     head, rest = text.split(BEGIN, 1)
     body, tail = rest.split(END, 1)
-    rows = [line for line in body.strip().splitlines() if line.startswith("| soak")]
+    header = set(TABLE_HEADER.splitlines())
+    rows = [line for line in body.strip().splitlines() if line.startswith("| ") and line not in header]
     rows.append(row)
     path.write_text(f"{head}{BEGIN}\n{TABLE_HEADER}\n" + "\n".join(rows) + f"\n{END}{tail}")
 
@@ -76,7 +77,7 @@ def main(argv: list[str] | None = None) -> int:
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="arqscale-soak-"))
     workdir.mkdir(parents=True, exist_ok=True)
     report: ChaosReport = run_chaos(workdir, config)
-    label = f"soak {time.strftime('%Y-%m-%d', time.gmtime())} seed {args.seed}"
+    label = run_label("soak", config)
     row = report.markdown_row(label)
     summary = report.summary()
     (workdir / "report.json").write_text(json.dumps(summary, indent=2, default=str))

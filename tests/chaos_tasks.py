@@ -143,6 +143,7 @@ class ArqscaleProcess:
         self.terminated_at: float | None = None
         self.killed_at: float | None = None
         self.exited_at: float | None = None
+        self._ready = False
 
     @property
     def pid(self) -> int:
@@ -150,6 +151,12 @@ class ArqscaleProcess:
 
     def alive(self) -> bool:
         return self.proc.poll() is None
+
+    def is_ready(self) -> bool:
+        """Whether its ``/readyz`` has answered 200 (start-up done); asked until it has, then remembered."""
+        if not self._ready and self.port is not None and self.alive() and self.terminated_at is None:
+            self._ready = http_get(self.url("/readyz"), timeout=0.3)[0] == 200
+        return self._ready and self.alive() and self.terminated_at is None
 
     def poll(self) -> int | None:
         code = self.proc.poll()
@@ -505,8 +512,11 @@ class ChaosHarness:
 
     def _one_action(self) -> None:
         live = self.live_workers()
-        if len(live) <= 2:
-            self.start_worker()
+        # Keep two workers able to take jobs (start-up takes seconds on a busy host): the rerun wait
+        # then measures the lease, not a moment with nobody to run the job.
+        if len(live) <= 2 or sum(w.is_ready() for w in live) <= 2:
+            if len(live) < self.cfg.max_workers:
+                self.start_worker()
             return
         victim = self.rng.choice(live)
         if self.rng.random() < self.cfg.kill_share:
@@ -752,6 +762,23 @@ def analyse(
         recovery_waits_in_outage=waits_in_outage,
         unexplained=unexplained,
     )
+
+
+def redis_version() -> str:
+    """The version of the redis-server the harness starts (the first on PATH), e.g. ``7.0.15``."""
+    import re
+    import shutil
+
+    binary = shutil.which("redis-server")
+    if binary is None:
+        return "?"
+    out = subprocess.run([binary, "--version"], capture_output=True, text=True, timeout=10).stdout
+    found = re.search(r"v=(\S+)", out)
+    return found.group(1) if found else "?"
+
+
+def run_label(kind: str, config: ChaosConfig) -> str:
+    return f"{kind}, seed {config.seed}, lease {config.lease_seconds:g} s, Redis {redis_version()}"
 
 
 def run_chaos(workdir: Path, config: ChaosConfig) -> ChaosReport:

@@ -35,6 +35,7 @@ from chaos_tasks import (
     free_port,
     http_get,
     run_chaos,
+    run_label,
     wait_completed,
     write_queues_file,
 )
@@ -75,7 +76,7 @@ def report(tmp_path_factory: pytest.TempPathFactory) -> ChaosReport:
     workdir: Path = tmp_path_factory.mktemp("chaos")
     result = run_chaos(workdir, CONFIG)
     (workdir / "report.json").write_text(json.dumps(result.summary(), indent=2, default=str))
-    print(f"\nchaos figures ({workdir}):\n{TABLE_HEADER}\n{result.markdown_row('pytest')}")
+    print(f"\nchaos figures ({workdir}):\n{TABLE_HEADER}\n{result.markdown_row(run_label('pytest', CONFIG))}")
     print(json.dumps(result.summary(), default=str))
     return result
 
