@@ -7,6 +7,7 @@ import json
 import subprocess
 import sys
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 import redis as redis_sync
@@ -181,3 +182,17 @@ def test_argparse_errors_exit_2(redis_env: dict[str, str]) -> None:
     assert result.returncode == 2 and "required: FUNCTION" in result.stderr
     assert cli(redis_env, "enqueue", "email", "send_email", "--priority", "high").returncode == 2
     assert cli(redis_env, "queue", "stop", "email").returncode == 2
+
+
+def test_status_lists_bullmq_queues_too(
+    redis_env: dict[str, str], sync_redis: redis_sync.Redis, tmp_path: Path
+) -> None:
+    path = tmp_path / "queues.yaml"
+    path.write_text("queues:\n  email:\n    functions: [a.b.send_email]\n  node-scans:\n    backend: bullmq\n")
+    sync_redis.rpush("bull:node-scans:wait", "1", "2")
+    env = redis_env | {"ARQSCALE_QUEUES_FILE": str(path)}
+    rows = [line.split() for line in cli(env, "status").stdout.splitlines()[1:]]
+    assert [r[0] for r in rows] == ["email", "node-scans"]
+    assert rows[1][1] == "2"  # waiting, from BullMQ's wait list
+    # BullMQ queues are counted, not run: the arq-only commands refuse them by name.
+    _one_line_error(cli(env, "enqueue", "node-scans", "scan"), 2, "unknown queue 'node-scans'", "known queues: email")
