@@ -178,7 +178,7 @@ class Worker:
             self._cut_now.set()
             return
         logger.info(
-            "draining: no more pickups; %d running job(s) get %.0fs to finish", len(self._running), self.drain_timeout
+            "draining: no more pickups; %d running job(s) get %gs to finish", len(self._running), self.drain_timeout
         )
         self._draining = True
         self.health.draining = True
