@@ -46,6 +46,9 @@ async def test_send_email_writes_an_eml_to_the_outbox(demo_dir: Path) -> None:
     text = _read(eml).decode()
     assert "To: ada@example.com" in text and "Subject: Welcome" in text and "welcome email" in text
     _monotonic(ctx)
+    # The README's example passes only the address.
+    assert (await tasks.send_email(Ctx("mail-3"), "bob@example.com"))["to"] == "bob@example.com"
+    assert "Subject: Hello from arqscale" in _read(demo_dir / "outbox" / "mail-3.eml").decode()
     with pytest.raises(tasks.InvalidRecipient):
         await tasks.send_email(Ctx("mail-2"), "not-an-address", "x")
 

@@ -64,7 +64,9 @@ def _smtp_send(message: EmailMessage) -> None:
         smtp.send_message(message)
 
 
-async def send_email(ctx: Ctx, to: str, subject: str, body: str = "", template: str | None = None) -> dict[str, Any]:
+async def send_email(
+    ctx: Ctx, to: str, subject: str = "Hello from arqscale", body: str = "", template: str | None = None
+) -> dict[str, Any]:
     """Render and send one email: over SMTP when ``SMTP_HOST`` is set, else into ``<demo dir>/outbox``."""
     if "@" not in to or to.startswith("@") or to.endswith("@"):
         raise InvalidRecipient(f"not an email address: {to!r}")
