@@ -63,7 +63,10 @@ def test_every_command_has_help(redis_env: dict[str, str], command: str) -> None
     assert result.stdout.startswith(f"usage: arqscale {command}")
 
 
-@pytest.mark.parametrize(("command", "action"), [("dlq", a) for a in ("list", "show", "requeue", "purge")])
+@pytest.mark.parametrize(
+    ("command", "action"),
+    [*(("dlq", a) for a in ("list", "show", "requeue", "purge")), ("queue", "pause"), ("queue", "resume")],
+)
 def test_subcommands_have_help(redis_env: dict[str, str], command: str, action: str) -> None:
     result = cli(redis_env, command, action, "--help")
     assert result.returncode == 0 and result.stdout.startswith(f"usage: arqscale {command} {action}")
