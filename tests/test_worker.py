@@ -37,6 +37,7 @@ FUNCTIONS = [
     "worker_tasks.fail",
     "worker_tasks.retry_later",
     "worker_tasks.progress",
+    "worker_tasks.chain",
 ]
 
 
@@ -429,3 +430,16 @@ async def test_rate_limited_queue_with_a_far_deferred_job_still_wakes_for_new_jo
         await producer.enqueue("q", "record", job_id="now")
         await wait_for(lambda: redis.llen("order"), within=1.5, what="new job picked at once")
     assert await redis.lrange("order", 0, -1) == [b"now"]
+
+
+async def test_tasks_chain_jobs_through_ctx_redis_like_under_arq(redis: Redis) -> None:
+    spec = make_spec()
+    await Producer(redis, {"q": spec}).enqueue("q", "chain", 20, 22, job_id="first")
+    async with running(Worker(spec, redis)):
+        first = Job("first", redis, _queue_name=spec.queue_key, _deserializer=serializers.json_loads)
+        assert await first.result(timeout=5, poll_delay=0.05) == "first-next"
+        follow_up = Job("first-next", redis, _queue_name=spec.queue_key, _deserializer=serializers.json_loads)
+        assert await follow_up.result(timeout=5, poll_delay=0.05) == 42
+    # Written as JSON (the queue's serializer), never pickled.
+    assert await redis.exists(job_key("first-next")) == 0
+    assert serializers.json_loads(await redis.get("arq:result:first-next"))["r"] == 42

@@ -84,3 +84,9 @@ async def pause(ctx: dict[str, Any], seconds: float) -> str:
     """Touches no Redis itself: keeps running while Redis is down."""
     await asyncio.sleep(seconds)
     return ctx["job_id"]
+
+
+async def chain(ctx: dict[str, Any], a: int, b: int) -> str:
+    """Enqueues a follow-up the arq way: onto the worker's own queue, with its serializer."""
+    job = await ctx["redis"].enqueue_job("add", a, b, _job_id=f"{ctx['job_id']}-next")
+    return job.job_id

@@ -32,6 +32,7 @@ from datetime import UTC, datetime
 from typing import Any, Protocol
 
 import redis as sync_redis
+from arq.connections import ArqRedis
 from arq.jobs import DeserializationError, deserialize_job_raw, serialize_result
 from arq.worker import Retry
 from redis.asyncio import Redis
@@ -112,6 +113,14 @@ class Worker:
         self.deletion_cost = deletion_cost
         self.ops = QueueOps(redis, spec, self.worker_id)
         self._dumps, self._loads = serializers.for_queue(spec.serializer)
+        # Tasks get an ArqRedis on the same pool, as under arq: `ctx["redis"].enqueue_job(...)` chains a job
+        # onto this queue, with this queue's serializer.
+        self._task_redis = ArqRedis(
+            redis.connection_pool,
+            job_serializer=self._dumps,
+            job_deserializer=self._loads,
+            default_queue_name=spec.queue_key,
+        )
         self._blocked_reporter = blocked_reporter
         self._watchdog = LoopWatchdog(Worker._execute.__code__, self._on_loop_blocked, threshold=block_threshold)
 
@@ -377,7 +386,7 @@ class Worker:
 
     async def _call(self, job: Picked, decoded: Decoded, fn: TaskFunction, job_try: int) -> Finish:
         ctx = {
-            "redis": self.redis,
+            "redis": self._task_redis,
             "job_id": job.job_id,
             "job_try": job_try,
             "enqueue_time": datetime.fromtimestamp(decoded.enqueue_ms / 1000, tz=UTC),
