@@ -22,7 +22,7 @@ from redis.asyncio import Redis
 
 from arqscale import scores, serializers
 from arqscale.keys import QueueKeys, error_key, in_progress_key, job_key, progress_key, retry_key
-from arqscale.models import DeadJob, Progress
+from arqscale.models import DeadJob, JobRequest, Progress
 from arqscale.probes import Health, build_app, start_server
 from arqscale.producer import Producer
 from arqscale.spec import QueueSpec, parse_queues
@@ -351,12 +351,10 @@ def test_health_liveness_fails_after_redis_unreachable_threshold() -> None:
     assert health.live()[0] and health.ready()[0]
 
 
-@pytest.mark.parametrize("count", [300])
-async def test_many_jobs_all_complete_once(redis: Redis, count: int) -> None:
+async def test_many_jobs_all_complete_once(redis: Redis) -> None:
+    count = 300
     spec = make_spec(concurrency=50)
     producer = Producer(redis, {"q": spec})
-    from arqscale.models import JobRequest
-
     await producer.enqueue_many("q", [JobRequest(function="add", args=[i, 1], job_id=f"n{i}") for i in range(count)])
     async with running(Worker(spec, redis)):
         await wait_for(lambda: _eq(redis.zcard("arqscale:q:completed"), count), what="all completed")
@@ -407,8 +405,6 @@ async def test_an_emptied_script_cache_costs_nothing(redis: Redis) -> None:
     """A restarted Redis has no scripts: the pipelined finish/pickup answers NOSCRIPT and loads them again."""
     spec = make_spec(concurrency=4)
     producer = Producer(redis, {"q": spec})
-    from arqscale.models import JobRequest
-
     await producer.enqueue_many("q", [JobRequest(function="sleep", args=[0.02], job_id=f"s{i}") for i in range(40)])
     async with running(Worker(spec, redis)):
         for _ in range(3):
