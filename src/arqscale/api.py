@@ -31,6 +31,7 @@ from arqscale import queue_control, scores
 from arqscale.config import Config
 from arqscale.connection import create_redis
 from arqscale.counts import CountsReader
+from arqscale.dashboard import dashboard_middleware
 from arqscale.dead_letters import DeadLetters, RequeueOutcome
 from arqscale.job_status import JobStatusReader
 from arqscale.live_workers import live_workers
@@ -479,8 +480,10 @@ def create_app(
 ) -> web.Application:
     """The API as an aiohttp application on an existing Redis client (the caller closes it)."""
     arq_specs = {name: s for name, s in specs.items() if s.backend == "arq"}
+    # The dashboard's static page comes before the token check: it holds nothing and asks for the token.
+    middlewares = [errors_middleware, dashboard_middleware, auth_middleware]
     # client_max_size caps what request.read() accepts, chunked bodies included.
-    app = web.Application(middlewares=[errors_middleware, auth_middleware], client_max_size=max_body_bytes)
+    app = web.Application(middlewares=middlewares, client_max_size=max_body_bytes)
     app[STATE] = State(
         specs=arq_specs,
         redis=redis,

@@ -1,0 +1,398 @@
+// arqscale dashboard: everything it shows and does goes through the JSON API (/v1, see /openapi.json).
+// Job arguments, results and errors are user data: they are only ever set as text (textContent,
+// text nodes, attribute values), never parsed as HTML.
+"use strict";
+
+const TOKEN_KEY = "arqscale.api-token";
+const COUNTS = ["waiting", "active", "delayed", "paused", "completed", "failed", "backlog"];
+const PAGE_SIZE = 20;
+const SETTLED = new Set(["complete", "failed", "dead", "not_found"]);
+
+const $ = (id) => document.getElementById(id);
+const enc = encodeURIComponent;
+
+// el("td", {class: "n"}, "text", node): strings become text nodes, never markup.
+function el(tag, attrs, ...children) {
+  const node = document.createElement(tag);
+  for (const [name, value] of Object.entries(attrs || {})) node.setAttribute(name, String(value));
+  for (const child of children) if (child !== null && child !== undefined) node.append(child);
+  return node;
+}
+
+function button(label, onClick, attrs) {
+  const b = el("button", {type: "button", ...attrs}, label);
+  b.addEventListener("click", () => onClick(b));
+  return b;
+}
+
+function show(node, text) {
+  node.textContent = text || "";
+  node.hidden = !text;
+}
+
+// ---- talking to the API ------------------------------------------------------------------------
+
+class ApiError extends Error {
+  constructor(status, body) {
+    super((body && body.message) || `HTTP ${status}`);
+    this.status = status;
+    this.details = (body && body.details) || [];
+  }
+}
+
+async function api(method, path) {
+  const token = sessionStorage.getItem(TOKEN_KEY);
+  const headers = {Accept: "application/json"};
+  if (token) headers.Authorization = "Bearer " + token;
+  let response;
+  try {
+    response = await fetch(path, {method, headers, cache: "no-store"});
+  } catch (err) {
+    throw new ApiError(0, {message: `the API does not answer (${err.message})`});
+  }
+  let body = null;
+  try {
+    body = await response.json();
+  } catch (err) {
+    // not JSON: a proxy's error page, say; the status tells enough
+  }
+  if (response.status === 401) {
+    askForToken(token ? "The API refused this token (401). Check ARQSCALE_API_TOKEN and try again." : "");
+    throw new ApiError(401, body);
+  }
+  // An unknown job id is a 404 whose body is still a job status (state not_found).
+  if (!response.ok && !(response.status === 404 && body && body.state === "not_found")) {
+    throw new ApiError(response.status, body);
+  }
+  return body;
+}
+
+function describe(err) {
+  const fields = err.details.map((d) => `${d.field}: ${d.message}`).join("; ");
+  return fields ? `${err.message} (${fields})` : err.message;
+}
+
+function flash(text, isError) {
+  show($("flash"), text);
+  $("flash").className = isError ? "error" : "";
+}
+
+// Runs an action from a button: disables it meanwhile, reports the outcome, then redraws.
+async function act(btn, method, path, success) {
+  if (btn) btn.disabled = true;
+  try {
+    const body = await api(method, path);
+    flash(success(body), false);
+    await refresh();
+  } catch (err) {
+    if (err.status !== 401) flash(describe(err), true);
+  } finally {
+    if (btn) btn.disabled = false;
+  }
+}
+
+// ---- token ---------------------------------------------------------------------------------------
+
+let timer = null;
+
+function askForToken(message) {
+  sessionStorage.removeItem(TOKEN_KEY);
+  clearTimeout(timer);
+  $("app").hidden = true;
+  $("sign-out").hidden = true;
+  $("login").hidden = false;
+  show($("login-error"), message);
+  $("token").focus();
+}
+
+$("login-form").addEventListener("submit", (event) => {
+  event.preventDefault();
+  sessionStorage.setItem(TOKEN_KEY, $("token").value.trim());
+  $("token").value = "";
+  start();
+});
+
+$("sign-out").addEventListener("click", () => askForToken(""));
+
+// ---- the refresh loop ---------------------------------------------------------------------------
+
+async function start() {
+  try {
+    await refresh();
+  } catch (err) {
+    if (err.status === 401) return;
+    show($("notice"), describe(err));
+  }
+  $("login").hidden = true;
+  $("app").hidden = false;
+  $("sign-out").hidden = !sessionStorage.getItem(TOKEN_KEY);
+  schedule();
+}
+
+function schedule() {
+  clearTimeout(timer);
+  timer = setTimeout(tick, 1000);
+}
+
+async function tick() {
+  try {
+    await refresh();
+  } catch (err) {
+    if (err.status === 401) return;
+    show($("notice"), describe(err));
+  }
+  if (!$("app").hidden) schedule();
+}
+
+async function refresh() {
+  const data = await api("GET", "v1/queues");
+  drawQueues(data.queues);
+  show($("notice"), "");
+  $("updated").textContent = "updated " + new Date().toLocaleTimeString();
+  const shown = data.queues.find((q) => q.queue === dead.queue);
+  if (shown && shown.failed !== dead.total) await loadDead();
+  if (looked.id && !SETTLED.has(looked.state)) await lookup(looked.id);
+}
+
+// ---- queues ----------------------------------------------------------------------------------------
+
+const rows = new Map(); // queue name -> its row; updated in place so a click never lands on a replaced button
+
+function queueRow(name) {
+  const row = {tr: el("tr", {"data-queue": name}), state: el("span", {class: "state"}), cells: {}, paused: false};
+  row.tr.append(el("td", {}, el("strong", {}, name)), el("td", {}, row.state));
+  for (const col of [...COUNTS, "oldest", "workers"]) {
+    row.cells[col] = el("td", {class: "n", "data-col": col});
+    row.tr.append(row.cells[col]);
+  }
+  row.toggle = button("Pause", (b) => {
+    const verb = row.paused ? "resume" : "pause";
+    act(b, "POST", `v1/queues/${enc(name)}/${verb}`, () => `Queue ${name}: ${verb === "pause" ? "paused" : "resumed"}`);
+  }, {"data-action": "toggle"});
+  const deadButton = button("Dead letters", () => openDead(name), {"data-action": "dead"});
+  row.tr.append(el("td", {}, row.toggle, " ", deadButton));
+  return row;
+}
+
+function drawQueues(queues) {
+  const body = $("queues").tBodies[0];
+  const seen = new Set();
+  for (const q of queues) {
+    seen.add(q.queue);
+    let row = rows.get(q.queue);
+    if (!row) {
+      row = queueRow(q.queue);
+      rows.set(q.queue, row);
+      body.append(row.tr);
+    }
+    row.paused = q.is_paused;
+    row.state.textContent = q.is_paused ? "paused" : "running";
+    row.state.className = "state " + (q.is_paused ? "paused" : "running");
+    for (const col of COUNTS) row.cells[col].textContent = String(q[col]);
+    row.cells.oldest.textContent = duration(q.oldest_waiting_seconds);
+    row.cells.workers.textContent = String(q.workers);
+    row.toggle.textContent = q.is_paused ? "Resume" : "Pause";
+  }
+  for (const [name, row] of rows) {
+    if (!seen.has(name)) {
+      row.tr.remove();
+      rows.delete(name);
+    }
+  }
+}
+
+// ---- dead letters ----------------------------------------------------------------------------------
+
+const dead = {queue: null, offset: 0, total: null};
+
+async function openDead(queue) {
+  Object.assign(dead, {queue, offset: 0, total: null});
+  $("detail").hidden = true;
+  try {
+    await loadDead();
+    $("dead").hidden = false;
+  } catch (err) {
+    if (err.status !== 401) flash(describe(err), true);
+  }
+}
+
+async function loadDead() {
+  const queue = dead.queue;
+  const page = await api("GET", `v1/queues/${enc(queue)}/dead-letters?offset=${dead.offset}&limit=${PAGE_SIZE}`);
+  if (!page.items.length && dead.offset > 0) {
+    dead.offset = Math.max(0, dead.offset - PAGE_SIZE); // the last page emptied
+    return loadDead();
+  }
+  dead.total = page.total;
+  $("dead-queue").textContent = queue;
+  $("dead-total").textContent = `(${page.total})`;
+  $("dead-list").tBodies[0].replaceChildren(...page.items.map((item) => deadRow(queue, item)));
+  $("dead-list").hidden = !page.items.length;
+  $("dead-empty").hidden = page.items.length > 0;
+  const last = Math.min(dead.offset + PAGE_SIZE, page.total);
+  $("dead-page").textContent = page.total ? `${dead.offset + 1}-${last} of ${page.total}` : "";
+  $("dead-prev").disabled = dead.offset === 0;
+  $("dead-next").disabled = last >= page.total;
+}
+
+function deadRow(queue, item) {
+  const firstLine = item.error.split("\n", 1)[0];
+  return el("tr", {"data-job": item.job_id},
+    el("td", {}, button(item.job_id, () => showDetail(queue, item.job_id), {class: "link", "data-action": "view"})),
+    el("td", {}, item.function || "-"),
+    el("td", {class: "n"}, String(item.attempts)),
+    el("td", {class: "error-cell", title: item.error}, firstLine),
+    el("td", {title: iso(item.failed_at)}, when(item.failed_at)),
+    el("td", {},
+      button("Requeue", (b) => requeue(b, queue, item.job_id), {"data-action": "requeue"}),
+      button("Delete", (b) => purge(b, queue, item.job_id), {class: "danger", "data-action": "delete"})));
+}
+
+function requeue(btn, queue, id) {
+  if (detail.id === id) $("detail").hidden = true;
+  act(btn, "POST", `v1/queues/${enc(queue)}/dead-letters/${enc(id)}/requeue`, () => `Requeued ${id} to ${queue}`);
+}
+
+function purge(btn, queue, id) {
+  if (!confirm(`Delete dead letter ${id} of ${queue}? It cannot be run again.`)) return;
+  if (detail.id === id) $("detail").hidden = true;
+  act(btn, "DELETE", `v1/queues/${enc(queue)}/dead-letters/${enc(id)}`, () => `Deleted ${id}`);
+}
+
+$("dead-requeue-all").addEventListener("click", (e) => {
+  const queue = dead.queue;
+  if (!confirm(`Requeue every dead letter of ${queue}?`)) return;
+  act(e.target, "POST", `v1/queues/${enc(queue)}/dead-letters/requeue`, (r) => {
+    const skipped = Object.keys(r.skipped).length;
+    return `Requeued ${r.requeued.length} job(s) to ${queue}` + (skipped ? `; ${skipped} skipped` : "");
+  });
+});
+$("dead-purge-all").addEventListener("click", (e) => {
+  const queue = dead.queue;
+  if (!confirm(`Delete every dead letter of ${queue}? They cannot be run again.`)) return;
+  $("detail").hidden = true;
+  act(e.target, "DELETE", `v1/queues/${enc(queue)}/dead-letters?all=true`, (r) => `Deleted ${r.purged} dead letter(s)`);
+});
+$("dead-prev").addEventListener("click", () => { dead.offset = Math.max(0, dead.offset - PAGE_SIZE); loadDead().catch(report); });
+$("dead-next").addEventListener("click", () => { dead.offset += PAGE_SIZE; loadDead().catch(report); });
+$("dead-close").addEventListener("click", () => {
+  Object.assign(dead, {queue: null, total: null});
+  $("dead").hidden = true;
+  $("detail").hidden = true;
+});
+
+function report(err) {
+  if (err.status !== 401) flash(describe(err), true);
+}
+
+// ---- one dead letter -----------------------------------------------------------------------------------
+
+const detail = {queue: null, id: null};
+
+async function showDetail(queue, id) {
+  let entry;
+  try {
+    entry = await api("GET", `v1/queues/${enc(queue)}/dead-letters/${enc(id)}`);
+  } catch (err) {
+    return report(err);
+  }
+  Object.assign(detail, {queue, id});
+  $("detail-id").textContent = id;
+  $("detail-fields").replaceChildren(...fields([
+    ["Queue", entry.queue],
+    ["Function", entry.function],
+    ["Priority", entry.priority],
+    ["Attempts", entry.attempts],
+    ["Enqueued", when(entry.enqueued_at)],
+    ["Failed", when(entry.failed_at)],
+    ["Arguments", block(entry.args)],
+    ["Keyword arguments", block(entry.kwargs)],
+    ["Error", block(entry.error)],
+    ["Traceback", block(entry.traceback)],
+  ]));
+  $("detail").hidden = false;
+  $("detail").scrollIntoView({block: "nearest"});
+}
+
+$("detail-requeue").addEventListener("click", (e) => requeue(e.target, detail.queue, detail.id));
+$("detail-purge").addEventListener("click", (e) => purge(e.target, detail.queue, detail.id));
+$("detail-close").addEventListener("click", () => { $("detail").hidden = true; });
+
+// ---- job lookup ------------------------------------------------------------------------------------------
+
+const looked = {id: null, state: null};
+
+$("lookup-form").addEventListener("submit", (event) => {
+  event.preventDefault();
+  lookup($("lookup-id").value.trim());
+});
+
+async function lookup(id) {
+  const out = $("job");
+  out.hidden = false;
+  let job;
+  try {
+    job = await api("GET", `v1/jobs/${enc(id)}`);
+  } catch (err) {
+    Object.assign(looked, {id: null, state: null});
+    if (err.status !== 401) out.replaceChildren(...fields([["Job", id], ["Error", describe(err)]]));
+    return;
+  }
+  Object.assign(looked, {id, state: job.state}); // redrawn every second until it settles
+  const progress = job.progress && el("span", {},
+    el("progress", {max: 100, value: job.progress.percent}), ` ${job.progress.percent}% `, job.progress.message);
+  out.replaceChildren(...fields([
+    ["Job", job.job_id],
+    ["State", el("span", {class: "state " + job.state, "data-state": job.state}, job.state)],
+    ["", job.state === "not_found" ? "No job with this id (or its result has expired)." : null],
+    ["Queue", job.queue],
+    ["Function", job.function],
+    ["Priority", job.priority],
+    ["Attempts", job.state === "not_found" ? null : job.attempts],
+    ["Progress", progress],
+    ["Result", job.result === null ? null : block(job.result)],
+    ["Error", block(job.error)],
+    ["Enqueued", when(job.enqueued_at)],
+    ["Scheduled for", when(job.scheduled_for)],
+    ["Started", when(job.started_at)],
+    ["Finished", when(job.finished_at)],
+    ["Note", job.note],
+  ]));
+}
+
+// ---- formatting ------------------------------------------------------------------------------------------
+
+// [label, value] pairs to <dt>/<dd>, skipping empty values.
+function fields(pairs) {
+  const nodes = [];
+  for (const [label, value] of pairs) {
+    if (value === null || value === undefined) continue;
+    nodes.push(el("dt", {}, label), el("dd", {}, typeof value === "object" ? value : String(value)));
+  }
+  return nodes;
+}
+
+// A value in a <pre>: strings as they are, anything else as indented JSON.
+function block(value) {
+  if (value === null || value === undefined) return null;
+  return el("pre", {}, typeof value === "string" ? value : JSON.stringify(value, null, 2));
+}
+
+function when(seconds) {
+  return seconds === null || seconds === undefined ? null : new Date(seconds * 1000).toLocaleString();
+}
+
+function iso(seconds) {
+  return new Date(seconds * 1000).toISOString();
+}
+
+function duration(seconds) {
+  if (!seconds) return "-";
+  if (seconds < 60) return `${seconds.toFixed(1)} s`;
+  const s = Math.floor(seconds);
+  if (s < 3600) return `${Math.floor(s / 60)} min ${s % 60} s`;
+  if (s < 86400) return `${Math.floor(s / 3600)} h ${Math.floor((s % 3600) / 60)} min`;
+  return `${Math.floor(s / 86400)} d ${Math.floor((s % 86400) / 3600)} h`;
+}
+
+start();
