@@ -72,9 +72,13 @@ function describe(err) {
   return fields ? `${err.message} (${fields})` : err.message;
 }
 
+let flashTimer = null;
+
 function flash(text, isError) {
   show($("flash"), text);
   $("flash").className = isError ? "error" : "";
+  clearTimeout(flashTimer);
+  if (!isError) flashTimer = setTimeout(() => show($("flash"), ""), 8000); // errors stay until the next action
 }
 
 // Runs an action from a button: disables it meanwhile, reports the outcome, then redraws.
@@ -189,6 +193,8 @@ function drawQueues(queues) {
     row.state.textContent = q.is_paused ? "paused" : "running";
     row.state.className = "state " + (q.is_paused ? "paused" : "running");
     for (const col of COUNTS) row.cells[col].textContent = String(q[col]);
+    row.cells.failed.classList.toggle("bad", q.failed > 0);
+    row.tr.classList.toggle("paused", q.is_paused);
     row.cells.oldest.textContent = duration(q.oldest_waiting_seconds);
     row.cells.workers.textContent = String(q.workers);
     row.toggle.textContent = q.is_paused ? "Resume" : "Pause";
@@ -231,6 +237,7 @@ async function loadDead() {
   $("dead-empty").hidden = page.items.length > 0;
   const last = Math.min(dead.offset + PAGE_SIZE, page.total);
   $("dead-page").textContent = page.total ? `${dead.offset + 1}-${last} of ${page.total}` : "";
+  $("dead-requeue-all").disabled = $("dead-purge-all").disabled = !page.total;
   $("dead-prev").disabled = dead.offset === 0;
   $("dead-next").disabled = last >= page.total;
 }
