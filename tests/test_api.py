@@ -334,3 +334,14 @@ async def test_openapi_is_valid_and_describes_every_route(client: TestClient[Any
     assert {"202", "400", "401", "404", "413", "422"} <= set(enqueue["responses"])
     assert doc["components"]["schemas"]["JobRequest"]["required"] == ["function"]
     assert json.dumps(doc)  # serializable as served
+
+
+async def test_redis_refusing_writes_is_503_not_500(client: TestClient[Any, Any], redis: Redis) -> None:
+    await redis.config_set("maxmemory", "1")
+    try:
+        resp = await client.post("/v1/queues/email/jobs", json={"function": "send_email"})
+        body = await _error(resp, 503, "redis_error")
+        assert "OOM" in body["message"] or "OutOfMemoryError" in body["message"]
+    finally:
+        await redis.config_set("maxmemory", "0")
+    assert (await client.post("/v1/queues/email/jobs", json={"function": "send_email"})).status == 202

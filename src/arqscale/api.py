@@ -25,6 +25,7 @@ from aiohttp import web
 from pydantic import BaseModel, ValidationError
 from redis.asyncio import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from arqscale import queue_control, scores
@@ -103,6 +104,7 @@ def _problem(problem: Problem, headers: Mapping[str, str] | None = None) -> web.
 
 # ---- middlewares --------------------------------------------------------------------------------
 
+_REDIS_REFUSALS = re.compile(r"\b(OOM|READONLY|LOADING|BUSY|MASTERDOWN|NOREPLICAS|MISCONF)\b")
 _HTTP_CODES = {404: "not_found", 405: "method_not_allowed", 413: "body_too_large", 400: "bad_request"}
 
 
@@ -127,6 +129,13 @@ async def errors_middleware(request: web.Request, handler: Handler) -> web.Strea
         # redis-py's messages name host and port only; the password is never in them.
         log.warning("Redis unavailable during %s %s: %s", request.method, request.path, exc)
         return _problem(Problem(503, "redis_unavailable", "Redis does not answer; retry later"))
+    except RedisError as exc:
+        # Redis answered with an error: out of memory, a read-only replica, still loading its data.
+        # The request was fine and may succeed later, so this is 503, not 500.
+        log.warning("Redis refused %s %s: %s", request.method, request.path, exc)
+        known = _REDIS_REFUSALS.search(str(exc))
+        reason = known.group(1) if known else type(exc).__name__
+        return _problem(Problem(503, "redis_error", f"Redis refused the request ({reason}); retry later"))
     except Exception:
         log.exception("unexpected error during %s %s", request.method, request.path)
         return _problem(Problem(500, "internal_error", "unexpected server error; see the API's log"))

@@ -197,7 +197,7 @@ _DESCRIPTIONS = {
     409: "Conflict",
     413: "Body too large",
     422: "Validation failed; details name the fields",
-    503: "Redis does not answer",
+    503: "Redis does not answer, or refused (out of memory, read-only, loading)",
 }
 
 
