@@ -31,6 +31,7 @@ from protocol_steps import bury, finish, pick_up
 from redis_server import RedisServer, free_port
 
 CHROMIUM = "/usr/bin/chromium"
+HAVE_CHROMIUM = Path(CHROMIUM).exists()
 CHROMIUM_ARGS = [
     "--headless",
     "--no-sandbox",
@@ -48,11 +49,11 @@ STATIC = Path(__file__).resolve().parent.parent / "src" / "arqscale" / "static"
 # Rendered as markup, either part would run and set window.pwned.
 HOSTILE = '<script>window.pwned = 1</script><img src=x onerror="window.pwned = 2"> provider said no'
 
-pytestmark = pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="Debian's chromium is not installed")
-
 
 @pytest.fixture
 async def browser() -> AsyncIterator[Browser]:
+    if not HAVE_CHROMIUM:
+        pytest.fail("chromium is not installed: run scripts/install-test-deps (apt-get install chromium)")
     async with async_playwright() as pw:
         chromium = await pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         yield chromium
