@@ -333,7 +333,6 @@ async def test_openapi_is_valid_and_describes_every_route(client: TestClient[Any
     enqueue = doc["paths"]["/v1/queues/{queue}/jobs"]["post"]
     assert {"202", "400", "401", "404", "413", "422"} <= set(enqueue["responses"])
     assert doc["components"]["schemas"]["JobRequest"]["required"] == ["function"]
-    assert json.dumps(doc)  # serializable as served
 
 
 async def test_redis_refusing_writes_is_503_not_500(client: TestClient[Any, Any], redis: Redis) -> None:

@@ -46,7 +46,7 @@ def test_arq_payload_shape_in_every_protocol(protocol: int) -> None:
 
 def test_a_top_level_object_is_opaque() -> None:
     assert peek(pickle.dumps(Hostile())) is OPAQUE
-    assert peek(pickle.dumps({1, 2})) in ([1, 2], OPAQUE)
+    assert sorted(peek(pickle.dumps({2, 1}, protocol=4))) == [1, 2]  # sets come back as plain lists
 
 
 @pytest.mark.parametrize("raw", [b"", b"\x80\x05", b"\x80\x04garbage", b"\x80\x05K\x01K\x02.", b'{"json": 1}'])
