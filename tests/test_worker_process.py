@@ -268,18 +268,27 @@ async def test_worker_survives_a_redis_restart_and_loses_nothing(
     own = RedisServer(tmp_path / "own-redis", aof=True).start()
     try:
         client = Redis.from_url(own.url)
-        queues = {"q": {**BASE, "concurrency": 10, "lease_seconds": 3}}
+        # Down for longer than the lease: the leases of the jobs running through the outage lapse, and the
+        # worker takes them back when Redis returns (it is the only worker, so nobody else runs them).
+        queues = {"q": {**BASE, "concurrency": 10, "lease_seconds": 1}}
         env = {"REDIS_URL": own.url, "ARQSCALE_REDIS_UNREACHABLE_SECONDS": "1"}
         w = await workers(queues, "q", env=env).ready()
-        count = 100
-        await Producer(client, {"q": spec_of(queues)}).enqueue_many(
-            "q", [JobRequest(function="pause", args=[0.1], job_id=f"p{i}") for i in range(count)]
-        )
-        await wait_until(lambda: client.zcard("arqscale:q:completed"), 5, "first completions")
+        ran = tmp_path / "ran.txt"
+        # Five jobs that run through the whole outage while five slots stay free for the short ones: when
+        # Redis returns, the free slots' pickup must not start the long jobs again (their leases lapsed).
+        jobs = [JobRequest(function="pause", args=[6.0, str(ran)], job_id=f"long{i}") for i in range(5)]
+        jobs += [JobRequest(function="pause", args=[0.05, str(ran)], job_id=f"p{i}") for i in range(60)]
+        count = len(jobs)
+        await Producer(client, {"q": spec_of(queues)}).enqueue_many("q", jobs)
+
+        async def long_ones_started() -> bool:
+            return ran.exists() and {f"long{i}" for i in range(5)} <= set(ran.read_text().split())
+
+        await wait_until(long_ones_started, 5, "the long jobs running")
         own.stop()
         await wait_until(lambda: _is(w.probe("/readyz"), 503), 2, "not ready while Redis is down")
         await wait_until(lambda: _is(w.probe("/livez"), 503), 3, "not live after the threshold")
-        await asyncio.sleep(1.0)
+        await asyncio.sleep(1.5)
         own.start()
         await client.aclose()
         client = Redis.from_url(own.url)
@@ -288,7 +297,9 @@ async def test_worker_survives_a_redis_restart_and_loses_nothing(
         assert w.proc.poll() is None  # no restart needed
         assert await client.zcard("arq:queue:q") == 0
         assert await client.hlen("arqscale:q:dlq") == 0
-        assert await client.exists(*(result_key(f"p{i}") for i in range(count))) == count
+        assert await client.exists(*(result_key(j.job_id or "") for j in jobs)) == count
+        # Each job ran once: the worker took its lapsed leases back instead of starting its jobs twice.
+        assert sorted(ran.read_text().split()) == sorted(j.job_id or "" for j in jobs)
         await client.aclose()
     finally:
         own.kill()

@@ -80,8 +80,11 @@ async def stamp(ctx: dict[str, Any], hold: float = 0.0) -> None:
     await asyncio.sleep(hold)
 
 
-async def pause(ctx: dict[str, Any], seconds: float) -> str:
-    """Touches no Redis itself: keeps running while Redis is down."""
+async def pause(ctx: dict[str, Any], seconds: float, log: str | None = None) -> str:
+    """Touches no Redis itself: keeps running while Redis is down. Appends its job id to the file ``log``."""
+    if log is not None:
+        with open(log, "a") as out:  # noqa: ASYNC230 - one tiny local append; the test reads it afterwards
+            out.write(ctx["job_id"] + "\n")
     await asyncio.sleep(seconds)
     return ctx["job_id"]
 
