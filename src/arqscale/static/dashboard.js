@@ -174,7 +174,7 @@ function queueRow(name) {
     act(b, "POST", `v1/queues/${enc(name)}/${verb}`, () => `Queue ${name}: ${verb === "pause" ? "paused" : "resumed"}`);
   }, {"data-action": "toggle"});
   const deadButton = button("Dead letters", () => openDead(name), {"data-action": "dead"});
-  row.tr.append(el("td", {}, row.toggle, " ", deadButton));
+  row.tr.append(el("td", {class: "nowrap"}, row.toggle, " ", deadButton));
   return row;
 }
 
@@ -249,8 +249,8 @@ function deadRow(queue, item) {
     el("td", {}, item.function || "-"),
     el("td", {class: "n"}, String(item.attempts)),
     el("td", {class: "error-cell", title: item.error}, firstLine),
-    el("td", {title: iso(item.failed_at)}, when(item.failed_at)),
-    el("td", {},
+    el("td", {class: "nowrap", title: iso(item.failed_at)}, when(item.failed_at)),
+    el("td", {class: "nowrap"},
       button("Requeue", (b) => requeue(b, queue, item.job_id), {"data-action": "requeue"}),
       button("Delete", (b) => purge(b, queue, item.job_id), {class: "danger", "data-action": "delete"})));
 }
