@@ -11,6 +11,7 @@ from redis.asyncio import Redis
 from arqscale import scores
 from arqscale.counts import CountsReader
 from arqscale.keys import QueueKeys
+from arqscale.models import JobRequest
 from arqscale.producer import Producer, UnknownFunctionError, UnknownQueueError
 from arqscale.spec import parse_queues
 
@@ -103,3 +104,15 @@ async def test_bad_enqueue_names_the_problem(redis: Redis) -> None:
     with pytest.raises(ValueError, match="cannot be serialized"):
         await producer.enqueue("email", "send_email", object())
     assert await redis.zcard("arq:queue:email") == 0
+
+
+async def test_enqueue_survives_an_emptied_script_cache(redis: Redis) -> None:
+    # After a Redis restart the script cache is empty: the producer loads the script and enqueues once.
+    producer = Producer(redis, SPECS)
+    await producer.enqueue("email", "send_email", job_id="before")
+    await redis.script_flush()
+    results = await producer.enqueue_many(
+        "email", [JobRequest(function="send_email", job_id=f"after-{i}") for i in range(3)]
+    )
+    assert [r.created for r in results] == [True, True, True]
+    assert await redis.zcard("arq:queue:email") == 4

@@ -16,6 +16,7 @@ from arq.jobs import serialize_job
 from redis.asyncio import Redis
 
 from arqscale import keys, scores, serializers
+from arqscale.lua import LuaScript, run_scripts
 from arqscale.models import EnqueueResult, JobRequest, JobState
 from arqscale.spec import QueueSpec
 
@@ -24,13 +25,13 @@ from arqscale.spec import QueueSpec
 PAYLOAD_TTL_MS = 14 * 86_400_000
 
 # KEYS: job, result, queue.  ARGV: job id, payload, score, ttl ms, wake channel.
-ENQUEUE_LUA = """
+ENQUEUE = LuaScript("""
 if redis.call('EXISTS', KEYS[1], KEYS[2]) > 0 then return 0 end
 redis.call('PSETEX', KEYS[1], ARGV[4], ARGV[2])
 redis.call('ZADD', KEYS[3], ARGV[3], ARGV[1])
 redis.call('PUBLISH', ARGV[5], '1')
 return 1
-"""
+""")
 
 
 class UnknownQueueError(LookupError):
@@ -53,7 +54,6 @@ class Producer:
     def __init__(self, redis: Redis, specs: Mapping[str, QueueSpec]) -> None:
         self.redis = redis
         self.specs = dict(specs)
-        self._script = redis.register_script(ENQUEUE_LUA)
 
     def spec(self, queue: str) -> QueueSpec:
         spec = self.specs.get(queue)
@@ -103,14 +103,18 @@ class Producer:
             ttl = ready_ms - now_ms + PAYLOAD_TTL_MS
             state = JobState.DEFERRED if ready_ms > now_ms else JobState.QUEUED
             prepared.append((job_id, payload, score, ttl, state))
-        async with self.redis.pipeline(transaction=False) as pipe:
-            for job_id, payload, score, ttl, _ in prepared:
-                await self._script(
-                    keys=[keys.job_key(job_id), keys.result_key(job_id), qkeys.queue],
-                    args=[job_id, payload, score, ttl, qkeys.wake],
-                    client=pipe,
+        # The script refuses an id that exists, so running it again after NOSCRIPT enqueues nothing twice.
+        created = await run_scripts(
+            self.redis,
+            [
+                (
+                    ENQUEUE,
+                    [keys.job_key(job_id), keys.result_key(job_id), qkeys.queue],
+                    [job_id, payload, score, ttl, qkeys.wake],
                 )
-            created = await pipe.execute()
+                for job_id, payload, score, ttl, _ in prepared
+            ],
+        )
         return [
             EnqueueResult(job_id=job_id, queue=spec.name, status=state, created=bool(flag))
             for (job_id, _, _, _, state), flag in zip(prepared, created, strict=True)

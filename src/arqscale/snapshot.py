@@ -15,17 +15,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
 
 from redis.asyncio import Redis
-from redis.exceptions import NoScriptError, RedisError
+from redis.exceptions import RedisError
 
 from arqscale import bullmq_counts, counts
+from arqscale.lua import Call, LuaScript, run_scripts
 from arqscale.models import QueueCounts
 from arqscale.spec import QueueSpec
 
@@ -59,6 +58,10 @@ class Health:
     last_attempt_monotonic: float = 0.0
 
 
+ARQ_COUNTS = LuaScript(counts.COUNTS_LUA)
+BULLMQ_COUNTS = LuaScript(bullmq_counts.COUNTS_LUA)
+
+
 class CountsReader:
     """Reads arq and BullMQ counts of every queue with one pipeline (two scripts, one round trip)."""
 
@@ -67,19 +70,14 @@ class CountsReader:
         self.specs = dict(specs)
         self.arq_specs = [s for s in specs.values() if s.backend == "arq"]
         self.bullmq_specs = [s for s in specs.values() if s.backend == "bullmq"]
-        self._scripts: list[tuple[str, str]] = []  # (lua, sha) in pipeline order
-        if self.arq_specs:
-            self._scripts.append((counts.COUNTS_LUA, _sha1(counts.COUNTS_LUA)))
-        if self.bullmq_specs:
-            self._scripts.append((bullmq_counts.COUNTS_LUA, _sha1(bullmq_counts.COUNTS_LUA)))
 
     async def read(self, now_ms: int) -> tuple[dict[str, QueueCounts], dict[str, bullmq_counts.BullmqCounts]]:
-        calls: list[tuple[str, list[str], list[str] | list[int]]] = []
+        calls: list[Call] = []
         if self.arq_specs:
-            calls.append((self._scripts[0][1], *counts.script_args(self.arq_specs, now_ms)))
+            calls.append((ARQ_COUNTS, *counts.script_args(self.arq_specs, now_ms)))
         if self.bullmq_specs:
-            calls.append((self._scripts[-1][1], *bullmq_counts.script_args(self.bullmq_specs)))
-        results = await self._run(calls) if calls else []
+            calls.append((BULLMQ_COUNTS, *bullmq_counts.script_args(self.bullmq_specs)))
+        results = await run_scripts(self.redis, calls) if calls else []
         out: dict[str, QueueCounts] = {}
         raw: dict[str, bullmq_counts.BullmqCounts] = {}
         index = 0
@@ -96,22 +94,6 @@ class CountsReader:
         # Keep the configured order: it is the order of every listing we serve.
         return {name: out[name] for name in self.specs}, raw
 
-    async def _run(self, calls: list[tuple[str, list[str], list[str] | list[int]]]) -> list[Any]:
-        # Plain EVALSHA in a pipeline: redis-py's registered scripts would add a SCRIPT EXISTS round trip
-        # to every refresh. The scripts are loaded only when Redis says it lacks them (first use, restart).
-        for attempt in (1, 2):
-            pipe = self.redis.pipeline(transaction=False)
-            for sha, keys, argv in calls:
-                pipe.evalsha(sha, len(keys), *keys, *argv)
-            try:
-                return list(await pipe.execute())
-            except NoScriptError:
-                if attempt == 2:
-                    raise
-                for lua, _ in self._scripts:
-                    await self.redis.script_load(lua)
-        raise AssertionError("unreachable")  # pragma: no cover
-
 
 YIELD_EVERY = 50
 
@@ -121,10 +103,6 @@ async def _yield_every(i: int) -> None:
     page takes tens of milliseconds of CPU, and a request must not wait behind all of it."""
     if i % YIELD_EVERY == YIELD_EVERY - 1:
         await asyncio.sleep(0)
-
-
-def _sha1(text: str) -> str:
-    return hashlib.sha1(text.encode(), usedforsecurity=False).hexdigest()
 
 
 class SnapshotCache:
