@@ -17,7 +17,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 from aiohttp.test_utils import TestServer
-from playwright.async_api import Browser, Locator, Page, async_playwright, expect
+from playwright.async_api import Browser, Dialog, Locator, Page, async_playwright, expect
 from redis.asyncio import Redis
 
 from arqscale import keys, queue_control
@@ -275,3 +275,45 @@ async def test_token_prompt_refuses_a_wrong_token(api_with_token: str, redis: Re
         assert problems == []
     finally:
         await page.close()
+
+
+async def _accept(dialog: Dialog) -> None:
+    await dialog.accept()
+
+
+async def test_dead_letter_pages_and_delete_all(redis: Redis, browser: Browser) -> None:
+    producer = Producer(redis, SPECS)
+    spec = SPECS["verification"]
+    for i in range(23):
+        await producer.enqueue("verification", "verify_document", {"doc": i}, job_id=f"doc-{i:02d}")
+        await pick_up(redis, spec, f"doc-{i:02d}")
+        await bury(redis, spec, f"doc-{i:02d}", error=f"ProviderError: {i}")
+    server = await _serve(redis)
+    page = await browser.new_page()
+    problems = _watch(page)
+    try:
+        await page.goto(str(server.make_url("/")))
+        await page.locator('tr[data-queue="verification"] [data-action="dead"]').click()
+        rows = page.locator("#dead-list tbody tr")
+        await expect(rows).to_have_count(20)
+        await expect(page.locator("#dead-page")).to_have_text("1-20 of 23")
+        await expect(page.locator("#dead-prev")).to_be_disabled()
+        await page.locator("#dead-next").click()
+        await expect(rows).to_have_count(3)
+        await expect(page.locator("#dead-page")).to_have_text("21-23 of 23")
+        await expect(page.locator("#dead-next")).to_be_disabled()
+
+        # One entry from its row (the browser's confirm() is answered yes), then all of them.
+        page.on("dialog", _accept)
+        await rows.first.locator('[data-action="delete"]').click()
+        await expect(page.locator("#dead-page")).to_have_text("21-22 of 22")
+        assert await DeadLetters(redis, spec).count() == 22
+        await page.locator("#dead-purge-all").click()
+        await expect(page.locator("#flash")).to_have_text("Deleted 22 dead letter(s)")
+        await expect(page.locator("#dead-empty")).to_be_visible()
+        await expect(_cell(page, "verification", "failed")).to_have_text("0")
+        assert await DeadLetters(redis, spec).count() == 0
+        assert problems == []
+    finally:
+        await page.close()
+        await server.close()

@@ -327,7 +327,7 @@ $("detail-close").addEventListener("click", () => { $("detail").hidden = true; }
 
 // ---- job lookup ------------------------------------------------------------------------------------------
 
-const looked = {id: null, state: null};
+const looked = {id: null, state: null, asked: 0};
 
 $("lookup-form").addEventListener("submit", (event) => {
   event.preventDefault();
@@ -336,16 +336,20 @@ $("lookup-form").addEventListener("submit", (event) => {
 
 async function lookup(id) {
   const out = $("job");
-  out.hidden = false;
+  const asked = ++looked.asked; // a slow answer for an earlier id must not replace a newer one
   let job;
   try {
     job = await api("GET", `v1/jobs/${enc(id)}`);
   } catch (err) {
+    if (asked !== looked.asked) return;
     Object.assign(looked, {id: null, state: null});
+    out.hidden = false;
     if (err.status !== 401) out.replaceChildren(...fields([["Job", id], ["Error", describe(err)]]));
     return;
   }
+  if (asked !== looked.asked) return;
   Object.assign(looked, {id, state: job.state}); // redrawn every second until it settles
+  out.hidden = false;
   const progress = job.progress && el("span", {},
     el("progress", {max: 100, value: job.progress.percent}), ` ${job.progress.percent}% `, job.progress.message);
   out.replaceChildren(...fields([
