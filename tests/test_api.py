@@ -72,11 +72,15 @@ async def test_enqueue_answers_202_and_is_idempotent(client: TestClient[Any, Any
     again = await client.post("/v1/queues/email/jobs", json=body)
     assert again.status == 202 and (await again.json())["created"] is False
     assert await redis.zcard("arq:queue:email") == 1
+    # Once it runs, a repeated enqueue reports the real job's state.
+    await pick_up(redis, SPECS["email"], "w-1")
+    running = await (await client.post("/v1/queues/email/jobs", json=body)).json()
+    assert (running["status"], running["created"]) == ("active", False)
 
     status = await client.get("/v1/jobs/w-1")
     assert status.status == 200
     data = await status.json()
-    assert (data["state"], data["queue"], data["function"], data["priority"]) == ("queued", "email", "send_email", 1)
+    assert (data["state"], data["queue"], data["function"], data["priority"]) == ("active", "email", "send_email", 1)
 
 
 async def test_enqueue_generates_ids_and_defers(client: TestClient[Any, Any]) -> None:

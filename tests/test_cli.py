@@ -78,7 +78,7 @@ def test_enqueue_then_status(redis_env: dict[str, str], sync_redis: redis_sync.R
     assert first.returncode == 0, first.stderr
     assert first.stdout.strip() == "enqueued welcome-1 on email (queued)"
     again = cli(redis_env, *args, "--job-id", "welcome-1")
-    assert again.stdout.strip() == "welcome-1 already exists on email: not enqueued again"
+    assert again.stdout.strip() == "welcome-1 already exists on email (queued): not enqueued again"
     deferred = cli(redis_env, "enqueue", "exports", "export_csv", "--defer", "60", "--json")
     body = json.loads(deferred.stdout)
     assert body["status"] == "deferred" and body["queue"] == "exports" and body["created"] is True

@@ -273,9 +273,19 @@ def _check_jobs(spec: QueueSpec, jobs: list[JobRequest], prefix: str) -> None:
 
 async def _enqueue(state: State, spec: QueueSpec, jobs: list[JobRequest]) -> list[EnqueueResult]:
     try:
-        return await state.producer.enqueue_many(spec.name, jobs)
+        results = await state.producer.enqueue_many(spec.name, jobs)
     except ValueError as exc:  # arguments the queue's serializer cannot encode
         raise Problem(422, "invalid_arguments", str(exc), [FieldError(field="args", message=str(exc))]) from None
+    return await existing_states(state.statuses, results)
+
+
+async def existing_states(reader: JobStatusReader, results: list[EnqueueResult]) -> list[EnqueueResult]:
+    """For ids that already existed, the state of that job (it may be running or done), not a guess."""
+    again = [r for r in results if not r.created]
+    if again:
+        for result, status in zip(again, await reader.read_many([r.job_id for r in again]), strict=True):
+            result.status = status.state
+    return results
 
 
 # ---- handlers -------------------------------------------------------------------------------------

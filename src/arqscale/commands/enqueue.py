@@ -9,6 +9,7 @@ from redis.asyncio import Redis
 
 from arqscale.commands._common import UsageError, arq_spec, parse_json, run_with_redis
 from arqscale.config import Config
+from arqscale.job_status import JobStatusReader
 from arqscale.models import JobRequest
 from arqscale.producer import Producer, UnknownFunctionError
 
@@ -47,6 +48,8 @@ async def _enqueue(args: argparse.Namespace, config: Config, redis: Redis) -> in
     request = _request(args)
     try:
         [result] = await Producer(redis, config.queues).enqueue_many(spec.name, [request])
+        if not result.created:  # say what the existing job is doing, not what a new one would
+            result.status = (await JobStatusReader(redis, config.queues).read(result.job_id)).state
     except UnknownFunctionError as exc:
         raise UsageError(str(exc)) from None
     except ValueError as exc:  # priority out of range, arguments the serializer cannot encode
@@ -56,7 +59,7 @@ async def _enqueue(args: argparse.Namespace, config: Config, redis: Redis) -> in
     elif result.created:
         print(f"enqueued {result.job_id} on {result.queue} ({result.status})")
     else:
-        print(f"{result.job_id} already exists on {result.queue}: not enqueued again")
+        print(f"{result.job_id} already exists on {result.queue} ({result.status}): not enqueued again")
     return 0
 
 
