@@ -281,7 +281,7 @@ async def _accept(dialog: Dialog) -> None:
     await dialog.accept()
 
 
-async def test_dead_letter_pages_and_delete_all(redis: Redis, browser: Browser) -> None:
+async def test_dead_letter_pages_requeue_all_and_delete(redis: Redis, browser: Browser) -> None:
     producer = Producer(redis, SPECS)
     spec = SPECS["verification"]
     for i in range(23):
@@ -308,8 +308,18 @@ async def test_dead_letter_pages_and_delete_all(redis: Redis, browser: Browser) 
         await rows.first.locator('[data-action="delete"]').click()
         await expect(page.locator("#dead-page")).to_have_text("21-22 of 22")
         assert await DeadLetters(redis, spec).count() == 22
+        await page.locator("#dead-requeue-all").click()
+        await expect(page.locator("#flash")).to_have_text("Requeued 22 job(s) to verification")
+        await expect(page.locator("#dead-empty")).to_be_visible()
+        assert await redis.zcard(spec.queue_key) == 22
+
+        # New dead letters show up by themselves (the list follows the queue's failed count).
+        for job_id in ("doc-05", "doc-06"):
+            await pick_up(redis, spec, job_id)
+            await bury(redis, spec, job_id, error="ProviderError: again")
+        await expect(rows).to_have_count(2)
         await page.locator("#dead-purge-all").click()
-        await expect(page.locator("#flash")).to_have_text("Deleted 22 dead letter(s)")
+        await expect(page.locator("#flash")).to_have_text("Deleted 2 dead letter(s)")
         await expect(page.locator("#dead-empty")).to_be_visible()
         await expect(_cell(page, "verification", "failed")).to_have_text("0")
         assert await DeadLetters(redis, spec).count() == 0
