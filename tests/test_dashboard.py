@@ -260,6 +260,10 @@ async def test_token_prompt_refuses_a_wrong_token(api_with_token: str, redis: Re
         await expect(page.locator("#app")).to_be_hidden()
         assert await page.evaluate("sessionStorage.length") == 0
 
+        await page.locator("#token").fill("tökén")
+        await page.locator("#token").press("Enter")
+        await expect(page.locator("#login-error")).to_have_text("A token has only printable ASCII characters.")
+
         await page.locator("#token").fill("right-token")
         await page.locator("#token").press("Enter")
         await expect(page.locator('tr[data-queue="verification"]')).to_be_visible()

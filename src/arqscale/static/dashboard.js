@@ -111,8 +111,11 @@ function askForToken(message) {
 
 $("login-form").addEventListener("submit", (event) => {
   event.preventDefault();
-  sessionStorage.setItem(TOKEN_KEY, $("token").value.trim());
+  const token = $("token").value.trim();
   $("token").value = "";
+  // An HTTP header carries no other characters: fetch() would refuse it before asking the API.
+  if (!/^[\x20-\x7e]+$/.test(token)) return show($("login-error"), "A token has only printable ASCII characters.");
+  sessionStorage.setItem(TOKEN_KEY, token);
   start();
 });
 
