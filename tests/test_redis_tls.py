@@ -12,10 +12,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import redis as sync_redis
 from redis.asyncio import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
 
-from arqscale.connection import create_redis
+from arqscale.connection import client_kwargs, create_redis
 from chaos_tasks import (
     CONN_QUEUES,
     clean_env,
@@ -210,3 +211,13 @@ def test_cli_over_tls(form: str, mtls_redis: TlsRedisServer, tls_files: TlsFiles
     _require("dlq")
     output = prove_cli(_process_env(form, mtls_redis, tls_files, tmp_path))
     assert ACL_PASSWORD not in output
+
+
+def test_the_sync_client_speaks_tls_too(mtls_redis: TlsRedisServer, tls_files: TlsFiles) -> None:
+    """The worker's loop watchdog reports from a thread with a sync client built from ``client_kwargs``."""
+    settings = redis_settings_from_env(_fields_env(mtls_redis, tls_files))
+    client = sync_redis.Redis.from_url(settings.connection_url(), **client_kwargs(settings), socket_timeout=5)
+    try:
+        assert client.acl_whoami() in (ACL_USER, ACL_USER.encode())
+    finally:
+        client.close()
