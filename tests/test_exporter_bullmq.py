@@ -1,7 +1,7 @@
 """BullMQ queues (``backend: bullmq``): our counts against a real BullMQ's ``getJobCounts``.
 
 The jobs are made by BullMQ itself, twice: by the Node package the services run (npm ``bullmq`` 6,
-tests/bullmq_world.mjs, installed into bench/ by ``npm ci`` when missing) and by the PyPI port
+tests/bullmq_world.mjs, installed into bench/ by ``npm install`` when missing) and by the PyPI port
 (tests/bullmq_world.py). A worker completes some, fails some and holds one running; others are
 delayed, prioritized, waiting for children, or sit in a paused queue. The two differ where BullMQ
 changed: BullMQ 6 leaves a paused queue's jobs in ``wait`` (and counts them as waiting), the port
@@ -47,7 +47,7 @@ def world_command(kind: str, redis_url: str) -> list[str]:
     if not (BENCH / "node_modules" / "bullmq").is_dir():
         npm = shutil.which("npm")
         assert npm is not None, "npm is missing (apt-get install -y npm)"
-        subprocess.run([npm, "ci", "--prefix", str(BENCH), "--no-audit", "--no-fund"], check=True, timeout=600)
+        subprocess.run([npm, "install", "--prefix", str(BENCH), "--no-audit", "--no-fund"], check=True, timeout=600)
     return [node, str(TESTS / "bullmq_world.mjs"), redis_url]
 
 
