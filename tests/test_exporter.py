@@ -13,9 +13,10 @@ import aiohttp
 import pytest
 from redis.asyncio import Redis
 
+from arqscale.counts import CountsReader
 from arqscale.external_metrics import BASE, METRICS
 from arqscale.quantities import parse_quantity
-from arqscale.snapshot import CountsReader, SnapshotCache
+from arqscale.snapshot import SnapshotCache
 from arqscale.spec import QueueSpec
 from exporter_support import (
     EMAIL_EXPECTED,
@@ -221,12 +222,12 @@ async def test_one_round_trip_per_refresh_whatever_the_size(redis: Redis, redis_
     for i in range(20_000):
         pipe.zadd("arq:queue:email", {f"j{i}": i})
     await pipe.execute()
-    reader = CountsReader(redis, specs)
-    await reader.read(int(time.time() * 1000))  # loads the scripts
+    reader = CountsReader(redis)
+    await reader.read(specs)  # loads the scripts
     watcher = Redis.from_url(redis_url)
     sent: list[str] = []
     async with watcher.monitor() as monitor:
-        await reader.read(int(time.time() * 1000))
+        await reader.read(specs)
         await redis.echo("end-of-refresh")
         while True:
             entry = await monitor.next_command()

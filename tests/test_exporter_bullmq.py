@@ -24,7 +24,7 @@ from pathlib import Path
 import pytest
 from redis.asyncio import Redis
 
-from arqscale.snapshot import CountsReader
+from arqscale.counts import CountsReader
 from arqscale.spec import QueueSpec
 from exporter_support import get, parse_exposition, running_exporter
 
@@ -75,7 +75,7 @@ def bullmq_world(request: pytest.FixtureRequest, redis: Redis, redis_url: str) -
 
 
 async def test_counts_equal_bullmq_get_job_counts(redis: Redis, bullmq_world: dict[str, dict[str, int]]) -> None:
-    _, raw = await CountsReader(redis, SPECS).read(int(time.time() * 1000))
+    _, raw = await CountsReader(redis).read_detailed(SPECS, int(time.time() * 1000))
     for name, theirs in bullmq_world.items():
         assert dict(raw[name].states) == {t: theirs[t] for t in BULLMQ_TYPES}, name
     # Every state is really exercised on "node", so the comparison above is not vacuous.
@@ -96,7 +96,7 @@ async def test_counts_equal_bullmq_get_job_counts(redis: Redis, bullmq_world: di
 
 
 async def test_bullmq_counts_fold_into_queue_counts(redis: Redis, bullmq_world: dict[str, dict[str, int]]) -> None:
-    counts, _ = await CountsReader(redis, SPECS).read(int(time.time() * 1000))
+    counts, _ = await CountsReader(redis).read_detailed(SPECS, int(time.time() * 1000))
     node = counts["node"]
     # Prioritized jobs are ready to run: they are part of waiting (and so of the backlog).
     assert (node.waiting, node.prioritized, node.active, node.backlog) == (7, 3, 1, 8)
@@ -127,7 +127,7 @@ async def test_marker_at_the_tail_of_wait(redis: Redis) -> None:
     await redis.lpush("bull:old:wait", "0:123")  # the marker, pushed first so it sits at the tail
     await redis.lpush("bull:old:wait", "7")
     await redis.hset("bull:old:7", mapping={"timestamp": now - 5000, "delay": 0})
-    counts, raw = await CountsReader(redis, {"old": spec}).read(now)
+    counts, raw = await CountsReader(redis).read_detailed({"old": spec}, now)
     assert raw["old"].states["waiting"] == 1
     assert counts["old"].oldest_waiting_seconds == pytest.approx(5.0)
     assert await redis.llen("bull:old:wait") == 2  # counting never writes, unlike BullMQ's own script

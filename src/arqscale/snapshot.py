@@ -24,7 +24,6 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from arqscale import bullmq_counts, counts
-from arqscale.lua import Call, LuaScript, run_scripts
 from arqscale.models import QueueCounts
 from arqscale.spec import QueueSpec
 
@@ -58,53 +57,6 @@ class Health:
     last_attempt_monotonic: float = 0.0
 
 
-ARQ_COUNTS = LuaScript(counts.COUNTS_LUA)
-BULLMQ_COUNTS = LuaScript(bullmq_counts.COUNTS_LUA)
-
-
-class CountsReader:
-    """Reads arq and BullMQ counts of every queue with one pipeline (two scripts, one round trip)."""
-
-    def __init__(self, redis: Redis, specs: Mapping[str, QueueSpec]) -> None:
-        self.redis = redis
-        self.specs = dict(specs)
-        self.arq_specs = [s for s in specs.values() if s.backend == "arq"]
-        self.bullmq_specs = [s for s in specs.values() if s.backend == "bullmq"]
-
-    async def read(self, now_ms: int) -> tuple[dict[str, QueueCounts], dict[str, bullmq_counts.BullmqCounts]]:
-        calls: list[Call] = []
-        if self.arq_specs:
-            calls.append((ARQ_COUNTS, *counts.script_args(self.arq_specs, now_ms)))
-        if self.bullmq_specs:
-            calls.append((BULLMQ_COUNTS, *bullmq_counts.script_args(self.bullmq_specs)))
-        results = await run_scripts(self.redis, calls) if calls else []
-        out: dict[str, QueueCounts] = {}
-        raw: dict[str, bullmq_counts.BullmqCounts] = {}
-        index = 0
-        if self.arq_specs:
-            for i, (spec, row) in enumerate(zip(self.arq_specs, results[index], strict=True)):
-                out[spec.name] = counts.assemble(spec, row, now_ms)
-                await _yield_every(i)
-            index += 1
-        if self.bullmq_specs:
-            for i, (spec, row) in enumerate(zip(self.bullmq_specs, results[index], strict=True)):
-                raw[spec.name] = bullmq_counts.raw_counts(spec, row)
-                out[spec.name] = bullmq_counts.fold(raw[spec.name], now_ms)
-                await _yield_every(i)
-        # Keep the configured order: it is the order of every listing we serve.
-        return {name: out[name] for name in self.specs}, raw
-
-
-YIELD_EVERY = 50
-
-
-async def _yield_every(i: int) -> None:
-    """Let requests run between chunks of per-queue work: with 1,000 queues, building the counts and the
-    page takes tens of milliseconds of CPU, and a request must not wait behind all of it."""
-    if i % YIELD_EVERY == YIELD_EVERY - 1:
-        await asyncio.sleep(0)
-
-
 class SnapshotCache:
     """The latest snapshot plus the refresh loop. Readers call ``get()``; nothing else touches Redis."""
 
@@ -118,7 +70,7 @@ class SnapshotCache:
         clock: Callable[[], float] = time.time,
         on_refresh: Callable[[SnapshotCache], Awaitable[None]] | None = None,
     ) -> None:
-        self.reader = CountsReader(redis, specs)
+        self.reader = counts.CountsReader(redis)
         self.specs = dict(specs)
         self.refresh_seconds = refresh_seconds
         # A refresh that hangs (Redis stalled, network partition) must end so the outage shows.
@@ -167,7 +119,7 @@ class SnapshotCache:
         try:
             async with asyncio.timeout(self.timeout_seconds):
                 # round(), as arq's timestamp_ms does, so a job arq enqueued this millisecond is not "delayed".
-                values, raw = await self.reader.read(round(taken_at * 1000))
+                values, raw = await self.reader.read_detailed(self.specs, round(taken_at * 1000))
         except (RedisError, OSError, TimeoutError) as exc:
             await self._failed(exc, time.monotonic() - started)
             raise RedisUnavailable(self.health.last_error or "Redis is unavailable") from exc

@@ -5,17 +5,16 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
-import time
 
 from redis.asyncio import Redis
 
 from arqscale import counts_table
 from arqscale.commands._common import run_with_redis
 from arqscale.config import Config
+from arqscale.counts import CountsReader
 from arqscale.job_status import JobStatusReader
 from arqscale.live_workers import live_workers
 from arqscale.models import JobState, JobStatus
-from arqscale.snapshot import CountsReader
 
 HELP = "Show counts per queue (waiting, active, delayed, paused, completed, failed), or one job's status."
 
@@ -67,7 +66,7 @@ async def _run(args: argparse.Namespace, config: Config, redis: Redis) -> int:
         print(status.model_dump_json() if args.json else format_job(status))
         return 1 if status.state is JobState.NOT_FOUND else 0
     # Every queue, BullMQ ones included (counted from BullMQ's own keys), in the configured order.
-    counts, _ = await CountsReader(redis, config.queues).read(int(time.time() * 1000))
+    counts = await CountsReader(redis).read(config.queues)
     workers = await live_workers(redis, config.queues)
     if args.json:
         print(json.dumps({"queues": [{**c.as_dict(), "workers": workers.get(q, 0)} for q, c in counts.items()]}))
