@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 
 import pytest
+from pydantic import ValidationError
 
 from arqscale.logs import setup_logging
 from arqscale.settings import RedisSettings, redact_url
@@ -53,3 +54,19 @@ def test_log_filter_masks_url_passwords(capsys: pytest.CaptureFixture[str]) -> N
     root.handlers[:], root.level = saved[0], saved[1]
     err = capsys.readouterr().err
     assert "topsecret" not in err and "redis://:***@db:6379/0" in err
+
+
+@pytest.mark.parametrize(
+    ("url", "message"),
+    [
+        ("http://:pw-SECRET@host:6379", "must start with redis://, rediss:// or unix://, not http://"),
+        ("redis://:pw-SECRET@host:notaport/0", "has a port that is not a number"),
+        ("redis://:pw-SECRET@:6379/0", "names no host"),
+    ],
+)
+def test_malformed_url_is_refused_without_echoing_it(monkeypatch: pytest.MonkeyPatch, url: str, message: str) -> None:
+    monkeypatch.setenv("REDIS_URL", url)
+    with pytest.raises(ValidationError) as info:
+        RedisSettings()
+    text = str(info.value.errors(include_url=False, include_input=False))
+    assert message in text and "pw-SECRET" not in text

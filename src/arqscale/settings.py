@@ -40,6 +40,25 @@ class RedisSettings(BaseSettings):
         # `REDIS_URL=` in a .env file means "not set", not "an empty URL".
         return None if value == "" else value
 
+    @field_validator("url")
+    @classmethod
+    def _url_is_usable(cls, value: SecretStr | None) -> SecretStr | None:
+        # Catch a malformed URL at start-up, with a message that never repeats the URL (it holds the password).
+        if value is None:
+            return value
+        parts = urlsplit(value.get_secret_value())
+        if parts.scheme not in {"redis", "rediss", "unix"}:
+            raise ValueError(
+                f"REDIS_URL must start with redis://, rediss:// or unix://, not {parts.scheme or '(none)'}://"
+            )
+        try:
+            parts.port  # noqa: B018 - urlsplit parses the port lazily; reading it is the check
+        except ValueError:
+            raise ValueError("REDIS_URL has a port that is not a number from 1 to 65535") from None
+        if parts.scheme != "unix" and not parts.hostname:
+            raise ValueError("REDIS_URL names no host")
+        return value
+
     @field_validator("password", mode="before")
     @classmethod
     def _empty_password_is_none(cls, value: object) -> object:
