@@ -424,6 +424,7 @@ class LocalStack:
         assert self.redis_handle is not None
         self.say(f"Redis      {self.redis_handle.display}  ({self.redis_handle.source})")
         self.say(f"API        http://127.0.0.1:{api_port}/v1/queues   (OpenAPI: /openapi.json, health: /healthz)")
+        self.say(f"dashboard  http://127.0.0.1:{api_port}/")
         for child in self.children:
             if child.name == "exporter":
                 self.say(f"exporter   http://127.0.0.1:{child.port}/metrics")
