@@ -43,34 +43,34 @@ class RawJob:
 
 
 @dataclass(frozen=True, slots=True)
-class _Decoded:
+class Decoded:
     data: dict[Any, Any]
     pickled: bool
 
 
-def _decode(raw: bytes | None) -> _Decoded | None:
+def decode_stored(raw: bytes | None) -> Decoded | None:
     """A payload or result as a dict, without unpickling; None when unreadable."""
     if raw is None:
         return None
     try:
         if looks_pickled(raw):
             value = peek(raw)
-            return _Decoded(value, True) if isinstance(value, dict) else None
+            return Decoded(value, True) if isinstance(value, dict) else None
         value = json.loads(raw)
     except (PeekError, ValueError, RecursionError):
         return None
-    return _Decoded(value, False) if isinstance(value, dict) else None
+    return Decoded(value, False) if isinstance(value, dict) else None
 
 
-def _ms_to_s(value: Any) -> float | None:
+def ms_to_s(value: Any) -> float | None:
     return value / 1000 if isinstance(value, int | float) and not isinstance(value, bool) else None
 
 
-def _text(value: Any) -> str | None:
+def text(value: Any) -> str | None:
     return value if isinstance(value, str) else None
 
 
-def _progress(raw: bytes | None) -> Progress | None:
+def parse_progress(raw: bytes | None) -> Progress | None:
     if raw is None:
         return None
     try:
@@ -79,18 +79,18 @@ def _progress(raw: bytes | None) -> Progress | None:
         return None
 
 
-def _last_error(raw: bytes | None) -> str | None:
+def last_error(raw: bytes | None) -> str | None:
     """``arqscale:error:<id>`` holds JSON ``{error, attempt, at}``; accept a bare string too."""
     if raw is None:
         return None
-    text = raw.decode(errors="replace")
+    decoded = raw.decode(errors="replace")
     try:
-        value = json.loads(text)
+        value = json.loads(decoded)
     except ValueError:
-        return text
+        return decoded
     if isinstance(value, dict) and isinstance(value.get("error"), str):
         return str(value["error"])
-    return text
+    return decoded
 
 
 def _from_dead(job_id: str, queue: str, raw: bytes, base: dict[str, Any]) -> JobStatus:
@@ -112,22 +112,22 @@ def _from_dead(job_id: str, queue: str, raw: bytes, base: dict[str, Any]) -> Job
     )
 
 
-def _from_result(job_id: str, result: _Decoded, specs: Mapping[str, QueueSpec], base: dict[str, Any]) -> JobStatus:
+def from_result(job_id: str, result: Decoded, specs: Mapping[str, QueueSpec], base: dict[str, Any]) -> JobStatus:
     d = result.data
     success = d.get("s") is True
     by_key = {s.queue_key: s.name for s in specs.values()}
-    queue_key = _text(d.get("q"))
+    queue_key = text(d.get("q"))
     value = d.get("r")
     status = JobStatus(
         **base,
         job_id=job_id,
         state=JobState.COMPLETE if success else JobState.FAILED,
         queue=by_key.get(queue_key or "", queue_key),
-        function=_text(d.get("f")),
+        function=text(d.get("f")),
         attempts=d["t"] if isinstance(d.get("t"), int) else 0,
-        enqueued_at=_ms_to_s(d.get("et")),
-        started_at=_ms_to_s(d.get("st")),
-        finished_at=_ms_to_s(d.get("ft")),
+        enqueued_at=ms_to_s(d.get("et")),
+        started_at=ms_to_s(d.get("st")),
+        finished_at=ms_to_s(d.get("ft")),
     )
     if result.pickled:
         status.note = PICKLE_NOTE
@@ -143,12 +143,12 @@ def _from_result(job_id: str, result: _Decoded, specs: Mapping[str, QueueSpec], 
 
 def resolve(job_id: str, raw: RawJob, specs: Mapping[str, QueueSpec], now_ms: int) -> JobStatus:
     """The job's status from what Redis holds (pure: unit-testable without Redis)."""
-    base: dict[str, Any] = {"progress": _progress(raw.progress)}
+    base: dict[str, Any] = {"progress": parse_progress(raw.progress)}
     for queue, entry in raw.dead.items():
         return _from_dead(job_id, queue, entry, base)
-    result = _decode(raw.result)
+    result = decode_stored(raw.result)
     if result is not None:
-        return _from_result(job_id, result, specs, base)
+        return from_result(job_id, result, specs, base)
     for queue, score in raw.scores.items():
         spec = specs[queue]
         priority, ready_ms = scores.split_score(score, spec)
@@ -158,7 +158,7 @@ def resolve(job_id: str, raw: RawJob, specs: Mapping[str, QueueSpec], now_ms: in
             state = JobState.DEFERRED
         else:
             state = JobState.QUEUED
-        payload = _decode(raw.payload)
+        payload = decode_stored(raw.payload)
         status = JobStatus(
             **base,
             job_id=job_id,
@@ -166,12 +166,12 @@ def resolve(job_id: str, raw: RawJob, specs: Mapping[str, QueueSpec], now_ms: in
             queue=queue,
             priority=priority,
             attempts=raw.tries,
-            error=_last_error(raw.error),
+            error=last_error(raw.error),
             scheduled_for=ready_ms / 1000,
         )
         if payload is not None:
-            status.function = _text(payload.data.get("f"))
-            status.enqueued_at = _ms_to_s(payload.data.get("et"))
+            status.function = text(payload.data.get("f"))
+            status.enqueued_at = ms_to_s(payload.data.get("et"))
             if payload.pickled:
                 status.note = PICKLE_NOTE
         elif raw.payload is not None:
