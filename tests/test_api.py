@@ -15,7 +15,7 @@ from redis.asyncio import Redis
 from arqscale.api import create_app
 from arqscale.openapi import OPERATIONS
 from arqscale.spec import parse_queues
-from protocol_steps import bury, pick_up
+from protocol_steps import bury, finish, pick_up
 from redis_server import free_port
 
 SPECS = parse_queues(
@@ -348,3 +348,50 @@ async def test_redis_refusing_writes_is_503_not_500(client: TestClient[Any, Any]
     finally:
         await redis.config_set("maxmemory", "0")
     assert (await client.post("/v1/queues/email/jobs", json={"function": "send_email"})).status == 202
+
+
+async def test_list_jobs_by_state(client: TestClient[Any, Any], redis: Redis) -> None:
+    email, verification = SPECS["email"], SPECS["verification"]
+    for i in range(3):
+        await client.post("/v1/queues/email/jobs", json={"function": "send_email", "job_id": f"e{i}"})
+    await client.post("/v1/queues/email/jobs", json={"function": "send_email", "job_id": "urgent", "priority": 0})
+    await client.post("/v1/queues/email/jobs", json={"function": "send_email", "job_id": "later", "defer_seconds": 60})
+    await pick_up(redis, email, "e0")
+    await client.post("/v1/queues/verification/jobs", json={"function": "verify_document", "job_id": "v-done"})
+    await finish(redis, verification, "v-done", success=True, result={"ok": True})
+    await client.post("/v1/queues/verification/jobs", json={"function": "verify_document", "job_id": "v-dead"})
+    await bury(redis, verification, "v-dead", error="ProviderError: <b>no</b>")
+
+    async def page(queue: str, query: str) -> dict[str, Any]:
+        resp = await client.get(f"/v1/queues/{queue}/jobs{query}")
+        assert resp.status == 200, await resp.text()
+        body: dict[str, Any] = await resp.json()
+        return body
+
+    waiting = await page("email", "")  # waiting is the default
+    assert (waiting["state"], waiting["total"], waiting["offset"], waiting["limit"]) == ("waiting", 3, 0, 20)
+    assert [j["job_id"] for j in waiting["items"]] == ["urgent", "e1", "e2"]
+    assert waiting["items"][0]["function"] == "send_email" and waiting["items"][0]["priority"] == 0
+    second = await page("email", "?state=waiting&offset=1&limit=1")
+    assert second["total"] == 3 and [j["job_id"] for j in second["items"]] == ["e1"]
+    active = await page("email", "?state=active")
+    assert [j["job_id"] for j in active["items"]] == ["e0"] and active["items"][0]["attempts"] == 1
+    delayed = await page("email", "?state=delayed")
+    assert [j["job_id"] for j in delayed["items"]] == ["later"] and delayed["items"][0]["scheduled_for"]
+    completed = await page("verification", "?state=completed")
+    assert [j["job_id"] for j in completed["items"]] == ["v-done"] and completed["items"][0]["finished_at"]
+    failed = await page("verification", "?state=failed")
+    assert failed["total"] == 1 and failed["items"][0]["error"] == "ProviderError: <b>no</b>"
+    # The page and the counts agree.
+    counts = await (await client.get("/v1/queues/email")).json()
+    assert (counts["waiting"], counts["active"], counts["delayed"]) == (3, 1, 1)
+
+    body = await _error(await client.get("/v1/queues/email/jobs?limit=201"), 422, "validation_error")
+    assert body["details"] == [{"field": "limit", "message": "expected an integer from 1 to 200"}]
+    assert "1 to 200" in body["message"]
+    await _error(await client.get("/v1/queues/email/jobs?limit=0"), 422, "validation_error")
+    await _error(await client.get("/v1/queues/email/jobs?offset=-1"), 422, "validation_error")
+    body = await _error(await client.get("/v1/queues/email/jobs?state=dead"), 422, "validation_error")
+    assert body["details"][0]["field"] == "state" and "waiting, active, delayed, completed, failed" in body["message"]
+    await _error(await client.get("/v1/queues/nope/jobs"), 404, "unknown_queue")
+    assert (await client.get("/v1/queues/email/jobs?limit=200&offset=1000000000")).status == 200

@@ -34,6 +34,8 @@ from arqscale.connection import create_redis
 from arqscale.counts import CountsReader
 from arqscale.dashboard import dashboard_middleware
 from arqscale.dead_letters import DeadLetters, RequeueOutcome
+from arqscale.job_listing import DEFAULT_LIMIT as DEFAULT_JOB_PAGE
+from arqscale.job_listing import MAX_LIMIT, MAX_OFFSET, JobLister, ListState
 from arqscale.job_status import JobStatusReader
 from arqscale.live_workers import live_workers
 from arqscale.models import JOB_ID_PATTERN, EnqueueResult, JobRequest, JobState, QueueCounts
@@ -85,6 +87,7 @@ class State:
     producer: Producer
     counts: CountsReader
     statuses: JobStatusReader
+    lister: JobLister
     max_body_bytes: int
     token: bytes | None
     document: dict[str, Any]
@@ -245,7 +248,7 @@ def _query_int(request: web.Request, name: str, default: int, low: int, high: in
         raise Problem(
             422,
             "validation_error",
-            f"invalid query parameter {name}",
+            f"invalid query parameter {name}: expected an integer from {low} to {high}",
             [FieldError(field=name, message=f"expected an integer from {low} to {high}")],
         )
     return value
@@ -318,6 +321,26 @@ async def enqueue_batch(request: web.Request) -> web.StreamResponse:
 async def job_status(request: web.Request) -> web.StreamResponse:
     status = await request.app[STATE].statuses.read(_job_id(request))
     return _json(status, 404 if status.state is JobState.NOT_FOUND else 200)
+
+
+_LIST_STATES = ", ".join(s.value for s in ListState)
+
+
+async def list_jobs(request: web.Request) -> web.StreamResponse:
+    spec = _spec(request)
+    raw_state = request.query.get("state", ListState.WAITING.value)
+    try:
+        state = ListState(raw_state)
+    except ValueError:
+        raise Problem(
+            422,
+            "validation_error",
+            f"invalid query parameter state: {raw_state!r}; use one of {_LIST_STATES}",
+            [FieldError(field="state", message=f"one of {_LIST_STATES}")],
+        ) from None
+    offset = _query_int(request, "offset", 0, 0, MAX_OFFSET)
+    limit = _query_int(request, "limit", DEFAULT_JOB_PAGE, 1, MAX_LIMIT)
+    return _json(await request.app[STATE].lister.page(spec, state, offset, limit))
 
 
 def _view(counts: QueueCounts, workers: Mapping[str, int]) -> QueueView:
@@ -480,6 +503,7 @@ HANDLERS: dict[str, Handler] = {
     "enqueue": enqueue,
     "enqueue_batch": enqueue_batch,
     "job_status": job_status,
+    "list_jobs": list_jobs,
     "list_queues": list_queues,
     "get_queue": get_queue,
     "pause_queue": pause_queue,
@@ -509,6 +533,7 @@ def create_app(
         producer=Producer(redis, arq_specs),
         counts=CountsReader(redis),
         statuses=JobStatusReader(redis, arq_specs),
+        lister=JobLister(redis),
         max_body_bytes=max_body_bytes,
         token=token.encode() if token else None,
         document=build_document(max_body_bytes),

@@ -13,6 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from pydantic.json_schema import models_json_schema
 
 from arqscale import __version__
+from arqscale.job_listing import DEFAULT_LIMIT, MAX_LIMIT, MAX_OFFSET, JobList, ListState
 from arqscale.models import JOB_ID_PATTERN, DeadJob, EnqueueResult, JobRequest, JobState, JobStatus
 from arqscale.spec import QUEUE_NAME_RE
 
@@ -156,6 +157,16 @@ OPERATIONS: tuple[Operation, ...] = (
     Operation("enqueue_batch", "POST", "/v1/queues/{queue}/jobs:batch",
               f"Enqueue up to {MAX_BATCH_JOBS} jobs in one round trip; all are validated before any is written",
               {202: BatchResponse, **_ERR_ANY}, body=BatchRequest, params=(QUEUE,)),
+    Operation("list_jobs", "GET", "/v1/queues/{queue}/jobs",
+              "A page of the queue's jobs in one state, with the state's total (waiting: in the order workers "
+              "take them; delayed: by ready time; active: live leases; completed and failed: newest first)",
+              {200: JobList, **_ERR_READ},
+              params=(QUEUE,
+                      Param("state", "query", {"type": "string", "enum": [s.value for s in ListState],
+                                               "default": ListState.WAITING.value}),
+                      Param("offset", "query", {"type": "integer", "minimum": 0, "maximum": MAX_OFFSET, "default": 0}),
+                      Param("limit", "query",
+                            {"type": "integer", "minimum": 1, "maximum": MAX_LIMIT, "default": DEFAULT_LIMIT}))),
     Operation("job_status", "GET", "/v1/jobs/{job_id}", "A job's state, progress, result or error, attempts, times",
               {200: JobStatus, 404: JobStatus, 401: ApiError, 422: ApiError, 503: ApiError}, params=(JOB_ID,)),
     Operation("list_queues", "GET", "/v1/queues", "Counts per state of every queue",
@@ -256,7 +267,7 @@ def build_document(max_body_bytes: int) -> dict[str, Any]:
         "info": {
             "title": "arqscale API",
             "version": __version__,
-            "description": "Enqueue arq jobs, read their status, watch queues, manage dead letters. When "
+            "description": "Enqueue arq jobs, read their status, list and watch queues, manage dead letters. When "
             "ARQSCALE_API_TOKEN is set, /v1 routes need `Authorization: Bearer <token>`.",
         },
         "paths": paths,
