@@ -12,6 +12,7 @@ import time
 from typing import Any
 
 from arq.jobs import serialize_result
+from arq.worker import JobExecutionFailed
 from redis.asyncio import Redis
 
 from arqscale import keys, scores, serializers
@@ -76,8 +77,26 @@ async def finish(
         await pipe.execute()
 
 
-async def bury(redis: Redis, spec: QueueSpec, job_id: str, error: str = "ValueError: provider said no") -> DeadJob:
-    """Move a job to the dead-letter store as the worker does after its last try."""
+def _failed_result(spec: QueueSpec, job_id: str, decoded: dict[str, Any] | None, error: str) -> bytes:
+    dumps, _ = serializers.for_queue(spec.serializer)
+    failure: Any = error if spec.serializer == "json" else JobExecutionFailed(error)
+    d = decoded or {"f": "<unknown>", "a": [], "k": {}, "et": 0}
+    raw = serialize_result(
+        d["f"], d["a"], d["k"], spec.max_tries, d["et"], False, failure, now_ms(), now_ms(), "ref", spec.queue_key,
+        job_id, serializer=dumps,
+    )  # fmt: skip
+    assert raw is not None
+    return raw
+
+
+async def bury(
+    redis: Redis, spec: QueueSpec, job_id: str, error: str = "ValueError: provider said no", *, result: bool = False
+) -> DeadJob:
+    """Move a job to the dead-letter store as the worker does after its last try.
+
+    ``result=True`` also writes arq's failed result, as workers do now; without it the id stays free for a
+    new job (as once the result has expired after ``retention.failed_seconds``).
+    """
     payload = await redis.get(keys.job_key(job_id))
     decoded = serializers.json_loads(payload) if payload and spec.serializer == "json" else None
     score = await redis.zscore(spec.queue_key, job_id)
@@ -100,6 +119,8 @@ async def bury(redis: Redis, spec: QueueSpec, job_id: str, error: str = "ValueEr
     async with redis.pipeline(transaction=True) as pipe:
         pipe.hset(k.dlq, job_id, entry.model_dump_json())
         pipe.zadd(k.dlq_index, {job_id: now_ms()})
+        if result:
+            pipe.set(keys.result_key(job_id), _failed_result(spec, job_id, decoded, error), px=60_000)
         pipe.delete(keys.job_key(job_id), keys.in_progress_key(job_id), keys.retry_key(job_id))
         pipe.zrem(spec.queue_key, job_id)
         pipe.zrem(k.active, job_id)

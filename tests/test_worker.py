@@ -384,6 +384,10 @@ async def test_retention_trims_completed_and_dead_letter_indexes(redis: Redis) -
     assert [x.decode() for x in await redis.zrange(k.completed, 0, -1)] == ["ok3", "ok4"]
     assert [x.decode() for x in await redis.zrange(k.dlq_index, 0, -1)] == ["bad2"]
     assert list(await redis.hkeys(k.dlq)) == [b"bad2"]
+    # A trimmed entry takes its failed result along; the kept one has arq's failed result.
+    assert await redis.exists("arq:result:bad0", "arq:result:bad1") == 0
+    assert serializers.json_loads(await redis.get("arq:result:bad2"))["s"] is False
+    assert 0 < await redis.pttl("arq:result:bad2") <= spec.retention.failed_seconds * 1000
     # Results keep their own TTL from retention.completed_seconds.
     assert 0 < await redis.pttl("arq:result:ok0") <= spec.retention.completed_seconds * 1000
 
@@ -439,3 +443,19 @@ async def test_tasks_chain_jobs_through_ctx_redis_like_under_arq(redis: Redis) -
     # Written as JSON (the queue's serializer), never pickled.
     assert await redis.exists(job_key("first-next")) == 0
     assert serializers.json_loads(await redis.get("arq:result:first-next"))["r"] == 42
+
+
+async def test_a_success_under_a_dead_jobs_id_removes_its_stale_entry(redis: Redis) -> None:
+    """A dead-letter entry and a failed result go together: once the id has succeeded, the entry is stale."""
+    spec = make_spec()
+    k = QueueKeys.for_queue("q", spec.queue_key)
+    # The entry of an earlier job under this id, whose failed result has expired.
+    await redis.hset(
+        k.dlq, "again", DeadJob(job_id="again", queue="q", attempts=1, error="e", failed_at=1).model_dump_json()
+    )
+    await redis.zadd(k.dlq_index, {"again": 1000})
+    assert (await Producer(redis, {"q": spec}).enqueue("q", "add", 1, 2, job_id="again")).created
+    async with running(Worker(spec, redis)):
+        await wait_for(lambda: redis.exists("arq:result:again"), what="result")
+    assert await dead_entry(redis, spec, "again") is None and await redis.zcard(k.dlq_index) == 0
+    assert serializers.json_loads(await redis.get("arq:result:again"))["r"] == 3

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import base64
 import json
+import pickle
 import random
+
+from arq.worker import JobExecutionFailed
 
 from arqscale import outcomes, scores
 from arqscale.models import DeadJob
@@ -85,3 +88,38 @@ def test_parse_pickup_reply() -> None:
     assert result.jobs[0] == Picked("a", b"payload", 1, -9_999_999_999_999, None)
     assert result.jobs[1] == Picked("b", None, 3, 17, b'{"error":"x"}')
     assert parse_pickup([1, -1]).paused and parse_pickup([2, 400]).rate_limited
+
+
+def test_dead_record_carries_arqs_failed_result() -> None:
+    s = spec(retention={"failed_seconds": 60})
+    decoded = outcomes.Decoded("add", (1, 2), {"k": "v"}, None, NOW - 60_000)
+    record = outcomes.dead(
+        s, picked(s, 1, 3), decoded, "ValueError: x", None, NOW, exc=ValueError("x"), start_ms=NOW - 7
+    )
+    result = json.loads(record.b)
+    assert result == {
+        "t": 3, "f": "add", "a": [1, 2], "k": {"k": "v"}, "et": NOW - 60_000, "s": False,
+        "r": "ValueError: x", "st": NOW - 7, "ft": NOW, "q": s.queue_key, "id": "j1",
+    }  # fmt: skip
+    # Undecodable payloads: arq's placeholders; no result at all when failed results are not kept.
+    bare = json.loads(outcomes.dead(s, picked(s, 1, payload=b"\xff"), None, "undecodable", None, NOW).b)
+    assert (bare["f"], bare["a"], bare["k"], bare["et"], bare["st"]) == ("<unknown>", [], {}, 0, NOW)
+    assert outcomes.dead(spec(retention={"failed_seconds": 0}), picked(s, 1), decoded, "e", None, NOW).b == b""
+
+
+def test_pickle_queue_failed_result_holds_an_exception_arqs_client_can_rebuild() -> None:
+    s = spec(serializer="pickle")
+    decoded = outcomes.Decoded("add", (object(),), {}, None, NOW)
+
+    class Local(Exception):  # not importable by name: cannot be pickled
+        pass
+
+    for exc, expected in (
+        (KeyError("k"), KeyError("k")),
+        (Local("l"), JobExecutionFailed("Local: l")),
+        (None, JobExecutionFailed("Local: l")),
+    ):
+        raw = outcomes.dead(s, picked(s, 1), decoded, "Local: l", None, NOW, exc=exc).b
+        result = pickle.loads(raw)  # our own bytes
+        assert type(result["r"]) is type(expected) and result["r"].args == expected.args
+        assert result["s"] is False and len(result["a"]) == 1

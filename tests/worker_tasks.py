@@ -93,3 +93,22 @@ async def chain(ctx: dict[str, Any], a: int, b: int) -> str:
     """Enqueues a follow-up the arq way: onto the worker's own queue, with its serializer."""
     job = await ctx["redis"].enqueue_job("add", a, b, _job_id=f"{ctx['job_id']}-next")
     return job.job_id
+
+
+async def fail_while(ctx: dict[str, Any], flag: str) -> str:
+    """Fails while the Redis key ``flag`` exists, then succeeds: a job that works again once fixed."""
+    await _record(ctx)
+    if await ctx["redis"].exists(flag):
+        raise ValueError(f"{flag} is set")
+    return "recovered"
+
+
+class StubbornError(Exception):
+    """Its ``__init__`` takes two arguments: unpickling it (from ``args``, one string) fails."""
+
+    def __init__(self, code: int, reason: str) -> None:
+        super().__init__(f"{code}: {reason}")
+
+
+async def fail_stubborn(ctx: dict[str, Any]) -> None:
+    raise StubbornError(7, "no")

@@ -4,6 +4,9 @@ Workers write an entry when a job has used up its tries (or cannot run at all): 
 ``arqscale:<queue>:dlq`` maps the job id to a ``DeadJob`` JSON document, and the sorted set
 ``arqscale:<queue>:dlq:index`` orders the ids by failure time.
 
+The worker also writes arq's failed result (``arq:result:<id>``, success false) with the entry, so
+arq clients see the job failed; requeue and purge delete it in the same script as the entry.
+
 Requeueing never decodes the payload: it writes the original bytes (``payload_b64``) back under the
 same job id, resets the try counter and publishes on the wake channel. One Lua script does it, so a
 job is never both dead and queued, and a requeue racing another requeue or a live job with the same id
@@ -21,6 +24,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
+from arq.constants import result_key_prefix
 from pydantic import ValidationError
 from redis.asyncio import Redis
 
@@ -46,15 +50,39 @@ redis.call('PUBLISH', ARGV[5], '1')
 return 1
 """
 
-# KEYS: dlq, dlq index.  ARGV: failed-before ms, batch size.
-PURGE_OLDER_LUA = """
-local ids = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', '(' .. ARGV[1], 'LIMIT', 0, tonumber(ARGV[2]))
-for _, id in ipairs(ids) do
-  redis.call('HDEL', KEYS[1], id)
+# A dead job also has arq's failed result (``arq:result:<id>``, written with the entry, see
+# ``pickup.FINISH_LUA``): purging an entry deletes it in the same script, or the job would stay "failed"
+# and the producer would refuse its id.
+_PURGE_ONE = """
+local function purge(id)
   redis.call('ZREM', KEYS[2], id)
+  if redis.call('HDEL', KEYS[1], id) == 0 then return 0 end
+  redis.call('DEL', '@RESULT@' .. id)
+  return 1
 end
-return #ids
 """
+
+# KEYS: dlq, dlq index.  ARGV: job ids.  Returns how many entries were deleted.
+PURGE_IDS_LUA = (
+    _PURGE_ONE
+    + """
+local n = 0
+for i = 1, #ARGV do n = n + purge(ARGV[i]) end
+return n
+"""
+).replace("@RESULT@", result_key_prefix)
+
+# KEYS: dlq, dlq index.  ARGV: max failure time (ZRANGEBYSCORE syntax: '(ms' or '+inf'), batch size.
+# Returns {ids taken from the index, entries deleted}.
+PURGE_RANGE_LUA = (
+    _PURGE_ONE
+    + """
+local ids = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', ARGV[1], 'LIMIT', 0, tonumber(ARGV[2]))
+local n = 0
+for _, id in ipairs(ids) do n = n + purge(id) end
+return {#ids, n}
+"""
+).replace("@RESULT@", result_key_prefix)
 
 BATCH = 500
 
@@ -94,7 +122,8 @@ class DeadLetters:
         self.spec = spec
         self.keys = QueueKeys.for_queue(spec.name, spec.queue_key)
         self._requeue = redis.register_script(REQUEUE_LUA)
-        self._purge_older = redis.register_script(PURGE_OLDER_LUA)
+        self._purge_ids = redis.register_script(PURGE_IDS_LUA)
+        self._purge_range = redis.register_script(PURGE_RANGE_LUA)
 
     async def count(self) -> int:
         return int(await self.redis.zcard(self.keys.dlq_index))
@@ -172,29 +201,28 @@ class DeadLetters:
         return summary
 
     async def purge(self, job_ids: list[str] | None = None, older_than_seconds: float | None = None) -> int:
-        """Delete entries: these ids, those that failed more than ``older_than_seconds`` ago, or all.
+        """Delete entries (and their jobs' failed results): these ids, those that failed more than
+        ``older_than_seconds`` ago, or all.
 
         Returns how many entries were deleted.
         """
+        store = [self.keys.dlq, self.keys.dlq_index]
         if job_ids is not None:
-            if not job_ids:
-                return 0
-            async with self.redis.pipeline(transaction=True) as pipe:
-                pipe.hdel(self.keys.dlq, *job_ids)
-                pipe.zrem(self.keys.dlq_index, *job_ids)
-                deleted, _ = await pipe.execute()
-            return int(deleted)
-        if older_than_seconds is None:
-            async with self.redis.pipeline(transaction=True) as pipe:
-                pipe.hlen(self.keys.dlq)
-                pipe.delete(self.keys.dlq, self.keys.dlq_index)
-                count, _ = await pipe.execute()
-            return int(count)
-        cutoff = int((time.time() - older_than_seconds) * 1000)
+            total = 0
+            for i in range(0, len(job_ids), BATCH):
+                total += int(await self._purge_ids(keys=store, args=job_ids[i : i + BATCH]))
+            return total
+        upto = "+inf" if older_than_seconds is None else f"({int((time.time() - older_than_seconds) * 1000)}"
         total = 0
         # In batches, so one purge of a huge store does not block Redis for long.
         while True:
-            n = int(await self._purge_older(keys=[self.keys.dlq, self.keys.dlq_index], args=[cutoff, BATCH]))
-            total += n
-            if n < BATCH:
-                return total
+            taken, deleted = await self._purge_range(keys=store, args=[upto, BATCH])
+            total += int(deleted)
+            if int(taken) < BATCH:
+                break
+        if older_than_seconds is None:
+            # Entries missing from the index (written by hand, or a damaged store) go too.
+            leftovers = [k.decode() for k in await _awaited(self.redis.hkeys(self.keys.dlq))]
+            if leftovers:
+                total += await self.purge(leftovers)
+        return total

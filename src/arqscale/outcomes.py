@@ -9,11 +9,14 @@ from __future__ import annotations
 
 import base64
 import json
+import pickle
 import random
 from dataclasses import dataclass
 from typing import Any
 
-from arqscale import scores
+from arq.worker import JobExecutionFailed
+
+from arqscale import scores, serializers
 from arqscale.models import DeadJob
 from arqscale.pickup import Finish, Picked
 from arqscale.spec import QueueSpec
@@ -69,16 +72,20 @@ def dead(
     now_ms: int,
     *,
     attempts: int | None = None,
+    exc: BaseException | None = None,
+    start_ms: int | None = None,
 ) -> Finish:
-    """The dead-letter record: a ``DeadJob`` with everything needed to read and requeue the job."""
+    """The dead-letter record: a ``DeadJob`` with everything needed to read and requeue the job (``a``), and
+    the failed result arq's ``Job.result()`` reads (``b``, see ``failed_result``)."""
     priority, _ = scores.split_score(job.score, spec)
+    tries = job.job_try if attempts is None else attempts
     entry = DeadJob(
         job_id=job.job_id,
         queue=spec.name,
         function=decoded.function if decoded else None,
         args=readable(spec, decoded.args) if decoded else None,
         kwargs=readable(spec, decoded.kwargs) if decoded else None,
-        attempts=job.job_try if attempts is None else attempts,
+        attempts=tries,
         error=error,
         traceback=tb,
         enqueued_at=decoded.enqueue_ms / 1000 if decoded else None,
@@ -86,7 +93,62 @@ def dead(
         priority=priority,
         payload_b64=base64.b64encode(job.payload).decode() if job.payload is not None else None,
     )
-    return Finish("dead", job.job_id, entry.model_dump_json())
+    result = failed_result(
+        spec, job.job_id, decoded, tries, error, exc, now_ms if start_ms is None else start_ms, now_ms
+    )
+    return Finish("dead", job.job_id, entry.model_dump_json(), result)
+
+
+def failed_result(
+    spec: QueueSpec,
+    job_id: str,
+    decoded: Decoded | None,
+    job_try: int,
+    error: str,
+    exc: BaseException | None,
+    start_ms: int,
+    now_ms: int,
+) -> bytes:
+    """The ``arq:result:<id>`` of a dead job, as arq writes one after the last try (success False).
+
+    JSON queues: ``r`` is the error text (arq's ``Job.result()`` raises ``SerializationError`` with it).
+    Pickle queues: the task's exception when it survives a pickle round trip, else arq's
+    ``JobExecutionFailed(error)``. Empty (write none) when ``retention.failed_seconds`` is 0.
+    """
+    if spec.retention.failed_seconds <= 0:
+        return b""
+    value: Any = error
+    if spec.serializer == "pickle":
+        value = JobExecutionFailed(error)
+        if isinstance(exc, Exception) and _round_trips(exc):
+            value = exc
+    data = {
+        "t": job_try,
+        "f": decoded.function if decoded else "<unknown>",
+        "a": decoded.args if decoded else (),
+        "k": decoded.kwargs if decoded else {},
+        "et": decoded.enqueue_ms if decoded else 0,
+        "s": False,
+        "r": value,
+        "st": start_ms,
+        "ft": now_ms,
+        "q": spec.queue_key,
+        "id": job_id,
+    }
+    dumps, _ = serializers.for_queue(spec.serializer)
+    try:
+        return dumps(data)
+    except Exception:  # arguments that no longer serialize: keep the error, drop them
+        return dumps(data | {"a": (), "k": {}, "r": error if spec.serializer == "json" else JobExecutionFailed(error)})
+
+
+def _round_trips(exc: Exception) -> bool:
+    """An exception arq's client can unpickle (a custom ``__init__`` signature often cannot be rebuilt)."""
+    try:
+        pickle.loads(pickle.dumps(exc))
+    except Exception:
+        return False
+    return True
 
 
 def back(spec: QueueSpec, job: Picked, now_ms: int) -> Finish:

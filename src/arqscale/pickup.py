@@ -134,7 +134,10 @@ return out
 #       then records of four: kind, id, a, b
 #   ok:    a = serialized result ('' = keep none)
 #   retry: a = new score, b = error JSON
-#   dead:  a = DeadJob JSON
+#   dead:  a = DeadJob JSON, b = arq's failed result ('' = keep none)
+# A dead-letter entry and a failed result go together: a success under the same id (a duplicate run that
+# finished after all) removes the entry, and trimming an entry deletes its result, so a requeue or purge may
+# delete the result key of any id in the store.
 #   back:  a = new score, b = try counter to restore (the cut-short try does not count)
 FINISH_LUA = _lua("""
 local now = tonumber(ARGV[1])
@@ -147,6 +150,8 @@ for i = 8, #ARGV, 4 do
     redis.call('ZREM', KEYS[1], id)
     redis.call('ZREM', KEYS[2], id)
     redis.call('ZADD', KEYS[3], now, id)
+    redis.call('HDEL', KEYS[4], id)
+    redis.call('ZREM', KEYS[5], id)
     redis.call('PEXPIRE', '@PROG@' .. id, ARGV[2])
     n_ok = n_ok + 1
   elseif kind == 'retry' then
@@ -157,6 +162,7 @@ for i = 8, #ARGV, 4 do
   elseif kind == 'dead' then
     redis.call('HSET', KEYS[4], id, a)
     redis.call('ZADD', KEYS[5], now, id)
+    if b ~= '' then redis.call('SET', '@RESULT@' .. id, b, 'PX', ARGV[7]) end
     redis.call('DEL', '@JOB@' .. id, '@IP@' .. id, '@RETRY@' .. id, '@ERR@' .. id)
     redis.call('ZREM', KEYS[1], id)
     redis.call('ZREM', KEYS[2], id)
@@ -187,6 +193,7 @@ if n_dead > 0 then
   if #old > 0 then
     redis.call('HDEL', KEYS[4], unpack(old))
     redis.call('ZREM', KEYS[5], unpack(old))
+    for _, id in ipairs(old) do redis.call('DEL', '@RESULT@' .. id) end
   end
 end
 return n_ok

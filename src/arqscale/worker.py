@@ -405,18 +405,23 @@ class Worker:
         except asyncio.CancelledError:
             if self._cutting:
                 return self._back(job)
-            return self._failed(job, decoded, job_try, "cancelled: the task raised CancelledError", None)
+            error = "cancelled: the task raised CancelledError"
+            return self._failed(job, decoded, job_try, error, None, start_ms=start_ms)
         except Retry as exc:
             self.metrics.duration_q.observe(time.perf_counter() - t0)
-            return self._failed(job, decoded, job_try, "the task asked for a retry", None, defer_ms=exc.defer_score)
-        except TimeoutError:
+            error = "the task asked for a retry"
+            return self._failed(job, decoded, job_try, error, None, defer_ms=exc.defer_score, start_ms=start_ms)
+        except TimeoutError as exc:
             self.metrics.duration_q.observe(time.perf_counter() - t0)
             if timeout.expired():
-                return self._failed(job, decoded, job_try, f"timed out after {self.spec.job_timeout:g}s", None)
-            return self._failed(job, decoded, job_try, "TimeoutError raised by the task", traceback.format_exc())
+                error = f"timed out after {self.spec.job_timeout:g}s"
+                return self._failed(job, decoded, job_try, error, None, start_ms=start_ms)
+            error, tb = "TimeoutError raised by the task", traceback.format_exc()
+            return self._failed(job, decoded, job_try, error, tb, exc=exc, start_ms=start_ms)
         except Exception as exc:
             self.metrics.duration_q.observe(time.perf_counter() - t0)
-            return self._failed(job, decoded, job_try, f"{type(exc).__name__}: {exc}", traceback.format_exc())
+            error, tb = f"{type(exc).__name__}: {exc}", traceback.format_exc()
+            return self._failed(job, decoded, job_try, error, tb, exc=exc, start_ms=start_ms)
         self.metrics.duration_q.observe(time.perf_counter() - t0)
         self.metrics.by_outcome["complete"].inc()
         return Finish("ok", job.job_id, self._result_bytes(job, decoded, job_try, result, start_ms))
@@ -456,9 +461,11 @@ class Worker:
         tb: str | None,
         *,
         defer_ms: int | None = None,
+        exc: BaseException | None = None,
+        start_ms: int | None = None,
     ) -> Finish:
         if job_try >= self.spec.max_tries:
-            return self._dead(job, d, error, tb, attempts=job_try)
+            return self._dead(job, d, error, tb, attempts=job_try, exc=exc, start_ms=start_ms)
         record, delay_ms = outcomes.retry(self.spec, job, job_try, error, tb, _ms(), defer_ms=defer_ms)
         logger.info(
             "job %s %s: try %d failed, retry in %.2fs: %s", job.job_id, d.function, job_try, delay_ms / 1e3, error
@@ -467,11 +474,19 @@ class Worker:
         return record
 
     def _dead(
-        self, job: Picked, d: Decoded | None, error: str, tb: str | None = None, *, attempts: int | None = None
+        self,
+        job: Picked,
+        d: Decoded | None,
+        error: str,
+        tb: str | None = None,
+        *,
+        attempts: int | None = None,
+        exc: BaseException | None = None,
+        start_ms: int | None = None,
     ) -> Finish:
         logger.warning("job %s %s: dead: %s", job.job_id, d.function if d else "?", error)
         self.metrics.by_outcome["dead"].inc()
-        return outcomes.dead(self.spec, job, d, error, tb, _ms(), attempts=attempts)
+        return outcomes.dead(self.spec, job, d, error, tb, _ms(), attempts=attempts, exc=exc, start_ms=start_ms)
 
     def _back(self, job: Picked) -> Finish:
         self.metrics.by_outcome["put_back"].inc()
