@@ -331,3 +331,92 @@ async def test_dead_letter_pages_requeue_all_and_delete(redis: Redis, browser: B
     finally:
         await page.close()
         await server.close()
+
+
+async def test_jobs_by_state_tabs_pages_and_lookup(redis: Redis, browser: Browser) -> None:
+    producer = Producer(redis, SPECS)
+    email = SPECS["email"]
+    for i in range(22):
+        await producer.enqueue("email", "send_email", f"user{i}@example.com", job_id=f"wait-{i:02d}")
+    await producer.enqueue("email", "send_email", "vip@example.com", job_id="wait-urgent", priority=0)
+    await producer.enqueue("email", "send_email", "later@example.com", job_id="delayed-1", defer_seconds=3600)
+    await producer.enqueue("email", "send_email", "run@example.com", job_id="running-1")
+    await pick_up(redis, email, "running-1")
+    await redis.set(
+        keys.progress_key("running-1"), Progress(percent=60, message="<b>sending</b>", updated_at=1.0).model_dump_json()
+    )
+    await producer.enqueue("email", "send_email", "done@example.com", job_id="done-1")
+    await pick_up(redis, email, "done-1")
+    await finish(redis, email, "done-1", success=True, result={"sent": True})
+    await producer.enqueue("verification", "verify_document", {"doc": "x"}, job_id="doc-evil")
+    await pick_up(redis, SPECS["verification"], "doc-evil")
+    await bury(redis, SPECS["verification"], "doc-evil", error=HOSTILE)
+
+    server = await _serve(redis)
+    page = await browser.new_page()
+    problems = _watch(page)
+    try:
+        await page.goto(str(server.make_url("/")))
+        await page.locator('tr[data-queue="email"] [data-action="jobs"]').click()
+        jobs = page.locator("#jobs")
+        rows = page.locator("#jobs-list tbody tr")
+        tab = page.locator("#jobs-tabs")
+        await expect(jobs).to_be_visible()
+        await expect(tab.locator('[data-state="waiting"]')).to_have_attribute("aria-selected", "true")
+        await expect(tab.locator('[data-state="waiting"]')).to_have_text("Waiting (23)")
+        await expect(tab.locator('[data-state="delayed"]')).to_have_text("Delayed (1)")
+        # Waiting: the order workers take them, the urgent job first; 20 a page.
+        await expect(rows).to_have_count(20)
+        await expect(rows.first).to_have_attribute("data-job", "wait-urgent")
+        await expect(page.locator("#jobs-page")).to_have_text("1-20 of 23")
+        for absent in ("delayed-1", "running-1", "done-1"):
+            assert await page.locator(f'#jobs-list tr[data-job="{absent}"]').count() == 0
+        await page.locator("#jobs-next").click()
+        await expect(rows).to_have_count(3)
+        await expect(page.locator('#jobs-list tr[data-job="wait-21"]')).to_be_visible()
+
+        await tab.locator('[data-state="delayed"]').click()
+        await expect(rows).to_have_count(1)
+        await expect(rows.first).to_have_attribute("data-job", "delayed-1")
+        await expect(page.locator("#jobs-when")).to_have_text("Runs at")
+        await expect(page.locator("#jobs-page")).to_have_text("1-1 of 1")
+
+        await tab.locator('[data-state="completed"]').click()
+        await expect(rows).to_have_count(1)
+        await expect(rows.first).to_have_attribute("data-job", "done-1")
+        await expect(rows.first).to_contain_text("send_email")
+
+        await tab.locator('[data-state="active"]').click()
+        await expect(rows).to_have_count(1)
+        await expect(rows.first).to_contain_text("60% <b>sending</b>")
+
+        # The id links to the job view.
+        await rows.first.locator('[data-action="view"]').click()
+        await expect(page.locator("#job [data-state]")).to_have_text("active")
+        await expect(page.locator("#lookup-id")).to_have_value("running-1")
+
+        # A new job shows up in the open tab by itself.
+        await tab.locator('[data-state="delayed"]').click()
+        await expect(rows).to_have_count(1)
+        await producer.enqueue("email", "send_email", "later2@example.com", job_id="delayed-2", defer_seconds=60)
+        await expect(rows).to_have_count(2)
+        await expect(rows.first).to_have_attribute("data-job", "delayed-2")  # the sooner one first
+        await expect(tab.locator('[data-state="delayed"]')).to_have_text("Delayed (2)")
+
+        # Failed lists the dead letters; their errors are text.
+        await page.locator('tr[data-queue="verification"] [data-action="jobs"]').click()
+        await expect(page.locator("#jobs-queue")).to_have_text("verification")
+        await tab.locator('[data-state="failed"]').click()
+        await expect(rows).to_have_count(1)
+        await expect(rows.first.locator("td.error-cell")).to_have_text(HOSTILE)
+        assert await page.locator("#jobs script, #jobs img, #jobs b").count() == 0
+        assert await page.evaluate("window.pwned") is None
+        await rows.first.locator('[data-action="dead-letter"]').click()
+        await expect(page.locator("#detail-id")).to_have_text("doc-evil")
+
+        await page.locator("#jobs-close").click()
+        await expect(jobs).to_be_hidden()
+        assert problems == []
+    finally:
+        await page.close()
+        await server.close()

@@ -158,6 +158,11 @@ async function refresh() {
   $("updated").textContent = "updated " + new Date().toLocaleTimeString();
   const shown = data.queues.find((q) => q.queue === dead.queue);
   if (shown && shown.failed !== dead.total) await loadDead();
+  const listed = data.queues.find((q) => q.queue === jobs.queue);
+  if (listed) {
+    drawTabs(listed);
+    await loadJobs();
+  }
   if (looked.id && !SETTLED.has(looked.state)) await lookup(looked.id);
 }
 
@@ -176,8 +181,9 @@ function queueRow(name) {
     const verb = row.paused ? "resume" : "pause";
     act(b, "POST", `v1/queues/${enc(name)}/${verb}`, () => `Queue ${name}: ${verb === "pause" ? "paused" : "resumed"}`);
   }, {"data-action": "toggle"});
+  const jobsButton = button("Jobs", () => openJobs(name, "waiting"), {"data-action": "jobs"});
   const deadButton = button("Dead letters", () => openDead(name), {"data-action": "dead"});
-  row.tr.append(el("td", {class: "nowrap"}, row.toggle, " ", deadButton));
+  row.tr.append(el("td", {class: "nowrap"}, row.toggle, " ", jobsButton, " ", deadButton));
   return row;
 }
 
@@ -201,6 +207,7 @@ function drawQueues(queues) {
     row.cells.oldest.textContent = duration(q.oldest_waiting_seconds);
     row.cells.workers.textContent = String(q.workers);
     row.toggle.textContent = q.is_paused ? "Resume" : "Pause";
+    row.last = q;
   }
   for (const [name, row] of rows) {
     if (!seen.has(name)) {
@@ -209,6 +216,119 @@ function drawQueues(queues) {
     }
   }
 }
+
+// ---- jobs by state -----------------------------------------------------------------------------------
+
+const STATES = {
+  waiting: {label: "Waiting", when: "Ready since", at: (j) => j.scheduled_for,
+    hint: "In the order workers take them: most urgent priority first, then the longest waiting."},
+  active: {label: "Active", when: "Lease until", at: (j) => j.lease_expires_at,
+    hint: "Running now: a worker holds a live lease on each."},
+  delayed: {label: "Delayed", when: "Runs at", at: (j) => j.scheduled_for,
+    hint: "Deferred jobs and retries waiting for their backoff, soonest first."},
+  completed: {label: "Completed", when: "Finished", at: (j) => j.finished_at,
+    hint: "Newest first, within the queue's retention of completed jobs."},
+  failed: {label: "Failed", when: "Failed", at: (j) => j.finished_at,
+    hint: "The dead-letter store, newest first: use Dead letters to requeue or delete."},
+};
+
+const jobs = {queue: null, state: "waiting", offset: 0, paused: false, drawn: null, asked: 0};
+
+function tabCount(q, state) {
+  return state === "waiting" ? q.waiting + q.paused : q[state];
+}
+
+function drawTabs(q) {
+  jobs.paused = q.is_paused;
+  for (const tab of $("jobs-tabs").querySelectorAll("button[data-state]")) {
+    const state = tab.dataset.state;
+    tab.textContent = `${STATES[state].label} (${tabCount(q, state)})`;
+    tab.setAttribute("aria-selected", String(state === jobs.state));
+  }
+}
+
+async function openJobs(queue, state) {
+  Object.assign(jobs, {queue, state, offset: 0, drawn: null});
+  const row = rows.get(queue);
+  if (row && row.last) drawTabs(row.last);
+  $("jobs-queue").textContent = queue;
+  try {
+    await loadJobs();
+    $("jobs").hidden = false;
+    $("jobs").scrollIntoView({block: "nearest"});
+  } catch (err) {
+    report(err);
+  }
+}
+
+async function loadJobs() {
+  const {queue, state, offset} = jobs;
+  const asked = ++jobs.asked; // an answer for an earlier tab or page must not replace a newer one
+  const page = await api("GET", `v1/queues/${enc(queue)}/jobs?state=${state}&offset=${offset}&limit=${PAGE_SIZE}`);
+  if (asked !== jobs.asked) return;
+  if (!page.items.length && offset > 0 && page.total > 0) {
+    jobs.offset = Math.max(0, Math.floor((page.total - 1) / PAGE_SIZE) * PAGE_SIZE); // the last page emptied
+    return loadJobs();
+  }
+  const signature = JSON.stringify([queue, state, offset, jobs.paused, page.total, page.items]);
+  if (signature === jobs.drawn) return; // unchanged: keep the rows (and a click in progress) as they are
+  jobs.drawn = signature;
+  const info = STATES[state];
+  $("jobs-total").textContent = `(${page.total} ${state})`;
+  $("jobs-when").textContent = info.when;
+  $("jobs-hint").textContent = info.hint + (state === "waiting" && jobs.paused ? " The queue is paused: they wait until it is resumed." : "");
+  $("jobs-list").tBodies[0].replaceChildren(...page.items.map((item) => jobRow(queue, state, item)));
+  $("jobs-list").hidden = !page.items.length;
+  $("jobs-empty").hidden = page.items.length > 0;
+  const last = Math.min(offset + PAGE_SIZE, page.total);
+  $("jobs-page").textContent = page.total ? `${offset + 1}-${last} of ${page.total}` : "";
+  $("jobs-prev").disabled = offset === 0;
+  $("jobs-next").disabled = last >= page.total;
+}
+
+function jobRow(queue, state, item) {
+  const at = STATES[state].at(item);
+  let details = item.note;
+  let cls = "";
+  if (state === "active" && item.progress) {
+    details = el("span", {}, el("progress", {max: 100, value: item.progress.percent}),
+      ` ${item.progress.percent}% `, item.progress.message);
+  } else if (item.error) {
+    details = item.error.split("\n", 1)[0];
+    cls = "error-cell";
+  } else if (state === "completed" && item.started_at && item.finished_at) {
+    details = `took ${duration(Math.max(item.finished_at - item.started_at, 0.001))}`;
+  }
+  const actions = [button(item.job_id, () => showJob(item.job_id), {class: "link", "data-action": "view"})];
+  if (state === "failed") {
+    actions.push(" ", button("Dead letter", () => showDetail(queue, item.job_id), {"data-action": "dead-letter"}));
+  }
+  return el("tr", {"data-job": item.job_id},
+    el("td", {class: "nowrap"}, ...actions),
+    el("td", {}, item.function || "-"),
+    el("td", {class: "n"}, item.priority === null ? "-" : String(item.priority)),
+    el("td", {class: "n"}, String(item.attempts)),
+    el("td", {class: "nowrap"}, when(item.enqueued_at) || "-"),
+    el("td", {class: "nowrap", title: at ? iso(at) : ""}, when(at) || "-"),
+    el("td", cls ? {class: cls, title: item.error} : {}, details));
+}
+
+function showJob(id) {
+  $("lookup-id").value = id;
+  lookup(id);
+  $("lookup").scrollIntoView({block: "nearest"});
+}
+
+$("jobs-tabs").addEventListener("click", (event) => {
+  const tab = event.target.closest("button[data-state]");
+  if (tab) openJobs(jobs.queue, tab.dataset.state);
+});
+$("jobs-prev").addEventListener("click", () => { jobs.offset = Math.max(0, jobs.offset - PAGE_SIZE); loadJobs().catch(report); });
+$("jobs-next").addEventListener("click", () => { jobs.offset += PAGE_SIZE; loadJobs().catch(report); });
+$("jobs-close").addEventListener("click", () => {
+  Object.assign(jobs, {queue: null, drawn: null});
+  $("jobs").hidden = true;
+});
 
 // ---- dead letters ----------------------------------------------------------------------------------
 
