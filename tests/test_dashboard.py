@@ -333,7 +333,7 @@ async def test_dead_letter_pages_requeue_all_and_delete(redis: Redis, browser: B
         await server.close()
 
 
-async def test_jobs_by_state_tabs_pages_and_lookup(redis: Redis, browser: Browser) -> None:
+async def test_jobs_by_state_tabs_pages_and_lookup(redis: Redis, browser: Browser, tmp_path: Path) -> None:
     producer = Producer(redis, SPECS)
     email = SPECS["email"]
     for i in range(22):
@@ -413,6 +413,7 @@ async def test_jobs_by_state_tabs_pages_and_lookup(redis: Redis, browser: Browse
         assert await page.evaluate("window.pwned") is None
         await rows.first.locator('[data-action="dead-letter"]').click()
         await expect(page.locator("#detail-id")).to_have_text("doc-evil")
+        await page.screenshot(path=str(tmp_path / "jobs.png"), full_page=True)
 
         await page.locator("#jobs-close").click()
         await expect(jobs).to_be_hidden()
