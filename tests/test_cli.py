@@ -199,3 +199,23 @@ def test_status_lists_bullmq_queues_too(
     assert rows[1][1] == "2"  # waiting, from BullMQ's wait list
     # BullMQ queues are counted, not run: the arq-only commands refuse them by name.
     _one_line_error(cli(env, "enqueue", "node-scans", "scan"), 2, "unknown queue 'node-scans'", "known queues: email")
+
+
+def test_status_lists_a_queues_jobs_by_state(redis_env: dict[str, str], sync_redis: redis_sync.Redis) -> None:
+    for i in range(3):
+        cli(redis_env, "enqueue", "email", "send_email", "--job-id", f"m{i}")
+    cli(redis_env, "enqueue", "email", "send_email", "--job-id", "m-urgent", "--priority", "0")
+    cli(redis_env, "enqueue", "email", "send_email", "--job-id", "m-later", "--defer", "300")
+    waiting = cli(redis_env, "status", "email", "--state", "waiting", "--limit", "2")
+    assert waiting.returncode == 0, waiting.stderr
+    lines = waiting.stdout.splitlines()
+    assert lines[0].split()[:4] == ["JOB", "FUNCTION", "PRIORITY", "ATTEMPTS"]
+    assert [line.split()[0] for line in lines[1:-1]] == ["m-urgent", "m0"]
+    assert lines[-1] == "# email: 4 waiting, 1-2 shown"
+    delayed = json.loads(cli(redis_env, "status", "email", "--state", "delayed", "--json").stdout)
+    assert (delayed["total"], [j["job_id"] for j in delayed["items"]]) == (1, ["m-later"])
+    empty = cli(redis_env, "status", "email", "--state", "failed")
+    assert empty.stdout.strip() == "# email: 0 failed, none shown"
+    _one_line_error(cli(redis_env, "status", "email", "--state", "waiting", "--limit", "500"), 2, "1 to 200")
+    _one_line_error(cli(redis_env, "status", "nope", "--state", "waiting"), 2, "unknown queue 'nope'")
+    _one_line_error(cli(redis_env, "status", "--state", "waiting"), 2, "needs a queue")

@@ -1,17 +1,22 @@
-"""``arqscale status [JOB_ID]``: counts per queue as a table (or JSON), or one job's status."""
+"""``arqscale status [JOB_ID]``: counts per queue as a table (or JSON), or one job's status.
+
+``arqscale status QUEUE --state waiting`` lists a page of the queue's jobs in that state instead.
+"""
 
 from __future__ import annotations
 
 import argparse
 import datetime as dt
 import json
+from collections.abc import Callable
 
 from redis.asyncio import Redis
 
 from arqscale import counts_table
-from arqscale.commands._common import run_with_redis
+from arqscale.commands._common import UsageError, arq_spec, run_with_redis
 from arqscale.config import Config
 from arqscale.counts import CountsReader
+from arqscale.job_listing import DEFAULT_LIMIT, MAX_LIMIT, MAX_OFFSET, JobList, JobLister, JobSummary, ListState
 from arqscale.job_status import JobStatusReader
 from arqscale.live_workers import live_workers
 from arqscale.models import JobState, JobStatus
@@ -20,8 +25,20 @@ HELP = "Show counts per queue (waiting, active, delayed, paused, completed, fail
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("job_id", metavar="JOB_ID", nargs="?", help="show this job instead of the queue table")
+    parser.add_argument(
+        "job_id",
+        metavar="JOB_ID|QUEUE",
+        nargs="?",
+        help="show this job instead of the queue table; with --state, the queue whose jobs to list",
+    )
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    parser.add_argument(
+        "--state",
+        choices=[s.value for s in ListState],
+        help="list the jobs of the queue named by the argument in this state, instead",
+    )
+    parser.add_argument("--limit", type=int, default=DEFAULT_LIMIT, help=f"with --state: jobs to show (1-{MAX_LIMIT})")
+    parser.add_argument("--offset", type=int, default=0, help="with --state: jobs to skip")
 
 
 def _when(seconds: float | None) -> str:
@@ -60,7 +77,55 @@ def format_job(status: JobStatus) -> str:
     return "\n".join(lines)
 
 
+_WHEN: dict[ListState, tuple[str, Callable[[JobSummary], float | None]]] = {
+    ListState.WAITING: ("READY SINCE", lambda j: j.scheduled_for),
+    ListState.ACTIVE: ("LEASE UNTIL", lambda j: j.lease_expires_at),
+    ListState.DELAYED: ("RUNS AT", lambda j: j.scheduled_for),
+    ListState.COMPLETED: ("FINISHED", lambda j: j.finished_at),
+    ListState.FAILED: ("FAILED", lambda j: j.finished_at),
+}
+
+
+def _details(job: JobSummary) -> str:
+    if job.progress is not None:
+        return f"{job.progress.percent:g}% {job.progress.message or ''}".rstrip()
+    if job.error is not None:
+        return job.error.split("\n", 1)[0]
+    return job.note or ""
+
+
+def format_jobs(page: JobList) -> str:
+    """A page of jobs as a table, then one line with the total."""
+    title, at = _WHEN[page.state]
+    rows = [("JOB", "FUNCTION", "PRIORITY", "ATTEMPTS", title, "DETAILS")]
+    for job in page.items:
+        priority = "-" if job.priority is None else str(job.priority)
+        rows.append((job.job_id, job.function or "-", priority, str(job.attempts), _when(at(job)), _details(job)))
+    widths = [max(len(row[i]) for row in rows) for i in range(5)]
+    lines = ["  ".join(cell.ljust(w) for cell, w in zip(row[:5], widths, strict=True)) + "  " + row[5] for row in rows]
+    lines = [line.rstrip() for line in lines] if page.items else []
+    first, last = page.offset + 1, page.offset + len(page.items)
+    shown = f"{first}-{last} shown" if page.items else "none shown"
+    lines.append(f"# {page.queue}: {page.total} {page.state}, {shown}")
+    return "\n".join(lines)
+
+
+async def _list(args: argparse.Namespace, config: Config, redis: Redis) -> int:
+    if args.job_id is None:
+        raise UsageError("--state needs a queue: arqscale status QUEUE --state " + args.state)
+    spec = arq_spec(config, args.job_id)
+    if not 1 <= args.limit <= MAX_LIMIT:
+        raise UsageError(f"--limit must be from 1 to {MAX_LIMIT}")
+    if not 0 <= args.offset <= MAX_OFFSET:
+        raise UsageError(f"--offset must be from 0 to {MAX_OFFSET}")
+    page = await JobLister(redis).page(spec, ListState(args.state), args.offset, args.limit)
+    print(page.model_dump_json() if args.json else format_jobs(page))
+    return 0
+
+
 async def _run(args: argparse.Namespace, config: Config, redis: Redis) -> int:
+    if args.state is not None:
+        return await _list(args, config, redis)
     if args.job_id is not None:
         status = await JobStatusReader(redis, config.queues).read(args.job_id)
         print(status.model_dump_json() if args.json else format_job(status))
