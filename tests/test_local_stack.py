@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import importlib.util
 import io
 import json
@@ -21,7 +22,7 @@ from redis.asyncio import Redis
 
 from arqscale.counts import CountsReader
 from arqscale.dead_letters import DeadLetters
-from arqscale.local_stack import LiveView, Outcome, burst, drained, summary
+from arqscale.local_stack import LiveView, Outcome, burst, drained, exporter_available, summary
 from arqscale.models import QueueCounts
 from arqscale.spec import load_queues
 from redis_server import free_port
@@ -181,3 +182,65 @@ def test_unreachable_configured_redis_falls_back_without_showing_its_password(tm
     assert secret not in result.stdout + result.stderr
     logs = "".join(p.read_text(errors="replace") for p in (tmp_path / "demo" / "logs").glob("*.log"))
     assert secret not in logs
+
+
+def _children(pid: int) -> dict[int, str]:
+    """Processes whose parent is ``pid``: pid -> command line."""
+    found = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+            found[int(entry.name)] = cmdline.strip()
+    return found
+
+
+def _running(pid: int) -> bool:
+    """Alive and not a zombie (an orphan's zombie waits for whoever adopted it)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the parent-death signal is Linux only")
+@pytest.mark.parametrize("private_redis", [False, True], ids=["fixture-redis", "private-redis"])
+def test_sigkilled_demo_leaves_no_orphans(redis_env: dict[str, str], tmp_path: Path, private_redis: bool) -> None:
+    env = dict(redis_env)
+    jobs = "20"
+    if private_redis:  # the demo starts its own redis-server, which must go too
+        del env["REDIS_URL"]
+        jobs = "0"  # idle workers: with their Redis gone a busy one waits up to its drain timeout
+    proc = subprocess.Popen(
+        demo_cmd(tmp_path, "--jobs", jobs), env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+    assert proc.stdout is not None
+    lines = []
+    for line in proc.stdout:  # the stack is up once the live view draws
+        lines.append(line)
+        if line.startswith("["):
+            break
+    children = _children(proc.pid)
+    expected = len(SPECS) + 1 + (1 if exporter_available() else 0) + (1 if private_redis else 0)
+    assert len(children) == expected, (children, "".join(lines))
+    assert any("redis-server" in cmd for cmd in children.values()) == private_redis
+
+    proc.kill()
+    proc.wait(10)
+    proc.stdout.close()
+    deadline = time.monotonic() + 8
+    while (left := {pid: cmd for pid, cmd in children.items() if _running(pid)}) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    for pid in left:  # clean up before failing
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    assert not left, f"still running after the demo was killed: {left}"
+    # Workers got SIGTERM and drained; they were not killed.
+    for log in (tmp_path / "demo" / "logs").glob("worker-*.log"):
+        assert "drained and stopped" in log.read_text(), log

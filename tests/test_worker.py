@@ -12,6 +12,7 @@ import json
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -28,7 +29,7 @@ from arqscale.producer import Producer
 from arqscale.spec import QueueSpec, parse_queues
 from arqscale.worker import Worker
 from arqscale.worker_metrics import WorkerMetrics
-from redis_server import free_port
+from redis_server import RedisServer, free_port
 
 FUNCTIONS = [
     "worker_tasks.add",
@@ -459,3 +460,28 @@ async def test_a_success_under_a_dead_jobs_id_removes_its_stale_entry(redis: Red
         await wait_for(lambda: redis.exists("arq:result:again"), what="result")
     assert await dead_entry(redis, spec, "again") is None and await redis.zcard(k.dlq_index) == 0
     assert serializers.json_loads(await redis.get("arq:result:again"))["r"] == 3
+
+
+async def test_drain_with_redis_gone_stops_at_the_drain_timeout_with_outcomes_unwritten(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A local stack's Redis stopping together with its workers must not leave them retrying forever."""
+    server = RedisServer(tmp_path / "redis").start()
+    client = Redis.from_url(server.url, socket_timeout=2)
+    try:
+        spec = make_spec(concurrency=2)
+        await Producer(client, {"q": spec}).enqueue_many(
+            "q", [JobRequest(function="sleep", args=[0.3], job_id=f"z{i}") for i in range(2)]
+        )
+        worker = Worker(spec, client, drain_timeout=1.0)
+        task = asyncio.create_task(worker.run())
+        await wait_for(lambda: _eq(client.get("in_flight"), b"2"), what="both jobs running")
+        server.stop()
+        worker.request_drain()
+        started = time.monotonic()
+        await asyncio.wait_for(task, 10)  # the jobs finish, their outcomes cannot be written
+        assert 0.9 < time.monotonic() - started < 5
+    finally:
+        await client.aclose()
+        server.kill()
+    assert any("2 outcome(s) not recorded" in r.getMessage() for r in caplog.records)

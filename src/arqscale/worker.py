@@ -132,6 +132,7 @@ class Worker:
         self._cut_now = asyncio.Event()
         self._draining = False
         self._cutting = False
+        self._drain_over = False  # the drain timeout has passed (or a second signal came)
         self._redis_failures = 0
         # Heartbeat and finish/pickup never interleave: a heartbeat built from a snapshot of the running jobs
         # must not land after the finish of one of them, or it would take that job's lease again.
@@ -155,6 +156,9 @@ class Worker:
             while not (self._draining and not self._running and not self._finished):
                 if self._draining and drain_timer is None:
                     drain_timer = asyncio.create_task(self._drain_timer(), name="drain")
+                if self._drain_over and not self._running and self.health.redis_down_since is not None:
+                    self._give_up_unwritten()
+                    break
                 self._tick.clear()
                 wait = await self._step()
                 if wait > 0 and not self._tick.is_set():
@@ -199,6 +203,20 @@ class Worker:
             await asyncio.wait_for(self._cut_now.wait(), self.drain_timeout)
         if self._running:
             await self._cut()
+        self._drain_over = True
+        self._tick.set()
+
+    def _give_up_unwritten(self) -> None:
+        """The drain is over and Redis does not answer: stop rather than retry forever (a Redis that went
+        down with the rest of a local stack, or a pod about to be killed anyway). The jobs keep their place
+        in the queue and run again once their leases lapse."""
+        ids = ", ".join(r.job_id for r in self._finished)
+        logger.error(
+            "redis unreachable at the end of the drain: %d outcome(s) not recorded, their jobs run again "
+            "once their leases lapse: %s",
+            len(self._finished),
+            ids,
+        )
 
     async def _cut(self) -> None:
         """Cancel what still runs and put it back in its band, its try not counted (design: Drain)."""
