@@ -89,3 +89,37 @@ async def test_job_runs_and_its_status_shows_result_and_progress(redis: Redis, w
         assert (await client.post("/v1/queues/verification/dead-letters/v-forged/requeue")).status == 202
         again = await _until(client, "v-forged", {"dead"})
         assert again["state"] == "dead" and again["attempts"] == SPECS["verification"].max_tries
+
+
+async def test_lists_show_what_a_real_worker_did(redis: Redis, workers: None) -> None:
+    app = create_app(SPECS, redis, max_body_bytes=65536)
+    async with TestClient(TestServer(app)) as client:
+        jobs = [{"function": "send_email", "args": [f"u{i}@example.com", "Hi"], "job_id": f"l{i}"} for i in range(3)]
+        jobs.append(
+            {"function": "send_email", "args": ["late@example.com", "Hi"], "job_id": "l-late", "defer_seconds": 600}
+        )
+        assert (await client.post("/v1/queues/email/jobs:batch", json={"jobs": jobs})).status == 202
+        await client.post(
+            "/v1/queues/verification/jobs", json={"function": "verify_document", "args": ["forged-2"], "job_id": "v-f2"}
+        )
+        for job_id in ("l0", "l1", "l2"):
+            assert (await _until(client, job_id, {"complete", "failed", "dead"}))["state"] == "complete"
+        assert (await _until(client, "v-f2", {"dead"}))["state"] == "dead"
+
+        async def listing(queue: str, state: str) -> dict[str, Any]:
+            body: dict[str, Any] = await (await client.get(f"/v1/queues/{queue}/jobs?state={state}")).json()
+            return body
+
+        completed = await listing("email", "completed")
+        assert completed["total"] == 3 and {j["job_id"] for j in completed["items"]} == {"l0", "l1", "l2"}
+        finished = [j["finished_at"] for j in completed["items"]]
+        assert finished == sorted(finished, reverse=True)  # newest first
+        assert all(j["function"] == "send_email" and j["attempts"] == 1 and j["started_at"] for j in completed["items"])
+        delayed = await listing("email", "delayed")
+        assert [j["job_id"] for j in delayed["items"]] == ["l-late"]
+        assert (await listing("email", "waiting"))["total"] == 0
+        assert (await listing("email", "active"))["total"] == 0
+        failed = await listing("verification", "failed")
+        assert [j["job_id"] for j in failed["items"]] == ["v-f2"]
+        assert failed["items"][0]["error"].startswith("DocumentRejected: passport forged-2")
+        assert failed["items"][0]["attempts"] == SPECS["verification"].max_tries
