@@ -24,6 +24,7 @@ from arqscale.keys import QueueKeys, error_key, in_progress_key, result_key
 from arqscale.models import DeadJob, JobRequest
 from arqscale.producer import Producer
 from arqscale.spec import QueueSpec, parse_queues
+from arqscale.worker_process import stop_signal_handler
 from redis_server import RedisServer, free_port
 
 TESTS = Path(__file__).resolve().parent
@@ -303,3 +304,29 @@ async def test_worker_survives_a_redis_restart_and_loses_nothing(
         await client.aclose()
     finally:
         own.kill()
+
+
+def test_sigterms_arriving_together_are_one_stop_request() -> None:
+    now = [100.0]
+    calls: list[float] = []
+    handler = stop_signal_handler(lambda: calls.append(now[0]), clock=lambda: now[0])
+    handler(signal.SIGTERM)
+    now[0] += 0.01
+    handler(signal.SIGTERM)  # a parent-death signal again, from the dying parent's next thread
+    assert calls == [100.0]
+    now[0] += 2
+    handler(signal.SIGTERM)  # later: a real second request (cut now)
+    handler(signal.SIGINT)  # a second Ctrl-C always counts
+    assert calls == [100.0, 102.01, 102.01]
+
+
+async def test_a_burst_of_sigterms_drains_rather_than_cuts(redis: Redis, workers: Any) -> None:
+    queues = {"q": BASE}
+    w = await workers(queues).ready()
+    await Producer(redis, {"q": spec_of(queues)}).enqueue("q", "sleep", 1.0, job_id="j")
+    await wait_until(lambda: redis.exists(in_progress_key("j")), 5, "job started")
+    for _ in range(4):
+        w.proc.send_signal(signal.SIGTERM)
+    assert await w.exited(10) == 0
+    assert await redis.lrange("finished", 0, -1) == [b"j"]  # finished, not put back
+    assert "second stop signal" not in w.output()

@@ -7,8 +7,9 @@ import logging
 import os
 import signal
 import socket
+import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 import redis as sync_redis
 
@@ -24,6 +25,30 @@ logger = logging.getLogger("arqscale.worker")
 # A Redis call that hangs (network partition, not a refused connection) must fail, not stall the loop's
 # pickups and completions forever; the slowest call is one pickup or finish script.
 REDIS_SOCKET_TIMEOUT = 5.0
+# SIGTERMs this close together are one stop request, not "drain" then "cut now": a parent-death signal
+# (PR_SET_PDEATHSIG, as `arqscale demo` sets) arrives once per thread of the dying parent, since Linux
+# hands the child to each remaining thread in turn. A second Ctrl-C (SIGINT) always counts.
+SIGTERM_REPEAT_SECONDS = 1.0
+
+
+def stop_signal_handler(
+    request_drain: Callable[[], None], clock: Callable[[], float] = time.monotonic
+) -> Callable[[int], None]:
+    """The handler for SIGTERM/SIGINT: ``request_drain`` per stop request (the first drains, the next cuts)."""
+    last_term: float | None = None
+
+    def on_signal(sig: int) -> None:
+        nonlocal last_term
+        if sig == signal.SIGTERM:
+            now = clock()
+            repeat = last_term is not None and now - last_term < SIGTERM_REPEAT_SECONDS
+            last_term = now
+            if repeat:
+                logger.info("SIGTERM again within %gs: the same stop request", SIGTERM_REPEAT_SECONDS)
+                return
+        request_drain()
+
+    return on_signal
 
 
 def worker_id(queue: str) -> str:
@@ -64,8 +89,9 @@ async def serve(
         blocked_reporter=reporter,
     )
     loop = asyncio.get_running_loop()
+    on_signal = stop_signal_handler(worker.request_drain)
     for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, worker.request_drain)
+        loop.add_signal_handler(sig, on_signal, sig)
     try:
         runner = await start_server(build_app(health, metrics), config.settings.worker_host, port)
     except OSError as exc:
