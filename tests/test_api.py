@@ -385,6 +385,10 @@ async def test_list_jobs_by_state(client: TestClient[Any, Any], redis: Redis) ->
     # The page and the counts agree.
     counts = await (await client.get("/v1/queues/email")).json()
     assert (counts["waiting"], counts["active"], counts["delayed"]) == (3, 1, 1)
+    # A paused queue's ready jobs are still listed as waiting (its counts call them paused).
+    await client.post("/v1/queues/email/pause")
+    assert (await page("email", "?state=waiting"))["total"] == 3
+    await client.post("/v1/queues/email/resume")
 
     body = await _error(await client.get("/v1/queues/email/jobs?limit=201"), 422, "validation_error")
     assert body["details"] == [{"field": "limit", "message": "expected an integer from 1 to 200"}]

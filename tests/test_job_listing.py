@@ -11,6 +11,7 @@ from arq.connections import ArqRedis
 from redis.asyncio import Redis
 
 from arqscale import keys, scores
+from arqscale.counts import CountsReader
 from arqscale.job_listing import LIST_SCRIPT, JobLister, ListState, script_args
 from arqscale.job_status import PICKLE_NOTE
 from arqscale.lua import run_scripts
@@ -143,6 +144,8 @@ async def test_waiting_and_delayed_pages_match_a_reference_at_every_offset(redis
     assert (await lister.page(EMAIL, ListState.WAITING, 0, 1, now_ms=now)).total == len(waiting)
     assert (await lister.page(EMAIL, ListState.DELAYED, 0, 1, now_ms=now)).total == len(delayed)
     assert (await lister.page(EMAIL, ListState.ACTIVE, 0, 1, now_ms=now)).total == len(running)
+    counts = (await CountsReader(redis).read({"email": EMAIL}, now_ms=now))["email"]
+    assert (counts.waiting, counts.delayed, counts.active) == (len(waiting), len(delayed), len(running))
     for limit in (1, 7, 200):
         for offset in range(0, len(entries) + 2, 3 if limit == 1 else 1):
             got = await _ids(lister, ListState.WAITING, offset, limit, now)
