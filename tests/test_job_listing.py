@@ -152,7 +152,9 @@ async def test_waiting_and_delayed_pages_match_a_reference_at_every_offset(redis
             assert got == waiting[offset : offset + limit], (offset, limit)
             got = await _ids(lister, ListState.DELAYED, offset, limit, now)
             assert got == delayed[offset : offset + limit], (offset, limit)
-    assert sorted(await _ids(lister, ListState.ACTIVE, 0, 200, now)) == sorted(running)
+    in_run_order = sorted(running, key=lambda i: (entries[i][0], entries[i][1], i))
+    assert await _ids(lister, ListState.ACTIVE, 0, 200, now) == in_run_order
+    assert await _ids(lister, ListState.ACTIVE, 3, 4, now) == in_run_order[3:7]
 
 
 async def test_a_page_is_one_script_whatever_the_offset(redis: Redis) -> None:

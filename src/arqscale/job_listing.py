@@ -9,7 +9,9 @@ Orders:
 - ``waiting``: the order workers take them: most urgent priority band first, then by ready time.
   Running jobs stay in the queue's sorted set (arq's layout) and are skipped: they are ``active``.
 - ``delayed``: by ready time, soonest first, across bands (ties: the more urgent band first).
-- ``active``: jobs with a live lease in ``arqscale:<q>:active``, by lease expiry (oldest renewal first).
+- ``active``: jobs with a live lease in ``arqscale:<q>:active``, in the order they were taken (priority
+  band, then ready time). There are at most as many as the workers' concurrency, so the script reads
+  them all and sorts them.
 - ``completed``: the ``:completed`` index, newest first, within ``retention.completed_seconds``
   (the same window as the ``completed`` count).
 - ``failed``: the dead-letter index, newest failure first.
@@ -130,16 +132,24 @@ if mode == 'completed' then
 end
 
 if mode == 'active' then
-  local total = redis.call('ZCOUNT', ka, '(' .. now, '+inf')
-  if offset < total and limit > 0 then
-    local got = redis.call('ZRANGEBYSCORE', ka, '(' .. now, '+inf', 'WITHSCORES', 'LIMIT', offset, limit)
-    for i = 1, #got, 2 do
-      ids[#ids + 1] = got[i]
-      out_scores[#out_scores + 1] = got[i + 1]
-      extra[#extra + 1] = redis.call('ZSCORE', kq, got[i]) or ''
-    end
+  -- Every live lease (as many as the workers' concurrency), sorted by queue score: the order they were
+  -- taken in, stable while heartbeats move the lease expiries forward.
+  local got = redis.call('ZRANGEBYSCORE', ka, '(' .. now, '+inf', 'WITHSCORES')
+  local running = {}
+  for i = 1, #got, 2 do
+    local s = redis.call('ZSCORE', kq, got[i])
+    running[#running + 1] = {s and tonumber(s) or math.huge, got[i], got[i + 1], s or ''}
   end
-  return {total, ids, out_scores, extra}
+  table.sort(running, function(x, y)
+    if x[1] ~= y[1] then return x[1] < y[1] end
+    return x[2] < y[2]
+  end)
+  for i = offset + 1, math.min(offset + limit, #running) do
+    ids[#ids + 1] = running[i][2]
+    out_scores[#out_scores + 1] = running[i][3]
+    extra[#extra + 1] = running[i][4]
+  end
+  return {#running, ids, out_scores, extra}
 end
 
 if mode == 'waiting' then

@@ -79,7 +79,7 @@ def format_job(status: JobStatus) -> str:
 
 _WHEN: dict[ListState, tuple[str, Callable[[JobSummary], float | None]]] = {
     ListState.WAITING: ("READY SINCE", lambda j: j.scheduled_for),
-    ListState.ACTIVE: ("LEASE UNTIL", lambda j: j.lease_expires_at),
+    ListState.ACTIVE: ("READY SINCE", lambda j: j.scheduled_for),
     ListState.DELAYED: ("RUNS AT", lambda j: j.scheduled_for),
     ListState.COMPLETED: ("FINISHED", lambda j: j.finished_at),
     ListState.FAILED: ("FAILED", lambda j: j.finished_at),

@@ -222,8 +222,8 @@ function drawQueues(queues) {
 const STATES = {
   waiting: {label: "Waiting", when: "Ready since", at: (j) => j.scheduled_for,
     hint: "In the order workers take them: most urgent priority first, then the longest waiting."},
-  active: {label: "Active", when: "Lease until", at: (j) => j.lease_expires_at,
-    hint: "Running now: a worker holds a live lease on each."},
+  active: {label: "Active", when: "Ready since", at: (j) => j.scheduled_for,
+    hint: "Running now (a worker holds a live lease on each), in the order they were taken."},
   delayed: {label: "Delayed", when: "Runs at", at: (j) => j.scheduled_for,
     hint: "Deferred jobs and retries waiting for their backoff, soonest first."},
   completed: {label: "Completed", when: "Finished", at: (j) => j.finished_at,
@@ -270,7 +270,9 @@ async function loadJobs() {
     jobs.offset = Math.max(0, Math.floor((page.total - 1) / PAGE_SIZE) * PAGE_SIZE); // the last page emptied
     return loadJobs();
   }
-  const signature = JSON.stringify([queue, state, offset, jobs.paused, page.total, page.items]);
+  // Lease expiries move with every heartbeat and are not shown: leave them out of the comparison.
+  const shown = page.items.map(({lease_expires_at, ...item}) => item);
+  const signature = JSON.stringify([queue, state, offset, jobs.paused, page.total, shown]);
   if (signature === jobs.drawn) return; // unchanged: keep the rows (and a click in progress) as they are
   jobs.drawn = signature;
   const info = STATES[state];
