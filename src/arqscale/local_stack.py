@@ -196,6 +196,9 @@ async def start_redis(env: Mapping[str, str], data_dir: Path, out: TextIO) -> Re
         )
     path, origin = binary
     port = free_port(6390)
+    # Absolute: redis-server applies --dir (a chdir) before --logfile, so a relative log path would point
+    # inside the data dir twice over, and the server would exit at once.
+    data_dir = data_dir.resolve()
     await asyncio.to_thread(data_dir.mkdir, parents=True, exist_ok=True)
     log = data_dir / "redis.log"
     args = [path, "--port", str(port), "--bind", "127.0.0.1", "--dir", str(data_dir), "--save", ""]
