@@ -198,7 +198,7 @@ async def start_redis(env: Mapping[str, str], data_dir: Path, out: TextIO) -> Re
     port = free_port(6390)
     # Absolute: redis-server applies --dir (a chdir) before --logfile, so a relative log path would point
     # inside the data dir twice over, and the server would exit at once.
-    data_dir = data_dir.resolve()
+    data_dir = await asyncio.to_thread(data_dir.resolve)
     await asyncio.to_thread(data_dir.mkdir, parents=True, exist_ok=True)
     log = data_dir / "redis.log"
     args = [path, "--port", str(port), "--bind", "127.0.0.1", "--dir", str(data_dir), "--save", ""]
