@@ -61,3 +61,11 @@ def test_fixed_backoff_with_jitter_stays_in_bounds() -> None:
 def test_retry_number_starts_at_one() -> None:
     with pytest.raises(ValueError):
         scores.backoff_seconds(Backoff(), 0)
+
+
+def test_now_ms_rounds_like_arq(monkeypatch: pytest.MonkeyPatch) -> None:
+    # arq stamps jobs with round(time * 1000); a floor here made a just-enqueued job look deferred.
+    from arq.utils import timestamp_ms
+
+    monkeypatch.setattr("time.time", lambda: 1_800_000_000.0006)
+    assert scores.now_ms() == timestamp_ms() == 1_800_000_000_001

@@ -12,7 +12,6 @@ the number of jobs, and ``O(queues * levels * log n)`` inside Redis.
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import Mapping, Sequence
 
 from redis.asyncio import Redis
@@ -122,7 +121,7 @@ class CountsReader:
         self.redis = redis
 
     async def read(self, specs: Mapping[str, QueueSpec], now_ms: int | None = None) -> dict[str, QueueCounts]:
-        values, _ = await self.read_detailed(specs, round(time.time() * 1000) if now_ms is None else now_ms)
+        values, _ = await self.read_detailed(specs, scores.now_ms() if now_ms is None else now_ms)
         return values
 
     async def read_detailed(

@@ -165,7 +165,7 @@ class DeadLetters:
             return RequeueOutcome.NO_PAYLOAD
         priority = entry.priority if entry.priority is not None else self.spec.normal_priority
         priority = min(max(priority, 0), self.spec.priority_levels - 1)
-        score = scores.job_score(int(time.time() * 1000), priority, self.spec)
+        score = scores.job_score(scores.now_ms(), priority, self.spec)
         code = await self._requeue(
             keys=[
                 self.keys.dlq,

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import StrEnum
@@ -380,7 +379,7 @@ class JobLister:
     ) -> JobList:
         if not 0 <= offset <= MAX_OFFSET or not 1 <= limit <= MAX_LIMIT:
             raise ValueError(f"offset must be 0..{MAX_OFFSET} and limit 1..{MAX_LIMIT}")
-        now = int(time.time() * 1000) if now_ms is None else now_ms
+        now = scores.now_ms() if now_ms is None else now_ms
         [reply] = await run_scripts(self.redis, [(LIST_SCRIPT, *script_args(spec, state, offset, limit, now))])
         page = parse_page(reply)
         items = await self._items(spec, state, page) if page.ids else []

@@ -12,7 +12,6 @@ error are reported as not shown.
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -194,7 +193,7 @@ class JobStatusReader:
 
     async def read_many(self, job_ids: Sequence[str], now_ms: int | None = None) -> list[JobStatus]:
         """Statuses of many jobs, still in one round trip."""
-        now = int(time.time() * 1000) if now_ms is None else now_ms
+        now = scores.now_ms() if now_ms is None else now_ms
         names = list(self.specs)
         qkeys = [keys.QueueKeys.for_queue(n, self.specs[n].queue_key) for n in names]
         async with self.redis.pipeline(transaction=False) as pipe:

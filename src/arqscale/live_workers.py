@@ -6,18 +6,18 @@ crashed worker's entry simply ages out, so counting the entries not yet expired 
 
 from __future__ import annotations
 
-import time
 from collections.abc import Mapping
 
 from redis.asyncio import Redis
 
+from arqscale import scores
 from arqscale.keys import QueueKeys
 from arqscale.spec import QueueSpec
 
 
 async def live_workers(redis: Redis, specs: Mapping[str, QueueSpec], now_ms: int | None = None) -> dict[str, int]:
     """Queue name -> live worker processes, in one pipelined round trip."""
-    now = int(time.time() * 1000) if now_ms is None else now_ms
+    now = scores.now_ms() if now_ms is None else now_ms
     names = [name for name, spec in specs.items() if spec.backend == "arq"]
     async with redis.pipeline(transaction=False) as pipe:
         for name in names:

@@ -7,7 +7,6 @@ instead of waiting for its next poll.
 
 from __future__ import annotations
 
-import time
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
@@ -87,7 +86,7 @@ class Producer:
         spec = self.spec(queue)
         qkeys = keys.QueueKeys.for_queue(spec.name, spec.queue_key)
         dumps, _ = serializers.for_queue(spec.serializer)
-        now_ms = int(time.time() * 1000)
+        now_ms = scores.now_ms()
         prepared = []
         for req in requests:
             if req.function not in spec.function_names:

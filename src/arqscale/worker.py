@@ -83,7 +83,7 @@ def load_functions(spec: QueueSpec) -> dict[str, TaskFunction]:
 
 
 def _ms() -> int:
-    return int(time.time() * 1000)
+    return scores.now_ms()
 
 
 class Worker:
