@@ -21,7 +21,7 @@ from arqscale.spec import QueueSpec
 
 
 def now_ms() -> int:
-    return int(time.time() * 1000)
+    return round(time.time() * 1000)
 
 
 def qkeys(spec: QueueSpec) -> keys.QueueKeys:

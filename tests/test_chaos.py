@@ -225,7 +225,7 @@ async def test_poison_and_hostile_jobs_end_dead_while_good_jobs_run(
     specs = load_queues(queues_file)
     safe = QueueKeys.for_queue("safe", specs["safe"].queue_key)
     legacy = QueueKeys.for_queue("legacy", specs["legacy"].queue_key)
-    now = int(time.time() * 1000)
+    now = round(time.time() * 1000)
 
     # Written straight into Redis, as anyone with write access could.
     await redis.set(job_key("hostile"), hostile)

@@ -75,7 +75,7 @@ def bullmq_world(request: pytest.FixtureRequest, redis: Redis, redis_url: str) -
 
 
 async def test_counts_equal_bullmq_get_job_counts(redis: Redis, bullmq_world: dict[str, dict[str, int]]) -> None:
-    _, raw = await CountsReader(redis).read_detailed(SPECS, int(time.time() * 1000))
+    _, raw = await CountsReader(redis).read_detailed(SPECS, round(time.time() * 1000))
     for name, theirs in bullmq_world.items():
         assert dict(raw[name].states) == {t: theirs[t] for t in BULLMQ_TYPES}, name
     # Every state is really exercised on "node", so the comparison above is not vacuous.
@@ -96,7 +96,7 @@ async def test_counts_equal_bullmq_get_job_counts(redis: Redis, bullmq_world: di
 
 
 async def test_bullmq_counts_fold_into_queue_counts(redis: Redis, bullmq_world: dict[str, dict[str, int]]) -> None:
-    counts, _ = await CountsReader(redis).read_detailed(SPECS, int(time.time() * 1000))
+    counts, _ = await CountsReader(redis).read_detailed(SPECS, round(time.time() * 1000))
     node = counts["node"]
     # Prioritized jobs are ready to run: they are part of waiting (and so of the backlog).
     assert (node.waiting, node.prioritized, node.active, node.backlog) == (7, 3, 1, 8)
@@ -123,7 +123,7 @@ async def test_exporter_serves_bullmq_queues(redis_url: str, bullmq_world: dict[
 
 async def test_marker_at_the_tail_of_wait(redis: Redis) -> None:
     spec = QueueSpec(name="old", backend="bullmq")
-    now = int(time.time() * 1000)
+    now = round(time.time() * 1000)
     await redis.lpush("bull:old:wait", "0:123")  # the marker, pushed first so it sits at the tail
     await redis.lpush("bull:old:wait", "7")
     await redis.hset("bull:old:7", mapping={"timestamp": now - 5000, "delay": 0})

@@ -92,7 +92,7 @@ async def outage_setup(tmp_path: Path) -> AsyncIterator[tuple[RedisServer, Expor
 async def test_redis_killed_and_restarted(outage_setup: tuple[RedisServer, ExporterProcess]) -> None:
     server, exporter = outage_setup
     redis = Redis.from_url(server.url)
-    now = int(time.time() * 1000)
+    now = round(time.time() * 1000)
     await redis.zadd("arq:queue:email", {f"j{i}": now - 1000 for i in range(3)})
     await redis.aclose()
 

@@ -43,7 +43,7 @@ async def test_counts_tell_waiting_running_and_deferred_apart(redis: Redis) -> N
     await producer.enqueue("email", "send_email", job_id="urgent-later", defer_seconds=60, priority=0)
     await producer.enqueue("email", "send_email", job_id="low", priority=2)
     # Two jobs "running": a live lease in the active set. One dead lease (crashed worker) counts as waiting.
-    now = int(time.time() * 1000)  # after enqueueing: every job enqueued so far is ready at `now`
+    now = round(time.time() * 1000)  # after enqueueing: every job enqueued so far is ready at `now`
     k = QueueKeys.for_queue("email", "arq:queue:email")
     await redis.zadd(k.active, {"w0": now + 10_000, "w1": now + 10_000, "w2": now - 1})
     counts = (await CountsReader(redis).read(SPECS, now_ms=now))["email"]
@@ -69,7 +69,7 @@ async def test_priority_bands_order_pickup(redis: Redis) -> None:
 
 
 async def test_oldest_waiting_age_skips_running_jobs(redis: Redis) -> None:
-    now = int(time.time() * 1000)
+    now = round(time.time() * 1000)
     k = QueueKeys.for_queue("email", "arq:queue:email")
     await redis.zadd(k.queue, {"old-running": now - 9000, "old-waiting": now - 4000, "new": now - 1000})
     await redis.zadd(k.active, {"old-running": now + 10_000})

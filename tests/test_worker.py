@@ -125,19 +125,19 @@ async def test_failure_is_retried_with_backoff_in_its_band_then_dead_with_full_e
     payload = await redis.get(job_key("f1"))
     async with running(Worker(spec, redis)):
         for attempt in (1, 2):
-            before = int(time.time() * 1000)
+            before = round(time.time() * 1000)
             await wait_for(lambda: redis.exists(error_key("f1")), what=f"retry {attempt}")
             score = int(await redis.zscore(k.queue, "f1"))
             # Retry due in 60 s, still in the urgent band (priority 0), not in the normal one.
             priority, ready_at = scores.split_score(score, spec)
             assert priority == 0
-            assert before + 59_000 <= ready_at <= int(time.time() * 1000) + 60_000
+            assert before + 59_000 <= ready_at <= round(time.time() * 1000) + 60_000
             error = json.loads(await redis.get(error_key("f1")))
             assert error["error"] == "ValueError: bad input" and error["attempt"] == attempt
             assert not await redis.exists(in_progress_key("f1"))
             # Skip the 60 s wait: make the retry due now and wake the worker.
             await redis.delete(error_key("f1"))
-            await redis.zadd(k.queue, {"f1": scores.job_score(int(time.time() * 1000), 0, spec)})
+            await redis.zadd(k.queue, {"f1": scores.job_score(round(time.time() * 1000), 0, spec)})
             await redis.publish(k.wake, "1")
         entry = await wait_for(lambda: dead_entry(redis, spec, "f1"), what="dead-letter entry")
     assert [r["try"] for r in await runs(redis, "f1")] == [1, 2, 3]
@@ -175,7 +175,7 @@ async def test_retry_exception_defers_by_its_own_delay(redis: Redis) -> None:
 async def test_poison_jobs_go_to_the_dead_letter_store_at_once(redis: Redis) -> None:
     spec = make_spec(max_tries=5)
     k = QueueKeys.for_queue("q", spec.queue_key)
-    now = int(time.time() * 1000)
+    now = round(time.time() * 1000)
     await redis.set(job_key("garbage"), b"\x80\x04not json at all")  # what arq's default (pickle) producer writes
     stranger = serializers.json_dumps({"f": "rm_rf", "a": [1], "k": {}, "t": None, "et": now})
     await redis.set(job_key("stranger"), stranger)
