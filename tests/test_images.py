@@ -125,3 +125,11 @@ def test_builder_step_installs_a_working_arqscale(tmp_path: Path) -> None:
         [str(venv / "bin" / "arqscale"), "schema", "--help"], capture_output=True, text=True, check=False
     )
     assert check.returncode == 0, check.stderr[-3000:]
+
+
+def test_worker_image_writes_demo_files_under_tmp() -> None:
+    # The chart mounts the root filesystem read-only with an emptyDir at /tmp; the default demo queues
+    # (which the chart runs when `queues:` is empty) write their files, so they must write there.
+    final = stages("Dockerfile.worker")[-1]
+    env = " ".join(args for word, args in final if word == "ENV")
+    assert "ARQSCALE_DEMO_DIR=/tmp/" in env
