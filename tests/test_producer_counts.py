@@ -12,8 +12,8 @@ from arqscale import scores
 from arqscale.counts import CountsReader
 from arqscale.keys import QueueKeys
 from arqscale.models import JobRequest
-from arqscale.producer import Producer, UnknownFunctionError, UnknownQueueError
-from arqscale.spec import parse_queues
+from arqscale.producer import Producer, UnknownFunctionError
+from arqscale.spec import UnknownQueueError, parse_queues
 
 SPECS = parse_queues(
     {

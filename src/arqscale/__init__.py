@@ -1,9 +1,9 @@
 """arqscale: arq background jobs on Kubernetes, one worker per queue, autoscaled on exact queue counts."""
 
 from arqscale.models import EnqueueResult, JobRequest, JobState, JobStatus, QueueCounts
-from arqscale.producer import Producer, UnknownFunctionError, UnknownQueueError
+from arqscale.producer import Producer, UnknownFunctionError
 from arqscale.settings import ArqscaleSettings, RedisSettings
-from arqscale.spec import QueueConfigError, QueueSpec, load_queues, parse_queues
+from arqscale.spec import QueueConfigError, QueueSpec, UnknownQueueError, load_queues, parse_queues
 
 __version__ = "0.1.0"
 

@@ -8,7 +8,7 @@ instead of waiting for its next poll.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from arq.jobs import serialize_job
@@ -17,7 +17,7 @@ from redis.asyncio import Redis
 from arqscale import keys, scores, serializers
 from arqscale.lua import LuaScript, run_scripts
 from arqscale.models import EnqueueResult, JobRequest, JobState
-from arqscale.spec import QueueSpec
+from arqscale.spec import QueueSpec, arq_queue
 
 # How long a job payload outlives its scheduled time. arq uses one day and then drops the job; a
 # queue that stays unattended over a weekend must not lose work, so keep payloads for two weeks.
@@ -31,12 +31,6 @@ redis.call('ZADD', KEYS[3], ARGV[3], ARGV[1])
 redis.call('PUBLISH', ARGV[5], '1')
 return 1
 """)
-
-
-class UnknownQueueError(LookupError):
-    def __init__(self, queue: str, known: Iterable[str]) -> None:
-        super().__init__(f"unknown queue {queue!r}; known queues: {', '.join(sorted(known))}")
-        self.queue = queue
 
 
 class UnknownFunctionError(ValueError):
@@ -55,10 +49,7 @@ class Producer:
         self.specs = dict(specs)
 
     def spec(self, queue: str) -> QueueSpec:
-        spec = self.specs.get(queue)
-        if spec is None or spec.backend != "arq":
-            raise UnknownQueueError(queue, [n for n, s in self.specs.items() if s.backend == "arq"])
-        return spec
+        return arq_queue(self.specs, queue)
 
     async def enqueue(
         self,

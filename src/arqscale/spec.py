@@ -14,6 +14,7 @@ one model. A queues file is a map keyed by queue name::
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -149,6 +150,20 @@ class QueuesFile(_Model):
     """The queues file, and the chart's ``queues:`` value: a map keyed by queue name."""
 
     queues: dict[str, dict[str, Any]] = Field(min_length=1)
+
+
+class UnknownQueueError(LookupError):
+    def __init__(self, queue: str, known: Iterable[str]) -> None:
+        super().__init__(f"unknown queue {queue!r}; known queues: {', '.join(sorted(known))}")
+        self.queue = queue
+
+
+def arq_queue(specs: Mapping[str, QueueSpec], name: str) -> QueueSpec:
+    """The arq queue called ``name`` (the ones jobs can be enqueued on), or UnknownQueueError naming the rest."""
+    spec = specs.get(name)
+    if spec is None or spec.backend != "arq":
+        raise UnknownQueueError(name, [n for n, s in specs.items() if s.backend == "arq"])
+    return spec
 
 
 class QueueConfigError(ValueError):

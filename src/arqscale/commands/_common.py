@@ -19,7 +19,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from arqscale.config import Config, load_config_or_exit
 from arqscale.connection import create_redis
-from arqscale.spec import QueueSpec
+from arqscale.spec import QueueSpec, UnknownQueueError, arq_queue
 
 
 class UsageError(Exception):
@@ -32,11 +32,10 @@ def fail(command: str, message: str, code: int = 2) -> int:
 
 
 def arq_spec(config: Config, name: str) -> QueueSpec:
-    spec = config.queues.get(name)
-    if spec is None or spec.backend != "arq":
-        known = ", ".join(sorted(n for n, s in config.queues.items() if s.backend == "arq"))
-        raise UsageError(f"unknown queue {name!r}; known queues: {known}")
-    return spec
+    try:
+        return arq_queue(config.queues, name)
+    except UnknownQueueError as exc:
+        raise UsageError(str(exc)) from None
 
 
 def parse_json(option: str, text: str | None, kind: type[list[Any]] | type[dict[str, Any]]) -> Any:
