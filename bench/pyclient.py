@@ -24,9 +24,9 @@ import uvloop
 from arq.connections import ArqRedis, RedisSettings, create_pool
 from redis.asyncio import Redis
 
-from arqscale.models import JobRequest
-from arqscale.producer import Producer
-from arqscale.spec import load_queues
+from arqscale.core.models import JobRequest
+from arqscale.core.producer import Producer
+from arqscale.core.spec import load_queues
 
 QUEUE = "bench"
 QUEUE_KEY = "arq:queue:bench"

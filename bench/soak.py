@@ -1,4 +1,4 @@
-"""Soak: the chaos test (tests/test_chaos.py) with larger numbers, for as long as you like.
+"""Soak: the chaos test (tests/system/test_chaos.py) with larger numbers, for as long as you like.
 
     python bench/soak.py --jobs 50000 --minutes 10 --workers 6 --max-workers 10
     python bench/soak.py --jobs 20000 --minutes 4 --write docs/reliability.md

@@ -1,11 +1,11 @@
-"""The chaos workload and the harness that runs it (tests/test_chaos.py, bench/soak.py).
+"""The chaos workload and the harness that runs it (tests/system/test_chaos.py, bench/soak.py).
 
 The task, ``chaos_tasks.record``, writes every run it makes into Redis: ``HINCRBY chaos:runs <id> 1``
 and an ``s`` event (job, worker pid, time, try) when it starts, an ``e`` event when its body ends.
 Workers import it as ``chaos_tasks.record`` with ``tests/`` on ``PYTHONPATH``.
 
 The harness starts a private redis-server with AOF, real ``arqscale worker`` subprocesses (and the
-exporter when it exists), enqueues jobs with ``arqscale.producer.Producer`` at a steady pace and,
+exporter when it exists), enqueues jobs with ``arqscale.core.producer.Producer`` at a steady pace and,
 meanwhile, SIGTERMs (drain) and SIGKILLs random workers, starts new ones, and restarts Redis. Then it
 reads the run log back and accounts for every run: each rerun of a job must be explained by a
 SIGKILL of the worker that ran the previous try, by a drain that cut it short, or by the Redis outage.
@@ -122,10 +122,10 @@ def write_queues_file(path: Path, queues: dict[str, dict[str, Any]]) -> Path:
 
 
 def command_exists(name: str) -> bool:
-    """Whether ``arqscale <name>`` has landed (its module under arqscale.commands exists)."""
+    """Whether ``arqscale <name>`` has landed (its module under arqscale.cli exists)."""
     import importlib.util
 
-    return importlib.util.find_spec(f"arqscale.commands.{name}") is not None
+    return importlib.util.find_spec(f"arqscale.cli.{name}") is not None
 
 
 class ArqscaleProcess:
@@ -430,7 +430,7 @@ class ChaosHarness:
     # -- the experiment
 
     async def run(self) -> ChaosReport:
-        from arqscale.spec import load_queues
+        from arqscale.core.spec import load_queues
 
         specs = load_queues(self.queues_file)
         redis = Redis.from_url(self.server.url)
@@ -468,8 +468,8 @@ class ChaosHarness:
             self.close()
 
     async def _enqueue_all(self, redis: Redis, specs: dict[str, Any]) -> None:
-        from arqscale.models import JobRequest
-        from arqscale.producer import Producer
+        from arqscale.core.models import JobRequest
+        from arqscale.core.producer import Producer
 
         producer = Producer(redis, specs)
         batches = [self.job_ids[i : i + self.cfg.batch] for i in range(0, len(self.job_ids), self.cfg.batch)]
@@ -561,7 +561,7 @@ class ChaosHarness:
             w.poll()
 
     async def _settle(self, redis: Redis) -> int:
-        from arqscale.keys import QueueKeys
+        from arqscale.core.keys import QueueKeys
 
         completed_key = QueueKeys.for_queue(QUEUE, f"arq:queue:{QUEUE}").completed
         deadline = time.monotonic() + self.cfg.settle_timeout
@@ -576,8 +576,8 @@ class ChaosHarness:
         return done
 
     async def _report(self, redis: Redis, specs: dict[str, Any], completed: int, seconds: float) -> ChaosReport:
-        from arqscale.counts import CountsReader
-        from arqscale.keys import QueueKeys
+        from arqscale.core.counts import CountsReader
+        from arqscale.core.keys import QueueKeys
 
         qk = QueueKeys.for_queue(QUEUE, f"arq:queue:{QUEUE}")
         done_ids = {m.decode() for m in await redis.zrange(qk.completed, 0, -1)}
@@ -804,14 +804,14 @@ CONN_QUEUES: dict[str, dict[str, Any]] = {
 
 def redis_settings_from_env(env: dict[str, str]) -> Any:
     """``RedisSettings`` built from the REDIS_* entries of ``env`` (what a subprocess would read)."""
-    from arqscale.settings import RedisSettings
+    from arqscale.core.settings import RedisSettings
 
     values = {k.removeprefix("REDIS_").lower(): v for k, v in env.items() if k.startswith("REDIS_")}
     return RedisSettings(**values)
 
 
 async def wait_completed(redis: Redis, queue: str, job_ids: list[str], within: float = 20) -> None:
-    from arqscale.keys import QueueKeys
+    from arqscale.core.keys import QueueKeys
 
     key = QueueKeys.for_queue(queue, f"arq:queue:{queue}").completed
     deadline = time.monotonic() + within
@@ -825,9 +825,9 @@ async def wait_completed(redis: Redis, queue: str, job_ids: list[str], within: f
 
 async def prove_worker(env: dict[str, str], workdir: Path) -> str:
     """A worker started with ``env`` runs jobs enqueued through the same settings; returns its output."""
-    from arqscale.connection import create_redis
-    from arqscale.producer import Producer
-    from arqscale.spec import parse_queues
+    from arqscale.core.connection import create_redis
+    from arqscale.core.producer import Producer
+    from arqscale.core.spec import parse_queues
 
     settings = redis_settings_from_env(env)
     redis = create_redis(settings)
@@ -856,9 +856,9 @@ async def prove_worker(env: dict[str, str], workdir: Path) -> str:
 
 async def enqueue_idle(env: dict[str, str], n: int) -> list[str]:
     """Enqueue ``n`` jobs on the worker-less ``idle`` queue through ``env``'s settings."""
-    from arqscale.connection import create_redis
-    from arqscale.producer import Producer
-    from arqscale.spec import parse_queues
+    from arqscale.core.connection import create_redis
+    from arqscale.core.producer import Producer
+    from arqscale.core.spec import parse_queues
 
     redis = create_redis(redis_settings_from_env(env))
     try:

@@ -20,10 +20,10 @@ from typing import Any
 import aiohttp
 from redis.asyncio import Redis
 
-from arqscale.exporter import Exporter, ExporterOptions
-from arqscale.keys import QueueKeys
-from arqscale.producer import Producer
-from arqscale.spec import QueueSpec, parse_queues
+from arqscale.core.keys import QueueKeys
+from arqscale.core.producer import Producer
+from arqscale.core.spec import QueueSpec, parse_queues
+from arqscale.exporter.server import Exporter, ExporterOptions
 
 ROOT = Path(__file__).resolve().parent.parent
 TOOLS_BIN = ROOT / ".tools" / "bin"

@@ -15,9 +15,9 @@ from arq.jobs import serialize_result
 from arq.worker import JobExecutionFailed
 from redis.asyncio import Redis
 
-from arqscale import keys, scores, serializers
-from arqscale.models import DeadJob
-from arqscale.spec import QueueSpec
+from arqscale.core import keys, scores, serializers
+from arqscale.core.models import DeadJob
+from arqscale.core.spec import QueueSpec
 
 
 def now_ms() -> int:

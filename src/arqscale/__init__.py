@@ -1,9 +1,10 @@
 """arqscale: arq background jobs on Kubernetes, one worker per queue, autoscaled on exact queue counts."""
 
-from arqscale.models import EnqueueResult, JobRequest, JobState, JobStatus, QueueCounts
-from arqscale.producer import Producer, UnknownFunctionError
-from arqscale.settings import ArqscaleSettings, RedisSettings
-from arqscale.spec import QueueConfigError, QueueSpec, UnknownQueueError, load_queues, parse_queues
+from arqscale.core.connection import create_redis
+from arqscale.core.models import EnqueueResult, JobRequest, JobState, JobStatus, QueueCounts
+from arqscale.core.producer import Producer, UnknownFunctionError
+from arqscale.core.settings import ArqscaleSettings, RedisSettings
+from arqscale.core.spec import QueueConfigError, QueueSpec, UnknownQueueError, load_queues, parse_queues
 
 __version__ = "0.1.0"
 
@@ -21,6 +22,7 @@ __all__ = [
     "UnknownFunctionError",
     "UnknownQueueError",
     "__version__",
+    "create_redis",
     "load_queues",
     "parse_queues",
 ]

@@ -1,3 +1,3 @@
-from arqscale.cli import main
+from arqscale.cli.main import main
 
 raise SystemExit(main())

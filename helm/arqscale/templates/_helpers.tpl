@@ -18,7 +18,7 @@
 {{- end -}}
 
 {{/*
-A DNS-safe, stable, unique name for a queue (mirrored by arqscale.chart_schema.queue_slug):
+A DNS-safe, stable, unique name for a queue (mirrored by arqscale.chart.schema.queue_slug):
 lowercase, runs of other characters -> "-", at most 40 characters; when that changed the name
 (case, characters, length), "-" and 8 hex digits of the name's SHA-256 follow, so `Email`,
 `email` and `e-mail` never collide.
@@ -142,7 +142,7 @@ arqscale.io/queue: {{ .queue | quote }}
 {{- end -}}
 {{- end -}}
 
-{{/* Environment of every arqscale process that talks to Redis (REDIS_* as read by arqscale.settings) */}}
+{{/* Environment of every arqscale process that talks to Redis (REDIS_* as read by arqscale.core.settings) */}}
 {{- define "arqscale.redisEnv" -}}
 {{- $secret := include "arqscale.redisSecretName" . -}}
 {{- if .Values.redis.enabled }}

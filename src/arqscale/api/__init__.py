@@ -1,0 +1,4 @@
+"""The HTTP API process (``arqscale api``): routes, the OpenAPI document and the dashboard.
+
+Imports only ``arqscale.core``.
+"""

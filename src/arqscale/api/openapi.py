@@ -1,0 +1,280 @@
+"""The HTTP API's shapes and its OpenAPI 3.1 description, built from the pydantic models.
+
+``OPERATIONS`` is the one table of routes: ``arqscale.api.app`` registers exactly these (a handler per
+``operation_id``) and ``build_document`` describes exactly these, so no route goes undocumented.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+from pydantic.json_schema import models_json_schema
+
+from arqscale import __version__
+from arqscale.core.job_listing import DEFAULT_LIMIT, MAX_LIMIT, MAX_OFFSET, JobList, ListState
+from arqscale.core.models import JOB_ID_PATTERN, DeadJob, EnqueueResult, JobRequest, JobState, JobStatus
+from arqscale.core.spec import QUEUE_NAME_RE
+
+MAX_BATCH_JOBS = 1000
+
+
+# ---- request and response bodies that exist only in the API ------------------------------------
+
+
+class FieldError(BaseModel):
+    field: str = Field(description="where the problem is, e.g. jobs.3.priority")
+    message: str
+
+
+class ApiError(BaseModel):
+    """Every error answer: a stable code, a sentence for people, and the fields at fault."""
+
+    error: str = Field(description="stable machine-readable code, e.g. unknown_queue")
+    message: str
+    details: list[FieldError] = Field(default_factory=list)
+
+
+class BatchRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    jobs: list[JobRequest] = Field(min_length=1, max_length=MAX_BATCH_JOBS)
+
+
+class BatchResponse(BaseModel):
+    jobs: list[EnqueueResult]
+
+
+class QueueView(BaseModel):
+    """Counts of one queue, BullMQ's meaning: ``failed`` is the dead-letter store."""
+
+    queue: str
+    waiting: int
+    active: int
+    delayed: int
+    paused: int
+    prioritized: int
+    completed: int
+    failed: int
+    waiting_children: int
+    backlog: int = Field(description="waiting + active")
+    oldest_waiting_seconds: float
+    is_paused: bool
+    workers: int = Field(description="worker processes with a live heartbeat on this queue")
+
+
+class QueueList(BaseModel):
+    queues: list[QueueView]
+
+
+class PauseResponse(BaseModel):
+    queue: str
+    paused: bool
+    changed: bool = Field(description="false when the queue already was in that state")
+
+
+class DeadLetterList(BaseModel):
+    queue: str
+    total: int
+    offset: int
+    limit: int
+    items: list[DeadJob]
+
+
+class RequeueResponse(BaseModel):
+    queue: str
+    job_id: str
+    status: JobState
+
+
+class RequeueAllResponse(BaseModel):
+    queue: str
+    requeued: list[str]
+    skipped: dict[str, str] = Field(description="job id -> why it was not requeued")
+
+
+class PurgeResponse(BaseModel):
+    queue: str
+    purged: int
+
+
+class RedisHealth(BaseModel):
+    connected: bool
+    latency_ms: float | None = None
+    error: str | None = None
+
+
+class Health(BaseModel):
+    status: Literal["healthy", "degraded", "unhealthy"]
+    redis: RedisHealth
+    problems: list[str] = Field(default_factory=list)
+    queues: list[QueueView] = Field(default_factory=list)
+    timestamp: float
+
+
+class Probe(BaseModel):
+    status: Literal["ok", "unavailable"]
+
+
+# ---- the route table ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Param:
+    name: str
+    where: Literal["path", "query"]
+    schema: dict[str, Any]
+    description: str = ""
+
+
+QUEUE = Param("queue", "path", {"type": "string", "pattern": QUEUE_NAME_RE.pattern}, "queue name")
+JOB_ID = Param("job_id", "path", {"type": "string", "pattern": JOB_ID_PATTERN}, "job id")
+
+
+@dataclass(frozen=True)
+class Operation:
+    operation_id: str
+    method: Literal["GET", "POST", "DELETE"]
+    path: str
+    summary: str
+    responses: dict[int, type[BaseModel]]
+    body: type[BaseModel] | None = None
+    params: tuple[Param, ...] = ()
+    open: bool = False  # served without the bearer token (probes and this document)
+
+
+_ERR_ANY = {400: ApiError, 401: ApiError, 404: ApiError, 413: ApiError, 422: ApiError, 503: ApiError}
+_ERR_READ = {401: ApiError, 404: ApiError, 422: ApiError, 503: ApiError}
+
+OPERATIONS: tuple[Operation, ...] = (
+    Operation("health", "GET", "/healthz", "Health: healthy, degraded or unhealthy, and whether Redis answers",
+              {200: Health, 503: Health}, open=True),
+    Operation("livez", "GET", "/livez", "Liveness: the process serves requests", {200: Probe}, open=True),
+    Operation("readyz", "GET", "/readyz", "Readiness: Redis answers", {200: Probe, 503: Probe}, open=True),
+    Operation("enqueue", "POST", "/v1/queues/{queue}/jobs", "Enqueue one job (202 at once; job_id makes it idempotent)",
+              {202: EnqueueResult, **_ERR_ANY}, body=JobRequest, params=(QUEUE,)),
+    Operation("enqueue_batch", "POST", "/v1/queues/{queue}/jobs:batch",
+              f"Enqueue up to {MAX_BATCH_JOBS} jobs in one round trip; all are validated before any is written",
+              {202: BatchResponse, **_ERR_ANY}, body=BatchRequest, params=(QUEUE,)),
+    Operation("list_jobs", "GET", "/v1/queues/{queue}/jobs",
+              "A page of the queue's jobs in one state, with the state's total (waiting: in the order workers "
+              "take them; delayed: by ready time; active: live leases; completed and failed: newest first)",
+              {200: JobList, **_ERR_READ},
+              params=(QUEUE,
+                      Param("state", "query", {"type": "string", "enum": [s.value for s in ListState],
+                                               "default": ListState.WAITING.value},
+                            "which jobs: BullMQ's state names, as in the queue counts"),
+                      Param("offset", "query", {"type": "integer", "minimum": 0, "maximum": MAX_OFFSET, "default": 0}),
+                      Param("limit", "query",
+                            {"type": "integer", "minimum": 1, "maximum": MAX_LIMIT, "default": DEFAULT_LIMIT},
+                            f"jobs per page; more than {MAX_LIMIT} is a 422"))),
+    Operation("job_status", "GET", "/v1/jobs/{job_id}", "A job's state, progress, result or error, attempts, times",
+              {200: JobStatus, 404: JobStatus, 401: ApiError, 422: ApiError, 503: ApiError}, params=(JOB_ID,)),
+    Operation("list_queues", "GET", "/v1/queues", "Counts per state of every queue",
+              {200: QueueList, 401: ApiError, 503: ApiError}),
+    Operation("get_queue", "GET", "/v1/queues/{queue}", "Counts per state of one queue", {200: QueueView, **_ERR_READ},
+              params=(QUEUE,)),
+    Operation("pause_queue", "POST", "/v1/queues/{queue}/pause", "Pause: workers take no jobs; enqueueing still works",
+              {200: PauseResponse, **_ERR_READ}, params=(QUEUE,)),
+    Operation("resume_queue", "POST", "/v1/queues/{queue}/resume", "Resume a paused queue and wake its workers",
+              {200: PauseResponse, **_ERR_READ}, params=(QUEUE,)),
+    Operation("list_dead_letters", "GET", "/v1/queues/{queue}/dead-letters", "Dead-letter entries, newest first",
+              {200: DeadLetterList, **_ERR_READ},
+              params=(QUEUE, Param("offset", "query", {"type": "integer", "minimum": 0, "default": 0}),
+                      Param("limit", "query", {"type": "integer", "minimum": 1, "maximum": 1000, "default": 50}))),
+    Operation("purge_dead_letters", "DELETE", "/v1/queues/{queue}/dead-letters",
+              "Delete the entries that failed more than older_than_seconds ago, or every entry with all=true",
+              {200: PurgeResponse, **_ERR_READ},
+              params=(QUEUE, Param("older_than_seconds", "query", {"type": "number", "minimum": 0}),
+                      Param("all", "query", {"type": "boolean"}, "required to delete every entry"))),
+    Operation("requeue_dead_letters", "POST", "/v1/queues/{queue}/dead-letters/requeue",
+              "Requeue every entry (same ids, original payloads, tries reset)",
+              {200: RequeueAllResponse, **_ERR_READ}, params=(QUEUE,)),
+    Operation("get_dead_letter", "GET", "/v1/queues/{queue}/dead-letters/{job_id}", "One dead-letter entry",
+              {200: DeadJob, **_ERR_READ}, params=(QUEUE, JOB_ID)),
+    Operation("purge_dead_letter", "DELETE", "/v1/queues/{queue}/dead-letters/{job_id}", "Delete one entry",
+              {200: PurgeResponse, **_ERR_READ}, params=(QUEUE, JOB_ID)),
+    Operation("requeue_dead_letter", "POST", "/v1/queues/{queue}/dead-letters/{job_id}/requeue",
+              "Requeue one entry under the same id; 409 when a live job holds that id",
+              {202: RequeueResponse, 409: ApiError, **_ERR_READ}, params=(QUEUE, JOB_ID)),
+    Operation("openapi", "GET", "/openapi.json", "This document", {}, open=True),
+)  # fmt: skip
+
+_DESCRIPTIONS = {
+    200: "OK",
+    202: "Accepted",
+    400: "Invalid JSON",
+    401: "Missing or wrong bearer token",
+    404: "Unknown queue, job or entry (for a job: its status, state not_found)",
+    409: "Conflict",
+    413: "Body too large",
+    422: "Validation failed; details name the fields",
+    503: "Redis does not answer, or refused (out of memory, read-only, loading)",
+}
+
+
+def _schemas() -> dict[str, Any]:
+    models: set[tuple[type[BaseModel], Literal["validation", "serialization"]]] = set()
+    for op in OPERATIONS:
+        if op.body is not None:
+            models.add((op.body, "validation"))
+        for model in op.responses.values():
+            models.add((model, "serialization"))
+    _, top = models_json_schema(
+        sorted(models, key=lambda m: (m[0].__name__, m[1])), ref_template="#/components/schemas/{model}"
+    )
+    defs: dict[str, Any] = top.get("$defs", {})
+    return defs
+
+
+def _ref(model: type[BaseModel]) -> dict[str, str]:
+    return {"$ref": f"#/components/schemas/{model.__name__}"}
+
+
+def _operation(op: Operation, max_body_bytes: int) -> dict[str, Any]:
+    doc: dict[str, Any] = {"operationId": op.operation_id, "summary": op.summary}
+    if op.params:
+        doc["parameters"] = [
+            {"name": p.name, "in": p.where, "required": p.where == "path", "schema": p.schema}
+            | ({"description": p.description} if p.description else {})
+            for p in op.params
+        ]
+    if op.body is not None:
+        doc["requestBody"] = {
+            "required": True,
+            "description": f"JSON, at most {max_body_bytes} bytes",
+            "content": {"application/json": {"schema": _ref(op.body)}},
+        }
+    responses: dict[str, Any] = {}
+    for code, model in sorted(op.responses.items()):
+        responses[str(code)] = {
+            "description": _DESCRIPTIONS.get(code, "OK"),
+            "content": {"application/json": {"schema": _ref(model)}},
+        }
+    if not responses:
+        responses["200"] = {"description": "OK", "content": {"application/json": {"schema": {"type": "object"}}}}
+    doc["responses"] = responses
+    doc["security"] = [] if op.open else [{"bearerAuth": []}]
+    return doc
+
+
+def build_document(max_body_bytes: int) -> dict[str, Any]:
+    """The OpenAPI 3.1 description of every route in ``OPERATIONS``."""
+    paths: dict[str, dict[str, Any]] = {}
+    for op in OPERATIONS:
+        paths.setdefault(op.path, {})[op.method.lower()] = _operation(op, max_body_bytes)
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "arqscale API",
+            "version": __version__,
+            "description": "Enqueue arq jobs, read their status, list and watch queues, manage dead letters. When "
+            "ARQSCALE_API_TOKEN is set, /v1 routes need `Authorization: Bearer <token>`.",
+        },
+        "paths": paths,
+        "components": {
+            "schemas": _schemas(),
+            "securitySchemes": {"bearerAuth": {"type": "http", "scheme": "bearer"}},
+        },
+    }

@@ -1,0 +1,67 @@
+"""``arqscale enqueue QUEUE FUNCTION``: put one job on a queue."""
+
+from __future__ import annotations
+
+import argparse
+
+from pydantic import ValidationError
+from redis.asyncio import Redis
+
+from arqscale.cli._common import UsageError, arq_spec, parse_json, run_with_redis
+from arqscale.core.config import Config
+from arqscale.core.job_status import JobStatusReader
+from arqscale.core.models import JobRequest
+from arqscale.core.producer import Producer, UnknownFunctionError
+
+HELP = "enqueue one job: arqscale enqueue QUEUE FUNCTION --args JSON --kwargs JSON"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("queue", metavar="QUEUE", help="queue name, e.g. email")
+    parser.add_argument("function", metavar="FUNCTION", help="task name, e.g. send_email")
+    parser.add_argument("--args", metavar="JSON", help="positional arguments as a JSON array")
+    parser.add_argument("--kwargs", metavar="JSON", help="keyword arguments as a JSON object")
+    parser.add_argument("--job-id", metavar="ID", help="idempotency key: the same id twice is one job")
+    parser.add_argument("--defer", type=float, metavar="SECONDS", help="run no earlier than this many seconds from now")
+    parser.add_argument("--priority", type=int, metavar="N", help="0 is the most urgent; default: the queue's normal")
+    parser.add_argument("--json", action="store_true", help="print the result as JSON")
+
+
+def _request(args: argparse.Namespace) -> JobRequest:
+    try:
+        return JobRequest(
+            function=args.function,
+            args=parse_json("--args", args.args, list),
+            kwargs=parse_json("--kwargs", args.kwargs, dict),
+            job_id=args.job_id,
+            defer_seconds=args.defer,
+            priority=args.priority,
+        )
+    except ValidationError as exc:
+        err = exc.errors(include_url=False, include_input=False)[0]
+        field = {"defer_seconds": "--defer", "job_id": "--job-id"}.get(str(err["loc"][0]), str(err["loc"][0]))
+        raise UsageError(f"{field}: {err['msg']}") from None
+
+
+async def _enqueue(args: argparse.Namespace, config: Config, redis: Redis) -> int:
+    spec = arq_spec(config, args.queue)
+    request = _request(args)
+    try:
+        [result] = await Producer(redis, config.queues).enqueue_many(spec.name, [request])
+        if not result.created:  # say what the existing job is doing, not what a new one would
+            result.status = (await JobStatusReader(redis, config.queues).read(result.job_id)).state
+    except UnknownFunctionError as exc:
+        raise UsageError(str(exc)) from None
+    except ValueError as exc:  # priority out of range, arguments the serializer cannot encode
+        raise UsageError(str(exc)) from None
+    if args.json:
+        print(result.model_dump_json())
+    elif result.created:
+        print(f"enqueued {result.job_id} on {result.queue} ({result.status})")
+    else:
+        print(f"{result.job_id} already exists on {result.queue} ({result.status}): not enqueued again")
+    return 0
+
+
+def run(args: argparse.Namespace) -> int:
+    return run_with_redis("enqueue", lambda config, redis: _enqueue(args, config, redis))

@@ -1,0 +1,52 @@
+"""``arqscale worker --queue NAME``: run one queue's jobs in this process (uvloop), with probes and metrics."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+HELP = "run the worker of one queue: its jobs, /livez, /readyz and /metrics on one port"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--queue", required=True, metavar="NAME", help="the queue to run (a key of the queues file)")
+    parser.add_argument(
+        "--port", type=int, default=None, help="HTTP port for probes and metrics (ARQSCALE_WORKER_PORT)"
+    )
+    parser.add_argument(
+        "--drain-timeout",
+        type=float,
+        default=None,
+        metavar="SECONDS",
+        help="override the queue's drain timeout; jobs still running after it are put back for another worker",
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    from arqscale.core.config import load_config_or_exit
+
+    config = load_config_or_exit()
+    spec = config.queues.get(args.queue)
+    if spec is None or spec.backend != "arq":
+        runnable = sorted(n for n, s in config.queues.items() if s.backend == "arq")
+        why = "is a bullmq queue (counted, not run)" if spec is not None else "is not in the queues file"
+        print(f"arqscale worker: queue {args.queue!r} {why}; runnable queues: {', '.join(runnable)}", file=sys.stderr)
+        return 2
+    if args.drain_timeout is not None and args.drain_timeout < 0:
+        print("arqscale worker: --drain-timeout must be >= 0", file=sys.stderr)
+        return 2
+
+    from arqscale.worker.loop import WorkerSetupError, load_functions
+
+    try:
+        functions = load_functions(spec)
+    except WorkerSetupError as exc:
+        print(f"arqscale worker: {exc}", file=sys.stderr)
+        return 2
+
+    import uvloop
+
+    from arqscale.worker.process import serve
+
+    port = config.settings.worker_port if args.port is None else args.port
+    return uvloop.run(serve(config, spec, functions, port=port, drain_timeout=args.drain_timeout))

@@ -1,1 +1,0 @@
-"""Subcommands of the ``arqscale`` CLI, one module each (see ``arqscale.cli``)."""

@@ -1,0 +1,418 @@
+"""Pages of a queue's jobs in one state (waiting, active, delayed, completed, failed), Bull Board style.
+
+Every page costs two round trips whatever the queue's size and the offset: one Lua script finds the
+ids of the page and the state's total, then one pipeline reads what the list shows about those ids
+(payloads, try counters, last errors, progress, results or dead-letter entries).
+
+Orders:
+
+- ``waiting``: the order workers take them: most urgent priority band first, then by ready time.
+  Running jobs stay in the queue's sorted set (arq's layout) and are skipped: they are ``active``.
+- ``delayed``: by ready time, soonest first, across bands (ties: the more urgent band first).
+- ``active``: jobs with a live lease in ``arqscale:<q>:active``, in the order they were taken (priority
+  band, then ready time). There are at most as many as the workers' concurrency, so the script reads
+  them all and sorts them.
+- ``completed``: the ``:completed`` index, newest first, within ``retention.completed_seconds``
+  (the same window as the ``completed`` count).
+- ``failed``: the dead-letter index, newest failure first.
+
+Offsets are found by rank (``ZRANGE`` by index, ``ZCOUNT`` for band edges), never by walking past
+skipped entries, so a deep page costs about what the first one does. Nothing is unpickled: pickled
+payloads and results are read with ``pickle_peek``.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from collections.abc import Sequence
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any
+
+from pydantic import BaseModel, Field, ValidationError
+from redis.asyncio import Redis
+
+from arqscale.core import keys, scores
+from arqscale.core.job_status import PICKLE_NOTE, decode_stored, from_result, last_error, ms_to_s, parse_progress, text
+from arqscale.core.keys import QueueKeys
+from arqscale.core.lua import LuaScript, run_scripts
+from arqscale.core.models import DeadJob, Progress
+from arqscale.core.spec import QueueSpec
+
+MAX_LIMIT = 200
+DEFAULT_LIMIT = 20
+MAX_OFFSET = 10**9
+
+
+class ListState(StrEnum):
+    """The states a queue's jobs are listed by (BullMQ's names, as in the counts)."""
+
+    WAITING = "waiting"
+    ACTIVE = "active"
+    DELAYED = "delayed"
+    COMPLETED = "completed"
+    FAILED = "failed"
+
+
+class JobSummary(BaseModel):
+    """One job in a list: enough to recognise it; ``GET /v1/jobs/{job_id}`` has the rest."""
+
+    job_id: str
+    function: str | None = None
+    priority: int | None = Field(default=None, description="0 is the most urgent")
+    attempts: int = Field(default=0, description="tries started so far")
+    enqueued_at: float | None = None
+    scheduled_for: float | None = Field(default=None, description="when it may run (waiting, delayed, active)")
+    started_at: float | None = None
+    finished_at: float | None = Field(default=None, description="completed: when it finished; failed: when it died")
+    lease_expires_at: float | None = Field(default=None, description="active: when its lease runs out unless renewed")
+    progress: Progress | None = None
+    error: str | None = Field(default=None, description="failed: the error; waiting or delayed: the last try's error")
+    note: str | None = Field(default=None, description="why a field is empty, e.g. payload not shown (pickle queue)")
+
+
+class JobList(BaseModel):
+    queue: str
+    state: ListState
+    total: int = Field(description="jobs in this state now")
+    offset: int
+    limit: int
+    items: list[JobSummary]
+
+
+# KEYS: queue, active, completed, dlq index.
+# ARGV: mode, now ms, offset, limit, completed cutoff ms, number of bands, then per band: low, top (ready
+# max), high (exclusive), as decimal strings (Lua's tostring would round 15-digit scores).
+# Returns {total, ids, scores, extra}: scores are queue scores (waiting, delayed), lease expiries
+# (active), finished ms (completed) or failed ms (failed); extra holds active jobs' queue scores.
+LIST_LUA = """
+local kq, ka, kc, kd = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+local mode = ARGV[1]
+local now = tonumber(ARGV[2])
+local offset = tonumber(ARGV[3])
+local limit = tonumber(ARGV[4])
+local cutoff = ARGV[5]
+local nb = tonumber(ARGV[6])
+local bands = {}
+for b = 1, nb do
+  local i = 7 + (b - 1) * 3
+  bands[b] = {low = ARGV[i], top = ARGV[i + 1], high = ARGV[i + 2],
+              nlow = tonumber(ARGV[i]), ntop = tonumber(ARGV[i + 1])}
+end
+local ids, out_scores, extra = {}, {}, {}
+
+local function by_rank(key, total, reverse)
+  if offset >= total or limit == 0 then return end
+  local last = math.min(offset + limit, total) - 1
+  local got
+  if reverse then
+    got = redis.call('ZREVRANGE', key, offset, last, 'WITHSCORES')
+  else
+    got = redis.call('ZRANGE', key, offset, last, 'WITHSCORES')
+  end
+  for i = 1, #got, 2 do
+    ids[#ids + 1] = got[i]
+    out_scores[#out_scores + 1] = got[i + 1]
+  end
+end
+
+if mode == 'failed' then
+  local total = redis.call('ZCARD', kd)
+  by_rank(kd, total, true)
+  return {total, ids, out_scores, extra}
+end
+
+if mode == 'completed' then
+  -- Newest first; entries older than the retention window sit at the end and are not counted.
+  local total = redis.call('ZCOUNT', kc, cutoff, '+inf')
+  by_rank(kc, total, true)
+  return {total, ids, out_scores, extra}
+end
+
+if mode == 'active' then
+  -- Every live lease (as many as the workers' concurrency), sorted by queue score: the order they were
+  -- taken in, stable while heartbeats move the lease expiries forward.
+  local got = redis.call('ZRANGEBYSCORE', ka, '(' .. now, '+inf', 'WITHSCORES')
+  local running = {}
+  for i = 1, #got, 2 do
+    local s = redis.call('ZSCORE', kq, got[i])
+    running[#running + 1] = {s and tonumber(s) or math.huge, got[i], got[i + 1], s or ''}
+  end
+  table.sort(running, function(x, y)
+    if x[1] ~= y[1] then return x[1] < y[1] end
+    return x[2] < y[2]
+  end)
+  for i = offset + 1, math.min(offset + limit, #running) do
+    ids[#ids + 1] = running[i][2]
+    out_scores[#out_scores + 1] = running[i][3]
+    extra[#extra + 1] = running[i][4]
+  end
+  return {#running, ids, out_scores, extra}
+end
+
+if mode == 'waiting' then
+  -- Ready jobs of each band, minus the running ones (live lease), which stay in the sorted set.
+  local running = {}
+  for b = 1, nb do
+    local band = bands[b]
+    band.first = redis.call('ZCOUNT', kq, '-inf', '(' .. band.low)
+    band.ready = redis.call('ZCOUNT', kq, band.low, band.top)
+    band.ranks = {}
+  end
+  for _, id in ipairs(redis.call('ZRANGEBYSCORE', ka, '(' .. now, '+inf')) do
+    local s = redis.call('ZSCORE', kq, id)
+    if s then
+      s = tonumber(s)
+      for b = 1, nb do
+        local band = bands[b]
+        if s >= band.nlow and s <= band.ntop then
+          running[id] = true
+          band.ranks[#band.ranks + 1] = redis.call('ZRANK', kq, id)
+          break
+        end
+      end
+    end
+  end
+  local total, skip = 0, offset
+  for b = 1, nb do
+    local band = bands[b]
+    local waiting = band.ready - #band.ranks
+    total = total + waiting
+    if #ids < limit and waiting > 0 then
+      if skip >= waiting then
+        skip = skip - waiting
+      else
+        -- The rank of this band's skip-th waiting job: step over the running jobs ranked before it.
+        table.sort(band.ranks)
+        local idx = band.first + skip
+        for _, r in ipairs(band.ranks) do
+          if r <= idx then idx = idx + 1 else break end
+        end
+        local last = math.min(band.first + band.ready - 1, idx + (limit - #ids) + #band.ranks - 1)
+        local got = redis.call('ZRANGE', kq, idx, last, 'WITHSCORES')
+        for i = 1, #got, 2 do
+          if #ids >= limit then break end
+          if not running[got[i]] then
+            ids[#ids + 1] = got[i]
+            out_scores[#out_scores + 1] = got[i + 1]
+          end
+        end
+        skip = 0
+      end
+    end
+  end
+  return {total, ids, out_scores, extra}
+end
+
+-- delayed: merge the bands by ready time. Find the smallest ready time T with more than `offset`
+-- delayed jobs at or before it (binary search on ZCOUNTs), then take the page from T on.
+local function fmt(x) return string.format('%d', x) end
+local function before(t)  -- delayed jobs ready at or before t (ms)
+  local n = 0
+  for b = 1, nb do
+    n = n + redis.call('ZCOUNT', kq, '(' .. bands[b].top, fmt(bands[b].nlow + t))
+  end
+  return n
+end
+local total, latest = 0, -1
+for b = 1, nb do
+  local band = bands[b]
+  total = total + redis.call('ZCOUNT', kq, '(' .. band.top, '(' .. band.high)
+  local last = redis.call('ZREVRANGEBYSCORE', kq, '(' .. band.high, '(' .. band.top, 'WITHSCORES', 'LIMIT', 0, 1)
+  if #last > 0 then
+    local at = math.floor(tonumber(last[2]) - band.nlow)
+    if at > latest then latest = at end
+  end
+end
+if offset >= total or limit == 0 then return {total, ids, out_scores, extra} end
+local lo, hi = now + 1, latest
+if hi < lo then hi = lo end
+while lo < hi do
+  local mid = math.floor((lo + hi) / 2)
+  if before(mid) > offset then hi = mid else lo = mid + 1 end
+end
+local skip = offset - before(lo - 1)
+local candidates = {}
+for b = 1, nb do
+  local band = bands[b]
+  local from = '(' .. fmt(band.nlow + lo - 1)  -- above the top: lo > now
+  local got = redis.call('ZRANGEBYSCORE', kq, from, '(' .. band.high, 'WITHSCORES', 'LIMIT', 0, skip + limit)
+  for i = 1, #got, 2 do
+    candidates[#candidates + 1] = {tonumber(got[i + 1]) - band.nlow, b, got[i], got[i + 1]}
+  end
+end
+table.sort(candidates, function(x, y)
+  if x[1] ~= y[1] then return x[1] < y[1] end
+  if x[2] ~= y[2] then return x[2] < y[2] end
+  return x[3] < y[3]
+end)
+for i = skip + 1, math.min(skip + limit, #candidates) do
+  ids[#ids + 1] = candidates[i][3]
+  out_scores[#out_scores + 1] = candidates[i][4]
+end
+return {total, ids, out_scores, extra}
+"""
+
+LIST_SCRIPT = LuaScript(LIST_LUA)
+
+
+@dataclass(frozen=True, slots=True)
+class Page:
+    total: int
+    ids: list[str]
+    scores: list[float]
+    extra: list[float | None]
+
+
+def script_args(spec: QueueSpec, state: ListState, offset: int, limit: int, now_ms: int) -> tuple[list[str], list[Any]]:
+    k = QueueKeys.for_queue(spec.name, spec.queue_key)
+    argv: list[Any] = [str(state), now_ms, offset, limit, now_ms - spec.retention.completed_seconds * 1000]
+    bands = scores.bands(spec)
+    argv.append(len(bands))
+    for band in bands:
+        argv += [str(band.low), str(band.ready_max(now_ms)), str(band.high)]
+    return [k.queue, k.active, k.completed, k.dlq_index], argv
+
+
+def _float(raw: Any) -> float | None:
+    if raw is None or raw == b"" or raw == "":
+        return None
+    return float(raw)
+
+
+def _text(raw: bytes) -> str:
+    return raw.decode(errors="replace") if isinstance(raw, bytes) else str(raw)
+
+
+def parse_page(reply: Sequence[Any]) -> Page:
+    total, ids, raw_scores, extra = reply
+    return Page(
+        total=int(total),
+        ids=[_text(i) for i in ids],
+        scores=[float(s) for s in raw_scores],
+        extra=[_float(e) for e in extra],
+    )
+
+
+def _tries(raw: bytes | None) -> int:
+    return int(raw) if raw is not None and raw.isdigit() else 0
+
+
+def _queued(
+    spec: QueueSpec, job_id: str, score: float | None, payload: bytes | None, tries: bytes | None
+) -> JobSummary:
+    item = JobSummary(job_id=job_id, attempts=_tries(tries))
+    if score is not None:
+        item.priority, ready_ms = scores.split_score(score, spec)
+        item.scheduled_for = ready_ms / 1000
+    decoded = decode_stored(payload)
+    if decoded is not None:
+        item.function = text(decoded.data.get("f"))
+        item.enqueued_at = ms_to_s(decoded.data.get("et"))
+        if decoded.pickled:
+            item.note = PICKLE_NOTE
+    elif payload is not None:
+        item.note = "payload unreadable"
+    else:
+        item.note = "payload missing"
+    return item
+
+
+def _completed(spec: QueueSpec, job_id: str, finished_ms: float, raw: bytes | None) -> JobSummary:
+    decoded = decode_stored(raw)
+    if decoded is None:
+        note = "result expired" if raw is None else "result unreadable"
+        return JobSummary(job_id=job_id, finished_at=finished_ms / 1000, note=note)
+    status = from_result(job_id, decoded, {spec.name: spec}, {})
+    return JobSummary(
+        job_id=job_id,
+        function=status.function,
+        attempts=status.attempts,
+        enqueued_at=status.enqueued_at,
+        started_at=status.started_at,
+        finished_at=status.finished_at if status.finished_at is not None else finished_ms / 1000,
+        error=status.error,
+        note=status.note,
+    )
+
+
+def _failed(spec: QueueSpec, job_id: str, failed_ms: float, raw: bytes | None) -> JobSummary:
+    if raw is None:  # removed between the two reads
+        return JobSummary(job_id=job_id, finished_at=failed_ms / 1000, note="dead-letter entry gone")
+    try:
+        entry = DeadJob.model_validate_json(raw)
+    except ValidationError:
+        return JobSummary(job_id=job_id, finished_at=failed_ms / 1000, error="unreadable dead-letter entry")
+    note = None
+    if entry.function is None and entry.payload_b64 is not None:
+        note = _dead_note(entry.payload_b64)
+    return JobSummary(
+        job_id=job_id,
+        function=entry.function,
+        priority=entry.priority,
+        attempts=entry.attempts,
+        enqueued_at=entry.enqueued_at,
+        finished_at=entry.failed_at,
+        error=entry.error,
+        note=note,
+    )
+
+
+def _dead_note(payload_b64: str) -> str | None:
+    try:
+        payload = base64.b64decode(payload_b64, validate=True)
+    except (binascii.Error, ValueError):
+        return None
+    decoded = decode_stored(payload)
+    return PICKLE_NOTE if decoded is not None and decoded.pickled else None
+
+
+class JobLister:
+    """Lists one queue's jobs by state, a page at a time."""
+
+    def __init__(self, redis: Redis) -> None:
+        self.redis = redis
+
+    async def page(
+        self, spec: QueueSpec, state: ListState, offset: int = 0, limit: int = DEFAULT_LIMIT, now_ms: int | None = None
+    ) -> JobList:
+        if not 0 <= offset <= MAX_OFFSET or not 1 <= limit <= MAX_LIMIT:
+            raise ValueError(f"offset must be 0..{MAX_OFFSET} and limit 1..{MAX_LIMIT}")
+        now = scores.now_ms() if now_ms is None else now_ms
+        [reply] = await run_scripts(self.redis, [(LIST_SCRIPT, *script_args(spec, state, offset, limit, now))])
+        page = parse_page(reply)
+        items = await self._items(spec, state, page) if page.ids else []
+        return JobList(queue=spec.name, state=state, total=page.total, offset=offset, limit=limit, items=items)
+
+    async def _items(self, spec: QueueSpec, state: ListState, page: Page) -> list[JobSummary]:
+        ids = page.ids
+        async with self.redis.pipeline(transaction=False) as pipe:
+            if state is ListState.FAILED:
+                pipe.hmget(QueueKeys.for_queue(spec.name, spec.queue_key).dlq, ids)
+            elif state is ListState.COMPLETED:
+                pipe.mget([keys.result_key(i) for i in ids])
+            else:
+                pipe.mget([keys.job_key(i) for i in ids])
+                pipe.mget([keys.retry_key(i) for i in ids])
+                pipe.mget([keys.error_key(i) for i in ids])
+                pipe.mget([keys.progress_key(i) for i in ids])
+            replies = await pipe.execute()
+        if state is ListState.FAILED:
+            return [_failed(spec, i, s, raw) for i, s, raw in zip(ids, page.scores, replies[0], strict=True)]
+        if state is ListState.COMPLETED:
+            return [_completed(spec, i, s, raw) for i, s, raw in zip(ids, page.scores, replies[0], strict=True)]
+        payloads, tries, errors, progress = replies
+        items = []
+        for n, job_id in enumerate(ids):
+            queue_score = page.extra[n] if state is ListState.ACTIVE else page.scores[n]
+            item = _queued(spec, job_id, queue_score, payloads[n], tries[n])
+            if state is ListState.ACTIVE:
+                item.lease_expires_at = page.scores[n] / 1000
+                item.progress = parse_progress(progress[n])
+                if payloads[n] is None:
+                    item.note = None  # a running job's payload may be gone for a moment as it finishes
+            else:
+                item.error = last_error(errors[n])
+            items.append(item)
+        return items

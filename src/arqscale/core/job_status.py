@@ -1,0 +1,228 @@
+"""A job's state, found by id across every configured queue in one pipelined round trip.
+
+The order of precedence is the one in docs/design.md: dead (in a queue's dead-letter store) >
+complete/failed (arq's result key, by its success flag) > active (in the queue and its in-progress
+lease exists) > deferred (in the queue, ready later) > queued > not_found.
+
+Payloads and results of pickle queues are never unpickled: their function name, timestamps and
+success flag are read from the pickle's opcodes (``pickle_peek``), and the arguments, result and
+error are reported as not shown.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from pydantic import ValidationError
+from redis.asyncio import Redis
+
+from arqscale.core import keys, scores
+from arqscale.core.models import DeadJob, JobState, JobStatus, Progress
+from arqscale.core.pickle_peek import PeekError, looks_pickled, peek
+from arqscale.core.spec import QueueSpec
+
+PICKLE_NOTE = "payload not shown (pickle queue)"
+
+
+@dataclass(frozen=True, slots=True)
+class RawJob:
+    """Everything Redis holds about one job id, as read by one pipeline."""
+
+    dead: Mapping[str, bytes]  # queue name -> DeadJob JSON
+    scores: Mapping[str, float]  # queue name -> score in that queue's sorted set
+    payload: bytes | None
+    result: bytes | None
+    in_progress: bool
+    tries: int
+    progress: bytes | None
+    error: bytes | None
+
+
+@dataclass(frozen=True, slots=True)
+class Decoded:
+    data: dict[Any, Any]
+    pickled: bool
+
+
+def decode_stored(raw: bytes | None) -> Decoded | None:
+    """A payload or result as a dict, without unpickling; None when unreadable."""
+    if raw is None:
+        return None
+    try:
+        if looks_pickled(raw):
+            value = peek(raw)
+            return Decoded(value, True) if isinstance(value, dict) else None
+        value = json.loads(raw)
+    except (PeekError, ValueError, RecursionError):
+        return None
+    return Decoded(value, False) if isinstance(value, dict) else None
+
+
+def ms_to_s(value: Any) -> float | None:
+    return value / 1000 if isinstance(value, int | float) and not isinstance(value, bool) else None
+
+
+def text(value: Any) -> str | None:
+    return value if isinstance(value, str) else None
+
+
+def parse_progress(raw: bytes | None) -> Progress | None:
+    if raw is None:
+        return None
+    try:
+        return Progress.model_validate_json(raw)
+    except ValidationError:
+        return None
+
+
+def last_error(raw: bytes | None) -> str | None:
+    """``arqscale:error:<id>`` holds JSON ``{error, attempt, at}``; accept a bare string too."""
+    if raw is None:
+        return None
+    decoded = raw.decode(errors="replace")
+    try:
+        value = json.loads(decoded)
+    except ValueError:
+        return decoded
+    if isinstance(value, dict) and isinstance(value.get("error"), str):
+        return str(value["error"])
+    return decoded
+
+
+def _from_dead(job_id: str, queue: str, raw: bytes, base: dict[str, Any]) -> JobStatus:
+    try:
+        entry = DeadJob.model_validate_json(raw)
+    except ValidationError:
+        return JobStatus(**base, job_id=job_id, state=JobState.DEAD, queue=queue, error="unreadable dead-letter entry")
+    return JobStatus(
+        **base,
+        job_id=job_id,
+        state=JobState.DEAD,
+        queue=queue,
+        function=entry.function,
+        priority=entry.priority,
+        attempts=entry.attempts,
+        error=entry.error,
+        enqueued_at=entry.enqueued_at,
+        finished_at=entry.failed_at,
+    )
+
+
+def from_result(job_id: str, result: Decoded, specs: Mapping[str, QueueSpec], base: dict[str, Any]) -> JobStatus:
+    d = result.data
+    success = d.get("s") is True
+    by_key = {s.queue_key: s.name for s in specs.values()}
+    queue_key = text(d.get("q"))
+    value = d.get("r")
+    status = JobStatus(
+        **base,
+        job_id=job_id,
+        state=JobState.COMPLETE if success else JobState.FAILED,
+        queue=by_key.get(queue_key or "", queue_key),
+        function=text(d.get("f")),
+        attempts=d["t"] if isinstance(d.get("t"), int) else 0,
+        enqueued_at=ms_to_s(d.get("et")),
+        started_at=ms_to_s(d.get("st")),
+        finished_at=ms_to_s(d.get("ft")),
+    )
+    if result.pickled:
+        status.note = PICKLE_NOTE
+        if not success:
+            # The exception itself is pickled; a plain string error is data and safe to show.
+            status.error = value if isinstance(value, str) else "the job failed (error not shown: pickle queue)"
+    elif success:
+        status.result = value
+    else:
+        status.error = value if isinstance(value, str) else json.dumps(value)
+    return status
+
+
+def resolve(job_id: str, raw: RawJob, specs: Mapping[str, QueueSpec], now_ms: int) -> JobStatus:
+    """The job's status from what Redis holds (pure: unit-testable without Redis)."""
+    base: dict[str, Any] = {"progress": parse_progress(raw.progress)}
+    for queue, entry in raw.dead.items():
+        return _from_dead(job_id, queue, entry, base)
+    result = decode_stored(raw.result)
+    if result is not None:
+        return from_result(job_id, result, specs, base)
+    for queue, score in raw.scores.items():
+        spec = specs[queue]
+        priority, ready_ms = scores.split_score(score, spec)
+        if raw.in_progress:
+            state = JobState.ACTIVE
+        elif ready_ms > now_ms:
+            state = JobState.DEFERRED
+        else:
+            state = JobState.QUEUED
+        payload = decode_stored(raw.payload)
+        status = JobStatus(
+            **base,
+            job_id=job_id,
+            state=state,
+            queue=queue,
+            priority=priority,
+            attempts=raw.tries,
+            error=last_error(raw.error),
+            scheduled_for=ready_ms / 1000,
+        )
+        if payload is not None:
+            status.function = text(payload.data.get("f"))
+            status.enqueued_at = ms_to_s(payload.data.get("et"))
+            if payload.pickled:
+                status.note = PICKLE_NOTE
+        elif raw.payload is not None:
+            status.note = "payload unreadable"
+        elif state is not JobState.ACTIVE:
+            status.note = "payload missing: a worker will move this job to the dead-letter store"
+        return status
+    return JobStatus(job_id=job_id, state=JobState.NOT_FOUND)
+
+
+class JobStatusReader:
+    """Reads job statuses for the queues it knows: one pipelined round trip per job."""
+
+    def __init__(self, redis: Redis, specs: Mapping[str, QueueSpec]) -> None:
+        self.redis = redis
+        self.specs = {name: s for name, s in specs.items() if s.backend == "arq"}
+
+    async def read(self, job_id: str, now_ms: int | None = None) -> JobStatus:
+        return (await self.read_many([job_id], now_ms))[0]
+
+    async def read_many(self, job_ids: Sequence[str], now_ms: int | None = None) -> list[JobStatus]:
+        """Statuses of many jobs, still in one round trip."""
+        now = scores.now_ms() if now_ms is None else now_ms
+        names = list(self.specs)
+        qkeys = [keys.QueueKeys.for_queue(n, self.specs[n].queue_key) for n in names]
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for job_id in job_ids:
+                for k in qkeys:
+                    pipe.hget(k.dlq, job_id)
+                    pipe.zscore(k.queue, job_id)
+                pipe.get(keys.job_key(job_id))
+                pipe.get(keys.result_key(job_id))
+                pipe.exists(keys.in_progress_key(job_id))
+                pipe.get(keys.retry_key(job_id))
+                pipe.get(keys.progress_key(job_id))
+                pipe.get(keys.error_key(job_id))
+            replies = await pipe.execute()
+        per_job = 2 * len(names) + 6
+        statuses = []
+        for i, job_id in enumerate(job_ids):
+            r = replies[i * per_job : (i + 1) * per_job]
+            per_queue = r[: 2 * len(names)]
+            payload, result, in_progress, tries, progress, error = r[2 * len(names) :]
+            raw = RawJob(
+                dead={n: per_queue[2 * j] for j, n in enumerate(names) if per_queue[2 * j] is not None},
+                scores={n: per_queue[2 * j + 1] for j, n in enumerate(names) if per_queue[2 * j + 1] is not None},
+                payload=payload,
+                result=result,
+                in_progress=bool(in_progress),
+                tries=int(tries) if tries is not None and tries.isdigit() else 0,
+                progress=progress,
+                error=error,
+            )
+            statuses.append(resolve(job_id, raw, self.specs, now))
+        return statuses

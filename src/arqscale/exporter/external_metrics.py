@@ -1,0 +1,178 @@
+"""The External Metrics API (``external.metrics.k8s.io/v1beta1``), served straight from the cache.
+
+Registered with an APIService, this lets a plain HPA scale on queue counts with no Prometheus and no
+prometheus-adapter. Metric names are the exporter's gauge names; each item has the label ``queue``.
+
+Answers the HPA can act on:
+- a known queue with nothing in it: one item of value ``"0"`` (an empty list is an error to the HPA);
+- an unknown metric, or a selector naming no configured queue: a ``Status`` 404 listing what exists,
+  so ``kubectl describe hpa`` shows the typo;
+- a selector that does not parse: ``Status`` 400 with the parser's message;
+- Redis down: ``Status`` 503, so the HPA keeps its replica count instead of scaling to the minimum.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from collections.abc import Awaitable, Callable, Iterable
+from typing import Any
+
+from aiohttp import web
+
+from arqscale.exporter import label_selectors
+from arqscale.exporter.prom import QUEUE_GAUGES, queue_value
+from arqscale.exporter.quantities import format_quantity
+from arqscale.exporter.snapshot import RedisUnavailable, SnapshotCache
+from arqscale.exporter.tls_certs import ClientCertPolicy
+
+GROUP = "external.metrics.k8s.io"
+VERSION = "v1beta1"
+GROUP_VERSION = f"{GROUP}/{VERSION}"
+BASE = f"/apis/{GROUP_VERSION}"
+LABEL = "queue"
+METRICS: dict[str, str] = {name: field for name, (_, field) in QUEUE_GAUGES.items()}
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def _json(body: dict[str, Any], status: int = 200) -> web.Response:
+    return web.Response(body=json.dumps(body, separators=(",", ":")), status=status, content_type="application/json")
+
+
+def status_response(code: int, reason: str, message: str, details: dict[str, Any] | None = None) -> web.Response:
+    """A Kubernetes ``Status`` object: what kubectl and the HPA controller print on failure."""
+    body: dict[str, Any] = {
+        "kind": "Status",
+        "apiVersion": "v1",
+        "metadata": {},
+        "status": "Failure",
+        "message": message,
+        "reason": reason,
+        "code": code,
+    }
+    if details:
+        body["details"] = details
+    return _json(body, code)
+
+
+_GROUP_VERSION_FOR_DISCOVERY = {"groupVersion": GROUP_VERSION, "version": VERSION}
+API_GROUP = {
+    "name": GROUP,
+    "versions": [_GROUP_VERSION_FOR_DISCOVERY],
+    "preferredVersion": _GROUP_VERSION_FOR_DISCOVERY,
+}
+
+
+def resource_list() -> dict[str, Any]:
+    return {
+        "kind": "APIResourceList",
+        "apiVersion": "v1",
+        "groupVersion": GROUP_VERSION,
+        "resources": [
+            {"name": name, "singularName": "", "namespaced": True, "kind": "ExternalMetricValueList", "verbs": ["get"]}
+            for name in METRICS
+        ],
+    }
+
+
+def name_list(names: Iterable[str], limit: int = 20) -> str:
+    """Names for an error message, cut short so 1,000 queues do not fill kubectl's screen."""
+    listed = list(names)
+    more = f" and {len(listed) - limit} more" if len(listed) > limit else ""
+    return ", ".join(listed[:limit]) + more
+
+
+def rfc3339(unix_seconds: float) -> str:
+    return dt.datetime.fromtimestamp(unix_seconds, dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+class ExternalMetricsAPI:
+    """Handlers for the aggregated API, bound to one cache and one client-certificate policy."""
+
+    def __init__(self, cache: SnapshotCache, policy: ClientCertPolicy | None = None) -> None:
+        self.cache = cache
+        self.policy = policy or ClientCertPolicy(required=False)
+        self._resource_list = resource_list()
+        self._position = {name: i for i, name in enumerate(cache.specs)}
+
+    def routes(self) -> list[web.RouteDef]:
+        return [
+            web.get("/apis", self._guard(self.api_group_list)),
+            web.get(f"/apis/{GROUP}", self._guard(self.api_group)),
+            web.get(BASE, self._guard(self.api_resources)),
+            web.get(BASE + "/namespaces/{namespace}/{metric}", self._guard(self.metric_values)),
+        ]
+
+    def _guard(self, handler: Handler) -> Handler:
+        async def guarded(request: web.Request) -> web.StreamResponse:
+            transport = request.transport
+            peercert = transport.get_extra_info("peercert") if transport is not None else None
+            refusal = self.policy.refusal(peercert)
+            if refusal is not None:
+                return status_response(401, "Unauthorized", refusal)
+            return await handler(request)
+
+        return guarded
+
+    def known_queues(self) -> str:
+        return name_list(self._position)
+
+    def select(self, selector: label_selectors.Selector) -> list[str]:
+        """Configured queues the selector matches, in configuration order."""
+        named = selector.required_values(LABEL)
+        if named is None:
+            candidates: list[str] = list(self._position)
+        else:
+            # queue=x names its queues: look them up instead of testing all 1,000 configured ones.
+            candidates = sorted((n for n in named if n in self._position), key=self._position.__getitem__)
+        return [name for name in candidates if selector.matches({LABEL: name})]
+
+    async def api_group_list(self, request: web.Request) -> web.Response:
+        return _json({"kind": "APIGroupList", "apiVersion": "v1", "groups": [API_GROUP]})
+
+    async def api_group(self, request: web.Request) -> web.Response:
+        return _json({"kind": "APIGroup", "apiVersion": "v1", **API_GROUP})
+
+    async def api_resources(self, request: web.Request) -> web.Response:
+        return _json(self._resource_list)
+
+    async def metric_values(self, request: web.Request) -> web.Response:
+        metric = request.match_info["metric"]
+        field = METRICS.get(metric)
+        if field is None:
+            return status_response(
+                404,
+                "NotFound",
+                f"unknown external metric {metric!r}; this exporter serves {', '.join(METRICS)} "
+                f"with label queue (known queues: {self.known_queues()})",
+                {"name": metric, "group": GROUP, "kind": metric},
+            )
+        try:
+            selector = label_selectors.parse(request.query.get("labelSelector", ""))
+        except label_selectors.SelectorError as exc:
+            return status_response(400, "BadRequest", str(exc))
+        queues = self.select(selector)
+        if not queues:
+            return status_response(
+                404,
+                "NotFound",
+                f"label selector {request.query.get('labelSelector', '')!r} names no configured queue for "
+                f"metric {metric!r}; known queues: {self.known_queues()} (select one with queue=<name>)",
+                {"name": metric, "group": GROUP, "kind": metric},
+            )
+        try:
+            snap = await self.cache.get()
+        except RedisUnavailable as exc:
+            return status_response(503, "ServiceUnavailable", f"queue counts are unavailable: {exc}")
+        timestamp = rfc3339(snap.taken_at)
+        items = [
+            {
+                "metricName": metric,
+                "metricLabels": {LABEL: name},
+                "timestamp": timestamp,
+                "value": format_quantity(queue_value(snap.counts[name], field)),
+            }
+            for name in queues
+        ]
+        return _json({"kind": "ExternalMetricValueList", "apiVersion": GROUP_VERSION, "metadata": {}, "items": items})

@@ -1,0 +1,528 @@
+"""The worker: runs the jobs of one queue in one process (``arqscale worker --queue NAME``).
+
+Compatible with arq's key layout (jobs from plain ``ArqRedis.enqueue_job`` run too), but not built
+on ``arq.Worker``: arq polls every 0.5 s, takes one job per round trip and holds a job for its whole
+timeout after a crash. This loop instead
+
+- wakes on the queue's pub/sub channel (our producer publishes), and still polls for plain arq
+  producers and wakes at the next deferred job's ready time;
+- takes a batch of jobs per pickup call (up to the free slots) and records all outcomes of one loop
+  tick in the same round trip (see ``pickup``);
+- holds each running job by a short lease it renews every ``lease_seconds / 3``, so a killed
+  worker's jobs run again within ``lease_seconds``;
+- on SIGTERM stops picking, lets running jobs finish within the drain timeout, then puts back the rest.
+
+The protocol lives in docs/design.md ("Job life cycle"); the Lua side in ``pickup``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import importlib
+import inspect
+import json
+import logging
+import time
+import traceback
+import uuid
+from collections.abc import Awaitable, Callable, Mapping
+from datetime import UTC, datetime
+from typing import Any, Protocol
+
+import redis as sync_redis
+from arq.connections import ArqRedis
+from arq.jobs import DeserializationError, deserialize_job_raw, serialize_result
+from arq.worker import Retry
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
+
+from arqscale.core import keys, scores, serializers
+from arqscale.core.models import Progress
+from arqscale.core.spec import QueueSpec
+from arqscale.worker import outcomes
+from arqscale.worker.metrics import WorkerMetrics
+from arqscale.worker.outcomes import Decoded
+from arqscale.worker.pickup import RETRY_TTL_MS, Finish, Picked, PickupResult, QueueOps
+from arqscale.worker.probes import Health
+from arqscale.worker.watchdog import LoopWatchdog
+
+logger = logging.getLogger("arqscale.worker")
+
+TaskFunction = Callable[..., Awaitable[Any]]
+PROGRESS_TTL_MS = RETRY_TTL_MS
+PULSE_SECONDS = 0.1
+# Back-off while Redis is unreachable: quick first retries (a failover), then once a second.
+REDIS_RETRY_SECONDS = (0.05, 0.1, 0.25, 0.5, 1.0)
+
+
+class WorkerSetupError(RuntimeError):
+    """The queue's functions cannot be loaded; the message names the function and the reason."""
+
+
+class DeletionCost(Protocol):
+    def set_busy(self, busy: bool) -> None: ...
+
+
+def load_functions(spec: QueueSpec) -> dict[str, TaskFunction]:
+    """Import every task function of the queue: name (what producers enqueue) -> coroutine function."""
+    functions: dict[str, TaskFunction] = {}
+    for name, path in spec.function_names.items():
+        module_name, attr = path.rsplit(".", 1)
+        try:
+            module = importlib.import_module(module_name)
+        except Exception as exc:
+            raise WorkerSetupError(f"queue {spec.name!r}: cannot import {module_name} for {path}: {exc}") from exc
+        fn = getattr(module, attr, None)
+        if fn is None:
+            raise WorkerSetupError(f"queue {spec.name!r}: {module_name} has no function {attr!r}")
+        if not inspect.iscoroutinefunction(fn):
+            raise WorkerSetupError(f"queue {spec.name!r}: {path} must be an `async def` function (ctx, ...)")
+        functions[name] = fn
+    return functions
+
+
+def _ms() -> int:
+    return scores.now_ms()
+
+
+class Worker:
+    """Runs one queue. ``await run()`` returns once a requested drain has finished."""
+
+    def __init__(
+        self,
+        spec: QueueSpec,
+        redis: Redis,
+        *,
+        functions: Mapping[str, TaskFunction] | None = None,
+        worker_id: str | None = None,
+        metrics: WorkerMetrics | None = None,
+        health: Health | None = None,
+        drain_timeout: float | None = None,
+        deletion_cost: DeletionCost | None = None,
+        blocked_reporter: sync_redis.Redis | None = None,
+        block_threshold: float = 1.0,
+    ) -> None:
+        self.spec = spec
+        self.redis = redis
+        self.functions = dict(functions) if functions is not None else load_functions(spec)
+        self.worker_id = worker_id or f"{spec.name}-{uuid.uuid4().hex[:12]}"
+        self.metrics = metrics or WorkerMetrics(spec.name, spec.concurrency)
+        self.health = health or Health(redis_unreachable_seconds=60.0)
+        self.drain_timeout = spec.effective_drain_timeout if drain_timeout is None else drain_timeout
+        self.deletion_cost = deletion_cost
+        self.ops = QueueOps(redis, spec, self.worker_id)
+        self._dumps, self._loads = serializers.for_queue(spec.serializer)
+        # Tasks get an ArqRedis on the same pool, as under arq: `ctx["redis"].enqueue_job(...)` chains a job
+        # onto this queue, with this queue's serializer.
+        self._task_redis = ArqRedis(
+            redis.connection_pool,
+            job_serializer=self._dumps,
+            job_deserializer=self._loads,
+            default_queue_name=spec.queue_key,
+        )
+        self._blocked_reporter = blocked_reporter
+        self._watchdog = LoopWatchdog(Worker._execute.__code__, self._on_loop_blocked, threshold=block_threshold)
+
+        self._running: dict[str, asyncio.Task[None]] = {}
+        self._picked: dict[str, Picked] = {}
+        self._finished: list[Finish] = []
+        self._abandoned: set[str] = set()
+        self._tick = asyncio.Event()
+        self._cut_now = asyncio.Event()
+        self._draining = False
+        self._cutting = False
+        self._drain_over = False  # the drain timeout has passed (or a second signal came)
+        self._redis_failures = 0
+        # Heartbeat and finish/pickup never interleave: a heartbeat built from a snapshot of the running jobs
+        # must not land after the finish of one of them, or it would take that job's lease again.
+        self._redis_turn = asyncio.Lock()
+        self._hold_until = 0.0  # monotonic: paused or rate window used up, wake-ups before this are pointless
+        self._renew_now = asyncio.Event()  # Redis is back: renew leases at once, not at the next interval
+
+    # ----------------------------------------------------------------- life cycle
+
+    async def run(self) -> None:
+        self._watchdog.start()
+        background = [
+            asyncio.create_task(self._heartbeat_loop(), name="heartbeat"),
+            asyncio.create_task(self._wake_listener(), name="wake"),
+            asyncio.create_task(self._pulse(), name="pulse"),
+        ]
+        for task in background:
+            task.add_done_callback(self._background_ended)
+        drain_timer: asyncio.Task[None] | None = None
+        try:
+            while not (self._draining and not self._running and not self._finished):
+                if self._draining and drain_timer is None:
+                    drain_timer = asyncio.create_task(self._drain_timer(), name="drain")
+                if self._drain_over and not self._running and self.health.redis_down_since is not None:
+                    self._give_up_unwritten()
+                    break
+                self._tick.clear()
+                wait = await self._step()
+                if wait > 0 and not self._tick.is_set():
+                    with contextlib.suppress(TimeoutError):
+                        async with asyncio.timeout(wait):
+                            await self._tick.wait()
+        finally:
+            self._watchdog.stop()
+            if drain_timer is not None:
+                background.append(drain_timer)
+            for task in background:
+                task.cancel()
+            await asyncio.gather(*background, return_exceptions=True)
+            with contextlib.suppress(RedisError, OSError):
+                await self.ops.leave()
+        logger.info("worker %s drained and stopped", self.worker_id)
+
+    def _background_ended(self, task: asyncio.Task[None]) -> None:
+        # These loops only end by cancellation. Anything else is a bug: without heartbeats the leases lapse
+        # and other workers rerun our jobs, so stop cleanly and let the pod restart.
+        if task.cancelled() or self._draining:
+            return
+        logger.error("worker %s: %s loop died, draining", self.worker_id, task.get_name(), exc_info=task.exception())
+        self.request_drain()
+
+    def request_drain(self) -> None:
+        """SIGTERM/SIGINT: stop picking at once; a second signal cuts running jobs short (they are put back)."""
+        if self._draining:
+            logger.warning("second stop signal: putting back %d running job(s) now", len(self._running))
+            self._cut_now.set()
+            return
+        logger.info(
+            "draining: no more pickups; %d running job(s) get %gs to finish", len(self._running), self.drain_timeout
+        )
+        self._draining = True
+        self.health.draining = True
+        self.metrics.draining_q.set(1)
+        self._tick.set()
+
+    async def _drain_timer(self) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._cut_now.wait(), self.drain_timeout)
+        if self._running:
+            await self._cut()
+        self._drain_over = True
+        self._tick.set()
+
+    def _give_up_unwritten(self) -> None:
+        """The drain is over and Redis does not answer: stop rather than retry forever (a Redis that went
+        down with the rest of a local stack, or a pod about to be killed anyway). The jobs keep their place
+        in the queue and run again once their leases lapse."""
+        ids = ", ".join(r.job_id for r in self._finished)
+        logger.error(
+            "redis unreachable at the end of the drain: %d outcome(s) not recorded, their jobs run again "
+            "once their leases lapse: %s",
+            len(self._finished),
+            ids,
+        )
+
+    async def _cut(self) -> None:
+        """Cancel what still runs and put it back in its band, its try not counted (design: Drain)."""
+        self._cutting = True
+        tasks = dict(self._running)
+        logger.warning("drain timeout: putting back %d job(s): %s", len(tasks), ", ".join(tasks))
+        for task in tasks.values():
+            task.cancel()
+        await asyncio.wait(tasks.values(), timeout=2.0)
+        # Tasks cancelled before their first step, or that swallow the cancellation, left no record.
+        for job_id in list(self._running):
+            job = self._picked.get(job_id)
+            if job is not None:
+                self._finished.append(self._back(job))
+            self._abandoned.add(job_id)
+            self._forget(job_id)
+        self._tick.set()
+
+    # ----------------------------------------------------------------- the loop
+
+    async def _step(self) -> float:
+        """Flush finished jobs and take new ones in one round trip; return how long to wait for the next tick."""
+        async with self._redis_turn:
+            records, self._finished = self._finished, []
+            free = 0 if self._draining else self.spec.concurrency - len(self._running)
+            if not records and free <= 0:
+                return self.spec.poll_interval
+            try:
+                result, written = await self.ops.finish_and_pickup(records, free, _ms())
+            except (RedisError, OSError) as exc:
+                self._finished[:0] = records  # nothing is dropped: the same batch goes again (it is idempotent)
+                return self._redis_failed(exc)
+            if not written:
+                self._finished[:0] = records
+                self._tick.set()
+        self._redis_ok()
+        if result is not None:
+            self.metrics.pickups_q.inc()
+            for job in result.jobs:
+                self._start(job)
+        if self.deletion_cost is not None:
+            self.deletion_cost.set_busy(bool(self._running))
+        return self.spec.poll_interval if result is None else self._next_wait(result, free)
+
+    def _next_wait(self, result: PickupResult, free: int) -> float:
+        if result.paused:
+            self._hold_until = time.monotonic() + self.spec.poll_interval
+            return self.spec.poll_interval
+        if result.rate_limited:
+            # Wait for the rate window to end, not woken by every enqueue meanwhile.
+            wait = max(result.wait_ms, 1) / 1000 if result.wait_ms >= 0 else self.spec.poll_interval
+            self._hold_until = time.monotonic() + wait
+            return wait
+        if len(result.jobs) < free and result.wait_ms >= 0:
+            return min(self.spec.poll_interval, max(result.wait_ms, 1) / 1000)
+        return self.spec.poll_interval
+
+    def _redis_failed(self, exc: BaseException) -> float:
+        if self.health.redis_down_since is None:
+            logger.warning("redis unreachable (%s: %s); retrying, running jobs go on", type(exc).__name__, exc)
+        self.health.redis_failed(exc)
+        self.metrics.redis_errors_q.inc()
+        self.metrics.redis_up_q.set(0)
+        delay = REDIS_RETRY_SECONDS[min(self._redis_failures, len(REDIS_RETRY_SECONDS) - 1)]
+        self._redis_failures += 1
+        return delay
+
+    def _redis_ok(self) -> None:
+        if self.health.redis_down_since is not None:
+            logger.info("redis reachable again after %.1fs", self.health.redis_down_for())
+            self._renew_now.set()
+            self._tick.set()  # and write the outcomes that waited for it
+        self.health.redis_ok()
+        self.health.started = True
+        self._redis_failures = 0
+        self.metrics.redis_up_q.set(1)
+
+    async def _heartbeat_loop(self) -> None:
+        interval = self.spec.lease_seconds / 3
+        while True:
+            try:
+                async with self._redis_turn:
+                    # Finished jobs whose outcome is not written yet (Redis away) keep their lease too, or
+                    # another worker would run them again.
+                    held = [*self._running, *(r.job_id for r in self._finished)]
+                    lost = await self.ops.heartbeat(held, _ms(), int(self.spec.lease_seconds * 1000))
+            except (RedisError, OSError) as exc:
+                # Retry soon: the leases run out lease_seconds after the last renewal, outage or not.
+                self._redis_failed(exc)
+                await asyncio.sleep(min(interval, 0.1))
+                continue
+            self._redis_ok()
+            if lost:
+                # Cut off from Redis past the lease: another worker runs these now. Ours finish anyway
+                # (a duplicate run, the price of never losing a job).
+                logger.warning("lease lost to another worker while cut off: %s", ", ".join(lost))
+                self.metrics.lost_leases_q.inc(len(lost))
+            self._renew_now.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._renew_now.wait(), interval)
+
+    async def _wake_listener(self) -> None:
+        """Our producer publishes on the wake channel: pick up at once instead of at the next poll."""
+        while True:
+            pubsub = self.redis.pubsub()
+            try:
+                await pubsub.subscribe(self.ops.keys.wake)
+                self._tick.set()  # anything published while we were not subscribed
+                while True:
+                    message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=5.0)
+                    if message is not None and not self._draining and time.monotonic() >= self._hold_until:
+                        self._tick.set()
+            except (RedisError, OSError):
+                await asyncio.sleep(0.5)  # the loop's own calls report the outage; polling covers the gap
+            finally:
+                with contextlib.suppress(Exception):
+                    await pubsub.aclose()  # type: ignore[no-untyped-call]
+
+    async def _pulse(self) -> None:
+        while True:
+            before = time.monotonic()
+            self._watchdog.beat()
+            await asyncio.sleep(PULSE_SECONDS)
+            self.metrics.loop_lag_q.set(max(time.monotonic() - before - PULSE_SECONDS, 0.0))
+
+    # ----------------------------------------------------------------- one job
+
+    def _start(self, job: Picked) -> None:
+        if job.job_id in self._running:
+            return  # our own lease had lapsed and the pickup handed the job back to us: it is still running
+        self._picked[job.job_id] = job
+        self._running[job.job_id] = asyncio.create_task(self._execute(job))
+        self.metrics.in_flight_q.inc()
+
+    def _forget(self, job_id: str) -> None:
+        if self._running.pop(job_id, None) is not None:
+            self.metrics.in_flight_q.dec()
+        self._picked.pop(job_id, None)
+
+    async def _execute(self, job: Picked) -> None:
+        # The loop watchdog looks for this frame (and its `job` local) to name a job that blocks the loop.
+        try:
+            record = await self._attempt(job)
+        except BaseException as exc:  # never let a job vanish: a bug here still leaves a record
+            logger.exception("job %s: unexpected error in the worker", job.job_id)
+            if isinstance(exc, asyncio.CancelledError) and self._cutting:
+                record = self._back(job)
+            else:
+                record = self._dead(job, None, f"worker error: {type(exc).__name__}: {exc}", traceback.format_exc())
+        if job.job_id in self._abandoned:
+            return
+        self._finished.append(record)
+        self._forget(job.job_id)
+        self._tick.set()
+
+    async def _attempt(self, job: Picked) -> Finish:
+        if job.payload is None:
+            return self._dead(job, None, f"payload missing: {keys.job_key(job.job_id)} expired or was deleted")
+        try:
+            decoded = Decoded(*deserialize_job_raw(job.payload, deserializer=self._loads))
+        except DeserializationError as exc:
+            cause = exc.__cause__ or exc
+            error = f"undecodable payload ({self.spec.serializer}): {type(cause).__name__}: {cause}"
+            if self.spec.serializer == "json" and job.payload.startswith(b"\x80"):
+                # arq's default producer pickles; a json queue never unpickles (security), it says why instead.
+                error += "; it looks pickled: enqueue with a JSON job_serializer, or set `serializer: pickle`"
+            return self._dead(job, None, error)
+        fn = self.functions.get(decoded.function)
+        if fn is None:
+            known = ", ".join(sorted(self.functions))
+            return self._dead(
+                job, decoded, f"unknown function {decoded.function!r}; queue {self.spec.name!r} runs {known}"
+            )
+        job_try = max(job.job_try, decoded.enqueue_try or 0)
+        if job_try > self.spec.max_tries:
+            last = outcomes.error_text(job.last_error)
+            return self._dead(
+                job,
+                decoded,
+                f"tries exhausted: worker lost while running it (try {job_try - 1} of max_tries "
+                f"{self.spec.max_tries}, its worker died or was cut off); last error: {last}",
+                attempts=job_try - 1,
+            )
+        return await self._call(job, decoded, fn, job_try)
+
+    async def _call(self, job: Picked, decoded: Decoded, fn: TaskFunction, job_try: int) -> Finish:
+        ctx = {
+            "redis": self._task_redis,
+            "job_id": job.job_id,
+            "job_try": job_try,
+            "enqueue_time": datetime.fromtimestamp(decoded.enqueue_ms / 1000, tz=UTC),
+            "score": job.score,
+            "queue": self.spec.name,
+            "worker_id": self.worker_id,
+            "progress": functools.partial(self._progress, job.job_id),
+        }
+        start_ms = _ms()
+        self.metrics.wait_q.observe(max(start_ms - scores.split_score(job.score, self.spec)[1], 0) / 1000)
+        timeout = asyncio.timeout(self.spec.job_timeout)
+        t0 = time.perf_counter()
+        try:
+            async with timeout:
+                result = await fn(ctx, *decoded.args, **decoded.kwargs)
+        except asyncio.CancelledError:
+            if self._cutting:
+                return self._back(job)
+            error = "cancelled: the task raised CancelledError"
+            return self._failed(job, decoded, job_try, error, None, start_ms=start_ms)
+        except Retry as exc:
+            self.metrics.duration_q.observe(time.perf_counter() - t0)
+            error = "the task asked for a retry"
+            return self._failed(job, decoded, job_try, error, None, defer_ms=exc.defer_score, start_ms=start_ms)
+        except TimeoutError as exc:
+            self.metrics.duration_q.observe(time.perf_counter() - t0)
+            if timeout.expired():
+                error = f"timed out after {self.spec.job_timeout:g}s"
+                return self._failed(job, decoded, job_try, error, None, start_ms=start_ms)
+            error, tb = "TimeoutError raised by the task", traceback.format_exc()
+            return self._failed(job, decoded, job_try, error, tb, exc=exc, start_ms=start_ms)
+        except Exception as exc:
+            self.metrics.duration_q.observe(time.perf_counter() - t0)
+            error, tb = f"{type(exc).__name__}: {exc}", traceback.format_exc()
+            return self._failed(job, decoded, job_try, error, tb, exc=exc, start_ms=start_ms)
+        self.metrics.duration_q.observe(time.perf_counter() - t0)
+        self.metrics.by_outcome["complete"].inc()
+        return Finish("ok", job.job_id, self._result_bytes(job, decoded, job_try, result, start_ms))
+
+    def _result_bytes(self, job: Picked, d: Decoded, job_try: int, result: Any, start_ms: int) -> bytes | str:
+        if self.spec.retention.completed_seconds <= 0:
+            return ""
+        data = serialize_result(
+            d.function,
+            d.args,
+            d.kwargs,
+            job_try,
+            d.enqueue_ms,
+            True,
+            result,
+            start_ms,
+            _ms(),
+            f"{job.job_id}:{d.function}",
+            self.spec.queue_key,
+            job.job_id,
+            serializer=self._dumps,
+        )
+        return data or ""
+
+    async def _progress(self, job_id: str, percent: float, message: str | None = None) -> None:
+        progress = Progress(percent=percent, message=message, updated_at=time.time())
+        await self.redis.set(keys.progress_key(job_id), progress.model_dump_json(), px=PROGRESS_TTL_MS)
+
+    # ----------------------------------------------------------------- outcomes (records: see ``outcomes``)
+
+    def _failed(
+        self,
+        job: Picked,
+        d: Decoded,
+        job_try: int,
+        error: str,
+        tb: str | None,
+        *,
+        defer_ms: int | None = None,
+        exc: BaseException | None = None,
+        start_ms: int | None = None,
+    ) -> Finish:
+        if job_try >= self.spec.max_tries:
+            return self._dead(job, d, error, tb, attempts=job_try, exc=exc, start_ms=start_ms)
+        record, delay_ms = outcomes.retry(self.spec, job, job_try, error, tb, _ms(), defer_ms=defer_ms)
+        logger.info(
+            "job %s %s: try %d failed, retry in %.2fs: %s", job.job_id, d.function, job_try, delay_ms / 1e3, error
+        )
+        self.metrics.by_outcome["retried"].inc()
+        return record
+
+    def _dead(
+        self,
+        job: Picked,
+        d: Decoded | None,
+        error: str,
+        tb: str | None = None,
+        *,
+        attempts: int | None = None,
+        exc: BaseException | None = None,
+        start_ms: int | None = None,
+    ) -> Finish:
+        logger.warning("job %s %s: dead: %s", job.job_id, d.function if d else "?", error)
+        self.metrics.by_outcome["dead"].inc()
+        return outcomes.dead(self.spec, job, d, error, tb, _ms(), attempts=attempts, exc=exc, start_ms=start_ms)
+
+    def _back(self, job: Picked) -> Finish:
+        self.metrics.by_outcome["put_back"].inc()
+        return outcomes.back(self.spec, job, _ms())
+
+    # ----------------------------------------------------------------- watchdog (runs in its thread)
+
+    def _on_loop_blocked(self, frame_locals: dict[str, Any] | None, seconds: float) -> None:
+        job = (frame_locals or {}).get("job")
+        if not isinstance(job, Picked):
+            logger.error("event loop blocked for %.1fs outside any job", seconds)
+            return
+        error = (
+            f"blocked the event loop for {seconds:.1f}s or more in worker {self.worker_id} (try {job.job_try}); "
+            "a task must await, not block: run blocking calls with asyncio.to_thread"
+        )
+        logger.error("job %s %s", job.job_id, error)
+        if self._blocked_reporter is not None:
+            payload = json.dumps({"error": error, "attempt": job.job_try, "at": time.time(), "traceback": None})
+            self._blocked_reporter.set(keys.error_key(job.job_id), payload, px=RETRY_TTL_MS)

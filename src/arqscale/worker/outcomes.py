@@ -1,0 +1,169 @@
+"""What a worker writes when a try ends: pure functions from a picked job to a ``pickup.Finish`` record.
+
+No I/O and no clock of their own (``now_ms`` is an argument), so retry scores, put-back scores and
+dead-letter entries are unit-tested without Redis. The worker sends the records in batches
+(``pickup.FINISH_LUA``).
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import pickle
+import random
+from dataclasses import dataclass
+from typing import Any
+
+from arq.worker import JobExecutionFailed
+
+from arqscale.core import scores, serializers
+from arqscale.core.models import DeadJob
+from arqscale.core.spec import QueueSpec
+from arqscale.worker.pickup import Finish, Picked
+
+
+@dataclass(frozen=True, slots=True)
+class Decoded:
+    """A job payload in arq's format, decoded."""
+
+    function: str
+    args: tuple[Any, ...]
+    kwargs: dict[str, Any]
+    enqueue_try: int | None
+    enqueue_ms: int
+
+
+def error_text(raw: bytes | None) -> str:
+    """The message of an ``arqscale:error:<id>`` value (JSON with an ``error`` field)."""
+    if raw is None:
+        return "none recorded"
+    try:
+        return str(json.loads(raw)["error"])
+    except (ValueError, KeyError, TypeError):
+        return raw.decode(errors="replace")
+
+
+def retry(
+    spec: QueueSpec,
+    job: Picked,
+    job_try: int,
+    error: str,
+    tb: str | None,
+    now_ms: int,
+    *,
+    defer_ms: int | None = None,
+    rand: random.Random | None = None,
+) -> tuple[Finish, int]:
+    """The retry record (score ``now + backoff`` in the job's own band) and the delay chosen, in ms."""
+    priority, _ = scores.split_score(job.score, spec)
+    if defer_ms is None:
+        defer_ms = int(scores.backoff_seconds(spec.backoff, job_try, rand) * 1000)
+    score = scores.job_score(now_ms + defer_ms, priority, spec)
+    last_error = json.dumps({"error": error, "attempt": job_try, "at": now_ms / 1000, "traceback": tb})
+    return Finish("retry", job.job_id, score, last_error), defer_ms
+
+
+def dead(
+    spec: QueueSpec,
+    job: Picked,
+    decoded: Decoded | None,
+    error: str,
+    tb: str | None,
+    now_ms: int,
+    *,
+    attempts: int | None = None,
+    exc: BaseException | None = None,
+    start_ms: int | None = None,
+) -> Finish:
+    """The dead-letter record: a ``DeadJob`` with everything needed to read and requeue the job (``a``), and
+    the failed result arq's ``Job.result()`` reads (``b``, see ``failed_result``)."""
+    priority, _ = scores.split_score(job.score, spec)
+    tries = job.job_try if attempts is None else attempts
+    entry = DeadJob(
+        job_id=job.job_id,
+        queue=spec.name,
+        function=decoded.function if decoded else None,
+        args=readable(spec, decoded.args) if decoded else None,
+        kwargs=readable(spec, decoded.kwargs) if decoded else None,
+        attempts=tries,
+        error=error,
+        traceback=tb,
+        enqueued_at=decoded.enqueue_ms / 1000 if decoded else None,
+        failed_at=now_ms / 1000,
+        priority=priority,
+        payload_b64=base64.b64encode(job.payload).decode() if job.payload is not None else None,
+    )
+    result = failed_result(
+        spec, job.job_id, decoded, tries, error, exc, now_ms if start_ms is None else start_ms, now_ms
+    )
+    return Finish("dead", job.job_id, entry.model_dump_json(), result)
+
+
+def failed_result(
+    spec: QueueSpec,
+    job_id: str,
+    decoded: Decoded | None,
+    job_try: int,
+    error: str,
+    exc: BaseException | None,
+    start_ms: int,
+    now_ms: int,
+) -> bytes:
+    """The ``arq:result:<id>`` of a dead job, as arq writes one after the last try (success False).
+
+    JSON queues: ``r`` is the error text (arq's ``Job.result()`` raises ``SerializationError`` with it).
+    Pickle queues: the task's exception when it survives a pickle round trip, else arq's
+    ``JobExecutionFailed(error)``. Empty (write none) when ``retention.failed_seconds`` is 0.
+    """
+    if spec.retention.failed_seconds <= 0:
+        return b""
+    value: Any = error
+    if spec.serializer == "pickle":
+        value = JobExecutionFailed(error)
+        if isinstance(exc, Exception) and _round_trips(exc):
+            value = exc
+    data = {
+        "t": job_try,
+        "f": decoded.function if decoded else "<unknown>",
+        "a": decoded.args if decoded else (),
+        "k": decoded.kwargs if decoded else {},
+        "et": decoded.enqueue_ms if decoded else 0,
+        "s": False,
+        "r": value,
+        "st": start_ms,
+        "ft": now_ms,
+        "q": spec.queue_key,
+        "id": job_id,
+    }
+    dumps, _ = serializers.for_queue(spec.serializer)
+    try:
+        return dumps(data)
+    except Exception:  # arguments that no longer serialize: keep the error, drop them
+        return dumps(data | {"a": (), "k": {}, "r": error if spec.serializer == "json" else JobExecutionFailed(error)})
+
+
+def _round_trips(exc: Exception) -> bool:
+    """An exception arq's client can unpickle (a custom ``__init__`` signature often cannot be rebuilt)."""
+    try:
+        pickle.loads(pickle.dumps(exc))
+    except Exception:
+        return False
+    return True
+
+
+def back(spec: QueueSpec, job: Picked, now_ms: int) -> Finish:
+    """Put a cut-short job back: ready now in its own band, its try counter back to before this try."""
+    priority, _ = scores.split_score(job.score, spec)
+    return Finish("back", job.job_id, scores.job_score(now_ms, priority, spec), job.job_try - 1)
+
+
+def readable(spec: QueueSpec, value: Any) -> Any:
+    """Arguments as the dead-letter store shows them: the values (json queues) or their reprs (pickle queues).
+
+    Reprs keep the store data-only: the API and the dlq tools never unpickle.
+    """
+    if spec.serializer == "json":
+        return list(value) if isinstance(value, tuple) else value
+    if isinstance(value, dict):
+        return {str(k): repr(v) for k, v in value.items()}
+    return [repr(v) for v in value]

@@ -1,0 +1,423 @@
+"""The dashboard page in a real Chromium (Debian's, driven by Playwright) against a real redis-server.
+
+The API runs in-process for the page's features and as a real ``arqscale api`` subprocess for the
+token prompt. Jobs are put in each state with the worker protocol's own writes (``protocol_steps``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import subprocess
+import sys
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import aiohttp
+import pytest
+from aiohttp.test_utils import TestServer
+from playwright.async_api import Browser, Dialog, Locator, Page, async_playwright, expect
+from redis.asyncio import Redis
+
+from arqscale.api.app import create_app
+from arqscale.api.dashboard import PATHS
+from arqscale.core import keys, queue_control
+from arqscale.core.dead_letters import DeadLetters
+from arqscale.core.models import Progress
+from arqscale.core.producer import Producer
+from arqscale.core.spec import parse_queues
+from protocol_steps import bury, finish, pick_up
+from redis_server import RedisServer, free_port
+
+CHROMIUM = "/usr/bin/chromium"
+HAVE_CHROMIUM = Path(CHROMIUM).exists()
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+QUEUES = {
+    "email": {"functions": ["tests.tasks.send_email"]},
+    "verification": {"functions": ["tests.tasks.verify_document"], "max_tries": 2},
+}
+SPECS = parse_queues({"queues": QUEUES})
+STATIC = Path(__file__).resolve().parents[2] / "src" / "arqscale" / "api" / "static"
+# Rendered as markup, either part would run and set window.pwned.
+HOSTILE = '<script>window.pwned = 1</script><img src=x onerror="window.pwned = 2"> provider said no'
+
+
+@pytest.fixture
+async def browser() -> AsyncIterator[Browser]:
+    if not HAVE_CHROMIUM:
+        pytest.fail("chromium is not installed: run scripts/install-test-deps (apt-get install chromium)")
+    async with async_playwright() as pw:
+        chromium = await pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield chromium
+        await chromium.close()
+
+
+async def _serve(redis: Redis, token: str | None = None) -> TestServer:
+    server = TestServer(create_app(SPECS, redis, max_body_bytes=65536, token=token), host="127.0.0.1")
+    await server.start_server()
+    return server
+
+
+def _cell(page: Page, queue: str, column: str) -> Locator:
+    return page.locator(f'tr[data-queue="{queue}"] td[data-col="{column}"]')
+
+
+def _watch(page: Page) -> list[str]:
+    """Uncaught errors and console errors (a CSP violation is one), but not the API's 4xx answers."""
+    problems: list[str] = []
+    page.on("pageerror", lambda exc: problems.append(f"uncaught: {exc}"))
+    page.on(
+        "console",
+        lambda msg: (
+            problems.append(msg.text)
+            if msg.type == "error" and not msg.text.startswith("Failed to load resource")
+            else None
+        ),
+    )
+    return problems
+
+
+async def test_page_and_assets_are_served_without_the_token(redis: Redis) -> None:
+    server = await _serve(redis, token="s3cret")
+    try:
+        async with aiohttp.ClientSession() as http:
+            for path in sorted(PATHS):
+                async with http.get(server.make_url(path)) as resp:
+                    assert resp.status == 200, path
+                    assert "default-src 'none'" in resp.headers["Content-Security-Policy"]
+                    assert resp.headers["X-Frame-Options"] == "DENY"
+                    body = await resp.read()
+                name = "dashboard.html" if path in ("/", "/dashboard") else path.lstrip("/")
+                assert body == (STATIC / name).read_bytes()  # the packaged file, unchanged
+            async with http.get(server.make_url("/dashboard.js")) as resp:
+                assert resp.content_type == "text/javascript"
+            async with http.head(server.make_url("/")) as resp:
+                assert resp.status == 200 and resp.content_type == "text/html"
+            # The page is open; the API behind it is not.
+            async with http.get(server.make_url("/v1/queues")) as resp:
+                assert resp.status == 401
+            async with http.post(server.make_url("/dashboard")) as resp:
+                assert resp.status == 401  # other methods are not the dashboard's
+    finally:
+        await server.close()
+
+
+async def test_counts_pause_dead_letters_and_lookup(redis: Redis, browser: Browser, tmp_path: Path) -> None:
+    producer = Producer(redis, SPECS)
+    for i in range(3):
+        await producer.enqueue("email", "send_email", f"user{i}@example.com", job_id=f"mail-{i}")
+    await producer.enqueue("email", "send_email", "later@example.com", job_id="mail-later", defer_seconds=3600)
+    await pick_up(redis, SPECS["email"], "mail-0")
+    progress = Progress(percent=40, message="rendering <b>template</b>", updated_at=1.0)
+    await redis.set(keys.progress_key("mail-0"), progress.model_dump_json())
+    await producer.enqueue("verification", "verify_document", {"doc": "passport"}, job_id="doc-ok")
+    await finish(redis, SPECS["verification"], "doc-ok", success=True, result={"verdict": "<i>genuine</i>"})
+    for job_id, error in (("doc-1", "ProviderError: timed out"), ("doc-evil", HOSTILE)):
+        await producer.enqueue("verification", "verify_document", {"doc": job_id, "note": "<b>x</b>"}, job_id=job_id)
+        await pick_up(redis, SPECS["verification"], job_id)
+        await bury(redis, SPECS["verification"], job_id, error=error)
+
+    server = await _serve(redis)
+    page = await browser.new_page()
+    problems = _watch(page)
+    try:
+        await page.goto(str(server.make_url("/dashboard")))
+        expected = {"waiting": "2", "active": "1", "delayed": "1", "backlog": "3", "failed": "0"}
+        for column, value in expected.items():
+            await expect(_cell(page, "email", column)).to_have_text(value)
+        await expect(_cell(page, "verification", "failed")).to_have_text("2")
+        await expect(_cell(page, "verification", "completed")).to_have_text("1")
+
+        # The table refreshes by itself.
+        await producer.enqueue("email", "send_email", "new@example.com", job_id="mail-new")
+        await expect(_cell(page, "email", "waiting")).to_have_text("3")
+
+        # Pause and resume go to Redis.
+        email = page.locator('tr[data-queue="email"]')
+        await email.locator('[data-action="toggle"]').click()
+        await expect(email.locator('[data-action="toggle"]')).to_have_text("Resume")
+        assert await queue_control.is_paused(redis, SPECS["email"])
+        await expect(_cell(page, "email", "paused")).to_have_text("3")
+        await email.locator('[data-action="toggle"]').click()
+        await expect(email.locator('[data-action="toggle"]')).to_have_text("Pause")
+        assert not await queue_control.is_paused(redis, SPECS["email"])
+
+        # Dead letters: the hostile error is shown as text and runs nothing.
+        await page.locator('tr[data-queue="verification"] [data-action="dead"]').click()
+        rows = page.locator("#dead-list tbody tr")
+        await expect(rows).to_have_count(2)
+        evil = page.locator('#dead-list tr[data-job="doc-evil"]')
+        await expect(evil.locator("td.error-cell")).to_have_text(HOSTILE)
+        await evil.locator('[data-action="view"]').click()
+        await expect(page.locator("#detail")).to_be_visible()
+        await expect(page.locator("#detail-fields")).to_contain_text('"note": "<b>x</b>"')
+        await expect(page.locator("#detail-fields")).to_contain_text("Traceback (most recent call last)")
+        assert await page.locator("#dead script, #dead img, #dead b").count() == 0
+        assert await page.evaluate("window.pwned") is None
+
+        # Requeue from the detail view puts the job back in its queue.
+        await page.locator("#detail-requeue").click()
+        await expect(page.locator("#flash")).to_have_text("Requeued doc-evil to verification")
+        await expect(rows).to_have_count(1)
+        await expect(_cell(page, "verification", "failed")).to_have_text("1")
+        assert await redis.zscore(SPECS["verification"].queue_key, "doc-evil") is not None
+        assert await DeadLetters(redis, SPECS["verification"]).get("doc-evil") is None
+        # And from the list.
+        await page.locator('#dead-list tr[data-job="doc-1"] [data-action="requeue"]').click()
+        await expect(page.locator("#dead-empty")).to_be_visible()
+        assert await redis.zscore(SPECS["verification"].queue_key, "doc-1") is not None
+
+        # Job lookup: state, progress, result, unknown and invalid ids.
+        lookup = page.locator("#lookup-id")
+        job = page.locator("#job")
+        await lookup.fill("doc-evil")
+        await lookup.press("Enter")
+        await expect(job.locator("[data-state]")).to_have_text("queued")
+        await lookup.fill("mail-0")
+        await lookup.press("Enter")
+        await expect(job.locator("[data-state]")).to_have_text("active")
+        await expect(job).to_contain_text("40% rendering <b>template</b>")
+        await lookup.fill("doc-ok")
+        await lookup.press("Enter")
+        await expect(job.locator("[data-state]")).to_have_text("complete")
+        await expect(job).to_contain_text('"verdict": "<i>genuine</i>"')
+        await lookup.fill("nobody")
+        await lookup.press("Enter")
+        await expect(job.locator("[data-state]")).to_have_text("not_found")
+        await lookup.fill("bad id!")
+        await lookup.press("Enter")
+        await expect(job).to_contain_text("invalid job id")
+        assert await page.locator("#job b, #job i").count() == 0
+        await lookup.fill("mail-0")
+        await lookup.press("Enter")
+        await expect(job.locator("[data-state]")).to_have_text("active")
+        await page.screenshot(path=str(tmp_path / "dashboard.png"), full_page=True)
+        assert problems == []
+    finally:
+        await page.close()
+        await server.close()
+
+
+@pytest.fixture
+def api_with_token(redis_server: RedisServer, tmp_path: Path) -> Iterator[str]:
+    """A real ``arqscale api`` with a bearer token and a queues file."""
+    queues_file = tmp_path / "queues.yaml"
+    queues_file.write_text(json.dumps({"queues": QUEUES}))  # JSON is YAML
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("REDIS_", "ARQSCALE_"))}
+    env |= {
+        "REDIS_URL": redis_server.url,
+        "ARQSCALE_API_TOKEN": "right-token",
+        "ARQSCALE_QUEUES_FILE": str(queues_file),
+        "ARQSCALE_LOG_LEVEL": "WARNING",
+    }
+    port = free_port()
+    log = (tmp_path / "api.log").open("wb")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "arqscale", "api", "--host", "127.0.0.1", "--port", str(port)],
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    yield f"http://127.0.0.1:{port}"
+    proc.terminate()
+    proc.wait(timeout=10)
+    log.close()
+
+
+async def _wait_up(url: str, within: float = 20) -> None:
+    async with aiohttp.ClientSession() as http:
+        for _ in range(int(within / 0.05)):
+            try:
+                async with http.get(url + "/livez") as resp:
+                    if resp.status == 200:
+                        return
+            except aiohttp.ClientConnectionError:
+                pass
+            await asyncio.sleep(0.05)
+    raise AssertionError(f"arqscale api did not answer at {url}")
+
+
+async def test_token_prompt_refuses_a_wrong_token(api_with_token: str, redis: Redis, browser: Browser) -> None:
+    await _wait_up(api_with_token)
+    page = await browser.new_page()
+    problems = _watch(page)
+    try:
+        await page.goto(api_with_token + "/")
+        await expect(page.locator("#login")).to_be_visible()
+        await expect(page.locator("#app")).to_be_hidden()
+
+        await page.locator("#token").fill("wrong-token")
+        await page.locator("#token").press("Enter")
+        await expect(page.locator("#login-error")).to_contain_text("refused this token")
+        await expect(page.locator("#app")).to_be_hidden()
+        assert await page.evaluate("sessionStorage.length") == 0
+
+        await page.locator("#token").fill("tökén")
+        await page.locator("#token").press("Enter")
+        await expect(page.locator("#login-error")).to_have_text("A token has only printable ASCII characters.")
+
+        await page.locator("#token").fill("right-token")
+        await page.locator("#token").press("Enter")
+        await expect(page.locator('tr[data-queue="verification"]')).to_be_visible()
+        await expect(page.locator("#login")).to_be_hidden()
+
+        # The token lasts for the tab, so a reload needs no prompt; "Forget token" asks again.
+        await page.reload()
+        await expect(page.locator('tr[data-queue="email"]')).to_be_visible()
+        await page.locator("#sign-out").click()
+        await expect(page.locator("#login")).to_be_visible()
+        await expect(page.locator("#login-error")).to_be_hidden()
+        assert await page.evaluate("sessionStorage.length") == 0
+        assert problems == []
+    finally:
+        await page.close()
+
+
+async def _accept(dialog: Dialog) -> None:
+    await dialog.accept()
+
+
+async def test_dead_letter_pages_requeue_all_and_delete(redis: Redis, browser: Browser) -> None:
+    producer = Producer(redis, SPECS)
+    spec = SPECS["verification"]
+    for i in range(23):
+        await producer.enqueue("verification", "verify_document", {"doc": i}, job_id=f"doc-{i:02d}")
+        await pick_up(redis, spec, f"doc-{i:02d}")
+        await bury(redis, spec, f"doc-{i:02d}", error=f"ProviderError: {i}")
+    server = await _serve(redis)
+    page = await browser.new_page()
+    problems = _watch(page)
+    try:
+        await page.goto(str(server.make_url("/")))
+        await page.locator('tr[data-queue="verification"] [data-action="dead"]').click()
+        rows = page.locator("#dead-list tbody tr")
+        await expect(rows).to_have_count(20)
+        await expect(page.locator("#dead-page")).to_have_text("1-20 of 23")
+        await expect(page.locator("#dead-prev")).to_be_disabled()
+        await page.locator("#dead-next").click()
+        await expect(rows).to_have_count(3)
+        await expect(page.locator("#dead-page")).to_have_text("21-23 of 23")
+        await expect(page.locator("#dead-next")).to_be_disabled()
+
+        # One entry from its row (the browser's confirm() is answered yes), then all of them.
+        page.on("dialog", _accept)
+        await rows.first.locator('[data-action="delete"]').click()
+        await expect(page.locator("#dead-page")).to_have_text("21-22 of 22")
+        assert await DeadLetters(redis, spec).count() == 22
+        await page.locator("#dead-requeue-all").click()
+        await expect(page.locator("#flash")).to_have_text("Requeued 22 job(s) to verification")
+        await expect(page.locator("#dead-empty")).to_be_visible()
+        assert await redis.zcard(spec.queue_key) == 22
+
+        # New dead letters show up by themselves (the list follows the queue's failed count).
+        for job_id in ("doc-05", "doc-06"):
+            await pick_up(redis, spec, job_id)
+            await bury(redis, spec, job_id, error="ProviderError: again")
+        await expect(rows).to_have_count(2)
+        await page.locator("#dead-purge-all").click()
+        await expect(page.locator("#flash")).to_have_text("Deleted 2 dead letter(s)")
+        await expect(page.locator("#dead-empty")).to_be_visible()
+        await expect(_cell(page, "verification", "failed")).to_have_text("0")
+        assert await DeadLetters(redis, spec).count() == 0
+        assert problems == []
+    finally:
+        await page.close()
+        await server.close()
+
+
+async def test_jobs_by_state_tabs_pages_and_lookup(redis: Redis, browser: Browser, tmp_path: Path) -> None:
+    producer = Producer(redis, SPECS)
+    email = SPECS["email"]
+    for i in range(22):
+        await producer.enqueue("email", "send_email", f"user{i}@example.com", job_id=f"wait-{i:02d}")
+    await producer.enqueue("email", "send_email", "vip@example.com", job_id="wait-urgent", priority=0)
+    await producer.enqueue("email", "send_email", "later@example.com", job_id="delayed-1", defer_seconds=3600)
+    await producer.enqueue("email", "send_email", "run@example.com", job_id="running-1")
+    await pick_up(redis, email, "running-1")
+    await redis.set(
+        keys.progress_key("running-1"), Progress(percent=60, message="<b>sending</b>", updated_at=1.0).model_dump_json()
+    )
+    await producer.enqueue("email", "send_email", "done@example.com", job_id="done-1")
+    await pick_up(redis, email, "done-1")
+    await finish(redis, email, "done-1", success=True, result={"sent": True})
+    await producer.enqueue("verification", "verify_document", {"doc": "x"}, job_id="doc-evil")
+    await pick_up(redis, SPECS["verification"], "doc-evil")
+    await bury(redis, SPECS["verification"], "doc-evil", error=HOSTILE)
+
+    server = await _serve(redis)
+    page = await browser.new_page()
+    problems = _watch(page)
+    try:
+        await page.goto(str(server.make_url("/")))
+        await page.locator('tr[data-queue="email"] [data-action="jobs"]').click()
+        jobs = page.locator("#jobs")
+        rows = page.locator("#jobs-list tbody tr")
+        tab = page.locator("#jobs-tabs")
+        await expect(jobs).to_be_visible()
+        await expect(tab.locator('[data-state="waiting"]')).to_have_attribute("aria-selected", "true")
+        await expect(tab.locator('[data-state="waiting"]')).to_have_text("Waiting (23)")
+        await expect(tab.locator('[data-state="delayed"]')).to_have_text("Delayed (1)")
+        # Waiting: the order workers take them, the urgent job first; 20 a page.
+        await expect(rows).to_have_count(20)
+        await expect(rows.first).to_have_attribute("data-job", "wait-urgent")
+        await expect(page.locator("#jobs-page")).to_have_text("1-20 of 23")
+        for absent in ("delayed-1", "running-1", "done-1"):
+            assert await page.locator(f'#jobs-list tr[data-job="{absent}"]').count() == 0
+        await page.locator("#jobs-next").click()
+        await expect(rows).to_have_count(3)
+        await expect(page.locator('#jobs-list tr[data-job="wait-21"]')).to_be_visible()
+
+        await tab.locator('[data-state="delayed"]').click()
+        await expect(rows).to_have_count(1)
+        await expect(rows.first).to_have_attribute("data-job", "delayed-1")
+        await expect(page.locator("#jobs-when")).to_have_text("Runs at")
+        await expect(page.locator("#jobs-page")).to_have_text("1-1 of 1")
+
+        await tab.locator('[data-state="completed"]').click()
+        await expect(rows).to_have_count(1)
+        await expect(rows.first).to_have_attribute("data-job", "done-1")
+        await expect(rows.first).to_contain_text("send_email")
+
+        await tab.locator('[data-state="active"]').click()
+        await expect(rows).to_have_count(1)
+        await expect(rows.first).to_contain_text("60% <b>sending</b>")
+
+        # The id links to the job view.
+        await rows.first.locator('[data-action="view"]').click()
+        await expect(page.locator("#job [data-state]")).to_have_text("active")
+        await expect(page.locator("#lookup-id")).to_have_value("running-1")
+
+        # A new job shows up in the open tab by itself.
+        await tab.locator('[data-state="delayed"]').click()
+        await expect(rows).to_have_count(1)
+        await producer.enqueue("email", "send_email", "later2@example.com", job_id="delayed-2", defer_seconds=60)
+        await expect(rows).to_have_count(2)
+        await expect(rows.first).to_have_attribute("data-job", "delayed-2")  # the sooner one first
+        await expect(tab.locator('[data-state="delayed"]')).to_have_text("Delayed (2)")
+
+        # Failed lists the dead letters; their errors are text.
+        await page.locator('tr[data-queue="verification"] [data-action="jobs"]').click()
+        await expect(page.locator("#jobs-queue")).to_have_text("verification")
+        await tab.locator('[data-state="failed"]').click()
+        await expect(rows).to_have_count(1)
+        await expect(rows.first.locator("td.error-cell")).to_have_text(HOSTILE)
+        assert await page.locator("#jobs script, #jobs img, #jobs b").count() == 0
+        assert await page.evaluate("window.pwned") is None
+        await rows.first.locator('[data-action="dead-letter"]').click()
+        await expect(page.locator("#detail-id")).to_have_text("doc-evil")
+        await page.screenshot(path=str(tmp_path / "jobs.png"), full_page=True)
+
+        await page.locator("#jobs-close").click()
+        await expect(jobs).to_be_hidden()
+        assert problems == []
+    finally:
+        await page.close()
+        await server.close()

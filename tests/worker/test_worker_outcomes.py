@@ -1,0 +1,126 @@
+"""The records a worker writes when a try ends (pure: no Redis, the clock is an argument)."""
+
+from __future__ import annotations
+
+import base64
+import json
+import pickle
+import random
+
+from arq.worker import JobExecutionFailed
+
+from arqscale.core import scores
+from arqscale.core.models import DeadJob
+from arqscale.core.spec import QueueSpec, parse_queues
+from arqscale.worker import outcomes
+from arqscale.worker.pickup import Picked, parse_pickup
+
+NOW = 1_800_000_000_000
+
+
+def spec(**settings: object) -> QueueSpec:
+    return parse_queues({"queues": {"q": {"functions": ["worker_tasks.add"], **settings}}})["q"]
+
+
+def picked(s: QueueSpec, priority: int, job_try: int = 1, payload: bytes | None = b'{"f":"add"}') -> Picked:
+    score = scores.job_score(NOW - 5_000, priority, s)
+    return Picked(job_id="j1", payload=payload, job_try=job_try, score=score, last_error=None)
+
+
+def test_retry_lands_after_the_backoff_in_the_jobs_own_band() -> None:
+    s = spec(priority_levels=5, backoff={"strategy": "fixed", "delay": 2, "jitter": 0})
+    record, delay = outcomes.retry(s, picked(s, priority=4), 1, "ValueError: x", "tb", NOW)
+    assert (record.kind, record.job_id, delay) == ("retry", "j1", 2_000)
+    assert scores.split_score(int(record.a), s) == (4, NOW + 2_000)
+    assert json.loads(record.b) == {"error": "ValueError: x", "attempt": 1, "at": NOW / 1000, "traceback": "tb"}
+
+
+def test_retry_backoff_grows_with_the_try_and_honours_an_explicit_delay() -> None:
+    s = spec(backoff={"strategy": "exponential", "delay": 1, "max_delay": 5, "jitter": 0.5})
+    rand = random.Random(7)
+    delays = [outcomes.retry(s, picked(s, 1), n, "e", None, NOW, rand=rand)[1] for n in (1, 2, 3, 4)]
+    assert 1_000 <= delays[0] <= 1_500 and 2_000 <= delays[1] <= 3_000 and 4_000 <= delays[2] <= 6_000
+    assert 5_000 <= delays[3] <= 7_500  # capped at max_delay before the jitter
+    record, delay = outcomes.retry(s, picked(s, 0), 1, "e", None, NOW, defer_ms=42_000)
+    assert delay == 42_000 and scores.split_score(int(record.a), s) == (0, NOW + 42_000)
+
+
+def test_dead_entry_keeps_everything_and_stays_data_only_on_pickle_queues() -> None:
+    pickled = spec(serializer="pickle")
+    decoded = outcomes.Decoded("add", (object, 2), {"when": b"x"}, None, NOW - 60_000)
+    raw = b"\x80\x05pickled bytes"
+    record = outcomes.dead(pickled, picked(pickled, 0, 3, raw), decoded, "boom", "Traceback...", NOW, attempts=3)
+    entry = DeadJob.model_validate_json(record.a)
+    assert record.kind == "dead"
+    assert entry.args == ["<class 'object'>", "2"] and entry.kwargs == {"when": "b'x'"}
+    assert (entry.function, entry.attempts, entry.error, entry.traceback) == ("add", 3, "boom", "Traceback...")
+    assert (entry.enqueued_at, entry.failed_at, entry.priority) == ((NOW - 60_000) / 1000, NOW / 1000, 0)
+    assert base64.b64decode(entry.payload_b64 or "") == raw
+
+
+def test_dead_entry_of_an_undecodable_or_missing_payload() -> None:
+    s = spec()
+    garbage = DeadJob.model_validate_json(outcomes.dead(s, picked(s, 1, 2, b"\xff"), None, "undecodable", None, NOW).a)
+    assert (garbage.function, garbage.args, garbage.attempts) == (None, None, 2)
+    assert base64.b64decode(garbage.payload_b64 or "") == b"\xff"
+    missing = DeadJob.model_validate_json(outcomes.dead(s, picked(s, 1, payload=None), None, "missing", None, NOW).a)
+    assert missing.payload_b64 is None
+
+
+def test_put_back_is_ready_now_in_its_band_with_the_try_uncounted() -> None:
+    s = spec(priority_levels=3)
+    record = outcomes.back(s, picked(s, priority=2, job_try=3), NOW)
+    assert record.kind == "back" and record.b == 2
+    assert scores.split_score(int(record.a), s) == (2, NOW)
+    assert outcomes.back(s, picked(s, priority=0, job_try=1), NOW).b == 0
+
+
+def test_error_text() -> None:
+    assert outcomes.error_text(None) == "none recorded"
+    recorded = json.dumps({"error": "timed out after 3s", "attempt": 2}).encode()
+    assert outcomes.error_text(recorded) == "timed out after 3s"
+    assert outcomes.error_text(b"plain words") == "plain words"
+
+
+def test_parse_pickup_reply() -> None:
+    reply = [0, 250, b"a", b"payload", 1, b"-9999999999999.0", None, b"b", None, 3, b"17", b'{"error":"x"}']
+    result = parse_pickup(reply)
+    assert (result.paused, result.rate_limited, result.wait_ms) == (False, False, 250)
+    assert result.jobs[0] == Picked("a", b"payload", 1, -9_999_999_999_999, None)
+    assert result.jobs[1] == Picked("b", None, 3, 17, b'{"error":"x"}')
+    assert parse_pickup([1, -1]).paused and parse_pickup([2, 400]).rate_limited
+
+
+def test_dead_record_carries_arqs_failed_result() -> None:
+    s = spec(retention={"failed_seconds": 60})
+    decoded = outcomes.Decoded("add", (1, 2), {"k": "v"}, None, NOW - 60_000)
+    record = outcomes.dead(
+        s, picked(s, 1, 3), decoded, "ValueError: x", None, NOW, exc=ValueError("x"), start_ms=NOW - 7
+    )
+    result = json.loads(record.b)
+    assert result == {
+        "t": 3, "f": "add", "a": [1, 2], "k": {"k": "v"}, "et": NOW - 60_000, "s": False,
+        "r": "ValueError: x", "st": NOW - 7, "ft": NOW, "q": s.queue_key, "id": "j1",
+    }  # fmt: skip
+    # Undecodable payloads: arq's placeholders; no result at all when failed results are not kept.
+    bare = json.loads(outcomes.dead(s, picked(s, 1, payload=b"\xff"), None, "undecodable", None, NOW).b)
+    assert (bare["f"], bare["a"], bare["k"], bare["et"], bare["st"]) == ("<unknown>", [], {}, 0, NOW)
+    assert outcomes.dead(spec(retention={"failed_seconds": 0}), picked(s, 1), decoded, "e", None, NOW).b == b""
+
+
+def test_pickle_queue_failed_result_holds_an_exception_arqs_client_can_rebuild() -> None:
+    s = spec(serializer="pickle")
+    decoded = outcomes.Decoded("add", (object(),), {}, None, NOW)
+
+    class Local(Exception):  # not importable by name: cannot be pickled
+        pass
+
+    for exc, expected in (
+        (KeyError("k"), KeyError("k")),
+        (Local("l"), JobExecutionFailed("Local: l")),
+        (None, JobExecutionFailed("Local: l")),
+    ):
+        raw = outcomes.dead(s, picked(s, 1), decoded, "Local: l", None, NOW, exc=exc).b
+        result = pickle.loads(raw)  # our own bytes
+        assert type(result["r"]) is type(expected) and result["r"].args == expected.args
+        assert result["s"] is False and len(result["a"]) == 1
