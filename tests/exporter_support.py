@@ -24,6 +24,7 @@ from arqscale.core.keys import QueueKeys
 from arqscale.core.producer import Producer
 from arqscale.core.spec import QueueSpec, parse_queues
 from arqscale.exporter.server import Exporter, ExporterOptions
+from protocol_steps import pick_up
 
 ROOT = Path(__file__).resolve().parent.parent
 TOOLS_BIN = ROOT / ".tools" / "bin"
@@ -55,7 +56,8 @@ EMAIL_EXPECTED = {
 async def seed_every_state(redis: Redis, specs: Mapping[str, QueueSpec] = SPECS) -> None:
     """Jobs in every state on ``email``: 3 waiting, 2 running, 2 delayed, 4 completed, 1 failed.
 
-    Running jobs are held the way a worker holds them: a live lease in the queue's ``active`` set.
+    Running jobs are held the way a worker's pickup holds them (``protocol_steps.pick_up``): parked in the
+    queue, an ownership record and a live lease in the ``active`` set.
     ``held`` is paused with 2 ready jobs; ``image_processing`` has 7 waiting; ``idle`` is empty.
     """
     producer = Producer(redis, specs)
@@ -65,7 +67,8 @@ async def seed_every_state(redis: Redis, specs: Mapping[str, QueueSpec] = SPECS)
     await producer.enqueue("email", "send_email", job_id="urgent-later", defer_seconds=600, priority=0)
     now = round(time.time() * 1000)
     email = QueueKeys.for_queue("email", specs["email"].queue_key)
-    await redis.zadd(email.active, {"e0": now + 60_000, "e1": now + 60_000})
+    for job_id in ("e0", "e1"):
+        await pick_up(redis, specs["email"], job_id, lease_ms=60_000)
     await redis.zadd(email.completed, {f"done{i}": now - 1000 for i in range(4)})
     await redis.zadd(email.dlq_index, {"dead1": now - 1000})
     for i in range(7):

@@ -28,14 +28,28 @@ def qkeys(spec: QueueSpec) -> keys.QueueKeys:
     return keys.QueueKeys.for_queue(spec.name, spec.queue_key)
 
 
-async def pick_up(redis: Redis, spec: QueueSpec, job_id: str, worker: str = "w1") -> None:
-    await redis.set(keys.in_progress_key(job_id), worker, px=10_000)
-    await redis.zadd(qkeys(spec).active, {job_id: now_ms() + 10_000})
-    await redis.incr(keys.retry_key(job_id))
+async def pick_up(redis: Redis, spec: QueueSpec, job_id: str, worker: str = "w1", lease_ms: int = 10_000) -> str:
+    """Take ``job_id`` as the pickup script takes a job; returns the token that holds it."""
+    score = await redis.zscore(spec.queue_key, job_id)
+    assert score is not None, f"{job_id} is not queued"
+    token = f"{worker}.1"
+    async with redis.pipeline(transaction=True) as pipe:
+        pipe.zadd(spec.queue_key, {job_id: scores.PARK + int(score)})  # parked, as the script does
+        pipe.set(keys.in_progress_key(job_id), f"{int(score)} {token}")
+        pipe.zadd(qkeys(spec).active, {job_id: now_ms() + lease_ms})
+        pipe.incr(keys.retry_key(job_id))
+        await pipe.execute()
+    return token
+
+
+async def queue_score(redis: Redis, spec: QueueSpec, job_id: str) -> float | None:
+    """The job's own queue score (a running job's is parked at ``PARK + score``)."""
+    score = await redis.zscore(spec.queue_key, job_id)
+    return None if score is None else scores.unpark(score)
 
 
 async def fail_with_retry(redis: Redis, spec: QueueSpec, job_id: str, error: str, backoff_ms: int = 60_000) -> None:
-    score = await redis.zscore(spec.queue_key, job_id)
+    score = await queue_score(redis, spec, job_id)
     assert score is not None
     await redis.zadd(spec.queue_key, {job_id: score + backoff_ms})
     await redis.delete(keys.in_progress_key(job_id))
@@ -99,7 +113,7 @@ async def bury(
     """
     payload = await redis.get(keys.job_key(job_id))
     decoded = serializers.json_loads(payload) if payload and spec.serializer == "json" else None
-    score = await redis.zscore(spec.queue_key, job_id)
+    score = await queue_score(redis, spec, job_id)
     priority = scores.split_score(score, spec)[0] if score is not None else spec.normal_priority
     entry = DeadJob(
         job_id=job_id,

@@ -112,3 +112,23 @@ class StubbornError(Exception):
 
 async def fail_stubborn(ctx: dict[str, Any]) -> None:
     raise StubbornError(7, "no")
+
+
+async def block_first_try(ctx: dict[str, Any], seconds: float) -> str:
+    """Blocks its worker's event loop for ``seconds`` on the first try only (a stall: a GC pause, a
+    partition), then returns which try finished; later tries return at once."""
+    await _record(ctx)
+    if ctx["job_try"] == 1:
+        time.sleep(seconds)  # noqa: ASYNC251 - blocking the event loop is the point of this task
+    return f"try {ctx['job_try']}"
+
+
+async def swallow_cancel(ctx: dict[str, Any], seconds: float) -> str:
+    """Catches its cancellation and runs on (bad task code): records its start and what happened."""
+    await _record(ctx)
+    try:
+        await asyncio.sleep(seconds)
+    except asyncio.CancelledError:
+        await ctx["redis"].rpush(f"swallowed:{ctx['job_id']}", json.dumps({"pid": os.getpid(), "at": time.time()}))
+        await asyncio.sleep(seconds)
+    return "stubborn"

@@ -31,10 +31,8 @@ SPECS = parse_queues(
 EMAIL = SPECS["email"]
 
 
-async def _ids(
-    lister: JobLister, state: ListState, offset: int = 0, limit: int = 200, now: int | None = None
-) -> list[str]:
-    page = await lister.page(EMAIL, state, offset, limit, now_ms=now)
+async def _ids(lister: JobLister, state: ListState, offset: int = 0, limit: int = 200) -> list[str]:
+    page = await lister.page(EMAIL, state, offset, limit)
     return [item.job_id for item in page.items]
 
 
@@ -114,47 +112,55 @@ async def test_completed_and_failed_are_newest_first_and_paged(redis: Redis) -> 
     assert failed.total == 5 and failed.items[0].note == "dead-letter entry gone"
 
 
-def _reference(entries: dict[str, tuple[int, int]], running: set[str], now: int) -> tuple[list[str], list[str]]:
-    """Expected waiting and delayed orders, from (priority, ready ms) per id."""
-    waiting = sorted(
-        (i for i, (p, at) in entries.items() if at <= now and i not in running),
+def _reference(
+    entries: dict[str, tuple[int, int]], running: set[str], stalled: str, now: int
+) -> tuple[list[str], list[str]]:
+    """Expected waiting and delayed orders, from (priority, ready ms) per id: a job whose lease ran out
+    first (the next pickup sweeps it back ahead of the rest), then by band and ready time."""
+    ready = sorted(
+        (i for i, (p, at) in entries.items() if at <= now and i not in running and i != stalled),
         key=lambda i: (entries[i][0], entries[i][1], i),
     )
+    waiting = [stalled, *ready]
     delayed = sorted((i for i, (_, at) in entries.items() if at > now), key=lambda i: (entries[i][1], entries[i][0], i))
     return waiting, delayed
 
 
 async def test_waiting_and_delayed_pages_match_a_reference_at_every_offset(redis: Redis) -> None:
     rng = random.Random(7)
-    now = 1_800_000_000_000
+    seconds, micros = await redis.time()
+    now = seconds * 1000 + micros // 1000  # Redis' clock, which the lists read
     entries: dict[str, tuple[int, int]] = {}
     for n in range(120):
         priority = rng.randrange(EMAIL.priority_levels)
-        # Many ties on purpose: jobs enqueued in one batch share a millisecond.
-        at = now + rng.choice([-5000, -10, 0, 1, 1, 1, 50, 700, 700, 86_400_000]) + rng.randrange(3)
+        # Many ties on purpose: jobs enqueued in one batch share a millisecond. Delayed ones stay delayed
+        # for the length of the test.
+        at = now + rng.choice([-5000, -10, -3, -3, -3, 0, 600_000, 600_050, 600_050, 86_400_000]) - rng.randrange(3)
         entries[f"j{n:03d}"] = (priority, at)
     await redis.zadd(EMAIL.queue_key, {i: scores.job_score(at, p, EMAIL) for i, (p, at) in entries.items()})
     ready = [i for i, (_, at) in entries.items() if at <= now]
     running = set(rng.sample(ready, 9))
-    await redis.zadd(qkeys(EMAIL).active, {i: now + 10_000 for i in running})
-    await redis.zadd(qkeys(EMAIL).active, {ready[0] if ready[0] not in running else ready[1]: now - 1})  # expired
-    waiting, delayed = _reference(entries, running, now)
+    for job_id in running:
+        await pick_up(redis, EMAIL, job_id, lease_ms=600_000)
+    stalled = next(i for i in ready if i not in running)
+    await pick_up(redis, EMAIL, stalled, lease_ms=-1)  # its worker crashed: waiting again
+    waiting, delayed = _reference(entries, running, stalled, now)
 
     lister = JobLister(redis)
-    assert (await lister.page(EMAIL, ListState.WAITING, 0, 1, now_ms=now)).total == len(waiting)
-    assert (await lister.page(EMAIL, ListState.DELAYED, 0, 1, now_ms=now)).total == len(delayed)
-    assert (await lister.page(EMAIL, ListState.ACTIVE, 0, 1, now_ms=now)).total == len(running)
-    counts = (await CountsReader(redis).read({"email": EMAIL}, now_ms=now))["email"]
+    assert (await lister.page(EMAIL, ListState.WAITING, 0, 1)).total == len(waiting)
+    assert (await lister.page(EMAIL, ListState.DELAYED, 0, 1)).total == len(delayed)
+    assert (await lister.page(EMAIL, ListState.ACTIVE, 0, 1)).total == len(running)
+    counts = (await CountsReader(redis).read({"email": EMAIL}))["email"]
     assert (counts.waiting, counts.delayed, counts.active) == (len(waiting), len(delayed), len(running))
     for limit in (1, 7, 200):
         for offset in range(0, len(entries) + 2, 3 if limit == 1 else 1):
-            got = await _ids(lister, ListState.WAITING, offset, limit, now)
+            got = await _ids(lister, ListState.WAITING, offset, limit)
             assert got == waiting[offset : offset + limit], (offset, limit)
-            got = await _ids(lister, ListState.DELAYED, offset, limit, now)
+            got = await _ids(lister, ListState.DELAYED, offset, limit)
             assert got == delayed[offset : offset + limit], (offset, limit)
     in_run_order = sorted(running, key=lambda i: (entries[i][0], entries[i][1], i))
-    assert await _ids(lister, ListState.ACTIVE, 0, 200, now) == in_run_order
-    assert await _ids(lister, ListState.ACTIVE, 3, 4, now) == in_run_order[3:7]
+    assert await _ids(lister, ListState.ACTIVE, 0, 200) == in_run_order
+    assert await _ids(lister, ListState.ACTIVE, 3, 4) == in_run_order[3:7]
 
 
 async def test_a_page_is_one_script_whatever_the_offset(redis: Redis) -> None:
@@ -170,7 +176,7 @@ async def test_a_page_is_one_script_whatever_the_offset(redis: Redis) -> None:
     assert await _ids(lister, ListState.WAITING, 19_998, 5) == ["j19998", "j19999"]
     assert await _ids(lister, ListState.DELAYED, 15_000, 2) == ["d15000", "d15001"]
     await redis.config_resetstat()
-    await run_scripts(redis, [(LIST_SCRIPT, *script_args(EMAIL, ListState.WAITING, 19_000, 50, now))])
+    await run_scripts(redis, [(LIST_SCRIPT, *script_args(EMAIL, ListState.WAITING, 19_000, 50))])
     info = await redis.info("commandstats")
     assert info["cmdstat_zrange"]["calls"] <= EMAIL.priority_levels
 

@@ -14,6 +14,7 @@ from arqscale.core.keys import QueueKeys
 from arqscale.core.models import JobRequest
 from arqscale.core.producer import Producer, UnknownFunctionError
 from arqscale.core.spec import UnknownQueueError, parse_queues
+from protocol_steps import pick_up
 
 SPECS = parse_queues(
     {
@@ -42,17 +43,18 @@ async def test_counts_tell_waiting_running_and_deferred_apart(redis: Redis) -> N
     await producer.enqueue("email", "send_email", job_id="later", defer_seconds=60)
     await producer.enqueue("email", "send_email", job_id="urgent-later", defer_seconds=60, priority=0)
     await producer.enqueue("email", "send_email", job_id="low", priority=2)
-    # Two jobs "running": a live lease in the active set. One dead lease (crashed worker) counts as waiting.
-    now = round(time.time() * 1000)  # after enqueueing: every job enqueued so far is ready at `now`
-    k = QueueKeys.for_queue("email", "arq:queue:email")
-    await redis.zadd(k.active, {"w0": now + 10_000, "w1": now + 10_000, "w2": now - 1})
-    counts = (await CountsReader(redis).read(SPECS, now_ms=now))["email"]
+    # Two jobs running (a live lease), one whose worker crashed (its lease ran out): that one counts as waiting.
+    spec = SPECS["email"]
+    for job_id in ("w0", "w1"):
+        await pick_up(redis, spec, job_id)
+    await pick_up(redis, spec, "w2", lease_ms=-1)
+    counts = (await CountsReader(redis).read(SPECS))["email"]
     assert counts.active == 2
     assert counts.delayed == 2
     assert counts.waiting == 4  # w2, w3, w4, low
     assert counts.backlog == 6
     # What a ZCARD-based scaler sees: every job, running and deferred ones included.
-    assert await redis.zcard(k.queue) == 8
+    assert await redis.zcard(spec.queue_key) == 8
 
 
 async def test_priority_bands_order_pickup(redis: Redis) -> None:
@@ -72,9 +74,19 @@ async def test_oldest_waiting_age_skips_running_jobs(redis: Redis) -> None:
     now = round(time.time() * 1000)
     k = QueueKeys.for_queue("email", "arq:queue:email")
     await redis.zadd(k.queue, {"old-running": now - 9000, "old-waiting": now - 4000, "new": now - 1000})
-    await redis.zadd(k.active, {"old-running": now + 10_000})
-    counts = (await CountsReader(redis).read(SPECS, now_ms=now))["email"]
-    assert counts.oldest_waiting_seconds == pytest.approx(4.0)
+    await pick_up(redis, SPECS["email"], "old-running")
+    counts = (await CountsReader(redis).read(SPECS))["email"]
+    assert counts.oldest_waiting_seconds == pytest.approx(4.0, abs=0.5)
+
+
+async def test_oldest_waiting_age_counts_a_crashed_workers_job(redis: Redis) -> None:
+    now = round(time.time() * 1000)
+    k = QueueKeys.for_queue("email", "arq:queue:email")
+    await redis.zadd(k.queue, {"stalled": now - 9000, "new": now - 1000})
+    await pick_up(redis, SPECS["email"], "stalled", lease_ms=-1)  # its lease ran out: waiting again
+    counts = (await CountsReader(redis).read(SPECS))["email"]
+    assert (counts.waiting, counts.active) == (2, 0)
+    assert counts.oldest_waiting_seconds == pytest.approx(9.0, abs=0.5)
 
 
 async def test_paused_queue_reports_paused_not_waiting(redis: Redis) -> None:

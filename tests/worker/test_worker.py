@@ -21,7 +21,7 @@ from arq.connections import ArqRedis
 from arq.jobs import Job
 from redis.asyncio import Redis
 
-from arqscale.core import scores, serializers
+from arqscale.core import queue_control, scores, serializers
 from arqscale.core.keys import QueueKeys, error_key, in_progress_key, job_key, progress_key, retry_key
 from arqscale.core.models import DeadJob, JobRequest, Progress
 from arqscale.core.producer import Producer
@@ -233,6 +233,22 @@ async def test_paused_queue_is_not_picked(redis: Redis) -> None:
         await wait_for(lambda: redis.llen("order"), what="picked after unpause")
 
 
+async def test_a_resume_wakes_a_worker_that_held_off_while_paused(redis: Redis) -> None:
+    # A long poll: without the resume's wake-up getting through, the job would wait up to 30 s.
+    spec = make_spec(poll_interval=30)
+    await queue_control.pause(redis, spec)
+    async with running(Worker(spec, redis)) as worker:
+        await Producer(redis, {"q": spec}).enqueue("q", "record", job_id="held")  # its wake-up meets the pause
+        await wait_for(lambda: _holding(worker), what="the worker holding off after seeing the pause")
+        assert await redis.llen("order") == 0
+        await queue_control.resume(redis, spec)
+        await wait_for(lambda: redis.llen("order"), within=5, what="picked at the resume, not the next poll")
+
+
+async def _holding(worker: Worker) -> bool:
+    return worker._hold_until > time.monotonic()
+
+
 async def test_deferred_job_runs_at_its_time_and_progress_is_stored(redis: Redis) -> None:
     spec = make_spec(poll_interval=5)  # a long poll: only the deferred-time wake can start it in time
     producer = Producer(redis, {"q": spec})
@@ -295,8 +311,11 @@ async def test_active_set_and_worker_heartbeat_track_running_jobs(redis: Redis) 
         first = await redis.zscore(k.active, "tracked")
         await asyncio.sleep(0.9)  # past the first lease: the heartbeat renewed it
         assert await redis.zscore(k.active, "tracked") > first
-        assert await redis.get(in_progress_key("tracked")) == worker.worker_id.encode()
-        assert 0 < await redis.pttl(in_progress_key("tracked")) <= 600
+        # The ownership record: the job's queue score and the token of the pickup that holds it.
+        score, token = (await redis.get(in_progress_key("tracked"))).decode().split(" ", 1)
+        assert token.startswith(worker.worker_id + ".") and scores.unpark(
+            await redis.zscore(k.queue, "tracked")
+        ) == int(score)
         assert await redis.zscore(k.workers, worker.worker_id) > time.time() * 1000
         await wait_for(lambda: redis.llen("finished"), what="finished")
         assert await redis.zscore(k.active, "tracked") is None
@@ -381,7 +400,7 @@ async def test_retention_trims_completed_and_dead_letter_indexes(redis: Redis) -
         await redis.zadd(k.active, {"ghost": 1})
         await redis.zadd(k.workers, {"dead-worker": 1})
         await wait_for(lambda: _eq(redis.zscore(k.active, "ghost"), None), what="expired lease removed")
-        assert await redis.zscore(k.workers, "dead-worker") is None
+        await wait_for(lambda: _eq(redis.zscore(k.workers, "dead-worker"), None), what="expired worker removed")
     assert [x.decode() for x in await redis.zrange(k.completed, 0, -1)] == ["ok3", "ok4"]
     assert [x.decode() for x in await redis.zrange(k.dlq_index, 0, -1)] == ["bad2"]
     assert list(await redis.hkeys(k.dlq)) == [b"bad2"]

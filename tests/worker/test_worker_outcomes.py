@@ -1,4 +1,7 @@
-"""The records a worker writes when a try ends (pure: no Redis, the clock is an argument)."""
+"""The records a worker writes when a try ends (pure: no Redis, the clock is an argument).
+
+Queue scores are not here: the finish script computes them on Redis' clock (tests/worker/test_ownership.py).
+"""
 
 from __future__ import annotations
 
@@ -6,6 +9,7 @@ import base64
 import json
 import pickle
 import random
+import time
 
 from arq.worker import JobExecutionFailed
 
@@ -13,7 +17,7 @@ from arqscale.core import scores
 from arqscale.core.models import DeadJob
 from arqscale.core.spec import QueueSpec, parse_queues
 from arqscale.worker import outcomes
-from arqscale.worker.pickup import Picked, parse_pickup
+from arqscale.worker.pickup import Finish, Picked, parse_pickup
 
 NOW = 1_800_000_000_000
 
@@ -24,14 +28,13 @@ def spec(**settings: object) -> QueueSpec:
 
 def picked(s: QueueSpec, priority: int, job_try: int = 1, payload: bytes | None = b'{"f":"add"}') -> Picked:
     score = scores.job_score(NOW - 5_000, priority, s)
-    return Picked(job_id="j1", payload=payload, job_try=job_try, score=score, last_error=None)
+    return Picked(job_id="j1", payload=payload, job_try=job_try, score=score, last_error=None, token="w.7")
 
 
-def test_retry_lands_after_the_backoff_in_the_jobs_own_band() -> None:
+def test_retry_carries_the_backoff_and_the_token() -> None:
     s = spec(priority_levels=5, backoff={"strategy": "fixed", "delay": 2, "jitter": 0})
     record, delay = outcomes.retry(s, picked(s, priority=4), 1, "ValueError: x", "tb", NOW)
-    assert (record.kind, record.job_id, delay) == ("retry", "j1", 2_000)
-    assert scores.split_score(int(record.a), s) == (4, NOW + 2_000)
+    assert (record.kind, record.job_id, record.token, delay, record.a) == ("retry", "j1", "w.7", 2_000, 2_000)
     assert json.loads(record.b) == {"error": "ValueError: x", "attempt": 1, "at": NOW / 1000, "traceback": "tb"}
 
 
@@ -42,7 +45,8 @@ def test_retry_backoff_grows_with_the_try_and_honours_an_explicit_delay() -> Non
     assert 1_000 <= delays[0] <= 1_500 and 2_000 <= delays[1] <= 3_000 and 4_000 <= delays[2] <= 6_000
     assert 5_000 <= delays[3] <= 7_500  # capped at max_delay before the jitter
     record, delay = outcomes.retry(s, picked(s, 0), 1, "e", None, NOW, defer_ms=42_000)
-    assert delay == 42_000 and scores.split_score(int(record.a), s) == (0, NOW + 42_000)
+    assert delay == 42_000 and record.a == 42_000
+    assert outcomes.retry(s, picked(s, 0), 1, "e", None, NOW, defer_ms=-5)[0].a == 0  # never before now
 
 
 def test_dead_entry_keeps_everything_and_stays_data_only_on_pickle_queues() -> None:
@@ -67,12 +71,18 @@ def test_dead_entry_of_an_undecodable_or_missing_payload() -> None:
     assert missing.payload_b64 is None
 
 
-def test_put_back_is_ready_now_in_its_band_with_the_try_uncounted() -> None:
+def test_put_back_restores_the_try_counter() -> None:
     s = spec(priority_levels=3)
-    record = outcomes.back(s, picked(s, priority=2, job_try=3), NOW)
-    assert record.kind == "back" and record.b == 2
-    assert scores.split_score(int(record.a), s) == (2, NOW)
-    assert outcomes.back(s, picked(s, priority=0, job_try=1), NOW).b == 0
+    record = outcomes.back(picked(s, priority=2, job_try=3))
+    assert (record.kind, record.a, record.token) == ("back", 2, "w.7")
+    assert outcomes.back(picked(s, priority=0, job_try=1)).a == 0
+
+
+def test_an_ok_record_on_the_wire_says_how_long_ago_the_job_finished() -> None:
+    record = Finish("ok", "j1", b"result", token="w.7", done_at=time.monotonic() - 2.5)
+    kind, job_id, token, a, ago = record.wire()
+    assert (kind, job_id, token, a) == ("ok", "j1", "w.7", b"result")
+    assert 2_500 <= int(ago) < 60_000
 
 
 def test_error_text() -> None:
@@ -83,12 +93,13 @@ def test_error_text() -> None:
 
 
 def test_parse_pickup_reply() -> None:
-    reply = [0, 250, b"a", b"payload", 1, b"-9999999999999.0", None, b"b", None, 3, b"17", b'{"error":"x"}']
-    result = parse_pickup(reply)
-    assert (result.paused, result.rate_limited, result.wait_ms) == (False, False, 250)
-    assert result.jobs[0] == Picked("a", b"payload", 1, -9_999_999_999_999, None)
-    assert result.jobs[1] == Picked("b", None, 3, 17, b'{"error":"x"}')
-    assert parse_pickup([1, -1]).paused and parse_pickup([2, 400]).rate_limited
+    reply = [0, 250, 2, b"a", b"payload", 1, b"-9999999999999.0", None, b"b", None, 3, b"17", b'{"error":"x"}']
+    result = parse_pickup(reply, "w.1")
+    assert (result.paused, result.rate_limited, result.wait_ms, result.swept) == (False, False, 250, 2)
+    assert result.jobs[0] == Picked("a", b"payload", 1, -9_999_999_999_999, None, "w.1")
+    assert result.jobs[1] == Picked("b", None, 3, 17, b'{"error":"x"}', "w.1")
+    assert parse_pickup([1, -1, 0], "t").paused and parse_pickup([2, 400, 0], "t").rate_limited
+    assert parse_pickup([3, -1, 0], "t").resent
 
 
 def test_dead_record_carries_arqs_failed_result() -> None:

@@ -1,4 +1,4 @@
-"""``arqscale queue pause|resume NAME``: stop and restart job pickup on a queue."""
+"""``arqscale queue pause|resume|migrate NAME``: stop and restart job pickup; rescue stranded jobs."""
 
 from __future__ import annotations
 
@@ -10,18 +10,26 @@ from arqscale.cli._common import arq_spec, run_with_redis
 from arqscale.core import queue_control
 from arqscale.core.config import Config
 
-HELP = "pause or resume a queue (a paused queue still takes new jobs; workers leave them)"
+HELP = "pause or resume a queue, or move jobs stranded by changed priority settings"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     actions = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
-    for name, text in (("pause", "stop workers taking jobs from NAME"), ("resume", "let workers take jobs again")):
+    for name, text in (
+        ("pause", "stop workers taking jobs from NAME (it still accepts new jobs)"),
+        ("resume", "let workers take jobs again"),
+        ("migrate", "move jobs outside the configured priority bands into the nearest one"),
+    ):
         sub = actions.add_parser(name, help=text, description=text)
         sub.add_argument("name", metavar="NAME", help="queue name")
 
 
 async def _run(args: argparse.Namespace, config: Config, redis: Redis) -> int:
     spec = arq_spec(config, args.name)
+    if args.action == "migrate":
+        moved = await queue_control.migrate(redis, spec)
+        print(f"queue {spec.name}: moved {moved} stranded job(s) into its priority bands")
+        return 0
     if args.action == "pause":
         changed = await queue_control.pause(redis, spec)
         print(f"queue {spec.name} paused" if changed else f"queue {spec.name} was already paused")

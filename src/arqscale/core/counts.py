@@ -1,9 +1,10 @@
 """Exact BullMQ-style counts for arq queues, read in one Redis round trip.
 
-arq keeps a running job inside its queue's sorted set until it finishes, and a deferred job there
-with a future score, so ``ZCARD`` (all KEDA's Redis scaler can see) mixes waiting, running and
-deferred work. Per priority band (see ``scores``) a job is *ready* when its score is at most
-``band + now``; ready jobs whose lease in the ``active`` set is alive are running, the rest wait.
+A queue's sorted set holds waiting jobs (score at most ``band + now``, see ``scores``) and deferred
+ones (a later score); ``ZCARD``, all KEDA's Redis scaler can see, mixes the two. Running jobs leave
+the sorted set at pickup and live in the ``active`` set under their lease expiry: a live lease is
+``active``, an expired one (its worker died or stalled, and no pickup has swept it back yet) is work
+waiting to be done and counts as ``waiting``. "Now" is Redis' clock (``lua.NOW_LUA``).
 
 One script reads every configured queue at once: the cost of a refresh is one round trip whatever
 the number of jobs, and ``O(queues * levels * log n)`` inside Redis.
@@ -18,84 +19,82 @@ from redis.asyncio import Redis
 
 from arqscale.core import bullmq_counts, scores
 from arqscale.core.keys import QueueKeys
-from arqscale.core.lua import Call, LuaScript, run_scripts
+from arqscale.core.lua import LEASE_LUA, NOW_LUA, Call, LuaScript, run_scripts
 from arqscale.core.models import QueueCounts
 from arqscale.core.spec import QueueSpec
 
 KEYS_PER_QUEUE = 5  # queue, active, paused, completed, dlq_index
 
-# ARGV[1] = now ms; then per queue: completed cutoff ms, number of bands, band lows...
-# Returns per queue: {ready, delayed, active, paused_flag, completed, failed, oldest_ready_ms or -1}
-COUNTS_LUA = """
-local now = tonumber(ARGV[1])
+# ARGV: per queue: completed retention ms, number of bands, band lows...
+# Returns per queue: {waiting (ready + stalled), delayed, active, paused_flag, completed, failed,
+#                     oldest waiting job's age in ms or -1}
+COUNTS_LUA = (
+    NOW_LUA
+    + LEASE_LUA
+    + """
 local out = {}
-local argi = 2
+local argi = 1
 for q = 0, (#KEYS / 5) - 1 do
   local kq, ka, kp, kc, kd = KEYS[q*5+1], KEYS[q*5+2], KEYS[q*5+3], KEYS[q*5+4], KEYS[q*5+5]
-  local cutoff = ARGV[argi]
+  local cutoff = now - tonumber(ARGV[argi])
   local nbands = tonumber(ARGV[argi+1])
   argi = argi + 2
   local active = redis.call('ZCOUNT', ka, '(' .. now, '+inf')
+  local stalled = redis.call('ZCOUNT', ka, '-inf', now)
   local ready, delayed, oldest = 0, 0, -1
   for b = 1, nbands do
     local low = tonumber(ARGV[argi])
     argi = argi + 1
     local top = low + now
-    ready = ready + redis.call('ZCOUNT', kq, low, top)
-    delayed = delayed + redis.call('ZCOUNT', kq, '(' .. top, '(' .. (low + 10000000000000))
-    -- The oldest waiting job of this band: skip ready jobs that are running (their lease is alive).
-    -- Read in growing pages (8, 16, 32...): usually the first job is not running, and reading
-    -- active + 1 jobs at once cost ~0.2 ms per band with hundreds of jobs running (exporter benchmark).
-    local offset, page, found = 0, 8, false
-    while not found and offset <= active do
-      local ids = redis.call('ZRANGEBYSCORE', kq, low, top, 'WITHSCORES', 'LIMIT', offset, page)
-      for i = 1, #ids, 2 do
-        local lease = redis.call('ZSCORE', ka, ids[i])
-        if not lease or tonumber(lease) <= now then
-          local at = tonumber(ids[i+1]) - low
-          if oldest < 0 or at < oldest then oldest = at end
-          found = true
-          break
-        end
-      end
-      if #ids < 2 * page then break end
-      offset = offset + page
-      page = page * 2
+    ready = ready + redis.call('ZCOUNT', kq, low - @HALF@, top)
+    delayed = delayed + redis.call('ZCOUNT', kq, '(' .. top, '(' .. (low + @HALF@))
+    local first = redis.call('ZRANGEBYSCORE', kq, low - @HALF@, top, 'WITHSCORES', 'LIMIT', 0, 1)
+    if #first > 0 then
+      local at = tonumber(first[2]) - low
+      if oldest < 0 or at < oldest then oldest = at end
     end
   end
-  out[#out+1] = {ready, delayed, active, redis.call('EXISTS', kp), redis.call('ZCOUNT', kc, cutoff, '+inf'),
-                 redis.call('ZCARD', kd), oldest}
+  if stalled > 0 then
+    local first = redis.call('ZRANGEBYSCORE', ka, '-inf', now, 'LIMIT', 0, 1)
+    local score = lease_of(first[1])
+    if score then
+      local at = tonumber(score) - band_of(tonumber(score))
+      if oldest < 0 or at < oldest then oldest = at end
+    end
+  end
+  local age = -1
+  if oldest >= 0 then age = math.max(now - oldest, 0) end
+  out[#out+1] = {ready + stalled, delayed, active, redis.call('EXISTS', kp), redis.call('ZCOUNT', kc, cutoff, '+inf'),
+                 redis.call('ZCARD', kd), age}
 end
 return out
 """
+).replace("@HALF@", str(scores.BAND // 2))
 
 
 def queue_keys(spec: QueueSpec) -> QueueKeys:
     return QueueKeys.for_queue(spec.name, spec.queue_key)
 
 
-def script_args(specs: Sequence[QueueSpec], now_ms: int) -> tuple[list[str], list[int]]:
+def script_args(specs: Sequence[QueueSpec]) -> tuple[list[str], list[int]]:
     """KEYS and ARGV of ``COUNTS_LUA`` for these arq queues."""
     keys: list[str] = []
-    argv: list[int] = [now_ms]
+    argv: list[int] = []
     for spec in specs:
         k = queue_keys(spec)
         keys += [k.queue, k.active, k.paused, k.completed, k.dlq_index]
-        argv.append(now_ms - spec.retention.completed_seconds * 1000)
+        argv.append(spec.retention.completed_seconds * 1000)
         lows = [band.low for band in scores.bands(spec)]
         argv.append(len(lows))
         argv += lows
     return keys, argv
 
 
-def assemble(spec: QueueSpec, raw: Sequence[int], now_ms: int) -> QueueCounts:
+def assemble(spec: QueueSpec, raw: Sequence[int]) -> QueueCounts:
     """Turn one queue's script output into counts (pure, unit-tested without Redis)."""
-    ready, delayed, active, paused_flag, completed, failed, oldest_ms = (int(x) for x in raw)
-    # A running job stays in the queue's sorted set, so it is among the ready ones; never go negative
-    # if a job finished between the two reads of one script (it cannot, but stay honest anyway).
-    waiting = max(ready - active, 0)
+    waiting, delayed, active, paused_flag, completed, failed, age_ms = (int(x) for x in raw)
     is_paused = bool(paused_flag)
-    oldest = max(now_ms - oldest_ms, 0) / 1000 if oldest_ms >= 0 and waiting else 0.0
+    oldest = age_ms / 1000 if age_ms >= 0 and waiting else 0.0
     return QueueCounts(
         queue=spec.name,
         waiting=0 if is_paused else waiting,
@@ -132,7 +131,7 @@ class CountsReader:
         bullmq_specs = [s for s in specs.values() if s.backend == "bullmq"]
         calls: list[Call] = []
         if arq_specs:
-            calls.append((ARQ_COUNTS, *script_args(arq_specs, now_ms)))
+            calls.append((ARQ_COUNTS, *script_args(arq_specs)))
         if bullmq_specs:
             calls.append((BULLMQ_COUNTS, *bullmq_counts.script_args(bullmq_specs)))
         results = iter(await run_scripts(self.redis, calls) if calls else [])
@@ -140,7 +139,7 @@ class CountsReader:
         raw: dict[str, bullmq_counts.BullmqCounts] = {}
         if arq_specs:
             for i, (spec, row) in enumerate(zip(arq_specs, next(results), strict=True)):
-                out[spec.name] = assemble(spec, row, now_ms)
+                out[spec.name] = assemble(spec, row)
                 await _yield_every(i)
         if bullmq_specs:
             for i, (spec, row) in enumerate(zip(bullmq_specs, next(results), strict=True)):

@@ -6,14 +6,15 @@ ids of the page and the state's total, then one pipeline reads what the list sho
 
 Orders:
 
-- ``waiting``: the order workers take them: most urgent priority band first, then by ready time.
-  Running jobs stay in the queue's sorted set (arq's layout) and are skipped: they are ``active``.
+- ``waiting``: the order workers take them: jobs whose lease expired first (their worker died or
+  stalled; the next pickup sweeps them back ahead of the rest), then the most urgent priority band,
+  then by ready time.
 - ``delayed``: by ready time, soonest first, across bands (ties: the more urgent band first).
 - ``active``: jobs with a live lease in ``arqscale:<q>:active``, in the order they were taken (priority
-  band, then ready time). There are at most as many as the workers' concurrency, so the script reads
-  them all and sorts them.
+  band, then ready time, from their ownership records). There are at most as many as the workers'
+  concurrency, so the script reads them all and sorts them.
 - ``completed``: the ``:completed`` index, newest first, within ``retention.completed_seconds``
-  (the same window as the ``completed`` count).
+  (the same window as the ``completed`` count); each job's own finish time, which the list shows.
 - ``failed``: the dead-letter index, newest failure first.
 
 Offsets are found by rank (``ZRANGE`` by index, ``ZCOUNT`` for band edges), never by walking past
@@ -36,7 +37,7 @@ from redis.asyncio import Redis
 from arqscale.core import keys, scores
 from arqscale.core.job_status import PICKLE_NOTE, decode_stored, from_result, last_error, ms_to_s, parse_progress, text
 from arqscale.core.keys import QueueKeys
-from arqscale.core.lua import LuaScript, run_scripts
+from arqscale.core.lua import LEASE_LUA, NOW_LUA, LuaScript, run_scripts
 from arqscale.core.models import DeadJob, Progress
 from arqscale.core.spec import QueueSpec
 
@@ -82,23 +83,25 @@ class JobList(BaseModel):
 
 
 # KEYS: queue, active, completed, dlq index.
-# ARGV: mode, now ms, offset, limit, completed cutoff ms, number of bands, then per band: low, top (ready
-# max), high (exclusive), as decimal strings (Lua's tostring would round 15-digit scores).
+# ARGV: mode, offset, limit, completed retention ms, number of bands, then each band's low as a decimal
+# string. "Now" is Redis' clock; scores are formatted with %d (Lua's tostring would round 15-digit ones).
 # Returns {total, ids, scores, extra}: scores are queue scores (waiting, delayed), lease expiries
 # (active), finished ms (completed) or failed ms (failed); extra holds active jobs' queue scores.
-LIST_LUA = """
+LIST_LUA = (
+    NOW_LUA
+    + LEASE_LUA
+    + """
 local kq, ka, kc, kd = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local mode = ARGV[1]
-local now = tonumber(ARGV[2])
-local offset = tonumber(ARGV[3])
-local limit = tonumber(ARGV[4])
-local cutoff = ARGV[5]
-local nb = tonumber(ARGV[6])
+local offset = tonumber(ARGV[2])
+local limit = tonumber(ARGV[3])
+local cutoff = now - tonumber(ARGV[4])
+local nb = tonumber(ARGV[5])
+local function fmt(x) return string.format('%d', x) end
 local bands = {}
 for b = 1, nb do
-  local i = 7 + (b - 1) * 3
-  bands[b] = {low = ARGV[i], top = ARGV[i + 1], high = ARGV[i + 2],
-              nlow = tonumber(ARGV[i]), ntop = tonumber(ARGV[i + 1])}
+  local nlow = tonumber(ARGV[5 + b])
+  bands[b] = {nlow = nlow, floor = fmt(nlow - @HALF@), top = fmt(nlow + now), high = fmt(nlow + @HALF@)}
 end
 local ids, out_scores, extra = {}, {}, {}
 
@@ -136,7 +139,7 @@ if mode == 'active' then
   local got = redis.call('ZRANGEBYSCORE', ka, '(' .. now, '+inf', 'WITHSCORES')
   local running = {}
   for i = 1, #got, 2 do
-    local s = redis.call('ZSCORE', kq, got[i])
+    local s = lease_of(got[i])
     running[#running + 1] = {s and tonumber(s) or math.huge, got[i], got[i + 1], s or ''}
   end
   table.sort(running, function(x, y)
@@ -152,51 +155,39 @@ if mode == 'active' then
 end
 
 if mode == 'waiting' then
-  -- Ready jobs of each band, minus the running ones (live lease), which stay in the sorted set.
-  local running = {}
+  -- Expired leases first (the next pickup sweeps them back ahead of everything), then each band's
+  -- ready jobs by rank. Running jobs are not in the queue's sorted set.
+  local stalled = redis.call('ZCOUNT', ka, '-inf', now)
+  local total = stalled
   for b = 1, nb do
     local band = bands[b]
-    band.first = redis.call('ZCOUNT', kq, '-inf', '(' .. band.low)
-    band.ready = redis.call('ZCOUNT', kq, band.low, band.top)
-    band.ranks = {}
+    band.first = redis.call('ZCOUNT', kq, '-inf', '(' .. band.floor)
+    band.ready = redis.call('ZCOUNT', kq, band.floor, band.top)
+    total = total + band.ready
   end
-  for _, id in ipairs(redis.call('ZRANGEBYSCORE', ka, '(' .. now, '+inf')) do
-    local s = redis.call('ZSCORE', kq, id)
-    if s then
-      s = tonumber(s)
-      for b = 1, nb do
-        local band = bands[b]
-        if s >= band.nlow and s <= band.ntop then
-          running[id] = true
-          band.ranks[#band.ranks + 1] = redis.call('ZRANK', kq, id)
-          break
-        end
-      end
+  local skip = offset
+  if skip < stalled and limit > 0 then
+    local got = redis.call('ZRANGEBYSCORE', ka, '-inf', now, 'LIMIT', skip, limit)
+    for _, id in ipairs(got) do
+      ids[#ids + 1] = id
+      out_scores[#out_scores + 1] = lease_of(id) or fmt(now)
     end
+    skip = 0
+  else
+    skip = skip - stalled
   end
-  local total, skip = 0, offset
   for b = 1, nb do
     local band = bands[b]
-    local waiting = band.ready - #band.ranks
-    total = total + waiting
-    if #ids < limit and waiting > 0 then
-      if skip >= waiting then
-        skip = skip - waiting
+    if #ids < limit and band.ready > 0 then
+      if skip >= band.ready then
+        skip = skip - band.ready
       else
-        -- The rank of this band's skip-th waiting job: step over the running jobs ranked before it.
-        table.sort(band.ranks)
         local idx = band.first + skip
-        for _, r in ipairs(band.ranks) do
-          if r <= idx then idx = idx + 1 else break end
-        end
-        local last = math.min(band.first + band.ready - 1, idx + (limit - #ids) + #band.ranks - 1)
+        local last = math.min(band.first + band.ready - 1, idx + (limit - #ids) - 1)
         local got = redis.call('ZRANGE', kq, idx, last, 'WITHSCORES')
         for i = 1, #got, 2 do
-          if #ids >= limit then break end
-          if not running[got[i]] then
-            ids[#ids + 1] = got[i]
-            out_scores[#out_scores + 1] = got[i + 1]
-          end
+          ids[#ids + 1] = got[i]
+          out_scores[#out_scores + 1] = got[i + 1]
         end
         skip = 0
       end
@@ -207,7 +198,6 @@ end
 
 -- delayed: merge the bands by ready time. Find the smallest ready time T with more than `offset`
 -- delayed jobs at or before it (binary search on ZCOUNTs), then take the page from T on.
-local function fmt(x) return string.format('%d', x) end
 local function before(t)  -- delayed jobs ready at or before t (ms)
   local n = 0
   for b = 1, nb do
@@ -253,6 +243,7 @@ for i = skip + 1, math.min(skip + limit, #candidates) do
 end
 return {total, ids, out_scores, extra}
 """
+).replace("@HALF@", str(scores.BAND // 2))
 
 LIST_SCRIPT = LuaScript(LIST_LUA)
 
@@ -265,13 +256,11 @@ class Page:
     extra: list[float | None]
 
 
-def script_args(spec: QueueSpec, state: ListState, offset: int, limit: int, now_ms: int) -> tuple[list[str], list[Any]]:
+def script_args(spec: QueueSpec, state: ListState, offset: int, limit: int) -> tuple[list[str], list[Any]]:
     k = QueueKeys.for_queue(spec.name, spec.queue_key)
-    argv: list[Any] = [str(state), now_ms, offset, limit, now_ms - spec.retention.completed_seconds * 1000]
     bands = scores.bands(spec)
-    argv.append(len(bands))
-    for band in bands:
-        argv += [str(band.low), str(band.ready_max(now_ms)), str(band.high)]
+    argv: list[Any] = [str(state), offset, limit, spec.retention.completed_seconds * 1000, len(bands)]
+    argv += [str(band.low) for band in bands]
     return [k.queue, k.active, k.completed, k.dlq_index], argv
 
 
@@ -331,7 +320,8 @@ def _completed(spec: QueueSpec, job_id: str, finished_ms: float, raw: bytes | No
         attempts=status.attempts,
         enqueued_at=status.enqueued_at,
         started_at=status.started_at,
-        finished_at=status.finished_at if status.finished_at is not None else finished_ms / 1000,
+        # The index's time, which orders the list (Redis' clock at the finish, less the record's wait).
+        finished_at=finished_ms / 1000,
         error=status.error,
         note=status.note,
     )
@@ -374,13 +364,10 @@ class JobLister:
     def __init__(self, redis: Redis) -> None:
         self.redis = redis
 
-    async def page(
-        self, spec: QueueSpec, state: ListState, offset: int = 0, limit: int = DEFAULT_LIMIT, now_ms: int | None = None
-    ) -> JobList:
+    async def page(self, spec: QueueSpec, state: ListState, offset: int = 0, limit: int = DEFAULT_LIMIT) -> JobList:
         if not 0 <= offset <= MAX_OFFSET or not 1 <= limit <= MAX_LIMIT:
             raise ValueError(f"offset must be 0..{MAX_OFFSET} and limit 1..{MAX_LIMIT}")
-        now = scores.now_ms() if now_ms is None else now_ms
-        [reply] = await run_scripts(self.redis, [(LIST_SCRIPT, *script_args(spec, state, offset, limit, now))])
+        [reply] = await run_scripts(self.redis, [(LIST_SCRIPT, *script_args(spec, state, offset, limit))])
         page = parse_page(reply)
         items = await self._items(spec, state, page) if page.ids else []
         return JobList(queue=spec.name, state=state, total=page.total, offset=offset, limit=limit, items=items)

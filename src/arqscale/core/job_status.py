@@ -1,8 +1,11 @@
 """A job's state, found by id across every configured queue in one pipelined round trip.
 
 The order of precedence is the one in docs/design.md: dead (in a queue's dead-letter store) >
-complete/failed (arq's result key, by its success flag) > active (in the queue and its in-progress
-lease exists) > deferred (in the queue, ready later) > queued > not_found.
+complete/failed (arq's result key, by its success flag) > active (parked in its queue, see
+``scores.PARK``, with a live lease in ``active``) > queued (parked with an expired lease: the next pickup
+sweeps it back) > active (in the queue and an in-progress key exists: a worker that keeps running jobs
+there, such as arq's own) > deferred (ready later) > queued > not_found. "Now" is Redis' clock, read in
+the same round trip.
 
 Payloads and results of pickle queues are never unpickled: their function name, timestamps and
 success flag are read from the pickle's opcodes (``pickle_peek``), and the arguments, result and
@@ -13,7 +16,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from pydantic import ValidationError
@@ -39,6 +42,7 @@ class RawJob:
     tries: int
     progress: bytes | None
     error: bytes | None
+    leases: Mapping[str, float] = field(default_factory=dict)  # queue name -> lease expiry ms (running)
 
 
 @dataclass(frozen=True, slots=True)
@@ -148,11 +152,16 @@ def resolve(job_id: str, raw: RawJob, specs: Mapping[str, QueueSpec], now_ms: in
     result = decode_stored(raw.result)
     if result is not None:
         return from_result(job_id, result, specs, base)
-    for queue, score in raw.scores.items():
+    for queue, queued in raw.scores.items():
         spec = specs[queue]
+        score = scores.unpark(queued)
         priority, ready_ms = scores.split_score(score, spec)
-        if raw.in_progress:
-            state = JobState.ACTIVE
+        lease = raw.leases.get(queue)
+        if lease is not None and queued >= scores.PARKED_FLOOR:
+            # Running; an expired lease means its worker died or stalled, and the next pickup runs it again.
+            state = JobState.ACTIVE if lease > now_ms else JobState.QUEUED
+        elif raw.in_progress:
+            state = JobState.ACTIVE  # held by a worker that keeps running jobs in the queue (arq's own)
         elif ready_ms > now_ms:
             state = JobState.DEFERRED
         else:
@@ -193,33 +202,38 @@ class JobStatusReader:
 
     async def read_many(self, job_ids: Sequence[str], now_ms: int | None = None) -> list[JobStatus]:
         """Statuses of many jobs, still in one round trip."""
-        now = scores.now_ms() if now_ms is None else now_ms
         names = list(self.specs)
         qkeys = [keys.QueueKeys.for_queue(n, self.specs[n].queue_key) for n in names]
         async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.time()
             for job_id in job_ids:
                 for k in qkeys:
                     pipe.hget(k.dlq, job_id)
                     pipe.zscore(k.queue, job_id)
+                    pipe.zscore(k.active, job_id)
                 pipe.get(keys.job_key(job_id))
                 pipe.get(keys.result_key(job_id))
-                pipe.exists(keys.in_progress_key(job_id))
+                pipe.get(keys.in_progress_key(job_id))
                 pipe.get(keys.retry_key(job_id))
                 pipe.get(keys.progress_key(job_id))
                 pipe.get(keys.error_key(job_id))
             replies = await pipe.execute()
-        per_job = 2 * len(names) + 6
+        seconds, micros = replies.pop(0)
+        now = round(seconds * 1000 + micros / 1000) if now_ms is None else now_ms
+        n = 3 * len(names)
+        per_job = n + 6
         statuses = []
         for i, job_id in enumerate(job_ids):
             r = replies[i * per_job : (i + 1) * per_job]
-            per_queue = r[: 2 * len(names)]
-            payload, result, in_progress, tries, progress, error = r[2 * len(names) :]
+            per_queue = r[:n]
+            payload, result, in_progress, tries, progress, error = r[n:]
             raw = RawJob(
-                dead={n: per_queue[2 * j] for j, n in enumerate(names) if per_queue[2 * j] is not None},
-                scores={n: per_queue[2 * j + 1] for j, n in enumerate(names) if per_queue[2 * j + 1] is not None},
+                dead={q: per_queue[3 * j] for j, q in enumerate(names) if per_queue[3 * j] is not None},
+                scores={q: per_queue[3 * j + 1] for j, q in enumerate(names) if per_queue[3 * j + 1] is not None},
+                leases={q: per_queue[3 * j + 2] for j, q in enumerate(names) if per_queue[3 * j + 2] is not None},
                 payload=payload,
                 result=result,
-                in_progress=bool(in_progress),
+                in_progress=in_progress is not None,
                 tries=int(tries) if tries is not None and tries.isdigit() else 0,
                 progress=progress,
                 error=error,

@@ -6,10 +6,13 @@ working: the queue sorted set (``arq:queue:<name>``, score = when the job may ru
 
 arqscale adds, per queue, under ``arqscale:<queue>:``:
 
-- ``active``: sorted set job id -> lease expiry (ms). A running job's entry is renewed by its
-  worker's heartbeat; a crashed worker's entries simply expire, so counting ``active`` needs no cleanup.
+- ``active``: sorted set job id -> lease expiry (Redis ms). A running job leaves the queue's sorted
+  set at pickup and lives here; its worker's heartbeat renews the entry, and an expired one (a dead or
+  stalled worker) is swept back into the queue by the next pickup or heartbeat of any worker.
 - ``paused``: present while the queue is paused.
-- ``rate``: fixed-window counter of job starts (the cross-process rate limit).
+- ``starts``: sorted set of recent job starts (the cross-process sliding-window rate limit).
+- ``pick:<worker id>``: the token and job ids of a worker's last pickup, so a resent pickup (its reply
+  was lost) returns the same jobs without counting a try again.
 - ``wake``: pub/sub channel our enqueue path publishes to, so idle workers pick up at once.
 - ``dlq`` (hash id -> JSON entry) and ``dlq:index`` (sorted set id -> failed ms): the dead-letter store.
 - ``completed``: sorted set id -> finished ms, the retention index behind the ``completed`` count.
@@ -18,9 +21,9 @@ arqscale adds, per queue, under ``arqscale:<queue>:``:
 and per job ``arqscale:progress:<id>`` (JSON progress reported by the task) and
 ``arqscale:error:<id>`` (the last error while a retry is pending).
 
-The in-progress key doubles as the heartbeat lease: it is set with a short TTL (``lease_seconds``)
-and renewed while the job runs, so a SIGKILLed worker's job runs again within seconds, not after
-arq's job-timeout-long expiry.
+The in-progress key holds the job's ownership record, ``"<queue score> <pickup token>"``: arq only checks
+that it exists (``Job.status()`` says in progress), arqscale's scripts honour an outcome or a heartbeat
+only from the token it names (docs/design.md, "Ownership").
 """
 
 from __future__ import annotations
@@ -65,7 +68,7 @@ class QueueKeys:
     queue: str
     active: str
     paused: str
-    rate: str
+    starts: str
     wake: str
     dlq: str
     dlq_index: str
@@ -79,10 +82,14 @@ class QueueKeys:
             queue=queue_key,
             active=base + "active",
             paused=base + "paused",
-            rate=base + "rate",
+            starts=base + "starts",
             wake=base + "wake",
             dlq=base + "dlq",
             dlq_index=base + "dlq:index",
             completed=base + "completed",
             workers=base + "workers",
         )
+
+    def pick(self, worker_id: str) -> str:
+        """A worker's last pickup: its token, then the ids it took."""
+        return f"{self.active.removesuffix('active')}pick:{worker_id}"

@@ -13,8 +13,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from arq.constants import in_progress_key_prefix, job_key_prefix
 from redis.asyncio import Redis
 from redis.exceptions import NoScriptError
+
+from arqscale.core.scores import BAND, PARK, PARKED_FLOOR
 
 
 @dataclass(frozen=True)
@@ -43,3 +46,56 @@ async def run_scripts(redis: Redis, calls: Sequence[Call]) -> list[Any]:
             for source in {script.source for script, _, _ in calls}:
                 await redis.script_load(source)
     raise AssertionError("unreachable")  # pragma: no cover
+
+
+# Redis keeps the time: every script that needs "now" reads Redis' clock, never the caller's (pods
+# disagree by seconds, and a clock ahead would make other workers' live leases look expired). Rounded
+# to the ms as arq rounds its own timestamps, so a plain arq job is ready in the ms it was enqueued.
+NOW_LUA = """
+local _t = redis.call('TIME')
+local now = tonumber(_t[1]) * 1000 + math.floor(tonumber(_t[2]) / 1000 + 0.5)
+"""
+
+# The ownership record of a running job, and what every script does with it (docs/design.md, Ownership):
+# ``arq:in-progress:<id>`` = "<queue score> <token>". arq only checks that the key exists.
+# ``band_of``: the priority band a score sits in (nearest band, as ``scores.split_score``).
+# ``sweep``: return up to ``limit`` jobs whose lease expired (their worker died or stalled) from their
+# parking place (``scores.PARK``) to their own score, so they keep their place in line; returns how many.
+LEASE_LUA = (
+    """
+local function lease_of(id)
+  local v = redis.call('GET', '@IP@' .. id)
+  if not v then return nil, nil end
+  local sp = string.find(v, ' ', 1, true)
+  if not sp then return nil, nil end
+  return string.sub(v, 1, sp - 1), string.sub(v, sp + 1)
+end
+local function band_of(score)
+  return math.floor((score + @HALF@) / @BAND@) * @BAND@
+end
+local function sweep(kq, ka, limit)
+  local expired = redis.call('ZRANGEBYSCORE', ka, '-inf', '(' .. now, 'LIMIT', 0, limit)
+  for _, id in ipairs(expired) do
+    local score = lease_of(id)
+    redis.call('ZREM', ka, id)
+    local queued = redis.call('ZSCORE', kq, id)
+    if queued and tonumber(queued) >= @FLOOR@ then
+      -- Parked while it ran: back under its own score (its place in line), ownership gone.
+      redis.call('ZADD', kq, score or string.format('%d', tonumber(queued) - @PARK@), id)
+      redis.call('DEL', '@IP@' .. id)
+    elseif not queued and redis.call('EXISTS', '@JOB@' .. id) == 1 then
+      -- Its queue entry is gone (a worker from before this protocol, or removed by hand): ready now.
+      redis.call('ZADD', kq, score or now, id)
+      redis.call('DEL', '@IP@' .. id)
+    end
+    -- Else still queued under its own score: a worker that keeps running jobs there holds it; leave it.
+  end
+  return #expired
+end
+""".replace("@IP@", in_progress_key_prefix)
+    .replace("@JOB@", job_key_prefix)
+    .replace("@HALF@", str(BAND // 2))
+    .replace("@BAND@", str(BAND))
+    .replace("@FLOOR@", str(PARKED_FLOOR))
+    .replace("@PARK@", str(PARK))
+)

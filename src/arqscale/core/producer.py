@@ -15,7 +15,7 @@ from arq.jobs import serialize_job
 from redis.asyncio import Redis
 
 from arqscale.core import keys, scores, serializers
-from arqscale.core.lua import LuaScript, run_scripts
+from arqscale.core.lua import NOW_LUA, LuaScript, run_scripts
 from arqscale.core.models import EnqueueResult, JobRequest, JobState
 from arqscale.core.spec import QueueSpec, arq_queue
 
@@ -23,14 +23,19 @@ from arqscale.core.spec import QueueSpec, arq_queue
 # queue that stays unattended over a weekend must not lose work, so keep payloads for two weeks.
 PAYLOAD_TTL_MS = 14 * 86_400_000
 
-# KEYS: job, result, queue.  ARGV: job id, payload, score, ttl ms, wake channel.
-ENQUEUE = LuaScript("""
+# KEYS: job, result, queue.  ARGV: job id, payload, band offset ms, delay ms, ttl ms, wake channel.
+# The score is Redis' clock plus the delay, in the job's band: a producer whose clock runs ahead must not
+# make its jobs look deferred to every worker (docs/design.md, "Redis keeps the time").
+ENQUEUE = LuaScript(
+    NOW_LUA
+    + """
 if redis.call('EXISTS', KEYS[1], KEYS[2]) > 0 then return 0 end
-redis.call('PSETEX', KEYS[1], ARGV[4], ARGV[2])
-redis.call('ZADD', KEYS[3], ARGV[3], ARGV[1])
-redis.call('PUBLISH', ARGV[5], '1')
+redis.call('PSETEX', KEYS[1], ARGV[5], ARGV[2])
+redis.call('ZADD', KEYS[3], string.format('%d', tonumber(ARGV[3]) + now + tonumber(ARGV[4])), ARGV[1])
+redis.call('PUBLISH', ARGV[6], '1')
 return 1
-""")
+"""
+)
 
 
 class UnknownFunctionError(ValueError):
@@ -83,16 +88,15 @@ class Producer:
             if req.function not in spec.function_names:
                 raise UnknownFunctionError(req.function, spec)
             priority = scores.check_priority(req.priority, spec)
-            ready_ms = now_ms + int((req.defer_seconds or 0) * 1000)
             job_id = req.job_id or uuid.uuid4().hex
             try:
                 payload = serialize_job(req.function, tuple(req.args), req.kwargs, None, now_ms, serializer=dumps)
             except Exception as exc:  # arq wraps the serializer's error; name the job and the cause
                 raise ValueError(f"job {job_id}: arguments cannot be serialized: {exc.__cause__ or exc}") from None
-            score = scores.job_score(ready_ms, priority, spec)
-            ttl = ready_ms - now_ms + PAYLOAD_TTL_MS
-            state = JobState.DEFERRED if ready_ms > now_ms else JobState.QUEUED
-            prepared.append((job_id, payload, score, ttl, state))
+            delay_ms = int((req.defer_seconds or 0) * 1000)
+            ttl = delay_ms + PAYLOAD_TTL_MS
+            state = JobState.DEFERRED if delay_ms > 0 else JobState.QUEUED
+            prepared.append((job_id, payload, (scores.band_offset(priority, spec), delay_ms), ttl, state))
         # The script refuses an id that exists, so running it again after NOSCRIPT enqueues nothing twice.
         created = await run_scripts(
             self.redis,
@@ -100,9 +104,9 @@ class Producer:
                 (
                     ENQUEUE,
                     [keys.job_key(job_id), keys.result_key(job_id), qkeys.queue],
-                    [job_id, payload, score, ttl, qkeys.wake],
+                    [job_id, payload, *placement, ttl, qkeys.wake],
                 )
-                for job_id, payload, score, ttl, _ in prepared
+                for job_id, payload, placement, ttl, _ in prepared
             ],
         )
         return [

@@ -20,6 +20,17 @@ from dataclasses import dataclass
 from arqscale.core.spec import Backoff, QueueSpec
 
 BAND = 10**13
+# A running job stays in its queue's sorted set (arq's ``Job.result()`` and ``Job.status()`` look for it
+# there) but is parked far above every band, at ``PARK + its score``: no pickup, count or list of ready or
+# deferred jobs ever walks past it. Bands span at most +-1e14, so parked scores stay within 2**53, where
+# doubles hold integers exactly, and above ``PARKED_FLOOR``.
+PARK = 2**52
+PARKED_FLOOR = 2**51
+
+
+def unpark(score: float) -> float:
+    """A queue score as the job had it before it was taken (parked scores are ``PARK + score``)."""
+    return score - PARK if score >= PARKED_FLOOR else score
 
 
 def now_ms() -> int:

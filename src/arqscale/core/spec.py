@@ -42,10 +42,14 @@ class Backoff(_Model):
 
 
 class RateLimit(_Model):
-    """At most ``max_jobs`` job starts per ``interval`` seconds, across every worker process of the queue."""
+    """At most ``max_jobs`` job starts in any ``interval`` seconds (a sliding window), across all its workers."""
 
     max_jobs: int = Field(gt=0)
-    interval: Seconds = 1.0
+    interval: float = Field(default=1.0, ge=0.001, description="window length in seconds (at least 1 ms)")
+
+    @property
+    def interval_ms(self) -> int:
+        return round(self.interval * 1000)
 
 
 class Retention(_Model):

@@ -9,7 +9,9 @@ timeout after a crash. This loop instead
 - takes a batch of jobs per pickup call (up to the free slots) and records all outcomes of one loop
   tick in the same round trip (see ``pickup``);
 - holds each running job by a short lease it renews every ``lease_seconds / 3``, so a killed
-  worker's jobs run again within ``lease_seconds``;
+  worker's jobs run again within ``lease_seconds``; each pickup has a token, and Redis honours an
+  outcome or a heartbeat only from the token that holds the job (a worker that stalled past its lease
+  writes nothing, and its copy of the job is cancelled);
 - on SIGTERM stops picking, lets running jobs finish within the drain timeout, then puts back the rest.
 
 The protocol lives in docs/design.md ("Job life cycle"); the Lua side in ``pickup``.
@@ -19,9 +21,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import functools
 import importlib
 import inspect
+import itertools
 import json
 import logging
 import time
@@ -40,6 +44,7 @@ from redis.exceptions import RedisError
 
 from arqscale.core import keys, scores, serializers
 from arqscale.core.models import Progress
+from arqscale.core.queue_control import RESUME, stranded
 from arqscale.core.spec import QueueSpec
 from arqscale.worker import outcomes
 from arqscale.worker.metrics import WorkerMetrics
@@ -125,6 +130,9 @@ class Worker:
         self._blocked_reporter = blocked_reporter
         self._watchdog = LoopWatchdog(Worker._execute.__code__, self._on_loop_blocked, threshold=block_threshold)
 
+        self._tokens = itertools.count(1)
+        self._pick_token: str | None = None  # sent, reply not read yet: a resend must carry the same token
+        self._resent = False  # the records in _finished went out once already (their reply was lost)
         self._running: dict[str, asyncio.Task[None]] = {}
         self._picked: dict[str, Picked] = {}
         self._finished: list[Finish] = []
@@ -144,6 +152,7 @@ class Worker:
     # ----------------------------------------------------------------- life cycle
 
     async def run(self) -> None:
+        await self._startup_checks()
         self._watchdog.start()
         background = [
             asyncio.create_task(self._heartbeat_loop(), name="heartbeat"),
@@ -176,6 +185,34 @@ class Worker:
             with contextlib.suppress(RedisError, OSError):
                 await self.ops.leave()
         logger.info("worker %s drained and stopped", self.worker_id)
+
+    async def _startup_checks(self) -> None:
+        """Warn about what would lose or hide jobs without an error: a Redis that evicts keys, and jobs
+        stranded outside the configured priority bands. Best effort: a Redis not up yet is the loop's
+        business."""
+        try:
+            info = await self.redis.info("memory")
+            policy = str(info.get("maxmemory_policy", "noeviction"))
+            if policy != "noeviction":
+                logger.warning(
+                    "redis maxmemory-policy is %r: under memory pressure Redis deletes keys, payloads and leases "
+                    "included, and jobs vanish; set it to 'noeviction' (as BullMQ requires)",
+                    policy,
+                )
+            count = await stranded(self.redis, self.spec)
+        except (RedisError, OSError) as exc:
+            logger.debug("start-up checks skipped: %s", exc)
+            return
+        self.metrics.stranded_q.set(count)
+        if count:
+            logger.warning(
+                "queue %s: %d job(s) sit outside the configured priority bands (priority_levels or "
+                "default_priority changed since they were enqueued); no worker takes them until "
+                "`arqscale queue migrate %s` moves them into the nearest band",
+                self.spec.name,
+                count,
+                self.spec.name,
+            )
 
     def _background_ended(self, task: asyncio.Task[None]) -> None:
         # These loops only end by cancellation. Anything else is a bug: without heartbeats the leases lapse
@@ -227,11 +264,16 @@ class Worker:
         for task in tasks.values():
             task.cancel()
         await asyncio.wait(tasks.values(), timeout=2.0)
-        # Tasks cancelled before their first step, or that swallow the cancellation, left no record.
         for job_id in list(self._running):
             job = self._picked.get(job_id)
-            if job is not None:
+            if job is not None and tasks[job_id].done():
+                # Cancelled before its first step: it left no record, and it is not running. Put it back.
                 self._finished.append(self._back(job))
+            elif job is not None:
+                # It swallowed the cancellation and still runs: putting it back would let another worker run
+                # it beside this one. Keep the lease out of the heartbeat instead; it lapses once this process
+                # has exited, and the job runs again then (this try counts).
+                logger.error("job %s ignored its cancellation; it runs again after its lease lapses", job_id)
             self._abandoned.add(job_id)
             self._forget(job_id)
         self._tick.set()
@@ -242,25 +284,53 @@ class Worker:
         """Flush finished jobs and take new ones in one round trip; return how long to wait for the next tick."""
         async with self._redis_turn:
             records, self._finished = self._finished, []
-            free = 0 if self._draining else self.spec.concurrency - len(self._running)
+            # Back from a Redis outage: renew our leases (the heartbeat) before taking more, or this pickup's
+            # sweep would hand our own expired leases to whoever picks first.
+            held_off = self._draining or self.health.redis_down_since is not None
+            free = 0 if held_off else self.spec.concurrency - len(self._running)
             if not records and free <= 0:
                 return self.spec.poll_interval
+            if self._pick_token is None:
+                self._pick_token = f"{self.worker_id}.{next(self._tokens)}"
+            resent, self._resent = self._resent, False
             try:
-                result, written = await self.ops.finish_and_pickup(records, free, _ms())
+                result, stale = await self.ops.finish_and_pickup(records, free, self._pick_token)
             except (RedisError, OSError) as exc:
-                self._finished[:0] = records  # nothing is dropped: the same batch goes again (it is idempotent)
-                return self._redis_failed(exc)
-            if not written:
+                # Nothing is dropped: the same batch and the same pickup token go again. Both are keyed by
+                # their tokens, so whatever the lost reply had already written is not written twice.
                 self._finished[:0] = records
+                self._resent = bool(records)
+                return self._redis_failed(exc)
+            if stale is None:
+                self._finished[:0] = records
+                self._resent = bool(records)
                 self._tick.set()
+            elif stale:
+                self._stale(stale, resent)
+            if result is not None:
+                self._pick_token = None
         self._redis_ok()
         if result is not None:
             self.metrics.pickups_q.inc()
+            if result.swept:
+                self.metrics.swept_q.inc(result.swept)
             for job in result.jobs:
                 self._start(job)
         if self.deletion_cost is not None:
             self.deletion_cost.set_busy(bool(self._running))
         return self.spec.poll_interval if result is None else self._next_wait(result, free)
+
+    def _stale(self, job_ids: list[str], resent: bool) -> None:
+        """Outcomes Redis dropped: the job was no longer held by the token they carried."""
+        if resent:
+            # A resend after a lost reply: most of these were written by the first send. Not a stale owner.
+            logger.info("resent outcomes already settled: %s", ", ".join(job_ids))
+            return
+        logger.warning(
+            "outcomes dropped, the lease had passed to another worker (this one stalled or was cut off): %s",
+            ", ".join(job_ids),
+        )
+        self.metrics.stale_outcomes_q.inc(len(job_ids))
 
     def _next_wait(self, result: PickupResult, free: int) -> float:
         if result.paused:
@@ -302,22 +372,36 @@ class Worker:
                 async with self._redis_turn:
                     # Finished jobs whose outcome is not written yet (Redis away) keep their lease too, or
                     # another worker would run them again.
-                    held = [*self._running, *(r.job_id for r in self._finished)]
-                    lost = await self.ops.heartbeat(held, _ms(), int(self.spec.lease_seconds * 1000))
+                    held = [(job_id, job.token) for job_id, job in self._picked.items()]
+                    held += [(r.job_id, r.token) for r in self._finished]
+                    beat = await self.ops.heartbeat(held, int(self.spec.lease_seconds * 1000))
             except (RedisError, OSError) as exc:
                 # Retry soon: the leases run out lease_seconds after the last renewal, outage or not.
                 self._redis_failed(exc)
                 await asyncio.sleep(min(interval, 0.1))
                 continue
             self._redis_ok()
-            if lost:
-                # Cut off from Redis past the lease: another worker runs these now. Ours finish anyway
-                # (a duplicate run, the price of never losing a job).
-                logger.warning("lease lost to another worker while cut off: %s", ", ".join(lost))
-                self.metrics.lost_leases_q.inc(len(lost))
+            if beat.swept:
+                self.metrics.swept_q.inc(beat.swept)
+            if beat.lost:
+                self._lost(beat.lost)
             self._renew_now.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._renew_now.wait(), interval)
+
+    def _lost(self, job_ids: list[str]) -> None:
+        """Leases that ran out while this worker was stalled or cut off: the jobs went back to the queue (and
+        maybe to another worker). Stop our copies; whatever they would write would be dropped anyway."""
+        running = [j for j in job_ids if j in self._running]
+        logger.warning("lease lost (this worker stalled or was cut off past it), stopping: %s", ", ".join(job_ids))
+        self.metrics.lost_leases_q.inc(len(job_ids))
+        lost = set(job_ids)
+        self._finished = [r for r in self._finished if r.job_id not in lost]
+        for job_id in running:
+            self._abandoned.add(job_id)
+            self._running[job_id].cancel()
+            self._forget(job_id)
+        self._tick.set()
 
     async def _wake_listener(self) -> None:
         """Our producer publishes on the wake channel: pick up at once instead of at the next poll."""
@@ -328,7 +412,11 @@ class Worker:
                 self._tick.set()  # anything published while we were not subscribed
                 while True:
                     message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=5.0)
-                    if message is not None and not self._draining and time.monotonic() >= self._hold_until:
+                    if message is None or self._draining:
+                        continue
+                    if message.get("data") == RESUME.encode():
+                        self._hold_until = 0.0  # the pause that made us hold off is over
+                    if time.monotonic() >= self._hold_until:
                         self._tick.set()
             except (RedisError, OSError):
                 await asyncio.sleep(0.5)  # the loop's own calls report the outage; polling covers the gap
@@ -347,7 +435,11 @@ class Worker:
 
     def _start(self, job: Picked) -> None:
         if job.job_id in self._running:
-            return  # our own lease had lapsed and the pickup handed the job back to us: it is still running
+            # Our own lease had lapsed and was swept, and the pickup handed the job back to us while our copy
+            # still runs: keep that copy, under the new token.
+            self._picked[job.job_id] = job
+            return
+        self._abandoned.discard(job.job_id)
         self._picked[job.job_id] = job
         self._running[job.job_id] = asyncio.create_task(self._execute(job))
         self.metrics.in_flight_q.inc()
@@ -369,7 +461,8 @@ class Worker:
                 record = self._dead(job, None, f"worker error: {type(exc).__name__}: {exc}", traceback.format_exc())
         if job.job_id in self._abandoned:
             return
-        self._finished.append(record)
+        held = self._picked.get(job.job_id, job)
+        self._finished.append(dataclasses.replace(record, token=held.token, done_at=time.monotonic()))
         self._forget(job.job_id)
         self._tick.set()
 
@@ -509,7 +602,7 @@ class Worker:
 
     def _back(self, job: Picked) -> Finish:
         self.metrics.by_outcome["put_back"].inc()
-        return outcomes.back(self.spec, job, _ms())
+        return outcomes.back(job)
 
     # ----------------------------------------------------------------- watchdog (runs in its thread)
 

@@ -47,7 +47,28 @@ class WorkerMetrics:
         )
         self.pickups = Counter("arqscale_worker_pickups", "Pickup script calls", ["queue"], registry=r)
         self.lost_leases = Counter(
-            "arqscale_worker_lost_leases", "Running jobs whose lease another worker took over", ["queue"], registry=r
+            "arqscale_worker_lost_leases",
+            "Running jobs this worker stopped because their lease ran out while it stalled or was cut off",
+            ["queue"],
+            registry=r,
+        )
+        self.stale_outcomes = Counter(
+            "arqscale_worker_stale_outcomes",
+            "Outcomes Redis dropped because the job's lease had passed to another pickup",
+            ["queue"],
+            registry=r,
+        )
+        self.swept = Counter(
+            "arqscale_worker_swept_leases",
+            "Expired leases (of any worker) this worker returned to the queue",
+            ["queue"],
+            registry=r,
+        )
+        self.stranded = Gauge(
+            "arqscale_worker_stranded_jobs",
+            "Jobs outside the queue's configured priority bands at start-up (`arqscale queue migrate` fixes them)",
+            ["queue"],
+            registry=r,
         )
         # Bound children: one dict lookup saved per job on the hot path.
         self.by_outcome = {o: self.jobs.labels(queue, o) for o in OUTCOMES}
@@ -60,5 +81,8 @@ class WorkerMetrics:
         self.loop_lag_q = self.loop_lag.labels(queue)
         self.pickups_q = self.pickups.labels(queue)
         self.lost_leases_q = self.lost_leases.labels(queue)
+        self.stale_outcomes_q = self.stale_outcomes.labels(queue)
+        self.swept_q = self.swept.labels(queue)
+        self.stranded_q = self.stranded.labels(queue)
         self.concurrency.labels(queue).set(concurrency)
         self.redis_up_q.set(0)

@@ -1,7 +1,8 @@
 """What a worker writes when a try ends: pure functions from a picked job to a ``pickup.Finish`` record.
 
-No I/O and no clock of their own (``now_ms`` is an argument), so retry scores, put-back scores and
-dead-letter entries are unit-tested without Redis. The worker sends the records in batches
+No I/O and no clock of their own (``now_ms`` is an argument, and only dates what people read: queue
+scores are computed by the scripts on Redis' clock), so records and dead-letter entries are unit-tested
+without Redis. The worker sends the records in batches
 (``pickup.FINISH_LUA``).
 """
 
@@ -54,13 +55,12 @@ def retry(
     defer_ms: int | None = None,
     rand: random.Random | None = None,
 ) -> tuple[Finish, int]:
-    """The retry record (score ``now + backoff`` in the job's own band) and the delay chosen, in ms."""
-    priority, _ = scores.split_score(job.score, spec)
+    """The retry record and the delay chosen, in ms. The script scores it ``now + delay`` in the job's own
+    band by Redis' clock; ``now_ms`` (this worker's clock) only dates the error for people reading it."""
     if defer_ms is None:
         defer_ms = int(scores.backoff_seconds(spec.backoff, job_try, rand) * 1000)
-    score = scores.job_score(now_ms + defer_ms, priority, spec)
     last_error = json.dumps({"error": error, "attempt": job_try, "at": now_ms / 1000, "traceback": tb})
-    return Finish("retry", job.job_id, score, last_error), defer_ms
+    return Finish("retry", job.job_id, max(defer_ms, 0), last_error, token=job.token), defer_ms
 
 
 def dead(
@@ -96,7 +96,7 @@ def dead(
     result = failed_result(
         spec, job.job_id, decoded, tries, error, exc, now_ms if start_ms is None else start_ms, now_ms
     )
-    return Finish("dead", job.job_id, entry.model_dump_json(), result)
+    return Finish("dead", job.job_id, entry.model_dump_json(), result, token=job.token)
 
 
 def failed_result(
@@ -151,10 +151,10 @@ def _round_trips(exc: Exception) -> bool:
     return True
 
 
-def back(spec: QueueSpec, job: Picked, now_ms: int) -> Finish:
-    """Put a cut-short job back: ready now in its own band, its try counter back to before this try."""
-    priority, _ = scores.split_score(job.score, spec)
-    return Finish("back", job.job_id, scores.job_score(now_ms, priority, spec), job.job_try - 1)
+def back(job: Picked) -> Finish:
+    """Put a cut-short job back under its own queue score (its place in line), its try counter back to
+    before this try."""
+    return Finish("back", job.job_id, job.job_try - 1, token=job.token)
 
 
 def readable(spec: QueueSpec, value: Any) -> Any:

@@ -1,22 +1,33 @@
 """The worker's Redis side: pickup, heartbeat and finishing jobs, each one atomic Lua script.
 
-See docs/design.md, "Job life cycle". Three scripts, so a busy worker makes at most one round trip
-per loop tick for everything it has to tell Redis:
+See docs/design.md, "Job life cycle" and "Ownership". Three scripts, so a busy worker makes at most
+one round trip per loop tick for everything it has to tell Redis:
 
-- ``PICKUP_LUA`` takes up to N ready jobs (paused flag, rate window, bands most urgent first) and
-  returns their payloads: no second round trip per job as arq needs.
-- ``FINISH_LUA`` records a batch of outcomes (success, retry, dead, put back) in one call. Every
-  outcome is idempotent, so after a lost reply (Redis restarted mid-call) the worker simply sends
-  the same batch again.
+- ``PICKUP_LUA`` takes up to N ready jobs out of the queue (paused flag, sliding rate window, bands
+  most urgent first), leases them to one pickup *token*, and returns their payloads.
+- ``FINISH_LUA`` records a batch of outcomes (success, retry, dead, put back) in one call.
 - ``HEARTBEAT_LUA`` renews the leases of the running jobs and the worker's own heartbeat.
 
+A running job stays in its queue's sorted set, where arq's ``Job.result()`` and ``Job.status()`` look
+for it, but parked above every band (``scores.PARK``), so no pickup walks past running jobs.
+
+Ownership: every pickup call carries a token, unique to the worker and the call, stored with each
+job it takes (``arq:in-progress:<id>`` = ``"<queue score> <token>"``). A finish record or a heartbeat
+counts only while the job's in-progress value still names its token, so a worker that stalled past
+its lease (its job was swept back and taken by another) writes nothing, and a resent batch (a lost
+reply) finds its jobs already settled and writes nothing twice. A resent pickup (same token) returns
+what the first one took, without counting a try or charging the rate limit again.
+
+Every "now" is Redis' ``TIME``, never a worker's clock: pods disagree by seconds.
+
 Per-job keys are built inside the scripts from arq's prefixes (not declared in KEYS), as arq does:
-arqscale targets a single Redis (or a primary with replicas), not Redis Cluster.
+each script touches one queue's keys and its jobs' keys on one Redis.
 """
 
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
@@ -27,12 +38,22 @@ from redis.exceptions import NoScriptError, RedisError
 
 from arqscale.core import scores
 from arqscale.core.keys import ERROR_PREFIX, PROGRESS_PREFIX, QueueKeys
+from arqscale.core.lua import LEASE_LUA, NOW_LUA
 from arqscale.core.spec import QueueSpec
 
 logger = logging.getLogger("arqscale.worker")
 
 # The try counter outlives the payload's own TTL (see producer.PAYLOAD_TTL_MS) so a retried job keeps its count.
 RETRY_TTL_MS = 15 * 86_400_000
+# The in-progress key is deleted by the finish or the sweep; its TTL only keeps a bug from leaving one forever.
+IN_PROGRESS_TTL_MS = RETRY_TTL_MS
+# Caps that keep every script call short, whatever the backlog: Redis runs one script at a time.
+MAX_PICKUP = 1000  # jobs taken by one call
+SWEEP_MAX = 100  # expired leases returned to the queue by one call
+SKIP_MAX = 1000  # queue entries held by an arq-style worker (in-progress key, still queued) stepped over
+MAX_RECORDS = 500  # outcomes written by one finish call
+MAX_HEARTBEAT = 2000  # leases renewed by one heartbeat call
+
 _PREFIXES = {
     "IP": in_progress_key_prefix,
     "JOB": job_key_prefix,
@@ -44,80 +65,113 @@ _PREFIXES = {
 
 
 def _lua(source: str) -> str:
+    source = NOW_LUA + LEASE_LUA + source
     for name, prefix in _PREFIXES.items():
         source = source.replace(f"@{name}@", prefix)
-    return source
+    return (
+        source.replace("@HALF@", str(scores.BAND // 2))
+        .replace("@BAND@", str(scores.BAND))
+        .replace("@PARK@", str(scores.PARK))
+    )
 
 
-# KEYS: queue, active, paused, rate
-# ARGV: now ms, wanted, worker id, lease ms, rate max (0 = none), rate interval ms, retry ttl ms, band lows...
-# Returns {status, wait_ms, then per job: id, payload|nil, try, score, last error|nil}
-#   status 0 = ran, 1 = paused, 2 = rate window used up (jobs may still have been taken up to the limit).
-#   wait_ms: -1, or ms until more may be taken (status 2: the end of the rate window; else the next
-#   deferred job's ready time).
+# KEYS: queue, active, paused, starts (rate window), pick (this worker's last pickup)
+# ARGV: wanted, token, lease ms, rate max (0 = none), rate interval ms, retry ttl ms, in-progress ttl ms,
+#       sweep max, skip max, band lows...
+# Returns {status, wait_ms, swept, then per job: id, payload|nil, try, score, last error|nil}
+#   status 0 = ran, 1 = paused, 2 = rate window used up (jobs may still have been taken up to the limit),
+#   3 = a resend: the jobs the first call with this token took (and still holds).
+#   wait_ms: -1, or ms until more may be taken (status 2: until the oldest start leaves the rate window;
+#   else the next deferred job's ready time).
 PICKUP_LUA = _lua("""
-local now = tonumber(ARGV[1])
-local want = tonumber(ARGV[2])
-if redis.call('EXISTS', KEYS[3]) == 1 then return {1, -1} end
-local rate_max = tonumber(ARGV[5])
+local want = tonumber(ARGV[1])
+local token = ARGV[2]
+local out = {0, -1, 0}
+local function emit(id, try, score)
+  local err = false
+  if try > 1 then err = redis.call('GET', '@ERR@' .. id) end
+  out[#out+1] = id
+  out[#out+1] = redis.call('GET', '@JOB@' .. id)
+  out[#out+1] = try
+  out[#out+1] = score
+  out[#out+1] = err
+end
+-- A resend of a pickup whose reply was lost: hand back what it took, charge nothing again.
+if redis.call('LINDEX', KEYS[5], 0) == token then
+  out[1] = 3
+  for _, id in ipairs(redis.call('LRANGE', KEYS[5], 1, -1)) do
+    local score, owner = lease_of(id)
+    if owner == token then emit(id, tonumber(redis.call('GET', '@RETRY@' .. id) or '1'), score) end
+  end
+  return out
+end
+out[3] = sweep(KEYS[1], KEYS[2], tonumber(ARGV[8]))
+if redis.call('EXISTS', KEYS[3]) == 1 then out[1] = 1; return out end
+local rate_max = tonumber(ARGV[4])
+local window = tonumber(ARGV[5])
 if rate_max > 0 then
-  local used = tonumber(redis.call('GET', KEYS[4]) or '0')
+  -- A sliding window: at most rate_max starts in any `window` ms, across every worker of the queue.
+  redis.call('ZREMRANGEBYSCORE', KEYS[4], '-inf', now - window)
+  local used = redis.call('ZCARD', KEYS[4])
   if used >= rate_max then
-    local ttl = redis.call('PTTL', KEYS[4])
-    if ttl < 0 then redis.call('PEXPIRE', KEYS[4], ARGV[6]); ttl = tonumber(ARGV[6]) end
-    return {2, ttl}
+    local first = redis.call('ZRANGE', KEYS[4], 0, 0, 'WITHSCORES')
+    out[1] = 2
+    out[2] = math.max(tonumber(first[2]) + window - now, 1)
+    return out
   end
   if rate_max - used < want then want = rate_max - used end
 end
-local out = {0, -1}
-local taken = 0
-local expiry = now + tonumber(ARGV[4])
-for b = 8, #ARGV do
-  if taken >= want then break end
+local expiry = now + tonumber(ARGV[3])
+local taken, skip_left = {}, tonumber(ARGV[9])
+for b = 10, #ARGV do
+  if #taken >= want then break end
   local low = tonumber(ARGV[b])
-  local offset = 0
-  while taken < want do
-    -- Running jobs stay in the queue (arq's layout), so read a little past them.
-    local chunk = want - taken + 32
-    local ids = redis.call('ZRANGEBYSCORE', KEYS[1], low, low + now, 'WITHSCORES', 'LIMIT', offset, chunk)
+  local skipped = 0
+  while #taken < want do
+    local ids = redis.call('ZRANGEBYSCORE', KEYS[1], low - @HALF@, low + now, 'WITHSCORES',
+                           'LIMIT', skipped, want - #taken)
+    if #ids == 0 then break end
     for i = 1, #ids, 2 do
-      local id = ids[i]
+      local id, score = ids[i], ids[i+1]
       local ip = '@IP@' .. id
-      if redis.call('EXISTS', ip) == 0 then
-        redis.call('SET', ip, ARGV[3], 'PX', ARGV[4])
+      if redis.call('EXISTS', ip) == 1 then
+        -- Held by a worker that keeps running jobs in the queue (arq's own, or ours before this protocol).
+        skipped = skipped + 1
+        skip_left = skip_left - 1
+      else
+        redis.call('ZADD', KEYS[1], string.format('%d', tonumber(score) + @PARK@), id)
+        redis.call('SET', ip, score .. ' ' .. token, 'PX', ARGV[7])
         redis.call('ZADD', KEYS[2], expiry, id)
         local rk = '@RETRY@' .. id
         local try = redis.call('INCR', rk)
-        redis.call('PEXPIRE', rk, ARGV[7])
-        local err = false
-        if try > 1 then err = redis.call('GET', '@ERR@' .. id) end
-        out[#out+1] = id
-        out[#out+1] = redis.call('GET', '@JOB@' .. id)
-        out[#out+1] = try
-        out[#out+1] = ids[i+1]
-        out[#out+1] = err
-        taken = taken + 1
-        if taken >= want then break end
+        redis.call('PEXPIRE', rk, ARGV[6])
+        emit(id, try, score)
+        taken[#taken+1] = id
       end
     end
-    if #ids < 2 * chunk then break end
-    offset = offset + chunk
+    if skip_left <= 0 then break end
   end
 end
-if rate_max > 0 and taken > 0 then
-  redis.call('INCRBY', KEYS[4], taken)
-  if redis.call('PTTL', KEYS[4]) < 0 then redis.call('PEXPIRE', KEYS[4], ARGV[6]) end
+if #taken > 0 then
+  redis.call('DEL', KEYS[5])
+  redis.call('RPUSH', KEYS[5], token, unpack(taken))
+  redis.call('PEXPIRE', KEYS[5], ARGV[3])
+  if rate_max > 0 then
+    for i = 1, #taken do redis.call('ZADD', KEYS[4], now, token .. '#' .. i) end
+    redis.call('PEXPIRE', KEYS[4], window)
+  end
 end
-if taken < tonumber(ARGV[2]) then
-  if rate_max > 0 and taken == want then
+if #taken < tonumber(ARGV[1]) then
+  if rate_max > 0 and #taken == want then
     -- Stopped by the rate window, not by the queue running dry.
+    local first = redis.call('ZRANGE', KEYS[4], 0, 0, 'WITHSCORES')
     out[1] = 2
-    out[2] = redis.call('PTTL', KEYS[4])
+    out[2] = math.max(tonumber(first[2]) + window - now, 1)
   else
     -- Nothing more is ready: when is the next deferred job due?
-    for b = 8, #ARGV do
+    for b = 10, #ARGV do
       local low = tonumber(ARGV[b])
-      local nxt = redis.call('ZRANGEBYSCORE', KEYS[1], '(' .. (low + now), '(' .. (low + @BAND@),
+      local nxt = redis.call('ZRANGEBYSCORE', KEYS[1], '(' .. (low + now), '(' .. (low + @HALF@),
                              'WITHSCORES', 'LIMIT', 0, 1)
       if #nxt > 0 then
         local wait = tonumber(nxt[2]) - low - now
@@ -127,65 +181,69 @@ if taken < tonumber(ARGV[2]) then
   end
 end
 return out
-""").replace("@BAND@", str(scores.BAND))
+""")
 
 # KEYS: queue, active, completed, dlq, dlq_index
-# ARGV: now ms, completed ttl ms, completed max, failed cutoff ms, failed max, error ttl ms, failed ttl ms,
-#       then records of four: kind, id, a, b
-#   ok:    a = serialized result ('' = keep none)
-#   retry: a = new score, b = error JSON
+# ARGV: completed ttl ms, completed max, failed ttl ms, failed max, error ttl ms,
+#       then records of five: kind, id, token, a, b
+#   ok:    a = serialized result ('' = keep none), b = ms since the job finished (its place in `completed`)
+#   retry: a = delay ms (from now, in the job's own band), b = error JSON
 #   dead:  a = DeadJob JSON, b = arq's failed result ('' = keep none)
-# A dead-letter entry and a failed result go together: a success under the same id (a duplicate run that
-# finished after all) removes the entry, and trimming an entry deletes its result, so a requeue or purge may
-# delete the result key of any id in the store.
-#   back:  a = new score, b = try counter to restore (the cut-short try does not count)
+#   back:  a = try counter to restore (the cut-short try does not count); the job keeps its queue score
+# A record whose token no longer holds the job is dropped: its id is returned among the stale ones.
+# A dead-letter entry and a failed result go together: a success under the same id (a new job under an id
+# whose entry was kept) removes the entry, and trimming an entry deletes its result, so a requeue or purge
+# may delete the result key of any id in the store.
 FINISH_LUA = _lua("""
-local now = tonumber(ARGV[1])
 local n_ok, n_dead = 0, 0
-for i = 8, #ARGV, 4 do
-  local kind, id, a, b = ARGV[i], ARGV[i+1], ARGV[i+2], ARGV[i+3]
-  if kind == 'ok' then
-    if a ~= '' then redis.call('SET', '@RESULT@' .. id, a, 'PX', ARGV[2]) end
+local stale = {}
+for i = 6, #ARGV, 5 do
+  local kind, id, token, a, b = ARGV[i], ARGV[i+1], ARGV[i+2], ARGV[i+3], ARGV[i+4]
+  local score, owner = lease_of(id)
+  if owner ~= token then
+    stale[#stale+1] = id
+  elseif kind == 'ok' then
+    if a ~= '' then redis.call('SET', '@RESULT@' .. id, a, 'PX', ARGV[1]) end
     redis.call('DEL', '@JOB@' .. id, '@IP@' .. id, '@RETRY@' .. id, '@ERR@' .. id)
     redis.call('ZREM', KEYS[1], id)
     redis.call('ZREM', KEYS[2], id)
-    redis.call('ZADD', KEYS[3], now, id)
+    redis.call('ZADD', KEYS[3], now - math.max(tonumber(b) or 0, 0), id)
     redis.call('HDEL', KEYS[4], id)
     redis.call('ZREM', KEYS[5], id)
-    redis.call('PEXPIRE', '@PROG@' .. id, ARGV[2])
+    redis.call('PEXPIRE', '@PROG@' .. id, ARGV[1])
     n_ok = n_ok + 1
   elseif kind == 'retry' then
-    redis.call('ZADD', KEYS[1], a, id)
+    redis.call('ZADD', KEYS[1], string.format('%d', band_of(tonumber(score)) + now + tonumber(a)), id)
     redis.call('DEL', '@IP@' .. id)
     redis.call('ZREM', KEYS[2], id)
-    redis.call('SET', '@ERR@' .. id, b, 'PX', ARGV[6])
+    redis.call('SET', '@ERR@' .. id, b, 'PX', ARGV[5])
   elseif kind == 'dead' then
     redis.call('HSET', KEYS[4], id, a)
     redis.call('ZADD', KEYS[5], now, id)
-    if b ~= '' then redis.call('SET', '@RESULT@' .. id, b, 'PX', ARGV[7]) end
+    if b ~= '' then redis.call('SET', '@RESULT@' .. id, b, 'PX', ARGV[3]) end
     redis.call('DEL', '@JOB@' .. id, '@IP@' .. id, '@RETRY@' .. id, '@ERR@' .. id)
     redis.call('ZREM', KEYS[1], id)
     redis.call('ZREM', KEYS[2], id)
-    redis.call('PEXPIRE', '@PROG@' .. id, ARGV[7])
+    redis.call('PEXPIRE', '@PROG@' .. id, ARGV[3])
     n_dead = n_dead + 1
   elseif kind == 'back' then
-    redis.call('ZADD', KEYS[1], a, id)
+    redis.call('ZADD', KEYS[1], score, id)
     redis.call('DEL', '@IP@' .. id)
     redis.call('ZREM', KEYS[2], id)
-    if tonumber(b) > 0 then
-      redis.call('SET', '@RETRY@' .. id, b, 'KEEPTTL')
+    if tonumber(a) > 0 then
+      redis.call('SET', '@RETRY@' .. id, a, 'KEEPTTL')
     else
       redis.call('DEL', '@RETRY@' .. id)
     end
   end
 end
 if n_ok > 0 then
-  redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', '(' .. (now - tonumber(ARGV[2])))
-  redis.call('ZREMRANGEBYRANK', KEYS[3], 0, -(tonumber(ARGV[3]) + 1))
+  redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', '(' .. (now - tonumber(ARGV[1])))
+  redis.call('ZREMRANGEBYRANK', KEYS[3], 0, -(tonumber(ARGV[2]) + 1))
 end
 if n_dead > 0 then
-  local old = redis.call('ZRANGEBYSCORE', KEYS[5], '-inf', '(' .. ARGV[4], 'LIMIT', 0, 1000)
-  local over = redis.call('ZCARD', KEYS[5]) - #old - tonumber(ARGV[5])
+  local old = redis.call('ZRANGEBYSCORE', KEYS[5], '-inf', '(' .. (now - tonumber(ARGV[3])), 'LIMIT', 0, 1000)
+  local over = redis.call('ZCARD', KEYS[5]) - #old - tonumber(ARGV[4])
   if over > 0 then
     local extra = redis.call('ZRANGE', KEYS[5], #old, #old + math.min(over, 1000) - 1)
     for _, id in ipairs(extra) do old[#old+1] = id end
@@ -196,45 +254,43 @@ if n_dead > 0 then
     for _, id in ipairs(old) do redis.call('DEL', '@RESULT@' .. id) end
   end
 end
-return n_ok
+return stale
 """)
 
-# KEYS: active, workers
-# ARGV: now ms, lease ms, worker id, worker heartbeat expiry ms, job ids...
-# Returns the ids whose lease another worker holds now (this worker lost them while it was cut off).
+# KEYS: active, workers, queue, wake channel
+# ARGV: lease ms, worker id, worker heartbeat ttl ms, sweep max, then pairs: job id, token
+# Returns {lost ids, swept}: lost = jobs this worker no longer owns (swept back after its lease ran out,
+# and maybe taken by another worker); swept = expired leases of any worker returned to the queue.
 HEARTBEAT_LUA = _lua("""
-local now = tonumber(ARGV[1])
-local expiry = now + tonumber(ARGV[2])
+local expiry = now + tonumber(ARGV[1])
 local lost = {}
-for i = 5, #ARGV do
-  local id = ARGV[i]
-  local ip = '@IP@' .. id
-  local owner = redis.call('GET', ip)
-  -- An expired lease (Redis was away, or the loop was blocked) is taken back if nobody else took it.
-  if owner == false or owner == ARGV[3] then
-    redis.call('SET', ip, ARGV[3], 'PX', ARGV[2])
+for i = 5, #ARGV, 2 do
+  local id, token = ARGV[i], ARGV[i+1]
+  local _, owner = lease_of(id)
+  if owner == token then
     redis.call('ZADD', KEYS[1], expiry, id)
   else
     lost[#lost+1] = id
   end
 end
-redis.call('ZADD', KEYS[2], ARGV[4], ARGV[3])
--- Dead workers' entries: harmless for counting (expired scores are ignored), removed to keep sets small.
-redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', '(' .. now)
+redis.call('ZADD', KEYS[2], now + tonumber(ARGV[3]), ARGV[2])
 redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', '(' .. now)
-return lost
+local swept = sweep(KEYS[3], KEYS[1], tonumber(ARGV[4]))
+if swept > 0 then redis.call('PUBLISH', KEYS[4], '1') end
+return {lost, swept}
 """)
 
 
 @dataclass(frozen=True, slots=True)
 class Picked:
-    """A job handed to this worker by the pickup script."""
+    """A job handed to this worker by the pickup script, held by ``token``."""
 
     job_id: str
     payload: bytes | None
     job_try: int
     score: int
     last_error: bytes | None
+    token: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -243,6 +299,8 @@ class PickupResult:
     paused: bool = False
     rate_limited: bool = False
     wait_ms: int = -1  # -1: nothing known to become ready
+    swept: int = 0  # expired leases (of any worker) this call returned to the queue
+    resent: bool = False  # the reply of an earlier call with the same token, read again
 
 
 FinishKind = Literal["ok", "retry", "dead", "back"]
@@ -256,6 +314,22 @@ class Finish:
     job_id: str
     a: bytes | str | int = ""
     b: bytes | str | int = ""
+    token: str = ""  # the pickup token the job is held by (set when the record is queued for writing)
+    done_at: float = 0.0  # time.monotonic() when the try ended: an ``ok`` job's place in ``completed``
+
+    def wire(self) -> list[bytes | str | int]:
+        """The record as ``FINISH_LUA`` reads it."""
+        b = self.b
+        if self.kind == "ok":
+            # Each job's own finish time (Redis' clock minus how long the record waited), not the batch's.
+            b = max(round((time.monotonic() - self.done_at) * 1000), 0) if self.done_at else 0
+        return [self.kind, self.job_id, self.token, self.a, b]
+
+
+@dataclass(frozen=True, slots=True)
+class Heartbeat:
+    lost: list[str]
+    swept: int
 
 
 class QueueOps:
@@ -271,73 +345,88 @@ class QueueOps:
         self._pickup = redis.register_script(PICKUP_LUA)
         self._finish = redis.register_script(FINISH_LUA)
         self._heartbeat = redis.register_script(HEARTBEAT_LUA)
+        self._pick_key = self.keys.pick(worker_id)
 
-    def _pickup_args(self, wanted: int, now_ms: int) -> list[int | str]:
+    def _pickup_args(self, wanted: int, token: str) -> list[int | str]:
         rate = self.spec.rate_limit
         return [
-            now_ms,
-            wanted,
-            self.worker_id,
+            min(wanted, MAX_PICKUP),
+            token,
             self.lease_ms,
             rate.max_jobs if rate else 0,
-            int(rate.interval * 1000) if rate else 0,
+            rate.interval_ms if rate else 0,
             RETRY_TTL_MS,
+            IN_PROGRESS_TTL_MS,
+            SWEEP_MAX,
+            SKIP_MAX,
             *self._band_lows,
         ]
 
-    def _finish_args(self, records: Sequence[Finish], now_ms: int) -> list[bytes | str | int]:
+    def _finish_args(self, records: Sequence[Finish]) -> list[bytes | str | int]:
         ret = self.spec.retention
         args: list[bytes | str | int] = [
-            now_ms,
             # PX 0 is an error in Redis; with completed_seconds 0 no result is written (see worker).
             max(ret.completed_seconds * 1000, 1),
             ret.completed_max,
-            now_ms - ret.failed_seconds * 1000,
+            max(ret.failed_seconds * 1000, 1),
             ret.failed_max,
             RETRY_TTL_MS,
-            max(ret.failed_seconds * 1000, 1),
         ]
         for r in records:
-            args += [r.kind, r.job_id, r.a, r.b]
+            args += r.wire()
         return args
 
-    async def pickup(self, wanted: int, now_ms: int) -> PickupResult:
-        return parse_pickup(await self._pickup(keys=self._pickup_keys(), args=self._pickup_args(wanted, now_ms)))
+    async def pickup(self, wanted: int, token: str) -> PickupResult:
+        raw = await self._pickup(keys=self._pickup_keys(), args=self._pickup_args(wanted, token))
+        return parse_pickup(raw, token)
+
+    async def finish(self, records: Sequence[Finish]) -> list[str]:
+        """Write outcomes (at most ``MAX_RECORDS`` per call); returns the ids of the stale ones, dropped."""
+        stale: list[str] = []
+        for i in range(0, len(records), MAX_RECORDS):
+            chunk = records[i : i + MAX_RECORDS]
+            reply = await self._finish(keys=self._finish_keys(), args=self._finish_args(chunk))
+            stale += [x.decode(errors="surrogateescape") for x in reply]
+        return stale
 
     async def finish_and_pickup(
-        self, records: Sequence[Finish], wanted: int, now_ms: int
-    ) -> tuple[PickupResult | None, bool]:
+        self, records: Sequence[Finish], wanted: int, token: str
+    ) -> tuple[PickupResult | None, list[str] | None]:
         """Record outcomes, then take up to ``wanted`` jobs, in one round trip.
 
-        Returns the pickup (None when nothing was wanted) and whether the records were written; when they
-        were not, the caller sends them again (every outcome is idempotent).
+        Returns the pickup (None when nothing was wanted or it failed) and the stale records' ids (None
+        when the records were not written; the caller sends them again: every outcome is keyed by its
+        token, so a resend writes nothing twice).
         """
+        if len(records) > MAX_RECORDS:
+            return None, await self.finish(records)  # a backlog of outcomes after an outage: write, pick next tick
         if not records:
-            return (await self.pickup(wanted, now_ms) if wanted > 0 else None), True
+            return (await self.pickup(wanted, token) if wanted > 0 else None), []
         async with self.redis.pipeline(transaction=False) as pipe:
             # Plain EVALSHA: redis-py's pipelined Script objects add a SCRIPT EXISTS round trip to every call.
             # After a Redis restart the script cache is empty; each command then answers NOSCRIPT on its
             # own (nothing ran), and the scripts are loaded again for the next tick.
             finish_keys, pickup_keys = self._finish_keys(), self._pickup_keys()
             pipe.execute_command(
-                "EVALSHA", self._finish.sha, len(finish_keys), *finish_keys, *self._finish_args(records, now_ms)
+                "EVALSHA", self._finish.sha, len(finish_keys), *finish_keys, *self._finish_args(records)
             )
             if wanted > 0:
                 pipe.execute_command(
-                    "EVALSHA", self._pickup.sha, len(pickup_keys), *pickup_keys, *self._pickup_args(wanted, now_ms)
+                    "EVALSHA", self._pickup.sha, len(pickup_keys), *pickup_keys, *self._pickup_args(wanted, token)
                 )
             replies = await pipe.execute(raise_on_error=False)
         errors = [r for r in replies if isinstance(r, Exception)]
         picked = replies[1] if wanted > 0 else None
-        result = None if picked is None or isinstance(picked, Exception) else parse_pickup(picked)
+        result = None if picked is None or isinstance(picked, Exception) else parse_pickup(picked, token)
         if any(isinstance(e, NoScriptError) for e in errors):
             await self._load_scripts()
         others = [e for e in errors if not isinstance(e, NoScriptError)]
-        if others and result is None:
+        if others and result is None and isinstance(replies[0], Exception):
             raise others[0]
-        if others:  # jobs were taken: start them; the unwritten records go again with the next tick
-            logger.error("queue %s: recording outcomes failed: %s", self.spec.name, others[0])
-        return result, not isinstance(replies[0], Exception)
+        if others:  # one of the two went through: use it; the other goes again with the next tick
+            logger.error("queue %s: a script failed: %s", self.spec.name, others[0])
+        stale = None if isinstance(replies[0], Exception) else [x.decode(errors="surrogateescape") for x in replies[0]]
+        return result, stale
 
     async def _load_scripts(self) -> None:
         try:
@@ -346,38 +435,50 @@ class QueueOps:
         except RedisError as exc:  # the next call answers NOSCRIPT again and comes back here
             logger.warning("queue %s: loading scripts failed: %s", self.spec.name, exc)
 
-    async def heartbeat(self, job_ids: Sequence[str], now_ms: int, worker_ttl_ms: int) -> list[str]:
-        lost = await self._heartbeat(
-            keys=[self.keys.active, self.keys.workers],
-            args=[now_ms, self.lease_ms, self.worker_id, now_ms + worker_ttl_ms, *job_ids],
-        )
-        return [x.decode() for x in lost]
+    async def heartbeat(self, held: Sequence[tuple[str, str]], worker_ttl_ms: int) -> Heartbeat:
+        """Renew the leases of ``held`` (job id, token) pairs and this worker's heartbeat."""
+        lost: list[str] = []
+        swept = 0
+        chunks = [held[i : i + MAX_HEARTBEAT] for i in range(0, len(held), MAX_HEARTBEAT)] or [[]]
+        for chunk in chunks:
+            args: list[str | int] = [self.lease_ms, self.worker_id, worker_ttl_ms, SWEEP_MAX]
+            for job_id, token in chunk:
+                args += [job_id, token]
+            raw_lost, raw_swept = await self._heartbeat(
+                keys=[self.keys.active, self.keys.workers, self.keys.queue, self.keys.wake], args=args
+            )
+            lost += [x.decode(errors="surrogateescape") for x in raw_lost]
+            swept += int(raw_swept)
+        return Heartbeat(lost, swept)
 
     async def leave(self) -> None:
         """Remove this worker from the ``workers`` set on a clean exit."""
         await self.redis.zrem(self.keys.workers, self.worker_id)
 
     def _pickup_keys(self) -> list[str]:
-        return [self.keys.queue, self.keys.active, self.keys.paused, self.keys.rate]
+        return [self.keys.queue, self.keys.active, self.keys.paused, self.keys.starts, self._pick_key]
 
     def _finish_keys(self) -> list[str]:
         k = self.keys
         return [k.queue, k.active, k.completed, k.dlq, k.dlq_index]
 
 
-def parse_pickup(raw: Sequence[object]) -> PickupResult:
-    status, wait_ms = int(raw[0]), int(raw[1])  # type: ignore[call-overload]
+def parse_pickup(raw: Sequence[object], token: str) -> PickupResult:
+    status, wait_ms, swept = int(raw[0]), int(raw[1]), int(raw[2])  # type: ignore[call-overload]
     jobs = []
-    for i in range(2, len(raw), 5):
+    for i in range(3, len(raw), 5):
         job_id, payload, job_try, score, err = raw[i : i + 5]
         assert isinstance(job_id, bytes)
         jobs.append(
             Picked(
-                job_id=job_id.decode(),
+                job_id=job_id.decode(errors="surrogateescape"),
                 payload=payload if isinstance(payload, bytes) else None,
                 job_try=int(job_try),  # type: ignore[call-overload]
                 score=int(float(score)),  # type: ignore[arg-type]
                 last_error=err if isinstance(err, bytes) else None,
+                token=token,
             )
         )
-    return PickupResult(jobs=jobs, paused=status == 1, rate_limited=status == 2, wait_ms=wait_ms)
+    return PickupResult(
+        jobs=jobs, paused=status == 1, rate_limited=status == 2, wait_ms=wait_ms, swept=swept, resent=status == 3
+    )

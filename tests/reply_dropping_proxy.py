@@ -1,0 +1,90 @@
+"""A TCP proxy in front of a real redis-server that can lose replies: the request reaches Redis and runs,
+the answer never comes back and the connection drops (what a worker sees when Redis restarts or the
+network fails mid-call). Runs in a thread of the test process, on a free port."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import threading
+
+from redis_server import free_port
+
+
+class ReplyDroppingProxy:
+    def __init__(self, upstream_port: int) -> None:
+        self.upstream_port = upstream_port
+        self.port = free_port()
+        self.dropped = 0
+        self._drops_wanted = 0
+        self._needle = b""
+        self._lock = threading.Lock()
+        self._loop = asyncio.new_event_loop()
+        self._ready = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def start(self) -> ReplyDroppingProxy:
+        self._thread.start()
+        assert self._ready.wait(5)
+        return self
+
+    def stop(self) -> None:
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(5)
+        self._loop.close()
+
+    def lose_next_reply(self, containing: bytes = b"EVALSHA") -> None:
+        """The next request holding ``containing`` is delivered, and its reply lost with the connection."""
+        with self._lock:
+            self._drops_wanted += 1
+            self._needle = containing
+
+    def _run(self) -> None:
+        asyncio.set_event_loop(self._loop)
+        server = self._loop.run_until_complete(asyncio.start_server(self._client, "127.0.0.1", self.port))
+        self._ready.set()
+        try:
+            self._loop.run_forever()
+        finally:
+            server.close()
+            for task in asyncio.all_tasks(self._loop):
+                task.cancel()
+            self._loop.run_until_complete(asyncio.gather(*asyncio.all_tasks(self._loop), return_exceptions=True))
+            self._loop.run_until_complete(server.wait_closed())
+
+    def _take_drop(self, chunk: bytes) -> bool:
+        with self._lock:
+            if self._drops_wanted and self._needle in chunk:
+                self._drops_wanted -= 1
+                self.dropped += 1
+                return True
+        return False
+
+    async def _client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.upstream_port)
+        cut = asyncio.Event()
+
+        async def upward() -> None:
+            while chunk := await reader.read(65536):
+                drop = self._take_drop(chunk)
+                if drop:
+                    cut.set()  # from here on nothing comes back: this request's reply is lost
+                up_writer.write(chunk)
+                await up_writer.drain()
+                if drop:
+                    await asyncio.sleep(0.1)  # let Redis run the request, then hang up on the client
+                    return
+
+        async def downward() -> None:
+            while (chunk := await up_reader.read(65536)) and not cut.is_set():
+                writer.write(chunk)
+                await writer.drain()
+
+        tasks = [asyncio.create_task(upward()), asyncio.create_task(downward())]
+        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+        for task in tasks:
+            task.cancel()
+        for w in (writer, up_writer):
+            w.close()
+            with contextlib.suppress(Exception):
+                await w.wait_closed()

@@ -1,0 +1,307 @@
+"""The worker protocol's ownership rules, script by script, against a real redis-server (docs/design.md,
+"Ownership"): one owner per running job, every resend safe, a lost pickup reply costs no try, pickup cost
+independent of the running jobs, Redis' clock, stranded priority bands.
+
+Two ``QueueOps`` with different worker ids stand in for two worker processes: what matters here is the
+order of the scripts' calls, which a test can set exactly (the process-level versions, with a loop that
+really blocks and a clock that really runs ahead, are in test_stalled_workers.py).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+from arq.connections import ArqRedis
+from redis.asyncio import Redis
+
+from arqscale.core import queue_control, scores
+from arqscale.core.counts import CountsReader
+from arqscale.core.dead_letters import DeadLetters, RequeueOutcome
+from arqscale.core.job_status import JobStatusReader
+from arqscale.core.keys import QueueKeys, in_progress_key, result_key, retry_key
+from arqscale.core.models import JobState
+from arqscale.core.producer import Producer
+from arqscale.core.serializers import json_dumps
+from arqscale.core.spec import QueueSpec, parse_queues
+from arqscale.worker import outcomes
+from arqscale.worker.pickup import Finish, Picked, QueueOps
+
+LEASE = 0.3  # seconds: short, so a test can let a lease run out
+
+
+def make_spec(**settings: Any) -> QueueSpec:
+    body = {"functions": ["worker_tasks.add", "worker_tasks.record"], "lease_seconds": LEASE, **settings}
+    return parse_queues({"queues": {"q": body}})["q"]
+
+
+SPEC = make_spec()
+K = QueueKeys.for_queue("q", SPEC.queue_key)
+
+
+def ops(redis: Redis, worker: str, spec: QueueSpec = SPEC) -> QueueOps:
+    return QueueOps(redis, spec, worker)
+
+
+async def enqueue(redis: Redis, *job_ids: str, spec: QueueSpec = SPEC) -> None:
+    producer = Producer(redis, {"q": spec})
+    for job_id in job_ids:
+        assert (await producer.enqueue("q", "add", 1, 2, job_id=job_id)).created
+
+
+async def take(o: QueueOps, token: str, wanted: int = 1) -> list[Picked]:
+    return (await o.pickup(wanted, token)).jobs
+
+
+async def expire_leases() -> None:
+    await asyncio.sleep(LEASE + 0.15)
+
+
+def ok(job: Picked, result: bytes | None = None) -> Finish:
+    """A success record; by default with the result arq writes (``Job.result()`` and our status read it)."""
+    if result is None:
+        fields = {"t": job.job_try, "f": "add", "a": [1, 2], "k": {}, "et": 0, "s": True, "r": 3, "st": 0, "ft": 0}
+        result = json.dumps({**fields, "q": SPEC.queue_key, "id": job.job_id}).encode()
+    return Finish("ok", job.job_id, result, token=job.token)
+
+
+async def state(redis: Redis, job_id: str) -> JobState:
+    return (await JobStatusReader(redis, {"q": SPEC}).read(job_id)).state
+
+
+# ----------------------------------------------------------------------------- one owner
+
+
+async def test_a_stalled_owner_writes_nothing_once_its_lease_passed_on(redis: Redis) -> None:
+    a, b = ops(redis, "wa"), ops(redis, "wb")
+    await enqueue(redis, "j")
+    [mine] = await take(a, "wa.1")
+    await expire_leases()  # worker A stalls past its lease
+    [theirs] = await take(b, "wb.1")  # B's pickup sweeps the job back and takes it
+    assert theirs.job_id == "j" and theirs.job_try == 2 and theirs.score == mine.score  # same place in line
+    lease_b = await redis.zscore(K.active, "j")
+
+    # Everything A would write now is refused, whatever its kind.
+    stale_retry, _ = outcomes.retry(SPEC, mine, 1, "boom", None, 0)
+    assert await a.finish([stale_retry]) == ["j"]
+    assert await a.finish([outcomes.back(mine)]) == ["j"]
+    assert await a.finish([outcomes.dead(SPEC, mine, None, "boom", None, 0)]) == ["j"]
+    assert (await a.heartbeat([("j", mine.token)], 10_000)).lost == ["j"]
+    # B's lease, ownership and try counter are untouched; the job is not queued twice or dead-lettered.
+    assert await redis.zscore(K.active, "j") == lease_b
+    assert (await redis.get(in_progress_key("j"))).endswith(b" wb.1")
+    assert await redis.get(retry_key("j")) == b"2"
+    assert await redis.zscore(SPEC.queue_key, "j") == scores.PARK + theirs.score  # parked once: B runs it
+    assert await redis.hlen(K.dlq) == 0
+    # B finishes; then A's success arrives: dropped, B's result stays.
+    assert await b.finish([ok(theirs, b"from b")]) == []
+    assert await a.finish([ok(mine, b"from a")]) == ["j"]
+    assert await redis.get(result_key("j")) == b"from b"
+    # A's heartbeat cannot re-create the lease of a job that finished elsewhere.
+    assert (await a.heartbeat([("j", mine.token)], 10_000)).lost == ["j"]
+    assert await redis.zscore(K.active, "j") is None and await redis.exists(in_progress_key("j")) == 0
+
+
+async def test_the_owner_keeps_its_lease_and_its_outcome_counts(redis: Redis) -> None:
+    a = ops(redis, "wa")
+    await enqueue(redis, "j")
+    [job] = await take(a, "wa.1")
+    for _ in range(3):
+        await asyncio.sleep(LEASE / 2)
+        assert (await a.heartbeat([("j", job.token)], 10_000)).lost == []
+    assert await take(ops(redis, "wb"), "wb.1") == []  # never swept: the heartbeat kept it alive
+    assert await a.finish([ok(job)]) == []
+    assert await state(redis, "j") is JobState.COMPLETE
+
+
+# ----------------------------------------------------------------------------- resends
+
+
+async def test_every_outcome_resent_after_it_was_written_changes_nothing(redis: Redis) -> None:
+    spec = make_spec(retention={"completed_seconds": 0})  # no result kept: the id is free again at once
+    a = ops(redis, "wa", spec)
+    await enqueue(redis, "ok", "retry", "back", "dead", spec=spec)
+    jobs = {j.job_id: j for j in await take(a, "wa.1", 4)}
+    retry, _ = outcomes.retry(spec, jobs["retry"], 1, "boom", None, 0, defer_ms=0)
+    dead = outcomes.dead(spec, jobs["dead"], None, "boom", None, 0)
+    batch = [ok(jobs["ok"], b""), retry, outcomes.back(jobs["back"]), dead]
+    assert await a.finish(batch) == []
+
+    # What others did meanwhile: the same id enqueued again; the retried and put-back jobs taken by B;
+    # the dead job requeued.
+    await enqueue(redis, "ok", spec=spec)
+    b = ops(redis, "wb", spec)
+    taken = {j.job_id: j for j in await take(b, "wb.1", 3)}
+    assert set(taken) == {"ok", "retry", "back"}
+    assert await DeadLetters(redis, spec).requeue("dead") is RequeueOutcome.REQUEUED
+    before = {key: await redis.dump(key) for key in await redis.keys("*") if not key.startswith(b"arqscale:q:pick")}
+
+    assert sorted(await a.finish(batch)) == ["back", "dead", "ok", "retry"]  # the resend: every record dropped
+    after = {key: await redis.dump(key) for key in await redis.keys("*") if not key.startswith(b"arqscale:q:pick")}
+    assert after == before
+
+
+async def test_a_resent_pickup_returns_what_it_took_without_counting_a_try(redis: Redis) -> None:
+    spec = make_spec(max_tries=1, rate_limit={"max_jobs": 3, "interval": 60})
+    a = ops(redis, "wa", spec)
+    await enqueue(redis, "j1", "j2", spec=spec)
+    first = await a.pickup(5, "wa.1")  # its reply is "lost": the worker sends the same call again
+    again = await a.pickup(5, "wa.1")
+    assert again.resent and [j.job_id for j in again.jobs] == [j.job_id for j in first.jobs] == ["j1", "j2"]
+    assert [j.job_try for j in again.jobs] == [1, 1]
+    assert [j.payload for j in again.jobs] == [j.payload for j in first.jobs]
+    assert await redis.zcard(K.starts) == 2  # the rate window charged once
+    # The next call (a new token) takes what is left of the window, and the jobs run on their first try.
+    await enqueue(redis, "j3", "j4", spec=spec)
+    nxt = await a.pickup(5, "wa.2")
+    assert [j.job_id for j in nxt.jobs] == ["j3"] and nxt.rate_limited
+    assert await a.finish([ok(j) for j in again.jobs]) == []
+    assert await state(redis, "j1") is JobState.COMPLETE
+
+
+async def test_a_resent_pickup_does_not_return_jobs_it_no_longer_holds(redis: Redis) -> None:
+    a = ops(redis, "wa")
+    await enqueue(redis, "j")
+    await a.pickup(1, "wa.1")
+    await expire_leases()  # the reply never came, and the lease ran out
+    [theirs] = await take(ops(redis, "wb"), "wb.1")
+    again = await a.pickup(1, "wa.1")
+    assert again.jobs == [] and theirs.job_try == 2
+
+
+# ----------------------------------------------------------------------------- pickup cost
+
+
+async def _pickup_commands(redis: Redis, o: QueueOps, token: str) -> dict[str, int]:
+    """Commands one pickup ran inside Redis (scripts' calls count in INFO commandstats)."""
+    await redis.config_resetstat()
+    assert len((await o.pickup(1, token)).jobs) == 1
+    stats = await redis.info("commandstats")
+    return {name.removeprefix("cmdstat_"): int(v["calls"]) for name, v in stats.items() if name != "cmdstat_evalsha"}
+
+
+async def test_pickup_cost_does_not_grow_with_running_jobs(redis: Redis) -> None:
+    spec = make_spec(lease_seconds=600, priority_levels=3)
+    producer = Producer(redis, {"q": spec})
+    await producer.enqueue_many("q", [_request(i) for i in range(10_500)])
+    o = ops(redis, "wa", spec)
+    idle = await _pickup_commands(redis, o, "wa.idle")
+    for n in range(10):  # 10,000 running: 100 pods at concurrency 100
+        assert len((await o.pickup(1000, f"wa.{n}")).jobs) == 1000
+    assert await redis.zcard(K.active) == 10_001
+    busy = await _pickup_commands(redis, o, "wa.busy")
+    assert busy == idle, (idle, busy)
+    assert busy["zrangebyscore"] <= 3  # the sweep's look at expired leases, the band with a job in it
+
+
+def _request(i: int) -> Any:
+    from arqscale.core.models import JobRequest
+
+    return JobRequest(function="add", args=[i, i], job_id=f"j{i:05d}")
+
+
+async def test_one_call_takes_at_most_a_thousand_jobs(redis: Redis) -> None:
+    spec = make_spec(lease_seconds=600)
+    await Producer(redis, {"q": spec}).enqueue_many("q", [_request(i) for i in range(1500)])
+    assert len((await ops(redis, "wa", spec).pickup(5000, "wa.1")).jobs) == 1000
+
+
+# ----------------------------------------------------------------------------- Redis keeps the time
+
+
+async def test_readiness_leases_and_counts_follow_redis_clock_not_the_callers(redis: Redis) -> None:
+    # A producer whose clock is a minute ahead (plain arq, which writes its own score) and our producer.
+    arq = ArqRedis(redis.connection_pool, job_serializer=json_dumps)
+    ahead = int((datetime.now(UTC).timestamp() + 60) * 1000)
+    await arq.enqueue_job("add", 1, 2, _job_id="ahead", _queue_name=SPEC.queue_key, _defer_until=None)
+    await redis.zadd(SPEC.queue_key, {"ahead": ahead})  # as its own clock would have scored it
+    await enqueue(redis, "ours")
+    counts = (await CountsReader(redis).read({"q": SPEC}))["q"]
+    assert (counts.waiting, counts.delayed) == (1, 1)  # plain arq's ready time stays its own
+    [job] = await take(ops(redis, "wa"), "wa.1", 5)
+    assert job.job_id == "ours"
+    redis_now = await _redis_ms(redis)
+    lease = await redis.zscore(K.active, "ours")
+    assert redis_now < lease <= redis_now + LEASE * 1000 + 50
+
+
+async def _redis_ms(redis: Redis) -> int:
+    seconds, micros = await redis.time()
+    return round(seconds * 1000 + micros / 1000)
+
+
+async def test_a_ready_time_before_1970_is_ready_now(redis: Redis) -> None:
+    arq = ArqRedis(redis.connection_pool, job_serializer=json_dumps)
+    await arq.enqueue_job(
+        "add",
+        1,
+        2,
+        _job_id="old",
+        _queue_name=SPEC.queue_key,
+        _defer_until=datetime(1960, 1, 1, tzinfo=UTC),
+        _expires=3600,  # arq derives the payload's TTL from the ready time otherwise, and a negative TTL fails
+    )
+    assert (await redis.zscore(SPEC.queue_key, "old")) < 0
+    counts = (await CountsReader(redis).read({"q": SPEC}))["q"]
+    assert (counts.waiting, counts.delayed) == (1, 0)
+    assert await state(redis, "old") is JobState.QUEUED
+    assert [j.job_id for j in await take(ops(redis, "wa"), "wa.1")] == ["old"]
+
+
+async def test_an_expired_lease_counts_as_waiting_until_swept(redis: Redis) -> None:
+    await enqueue(redis, "j")
+    await take(ops(redis, "wa"), "wa.1")
+    assert (await CountsReader(redis).read({"q": SPEC}))["q"].active == 1
+    await expire_leases()
+    counts = (await CountsReader(redis).read({"q": SPEC}))["q"]
+    assert (counts.waiting, counts.active) == (1, 0) and counts.oldest_waiting_seconds > 0
+    assert await state(redis, "j") is JobState.QUEUED
+    beat = await ops(redis, "wb").heartbeat([], 10_000)  # any worker's heartbeat sweeps
+    assert beat.swept == 1 and await redis.zscore(SPEC.queue_key, "j") is not None
+
+
+# ----------------------------------------------------------------------------- priority settings
+
+
+async def test_jobs_stranded_by_new_priority_settings_are_found_and_migrated(redis: Redis) -> None:
+    # Three levels with the middle one normal; then the queue is redeployed with default_priority 0, which
+    # moves every band up by one: the priority-0 jobs queued before sit below the new lowest band.
+    before = make_spec()
+    producer = Producer(redis, {"q": before})
+    await producer.enqueue("q", "add", 1, 2, job_id="urgent", priority=0)
+    await producer.enqueue("q", "add", 1, 2, job_id="later", priority=0, defer_seconds=3600)
+    await producer.enqueue("q", "add", 1, 2, job_id="normal")
+    after = make_spec(default_priority=0)
+    assert [j.job_id for j in await take(ops(redis, "wa", after), "wa.1", 5)] == ["normal"]
+    assert await queue_control.stranded(redis, after) == 2
+    assert await queue_control.migrate(redis, after) == 2
+    assert await queue_control.stranded(redis, after) == 0
+    counts = (await CountsReader(redis).read({"q": after}))["q"]
+    assert (counts.waiting, counts.delayed, counts.active) == (1, 1, 1)
+    priority, ready_at = scores.split_score(await redis.zscore(after.queue_key, "later"), after)
+    assert priority == 0 and ready_at > await _redis_ms(redis) + 3_500_000  # keeps its ready time
+    assert [j.job_id for j in await take(ops(redis, "wa", after), "wa.2")] == ["urgent"]
+
+
+# ----------------------------------------------------------------------------- rate window
+
+
+def test_a_rate_interval_under_a_millisecond_is_refused() -> None:
+    with pytest.raises(ValueError, match="interval"):
+        make_spec(rate_limit={"max_jobs": 5, "interval": 0.0001})
+
+
+async def test_the_rate_window_slides(redis: Redis) -> None:
+    # Two starts allowed in any 3 s. One start was 3.5 s ago (out of the window), one 1 s ago (in it): a
+    # sliding window allows one more now; a fixed window would depend on where its boundary fell.
+    spec = make_spec(rate_limit={"max_jobs": 2, "interval": 3}, lease_seconds=60)
+    await Producer(redis, {"q": spec}).enqueue_many("q", [_request(i) for i in range(6)])
+    now = await _redis_ms(redis)
+    await redis.zadd(K.starts, {"earlier#1": now - 3_500, "earlier#2": now - 1_000})
+    result = await ops(redis, "wa", spec).pickup(5, "wa.1")
+    assert len(result.jobs) == 1 and result.rate_limited
+    assert 1_500 <= result.wait_ms <= 2_000  # until the start of 1 s ago leaves the window
+    assert await redis.zcard(K.starts) == 2  # the old start was trimmed, the new one recorded
