@@ -140,14 +140,25 @@ def test_base_is_the_same_deployment_as_the_chart(chart_docs: tuple[Doc, ...]) -
         base_doc = base_workloads[key]
         assert base_doc["spec"]["selector"] == chart_doc["spec"]["selector"], key
         base_pod, chart_pod = pod_spec(base_doc), pod_spec(chart_doc)
-        for field in ("securityContext", "automountServiceAccountToken", "terminationGracePeriodSeconds"):
+        assert base_doc["spec"].get("replicas") == chart_doc["spec"].get("replicas"), key
+        for field in (
+            "securityContext",
+            "automountServiceAccountToken",
+            "terminationGracePeriodSeconds",
+            "topologySpreadConstraints",
+        ):
             assert base_pod.get(field) == chart_pod.get(field), (key, field)
         assert base_pod.get("serviceAccountName") == chart_pod.get("serviceAccountName"), key
         for base_c, chart_c in zip(base_pod["containers"], chart_pod["containers"], strict=True):
             assert _container_essentials(base_c) == _container_essentials(chart_c), key
     for kind in ("HorizontalPodAutoscaler", "PodDisruptionBudget"):
-        (chart_doc,) = by_kind(chart_docs, kind)
-        assert one(base, kind, chart_doc["metadata"]["name"])["spec"] == chart_doc["spec"]
+        assert sorted(d["metadata"]["name"] for d in by_kind(base, kind)) == sorted(
+            d["metadata"]["name"] for d in by_kind(chart_docs, kind)
+        )
+        for chart_doc in by_kind(chart_docs, kind):
+            assert one(base, kind, chart_doc["metadata"]["name"])["spec"] == chart_doc["spec"]
+    # No system:auth-delegator: the exporter never calls TokenReview or SubjectAccessReview.
+    assert not [d for d in base if d["kind"].endswith("Binding") and d["roleRef"]["name"] == "system:auth-delegator"]
     for kind in ("Role", "ClusterRole"):
         assert sorted(str(d["rules"]) for d in by_kind(base, kind)) == sorted(
             str(d["rules"]) for d in by_kind(chart_docs, kind)
