@@ -16,11 +16,13 @@ RUN /opt/arqscale/bin/pip install --no-cache-dir --only-binary=:all: --no-build-
 
 # --- runtime: the virtualenv, a fixed non-root user, nothing else ---
 FROM python:3.11.11-slim-bookworm
-ENV PYTHONDONTWRITEBYTECODE=1 \
+# HOME is /tmp (an emptyDir in the chart): tools that write under ~ (caches, config) get a writable place.
+ENV HOME=/tmp \
+    PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
     PATH=/opt/arqscale/bin:$PATH
 RUN groupadd --system --gid 10001 arqscale \
- && useradd --system --uid 10001 --gid 10001 --no-create-home --home-dir /nonexistent --shell /usr/sbin/nologin arqscale
+ && useradd --system --uid 10001 --gid 10001 --no-create-home --home-dir /tmp --shell /usr/sbin/nologin arqscale
 COPY --from=builder /opt/arqscale /opt/arqscale
 WORKDIR /tmp
 USER 10001:10001

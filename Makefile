@@ -36,8 +36,10 @@ demo:
 	$(BIN)/arqscale demo $(DEMO_ARGS)
 
 # --- Kubernetes: a local kind cluster, both images built and the chart deployed by skaffold -------
-# Needs docker, kind and skaffold; helm and kubectl are taken from PATH, else from .tools/bin
-# (scripts/fetch-tools). Walk-through: docs/kubernetes.md.
+# Needs docker, kind >= v0.29.0 (node image v1.33.1, pinned by digest in k8s/kind-cluster.yaml) and
+# skaffold >= v2.10.0 (skaffold.yaml is skaffold/v4beta11); helm 3 and kubectl 1.32-1.34 (one minor
+# of the 1.33 nodes) are taken from PATH, else scripts/fetch-tools puts them into .tools/bin.
+# Walk-through: docs/kubernetes.md.
 KIND_CLUSTER := arqscale
 KIND_CONTEXT := kind-$(KIND_CLUSTER)
 KUBECTL := kubectl --context $(KIND_CONTEXT)
@@ -48,7 +50,9 @@ kind-up:
 	@for tool in docker kind skaffold; do \
 	  command -v $$tool >/dev/null || { echo "kind-up needs $$tool on PATH (see docs/kubernetes.md)" >&2; exit 1; }; \
 	done
-	scripts/fetch-tools >/dev/null
+	@if command -v helm >/dev/null && command -v kubectl >/dev/null; then \
+	  echo "using $$(command -v helm) and $$(command -v kubectl) from PATH"; \
+	else scripts/fetch-tools >/dev/null; fi
 	set -e; export PATH="$$PATH:$(CURDIR)/.tools/bin"; \
 	kind get clusters | grep -qx $(KIND_CLUSTER) || kind create cluster --config k8s/kind-cluster.yaml --wait 180s; \
 	skaffold run --kube-context $(KIND_CONTEXT) --profile kind; \

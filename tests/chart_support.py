@@ -21,7 +21,7 @@ TOOLS = Path(os.environ.get("ARQSCALE_TOOLS_DIR", ROOT / ".tools" / "bin"))
 HELMS = ("helm3", "helm4")
 KUBE_VERSIONS = ("1.29.0", "1.37.0")
 # Kinds kubernetes-validate has no schema for: checked field by field in the tests instead.
-CUSTOM_KINDS = {"ServiceMonitor", "PodMonitor", "ScaledObject"}
+CUSTOM_KINDS = {"ServiceMonitor", "PodMonitor", "ScaledObject", "Certificate", "Issuer"}
 
 # values file name -> path (None: the chart's defaults)
 VALUES: dict[str, Path | None] = {"defaults": None} | {

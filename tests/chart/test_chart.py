@@ -168,13 +168,21 @@ def test_one_autoscaler_per_autoscaled_queue(helm: str, values: str) -> None:
 @pytest.mark.parametrize(("helm", "values"), CASES, ids=CASE_IDS)
 def test_pod_disruption_budgets(helm: str, values: str) -> None:
     docs = render(helm, values)
-    pdbs = {d["metadata"]["labels"]["arqscale.io/queue"]: d for d in by_kind(docs, "PodDisruptionBudget")}
+    pdbs = {d["metadata"]["labels"]["arqscale.io/queue"]: d for d in component(docs, "PodDisruptionBudget", "worker")}
     for name in arq_queues(values):
         enabled = effective_queues(values)[name].get("worker", {}).get("podDisruptionBudget", {}).get("enabled", True)
         assert (name in pdbs) == enabled
         if enabled:
             deployment = one(docs, "Deployment", worker_name(fullname(values), name))
             assert pdbs[name]["spec"]["selector"] == deployment["spec"]["selector"]
+            # A drain during a Redis outage (every worker unready) must not hang on the budget.
+            assert pdbs[name]["spec"]["unhealthyPodEvictionPolicy"] == "AlwaysAllow"
+    # The exporter (the cluster's External Metrics API) survives a drain: several replicas and a budget.
+    exporter = one(docs, "Deployment", f"{fullname(values)}-exporter")
+    (exporter_pdb,) = component(docs, "PodDisruptionBudget", "exporter")
+    assert exporter_pdb["spec"]["selector"] == exporter["spec"]["selector"]
+    assert exporter_pdb["spec"]["maxUnavailable"] == 1
+    assert exporter["spec"]["replicas"] == chart_values(values)["exporter"]["replicas"] >= 2
 
 
 def test_hpa_metrics_are_ones_the_exporter_serves() -> None:
@@ -382,6 +390,12 @@ def test_probe_ports_are_the_ports_the_processes_listen_on(helm: str, values: st
         for probe_name, path in (("livenessProbe", "/livez"), ("readinessProbe", "/readyz")):
             probe = container[probe_name]["httpGet"]
             assert probe["path"] == path
+            if kind == "exporter" and probe_name == "readinessProbe" and chart_values(values)["metricsApi"]["enabled"]:
+                # Readiness covers the HTTPS server the API server calls (the kubelet skips verification).
+                assert probe["scheme"] == "HTTPS"
+                https = env_of(container)["ARQSCALE_METRICS_API_PORT"]["value"]
+                assert container_port(container, probe["port"]) == int(https)
+                continue
             assert container_port(container, probe["port"]) == port
         if kind == "worker" and "startupProbe" in container:
             assert container_port(container, container["startupProbe"]["httpGet"]["port"]) == port
@@ -398,8 +412,11 @@ def test_services_target_the_listening_ports(helm: str, values: str) -> None:
     targets = {p["name"]: container_port(container, p["targetPort"]) for p in service["spec"]["ports"]}
     expected = {"http-metrics": default_port("exporter_port")}
     if metrics_api:
-        expected["https"] = default_port("metrics_api_port")
-        assert env_of(container)["ARQSCALE_METRICS_API_PORT"]["value"] == str(default_port("metrics_api_port"))
+        # GKE private clusters: the control plane reaches pods on 443 and 10250 only; the aggregator
+        # dials the pod's port (the Service's targetPort), not the Service port.
+        expected["https"] = 10250
+        assert env_of(container)["ARQSCALE_METRICS_API_PORT"]["value"] == "10250"
+        assert next(p for p in service["spec"]["ports"] if p["name"] == "https")["port"] == 443
     assert targets == expected
     assert env_of(container)["ARQSCALE_METRICS_API_ENABLED"]["value"] == str(metrics_api).lower()
 
@@ -486,16 +503,16 @@ def test_rbac_grants_exactly_what_is_listed(helm: str, values: str) -> None:
     worker_sa = ("ServiceAccount", f"{name}-worker", NAMESPACE)
     exporter_sa = ("ServiceAccount", f"{name}-exporter", NAMESPACE)
     reader = f"{name}-{NAMESPACE}-external-metrics-reader"
-    roles: dict[object, object] = {
-        ("Role", None, f"{name}-worker"): [{"apiGroups": [""], "resources": ["pods"], "verbs": ["patch"]}],
-    }
-    bindings: dict[object, object] = {("RoleBinding", None, "Role", f"{name}-worker"): [worker_sa]}
+    roles: dict[object, object] = {}
+    bindings: dict[object, object] = {}
+    if chart_values(values)["worker"]["podDeletionCost"]["enabled"]:
+        roles[("Role", None, f"{name}-worker")] = [{"apiGroups": [""], "resources": ["pods"], "verbs": ["patch"]}]
+        bindings[("RoleBinding", None, "Role", f"{name}-worker")] = [worker_sa]
     if chart_values(values)["metricsApi"]["enabled"]:
         roles[("ClusterRole", None, reader)] = [
             {"apiGroups": ["external.metrics.k8s.io"], "resources": ["*"], "verbs": ["get", "list"]}
         ]
         bindings |= {
-            ("ClusterRoleBinding", None, "ClusterRole", "system:auth-delegator"): [exporter_sa],
             ("RoleBinding", "kube-system", "Role", "extension-apiserver-authentication-reader"): [exporter_sa],
             ("ClusterRoleBinding", None, "ClusterRole", reader): [
                 ("ServiceAccount", "horizontal-pod-autoscaler", "kube-system")
@@ -514,10 +531,28 @@ def test_service_account_tokens_only_where_needed(helm: str, values: str) -> Non
     client_auth = metrics_api and chart_values(values)["metricsApi"]["clientAuth"]["enabled"]
     for sa in by_kind(docs, "ServiceAccount"):
         assert sa["automountServiceAccountToken"] is False
+    deletion_cost = chart_values(values)["worker"]["podDeletionCost"]["enabled"]
     for doc in [*by_kind(docs, "Deployment"), *by_kind(docs, "StatefulSet"), *by_kind(docs, "Pod")]:
         kind = doc["metadata"]["labels"]["app.kubernetes.io/component"]
-        needs = {"worker": True, "exporter": client_auth, "test": metrics_api}.get(kind, False)
-        assert pod_spec(doc)["automountServiceAccountToken"] is needs, (kind, doc["metadata"]["name"])
+        needs = {"worker": deletion_cost, "test": metrics_api}.get(kind, False)
+        spec = pod_spec(doc)
+        assert spec["automountServiceAccountToken"] is needs, (kind, doc["metadata"]["name"])
+        # The exporter's token reaches only the containers that read the front-proxy CA, never the
+        # process that serves the network.
+        with_token = {
+            c["name"]
+            for c in [*spec.get("initContainers", []), *spec["containers"]]
+            for m in c.get("volumeMounts", [])
+            if m["mountPath"] == "/var/run/secrets/kubernetes.io/serviceaccount"
+        }
+        assert with_token == (
+            {"front-proxy-ca", "front-proxy-ca-sync"} if kind == "exporter" and client_auth else set()
+        )
+        if with_token:
+            (projected,) = [v["projected"] for v in spec["volumes"] if v["name"] == "kube-api-access"]
+            assert [
+                src["serviceAccountToken"]["path"] for src in projected["sources"] if "serviceAccountToken" in src
+            ] == ["token"]
 
 
 # Hardening, images, labels -----------------------------------------------------------------------

@@ -133,3 +133,13 @@ def test_worker_image_writes_demo_files_under_tmp() -> None:
     final = stages("Dockerfile.worker")[-1]
     env = " ".join(args for word, args in final if word == "ENV")
     assert "ARQSCALE_DEMO_DIR=/tmp/" in env
+
+
+@pytest.mark.parametrize("dockerfile", DOCKERFILES)
+def test_home_is_writable(dockerfile: str) -> None:
+    """HOME must not be /nonexistent: the root filesystem is read-only and only /tmp (an emptyDir) is writable."""
+    final = stages(dockerfile)[-1]
+    env = " ".join(args for word, args in final if word == "ENV")
+    assert re.search(r"(^|\s)HOME=/tmp(\s|$)", env), env
+    run = " ".join(args for word, args in final if word == "RUN")
+    assert "--home-dir /tmp" in run and "/nonexistent" not in run

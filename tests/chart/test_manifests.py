@@ -140,14 +140,25 @@ def test_base_is_the_same_deployment_as_the_chart(chart_docs: tuple[Doc, ...]) -
         base_doc = base_workloads[key]
         assert base_doc["spec"]["selector"] == chart_doc["spec"]["selector"], key
         base_pod, chart_pod = pod_spec(base_doc), pod_spec(chart_doc)
-        for field in ("securityContext", "automountServiceAccountToken", "terminationGracePeriodSeconds"):
+        assert base_doc["spec"].get("replicas") == chart_doc["spec"].get("replicas"), key
+        for field in (
+            "securityContext",
+            "automountServiceAccountToken",
+            "terminationGracePeriodSeconds",
+            "topologySpreadConstraints",
+        ):
             assert base_pod.get(field) == chart_pod.get(field), (key, field)
         assert base_pod.get("serviceAccountName") == chart_pod.get("serviceAccountName"), key
         for base_c, chart_c in zip(base_pod["containers"], chart_pod["containers"], strict=True):
             assert _container_essentials(base_c) == _container_essentials(chart_c), key
     for kind in ("HorizontalPodAutoscaler", "PodDisruptionBudget"):
-        (chart_doc,) = by_kind(chart_docs, kind)
-        assert one(base, kind, chart_doc["metadata"]["name"])["spec"] == chart_doc["spec"]
+        assert sorted(d["metadata"]["name"] for d in by_kind(base, kind)) == sorted(
+            d["metadata"]["name"] for d in by_kind(chart_docs, kind)
+        )
+        for chart_doc in by_kind(chart_docs, kind):
+            assert one(base, kind, chart_doc["metadata"]["name"])["spec"] == chart_doc["spec"]
+    # No system:auth-delegator: the exporter never calls TokenReview or SubjectAccessReview.
+    assert not [d for d in base if d["kind"].endswith("Binding") and d["roleRef"]["name"] == "system:auth-delegator"]
     for kind in ("Role", "ClusterRole"):
         assert sorted(str(d["rules"]) for d in by_kind(base, kind)) == sorted(
             str(d["rules"]) for d in by_kind(chart_docs, kind)
@@ -283,7 +294,62 @@ def test_fetch_tools_is_idempotent_and_pins_the_versions() -> None:
     assert result.returncode == 0, result.stderr
     assert re.search(r"^helm3: +v3\.18\.", result.stdout, re.M), result.stdout
     assert re.search(r"^helm4: +v4\.", result.stdout, re.M), result.stdout
-    assert re.search(r"^kubectl: +Client Version: v1\.37\.", result.stdout, re.M), result.stdout
+    assert re.search(r"^kubectl: +Client Version: v1\.33\.", result.stdout, re.M), result.stdout  # the kind nodes: 1.33
     after = {p.name: p.stat().st_mtime_ns for p in TOOLS.iterdir() if p.is_file() and not p.is_symlink()}
     assert after == before
     assert (TOOLS / "helm").resolve() == (TOOLS / "helm3").resolve()
+
+
+def test_fetch_tools_without_pip_uses_verified_release_archives(tmp_path: Path) -> None:
+    """No pip (stock Debian/Ubuntu), macOS or arm64: the release archives, checked against their SHA-256
+    files. Served here from a local mirror laid out like the release hosts, with the real binaries."""
+    import hashlib
+    import http.server
+    import platform
+    import tarfile
+    import threading
+
+    ensure_tools()
+    machine = {"x86_64": "amd64", "amd64": "amd64", "aarch64": "arm64", "arm64": "arm64"}[platform.machine()]
+    osname = {"Linux": "linux", "Darwin": "darwin"}[platform.system()]
+    mirror = tmp_path / "mirror"
+    for version, binary in (("3.18.0", "helm3"), ("4.3.1", "helm4")):
+        archive = mirror / "helm" / f"helm-v{version}-{osname}-{machine}.tar.gz"
+        archive.parent.mkdir(parents=True, exist_ok=True)
+        with tarfile.open(archive, "w:gz") as tar:
+            tar.add(TOOLS / binary, arcname=f"{osname}-{machine}/helm")
+        digest = hashlib.sha256(archive.read_bytes()).hexdigest()
+        (archive.parent / (archive.name + ".sha256sum")).write_text(f"{digest}  {archive.name}\n")
+    kubectl_path = mirror / "k8s" / "v1.33.0" / "bin" / osname / machine / "kubectl"
+    kubectl_path.parent.mkdir(parents=True)
+    kubectl_path.write_bytes((TOOLS / "kubectl").read_bytes())
+    (kubectl_path.parent / "kubectl.sha256").write_text(hashlib.sha256(kubectl_path.read_bytes()).hexdigest())
+
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(mirror))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    base = f"http://127.0.0.1:{server.server_address[1]}"
+    env = {
+        "PATH": "/usr/bin:/bin",
+        "ARQSCALE_TOOLS_DIR": str(tmp_path / "bin"),
+        "ARQSCALE_TOOLS_FROM_RELEASES": "1",
+        "ARQSCALE_HELM_DOWNLOADS": base + "/helm",
+        "ARQSCALE_KUBECTL_DOWNLOADS": base + "/k8s",
+    }
+    try:
+        result = subprocess.run(
+            [str(ROOT / "scripts" / "fetch-tools")], env=env, capture_output=True, text=True, timeout=300, check=False
+        )
+        assert result.returncode == 0, result.stderr
+        assert re.search(r"^helm3: +v3\.18\.", result.stdout, re.M), result.stdout
+        assert re.search(r"^kubectl: +Client Version: v1\.33\.", result.stdout, re.M), result.stdout
+        # A tampered archive is refused.
+        (tmp_path / "bin" / "helm4").unlink()
+        (mirror / "helm" / f"helm-v4.3.1-{osname}-{machine}.tar.gz").write_bytes(b"not helm")
+        result = subprocess.run(
+            [str(ROOT / "scripts" / "fetch-tools")], env=env, capture_output=True, text=True, timeout=300, check=False
+        )
+        assert result.returncode != 0 and "checksum mismatch" in result.stderr
+    finally:
+        server.shutdown()
+        server.server_close()

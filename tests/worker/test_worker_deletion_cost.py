@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import inspect
 import ipaddress
 import json
 import logging
@@ -86,12 +87,13 @@ class ApiServer:
             "KUBERNETES_SERVICE_PORT": str(self.port),
         }
 
-    def patcher(self, min_interval: float) -> deletion_cost.DeletionCostPatcher:
+    def patcher(self, min_interval: float, hold_seconds: float = 0.0) -> deletion_cost.DeletionCostPatcher:
         patcher = deletion_cost.from_environment(
             environ=self.environ(),
             token_file=str(self.token_file),
             cert_file=str(self.ca_file),
             min_interval=min_interval,
+            hold_seconds=hold_seconds,
         )
         assert patcher is not None
         return patcher
@@ -177,6 +179,42 @@ async def test_patches_own_pod_on_transitions_only_and_rate_limited(api_server: 
         assert patcher.patches == 3
     finally:
         await patcher.close()
+
+
+async def test_hysteresis_a_state_is_sent_only_after_it_held(api_server: ApiServer) -> None:
+    """Busy/idle flips faster than the hold time never reach the API server; a held state does, once."""
+    patcher = api_server.patcher(min_interval=0.5, hold_seconds=0.3)
+    try:
+        started = time.monotonic()
+        patcher.set_busy(True)
+        # Flapping every 0.1 s for 1 s (a worker with short jobs): the state never holds 0.3 s.
+        for i in range(10):
+            await asyncio.sleep(0.1)
+            patcher.set_busy(i % 2 == 0)
+        assert api_server.requests == []
+        # Idle from now on: one patch, no sooner than the hold time after the last flip.
+        last_flip = time.monotonic()
+        patcher.set_busy(False)
+        await eventually(lambda: len(api_server.requests) == 1)
+        assert api_server.requests[0].at - last_flip >= 0.29
+        assert api_server.costs() == [str(IDLE_COST)]
+        assert api_server.requests[0].at - started >= 1.2
+        # Repeating the sent state sends nothing; a new state that holds goes out after the interval.
+        patcher.set_busy(False)
+        patcher.set_busy(True)
+        await eventually(lambda: len(api_server.requests) == 2)
+        assert api_server.requests[1].at - api_server.requests[0].at >= 0.49
+        await asyncio.sleep(0.6)
+        assert api_server.costs() == [str(IDLE_COST), str(BUSY_COST)] and patcher.patches == 2
+    finally:
+        await patcher.close()
+
+
+def test_defaults_are_calm() -> None:
+    """The defaults a pod runs with: 15 s of hold, one patch per 30 s at most."""
+    signature = inspect.signature(deletion_cost.from_environment)
+    assert signature.parameters["hold_seconds"].default == 15.0
+    assert signature.parameters["min_interval"].default == 30.0
 
 
 async def test_a_refused_patch_warns_once_and_is_retried(

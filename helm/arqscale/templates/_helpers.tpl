@@ -291,3 +291,54 @@ waiting: waiting
 backlog: backlog
 oldest_waiting: oldest_waiting_seconds
 {{- end -}}
+
+{{/* Metrics API TLS ---------------------------------------------------------------------------- */}}
+
+{{/*
+The serving pair of the External Metrics API as YAML {caBundle, crt, key, generated}: base64 values.
+Generated (genCA) unless existingSecret or cert-manager supplies it; a generated pair is reused from
+the live Secret on upgrade (lookup; nothing under `helm template`). Call it ONCE per render, in the
+one template that writes the Secret, the APIService and the pod checksum: genCA is random.
+*/}}
+{{- define "arqscale.metricsApiTls" -}}
+{{- $m := .Values.metricsApi -}}
+{{- $svc := include "arqscale.componentName" (dict "root" . "component" "exporter") -}}
+{{- $out := dict "caBundle" "" "crt" "" "key" "" "generated" false -}}
+{{- if $m.tls.certManager.enabled -}}
+{{- else if $m.tls.existingSecret -}}
+{{- $_ := set $out "caBundle" $m.tls.caBundle -}}
+{{- if and (not $m.tls.caBundle) (not (hasKey $m.apiServiceAnnotations "cert-manager.io/inject-ca-from")) -}}
+{{- fail "metricsApi.tls.caBundle: required with metricsApi.tls.existingSecret (base64 PEM of the CA that signed it), unless a cert-manager.io/inject-ca-from annotation fills it" -}}
+{{- end -}}
+{{- else -}}
+{{- $secretName := include "arqscale.componentName" (dict "root" . "component" "metrics-api-tls") -}}
+{{- $live := lookup "v1" "Secret" .Release.Namespace $secretName -}}
+{{- $_ := set $out "generated" true -}}
+{{- if and $live $live.data (hasKey $live.data "ca.crt") (hasKey $live.data "tls.crt") (hasKey $live.data "tls.key") -}}
+{{- $_ := set $out "caBundle" (index $live.data "ca.crt") -}}
+{{- $_ := set $out "crt" (index $live.data "tls.crt") -}}
+{{- $_ := set $out "key" (index $live.data "tls.key") -}}
+{{- else -}}
+{{- $ca := genCA (printf "%s-metrics-api-ca" $svc) (int $m.tls.validityDays) -}}
+{{- $dns := list $svc (printf "%s.%s" $svc .Release.Namespace) (printf "%s.%s.svc" $svc .Release.Namespace) (printf "%s.%s.svc.cluster.local" $svc .Release.Namespace) -}}
+{{- $cert := genSignedCert (printf "%s.%s.svc" $svc .Release.Namespace) nil $dns (int $m.tls.validityDays) $ca -}}
+{{- $_ := set $out "caBundle" ($ca.Cert | b64enc) -}}
+{{- $_ := set $out "crt" ($cert.Cert | b64enc) -}}
+{{- $_ := set $out "key" ($cert.Key | b64enc) -}}
+{{- end -}}
+{{- end -}}
+{{- toYaml $out -}}
+{{- end -}}
+
+{{- define "arqscale.metricsApiTlsSecretName" -}}
+{{- if .Values.metricsApi.tls.existingSecret -}}
+{{- .Values.metricsApi.tls.existingSecret -}}
+{{- else -}}
+{{- include "arqscale.componentName" (dict "root" . "component" "metrics-api-tls") -}}
+{{- end -}}
+{{- end -}}
+
+{{/* The namespaces the exporter answers metric requests for: metricsApi.namespaces or the release's */}}
+{{- define "arqscale.metricsApiNamespaces" -}}
+{{- .Values.metricsApi.namespaces | default (list .Release.Namespace) | join "," -}}
+{{- end -}}

@@ -137,7 +137,15 @@ def _worker_overrides() -> dict[str, Schema]:
         "topologySpreadConstraints": _K8S_LIST,
         "priorityClassName": _t("string"),
         "podDisruptionBudget": _obj(
-            {"enabled": _t("boolean"), "maxUnavailable": {"type": ["integer", "string"], "minimum": 0}}
+            {
+                "enabled": _t("boolean"),
+                "maxUnavailable": {"type": ["integer", "string"], "minimum": 0},
+                "unhealthyPodEvictionPolicy": _t(
+                    "string",
+                    "policy/v1 PDB field (Kubernetes 1.27+; empty: omitted, the API server's IfHealthyBudget)",
+                    enum=["", "AlwaysAllow", "IfHealthyBudget"],
+                ),
+            }
         ),
     }
 
@@ -192,7 +200,14 @@ def build() -> Schema:
             **_worker_overrides(),
             "image": _image(required=True),
             "port": {**_PORT, "description": "ARQSCALE_WORKER_PORT: /livez, /readyz, /metrics"},
-            "podDeletionCost": _obj({"enabled": _t("boolean")}),
+            "podDeletionCost": _obj(
+                {
+                    "enabled": _t("boolean", "grants `patch` on pods; confined by a ValidatingAdmissionPolicy"),
+                    "allowWithoutAdmissionPolicy": _t(
+                        "boolean", "render even where the cluster has no admissionregistration.k8s.io/v1 policies"
+                    ),
+                }
+            ),
             "serviceAccount": _service_account(),
         },
         "chart-wide worker defaults; a queue's `worker:` map overrides them",
@@ -201,6 +216,15 @@ def build() -> Schema:
         {
             **_process("ARQSCALE_EXPORTER_PORT: /metrics, /livez, /readyz, /keda/v1/queues/*"),
             "refreshSeconds": _t("number", exclusiveMinimum=0),
+            "podDisruptionBudget": _obj(
+                {"enabled": _t("boolean"), "maxUnavailable": {"type": ["integer", "string"], "minimum": 0}}
+            ),
+            "topologySpreadConstraints": {
+                "type": ["array", "null"],
+                "items": {"type": "object"},
+                "description": "null: spread over nodes and zones (ScheduleAnyway); []: none",
+            },
+            "priorityClassName": _t("string"),
         }
     )
     api = _obj(
@@ -213,16 +237,38 @@ def build() -> Schema:
     metrics_api = _obj(
         {
             "enabled": _t("boolean"),
-            "port": {**_PORT, "description": "ARQSCALE_METRICS_API_PORT (HTTPS)"},
+            "port": {**_PORT, "description": "the Service port the APIService points to (HTTPS)"},
+            "containerPort": {**_PORT, "description": "ARQSCALE_METRICS_API_PORT: where the exporter listens"},
+            "namespaces": _t(
+                "array",
+                "namespaces whose HPAs get counts (ARQSCALE_METRICS_API_NAMESPACES); empty: the release's",
+                items={"type": "string", "pattern": r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"},
+            ),
+            "readinessProbe": _K8S_OBJECT,
             "groupPriorityMinimum": _t("integer", minimum=1, maximum=20000),
             "versionPriority": _t("integer", minimum=1, maximum=1000),
             "apiServiceAnnotations": _STRING_MAP,
-            "clientAuth": _obj({"enabled": _t("boolean"), "allowedNames": _t("string")}),
+            "clientAuth": _obj(
+                {
+                    "enabled": _t("boolean"),
+                    "allowedNames": _t("string"),
+                    "refreshSeconds": _t("integer", "seconds between the sidecar's reads of the CA", minimum=5),
+                }
+            ),
             "tls": _obj(
                 {
                     "existingSecret": _NAME,
                     "caBundle": _t("string", "base64 PEM CA of existingSecret's certificate"),
                     "validityDays": _t("integer", minimum=1),
+                    "reloadSeconds": _t("integer", "seconds between re-reads of the TLS files; 0: never", minimum=0),
+                    "certManager": _obj(
+                        {
+                            "enabled": _t("boolean"),
+                            "issuerRef": _t("object", "empty: a self-signed CA made by the chart"),
+                            "duration": _t("string"),
+                            "renewBefore": _t("string"),
+                        }
+                    ),
                 }
             ),
         }

@@ -39,6 +39,8 @@ def run(args: argparse.Namespace) -> int:
         key_file=s.metrics_api_key_file,
         client_ca_file=s.metrics_api_client_ca_file,
         allowed_names=s.metrics_api_allowed_names,
+        namespaces=frozenset(n.strip() for n in s.metrics_api_namespaces.split(",") if n.strip()) or None,
+        tls_reload_seconds=s.metrics_api_tls_reload_seconds,
     )
     if options.refresh_seconds <= 0:
         print("arqscale: --refresh must be above 0", file=sys.stderr)

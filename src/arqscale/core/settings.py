@@ -135,6 +135,8 @@ class ArqscaleSettings(BaseSettings):
     metrics_api_key_file: Path | None = None
     metrics_api_client_ca_file: Path | None = None
     metrics_api_allowed_names: str = Field(default="", description="comma-separated front-proxy CNs; empty = any")
+    metrics_api_namespaces: str = Field(default="", description="comma-separated namespaces served; empty = all")
+    metrics_api_tls_reload_seconds: float = Field(default=10.0, ge=0, description="0: never re-read the TLS files")
 
     @field_validator("api_token", mode="before")
     @classmethod

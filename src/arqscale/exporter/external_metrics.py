@@ -8,7 +8,10 @@ Answers the HPA can act on:
 - an unknown metric, or a selector naming no configured queue: a ``Status`` 404 listing what exists,
   so ``kubectl describe hpa`` shows the typo;
 - a selector that does not parse: ``Status`` 400 with the parser's message;
-- Redis down: ``Status`` 503, so the HPA keeps its replica count instead of scaling to the minimum.
+- Redis down: ``Status`` 503, so the HPA keeps its replica count instead of scaling to the minimum;
+- a namespace this exporter does not serve: ``Status`` 404 and no value. The APIService is
+  cluster-wide, so without this an HPA in any namespace would read this release's counts for a queue
+  of the same name (two releases, two ``email`` queues).
 """
 
 from __future__ import annotations
@@ -90,9 +93,16 @@ def rfc3339(unix_seconds: float) -> str:
 class ExternalMetricsAPI:
     """Handlers for the aggregated API, bound to one cache and one client-certificate policy."""
 
-    def __init__(self, cache: SnapshotCache, policy: ClientCertPolicy | None = None) -> None:
+    def __init__(
+        self,
+        cache: SnapshotCache,
+        policy: ClientCertPolicy | None = None,
+        *,
+        namespaces: frozenset[str] | None = None,
+    ) -> None:
         self.cache = cache
         self.policy = policy or ClientCertPolicy(required=False)
+        self.namespaces = namespaces  # None: every namespace
         self._resource_list = resource_list()
         self._position = {name: i for i, name in enumerate(cache.specs)}
 
@@ -139,6 +149,16 @@ class ExternalMetricsAPI:
 
     async def metric_values(self, request: web.Request) -> web.Response:
         metric = request.match_info["metric"]
+        namespace = request.match_info["namespace"]
+        if self.namespaces is not None and namespace not in self.namespaces:
+            return status_response(
+                404,
+                "NotFound",
+                f"external metric {metric!r} is not served for namespace {namespace!r}: this arqscale "
+                f"exporter serves the queues of namespace(s) {name_list(sorted(self.namespaces))} "
+                "(ARQSCALE_METRICS_API_NAMESPACES, the chart's metricsApi.namespaces)",
+                {"name": metric, "group": GROUP, "kind": metric},
+            )
         field = METRICS.get(metric)
         if field is None:
             return status_response(

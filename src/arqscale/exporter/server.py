@@ -3,7 +3,10 @@
 - HTTP on ``ARQSCALE_EXPORTER_PORT`` (9100): ``/metrics`` for Prometheus, ``/keda/v1/queues/{queue}``
   for KEDA, and the probes ``/livez`` and ``/readyz``.
 - HTTPS on ``ARQSCALE_METRICS_API_PORT`` (6443) unless ``ARQSCALE_METRICS_API_ENABLED=false``: the
-  External Metrics API for the HPA, with its own ``/healthz``, ``/livez`` and ``/readyz``.
+  External Metrics API for the HPA, with its own ``/healthz``, ``/livez`` and ``/readyz``. Its
+  certificate, key and client CA are re-read every ``ARQSCALE_METRICS_API_TLS_RELOAD_SECONDS`` and
+  served from the next handshake on when they changed (``tls_certs.ReloadingTLS``); it answers metric
+  requests only for the namespaces in ``ARQSCALE_METRICS_API_NAMESPACES`` (all when empty).
 
 Readiness deliberately ignores Redis: a pod that is not ready leaves the Service's endpoints, and
 then neither Prometheus (which would miss ``arqscale_exporter_redis_up 0``) nor the kube-apiserver
@@ -32,7 +35,7 @@ from arqscale.exporter.keda import ROUTE as KEDA_ROUTE
 from arqscale.exporter.keda import KedaEndpoint
 from arqscale.exporter.prom import CONTENT_TYPE, GZIP_ABOVE, MetricsPage
 from arqscale.exporter.snapshot import RedisUnavailable, SnapshotCache
-from arqscale.exporter.tls_certs import ClientCertPolicy, server_context, serving_pair
+from arqscale.exporter.tls_certs import ClientCertPolicy, ReloadingTLS, serving_pair
 
 log = logging.getLogger("arqscale.exporter")
 
@@ -49,6 +52,9 @@ class ExporterOptions:
     key_file: Path | None = None
     client_ca_file: Path | None = None
     allowed_names: str = ""
+    # Namespaces whose HPAs may read our counts; None: every namespace (the chart sets its own).
+    namespaces: frozenset[str] | None = None
+    tls_reload_seconds: float = 10.0
 
 
 class Exporter:
@@ -64,6 +70,8 @@ class Exporter:
         self.http_port: int | None = None
         self.api_port: int | None = None
         self._generated_tls_dir: Path | None = None
+        self.tls: ReloadingTLS | None = None
+        self._tls_task: asyncio.Task[None] | None = None
         # /livez: the loop must have tried a refresh within this long (each try ends within its timeout).
         self._stale_after = max(30.0, 10 * options.refresh_seconds + self.cache.timeout_seconds)
 
@@ -106,7 +114,7 @@ class Exporter:
     def api_app(self) -> web.Application:
         app = web.Application()
         policy = ClientCertPolicy.from_settings(self.options.client_ca_file, self.options.allowed_names)
-        app.add_routes(ExternalMetricsAPI(self.cache, policy).routes())
+        app.add_routes(ExternalMetricsAPI(self.cache, policy, namespaces=self.options.namespaces).routes())
         app.add_routes(
             [web.get("/healthz", self.livez), web.get("/livez", self.livez), web.get("/readyz", self.readyz)]
         )
@@ -116,7 +124,16 @@ class Exporter:
         cert, key = serving_pair(self.options.cert_file, self.options.key_file)
         if self.options.cert_file is None:
             self._generated_tls_dir = cert.parent  # ours to delete: a private key must not outlive us
-        return server_context(cert, key, self.options.client_ca_file)
+        self.tls = ReloadingTLS(cert, key, self.options.client_ca_file)
+        return self.tls.context
+
+    async def _follow_tls_files(self, tls: ReloadingTLS) -> None:
+        while True:
+            await asyncio.sleep(self.options.tls_reload_seconds)
+            try:
+                await asyncio.to_thread(tls.reload_if_changed)
+            except Exception:  # never let a surprise end the loop: the old context keeps serving
+                log.exception("reloading the metrics API TLS files failed")
 
     # -- life cycle ----------------------------------------------------------------------------------
 
@@ -140,10 +157,17 @@ class Exporter:
             self.api_port = await self._serve(self.api_app(), host, self.options.api_port, ctx)
             mode = "client certificates required" if self.options.client_ca_file else "no client CA configured"
             log.info("external metrics API serving HTTPS on %s:%d (%s)", host, self.api_port, mode)
+            if self.tls is not None and self.options.tls_reload_seconds > 0:
+                self._tls_task = asyncio.get_running_loop().create_task(self._follow_tls_files(self.tls))
         self.ready = True
 
     async def stop(self) -> None:
         self.ready = False
+        if self._tls_task is not None:
+            self._tls_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._tls_task
+            self._tls_task = None
         for runner in reversed(self._runners):
             await runner.cleanup()
         self._runners.clear()

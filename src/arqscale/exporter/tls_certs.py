@@ -11,12 +11,21 @@ ConfigMap). With that CA configured the TLS layer asks every client for a certif
 it against the CA (``CERT_OPTIONAL``, so kubelet probes of ``/livez`` without one still work), and
 ``ClientCertPolicy`` refuses API requests whose peer has no verified certificate or a common name
 outside the allowed list. Without it, anyone who can reach the port may read queue counts.
+
+Both files change under a running exporter: Kubernetes updates a mounted Secret in place (cert-manager
+renews, ``helm upgrade`` re-generates), and the front-proxy CA rotates (the ``front_proxy_ca`` sidecar
+rewrites its copy). ``ReloadingTLS`` re-reads them every few seconds and, when their bytes changed,
+builds a new context that every later handshake uses (the SNI callback, called for every ClientHello
+with or without a server name, switches the connection to it). A half-written or broken set keeps the
+previous context and is tried again at the next poll.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import ipaddress
+import logging
 import os
 import ssl
 import tempfile
@@ -31,6 +40,8 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 DEFAULT_HOSTNAMES = ("localhost", "arqscale-exporter")
+
+log = logging.getLogger("arqscale.exporter.tls")
 
 
 class TLSConfigError(ValueError):
@@ -133,6 +144,53 @@ def server_context(cert_file: Path, key_file: Path, client_ca_file: Path | None 
         # ClientCertPolicy then refuses API requests that carried none.
         ctx.verify_mode = ssl.CERT_OPTIONAL
     return ctx
+
+
+class ReloadingTLS:
+    """A server context that follows its files: ``context`` for the server, ``reload_if_changed()`` to poll."""
+
+    def __init__(self, cert_file: Path, key_file: Path, client_ca_file: Path | None = None) -> None:
+        self.cert_file, self.key_file, self.client_ca_file = cert_file, key_file, client_ca_file
+        self.reloads = 0
+        self._fingerprint = self._read_fingerprint()
+        self.current = server_context(cert_file, key_file, client_ca_file)  # raises TLSConfigError: fail fast
+        # The context the server is created with; each handshake is moved to ``current``.
+        self.context = server_context(cert_file, key_file, client_ca_file)
+        self.context.sni_callback = self._switch
+
+    def _switch(self, conn: ssl.SSLObject | ssl.SSLSocket, server_name: str | None, ctx: ssl.SSLContext) -> None:
+        if conn.context is not self.current:
+            conn.context = self.current
+
+    def _files(self) -> list[Path]:
+        return [self.cert_file, self.key_file, *([self.client_ca_file] if self.client_ca_file else [])]
+
+    def _read_fingerprint(self) -> bytes | None:
+        digest = hashlib.sha256()
+        try:
+            for path in self._files():
+                data = path.read_bytes()
+                digest.update(len(data).to_bytes(8, "big") + data)
+        except OSError:
+            return None
+        return digest.digest()
+
+    def reload_if_changed(self) -> bool:
+        """Rebuild the context when a file's bytes changed; True when the new files are now served."""
+        fingerprint = self._read_fingerprint()
+        if fingerprint is None or fingerprint == self._fingerprint:
+            return False
+        try:
+            fresh = server_context(self.cert_file, self.key_file, self.client_ca_file)
+        except TLSConfigError as exc:
+            # e.g. the key was replaced and the certificate not yet: keep serving the last good pair.
+            log.warning("metrics API TLS files changed but do not load (still serving the previous ones): %s", exc)
+            return False
+        self.current = fresh
+        self._fingerprint = fingerprint
+        self.reloads += 1
+        log.info("metrics API TLS files changed: serving certificate and client CA reloaded")
+        return True
 
 
 def common_name(peercert: dict[str, Any]) -> str | None:

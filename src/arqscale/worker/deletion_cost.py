@@ -39,30 +39,43 @@ def patch_body(busy: bool) -> dict[str, Any]:
 class DeletionCostPatcher:
     """Sends the desired busy/idle state on transitions, rate-limited; ``set_busy`` never blocks the loop."""
 
-    def __init__(self, api_client: k8s.ApiClient, pod_name: str, namespace: str, *, min_interval: float = 5.0) -> None:
+    def __init__(
+        self,
+        api_client: k8s.ApiClient,
+        pod_name: str,
+        namespace: str,
+        *,
+        min_interval: float = 30.0,
+        hold_seconds: float = 15.0,
+    ) -> None:
         self.api = k8s.CoreV1Api(api_client)
         self.api_client = api_client
         self.pod_name = pod_name
         self.namespace = namespace
         self.min_interval = min_interval
+        self.hold_seconds = hold_seconds
         self.sent: bool | None = None  # nothing sent yet: the first call always patches
         self.patches = 0
         self._desired: bool | None = None
+        self._changed_at = -float("inf")  # when _desired last changed
         self._last_sent_at = -float("inf")
         self._task: asyncio.Task[None] | None = None
         self._warned = False
 
     def set_busy(self, busy: bool) -> None:
+        if busy != self._desired:
+            self._changed_at = time.monotonic()
         self._desired = busy
         if busy != self.sent and (self._task is None or self._task.done()):
             self._task = asyncio.get_running_loop().create_task(self._send_latest())
 
     async def _send_latest(self) -> None:
         while self._desired is not None and self._desired != self.sent:
-            wait = self._last_sent_at + self.min_interval - time.monotonic()
+            now = time.monotonic()
+            wait = max(self._changed_at + self.hold_seconds, self._last_sent_at + self.min_interval) - now
             if wait > 0:
                 await asyncio.sleep(wait)
-                continue  # the state may have flipped back meanwhile: then nothing is sent
+                continue  # the state may have flipped meanwhile: it must hold again, or nothing is sent
             desired = self._desired
             try:
                 await asyncio.to_thread(self._patch, desired)
@@ -96,7 +109,8 @@ def from_environment(
     environ: dict[str, str] | None = None,
     token_file: str = SERVICE_TOKEN_FILENAME,
     cert_file: str = SERVICE_CERT_FILENAME,
-    min_interval: float = 5.0,
+    min_interval: float = 30.0,
+    hold_seconds: float = 15.0,
 ) -> DeletionCostPatcher | None:
     """A patcher for this pod with in-cluster credentials, or None (quietly) outside a cluster."""
     env = dict(os.environ if environ is None else environ)
@@ -111,4 +125,6 @@ def from_environment(
     except ConfigException as exc:
         logger.info("pod deletion cost off: no in-cluster Kubernetes config (%s)", exc)
         return None
-    return DeletionCostPatcher(k8s.ApiClient(config), pod, namespace, min_interval=min_interval)
+    return DeletionCostPatcher(
+        k8s.ApiClient(config), pod, namespace, min_interval=min_interval, hold_seconds=hold_seconds
+    )
