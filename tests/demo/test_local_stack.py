@@ -23,11 +23,11 @@ from redis.asyncio import Redis
 from arqscale.core.counts import CountsReader
 from arqscale.core.dead_letters import DeadLetters
 from arqscale.core.models import QueueCounts
-from arqscale.core.spec import load_queues
+from arqscale.core.spec import demo_queues
 from arqscale.demo.stack import LiveView, Outcome, burst, drained, exporter_available, summary
 from redis_server import free_port
 
-SPECS = load_queues(None)
+SPECS = demo_queues()
 
 
 def demo_cmd(tmp_path: Path, *extra: str) -> list[str]:
@@ -71,9 +71,9 @@ def test_live_view_redraws_on_a_terminal_and_prints_changes_otherwise() -> None:
 
 
 def test_summary_counts_every_state() -> None:
-    text = summary(Outcome(enqueued=5, states={"complete": 3, "dead": 1, "queued": 1}))
+    text = summary(Outcome(enqueued=5, states={"completed": 3, "dead": 1, "queued": 1}))
     assert text == (
-        "5 jobs: 3 complete, 1 in the dead-letter store (arqscale dlq list), 0 failed, "
+        "5 jobs: 3 completed, 1 in the dead-letter store (arqscale dlq list), 0 failed, "
         "1 still queued (kept in Redis), 0 lost"
     )
 

@@ -38,7 +38,7 @@ def run(args: argparse.Namespace) -> int:
         return 2
     from arqscale.core.logs import setup_logging
     from arqscale.core.settings import RedisSettings
-    from arqscale.core.spec import load_queues
+    from arqscale.core.spec import demo_queues
     from arqscale.demo.stack import LocalStack, Options, StackError, summary
 
     try:
@@ -59,7 +59,7 @@ def run(args: argparse.Namespace) -> int:
         exporter_port=args.exporter_port,
         demo_dir=demo_dir,
     )
-    stack = LocalStack(load_queues(None), options)
+    stack = LocalStack(demo_queues(), options)
     try:
         outcome = asyncio.run(stack.run())
     except StackError as exc:

@@ -9,7 +9,7 @@ from pydantic import ValidationError
 
 from arqscale.core.logs import setup_logging
 from arqscale.core.settings import ArqscaleSettings, RedisSettings
-from arqscale.core.spec import QueueConfigError, QueueSpec, load_queues
+from arqscale.core.spec import QueueConfigError, QueueSpec, demo_queues, load_queues
 
 
 @dataclass(frozen=True)
@@ -34,7 +34,7 @@ def load_config() -> Config:
         )
         raise ConfigError(f"invalid environment settings: {problems}") from None
     try:
-        queues = load_queues(settings.queues_file)
+        queues = demo_queues() if settings.queues_file is None else load_queues(settings.queues_file)
     except QueueConfigError as exc:
         raise ConfigError(str(exc)) from None
     return Config(settings=settings, redis=redis, queues=queues)
