@@ -70,7 +70,7 @@ def run(args: argparse.Namespace) -> int:
     print(summary(outcome))
     for problem in outcome.problems:
         print(f"arqscale demo: {problem}", file=sys.stderr)
-    if outcome.states.get("not_found") or outcome.problems:
+    if outcome.lost or outcome.problems:
         return 1
     if args.until_drained and not outcome.drained:
         print("arqscale demo: stopped before every queue drained", file=sys.stderr)
