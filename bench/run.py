@@ -732,7 +732,7 @@ def preflight(args: argparse.Namespace) -> None:
     if missing:
         raise SystemExit(f"bench: missing {', '.join(missing)} (apt-get install -y redis-server nodejs)")
     if wants_node and not (BENCH / "node_modules" / "bullmq").exists():
-        raise SystemExit("bench: BullMQ is not installed: run `npm install --prefix bench`")
+        raise SystemExit("bench: BullMQ is not installed: run `npm ci --prefix bench`")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -4,7 +4,7 @@ from arqscale.core.connection import create_redis
 from arqscale.core.models import EnqueueResult, JobRequest, JobState, JobStatus, QueueCounts
 from arqscale.core.producer import Producer, UnknownFunctionError
 from arqscale.core.settings import ArqscaleSettings, RedisSettings
-from arqscale.core.spec import QueueConfigError, QueueSpec, UnknownQueueError, load_queues, parse_queues
+from arqscale.core.spec import QueueConfigError, QueueSpec, UnknownQueueError, demo_queues, load_queues, parse_queues
 
 __version__ = "0.1.0"
 
@@ -23,6 +23,7 @@ __all__ = [
     "UnknownQueueError",
     "__version__",
     "create_redis",
+    "demo_queues",
     "load_queues",
     "parse_queues",
 ]

@@ -14,10 +14,10 @@ from aiohttp.test_utils import TestClient, TestServer
 from redis.asyncio import Redis
 
 from arqscale.api.app import create_app
-from arqscale.core.spec import load_queues
+from arqscale.core.spec import demo_queues
 from redis_server import free_port
 
-SPECS = load_queues(None)
+SPECS = demo_queues()
 
 
 @pytest.fixture
@@ -67,8 +67,8 @@ async def test_job_runs_and_its_status_shows_result_and_progress(redis: Redis, w
             "/v1/queues/email/jobs", json={"function": "send_email", "args": ["ada@example.com", "Hi"], "job_id": "m1"}
         )
         assert resp.status == 202
-        done = await _until(client, "m1", {"complete", "failed", "dead"})
-        assert done["state"] == "complete", done
+        done = await _until(client, "m1", {"completed", "failed", "dead"})
+        assert done["state"] == "completed", done
         assert done["result"]["to"] == "ada@example.com" and done["result"]["delivered_to"].endswith("m1.eml")
         assert done["attempts"] == 1 and done["function"] == "send_email" and done["queue"] == "email"
         assert done["progress"]["percent"] == 100
@@ -103,7 +103,7 @@ async def test_lists_show_what_a_real_worker_did(redis: Redis, workers: None) ->
             "/v1/queues/verification/jobs", json={"function": "verify_document", "args": ["forged-2"], "job_id": "v-f2"}
         )
         for job_id in ("l0", "l1", "l2"):
-            assert (await _until(client, job_id, {"complete", "failed", "dead"}))["state"] == "complete"
+            assert (await _until(client, job_id, {"completed", "failed", "dead"}))["state"] == "completed"
         assert (await _until(client, "v-f2", {"dead"}))["state"] == "dead"
 
         async def listing(queue: str, state: str) -> dict[str, Any]:

@@ -187,7 +187,7 @@ async def test_counts_pause_dead_letters_and_lookup(redis: Redis, browser: Brows
         await expect(job).to_contain_text("40% rendering <b>template</b>")
         await lookup.fill("doc-ok")
         await lookup.press("Enter")
-        await expect(job.locator("[data-state]")).to_have_text("complete")
+        await expect(job.locator("[data-state]")).to_have_text("completed")
         await expect(job).to_contain_text('"verdict": "<i>genuine</i>"')
         await lookup.fill("nobody")
         await lookup.press("Enter")

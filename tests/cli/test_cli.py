@@ -15,10 +15,10 @@ import redis as redis_sync
 from redis.asyncio import Redis
 
 from arqscale.cli.main import COMMANDS, build_parser
-from arqscale.core.spec import load_queues
+from arqscale.core.spec import demo_queues
 from protocol_steps import bury, pick_up
 
-SPECS = load_queues(None)  # the built-in demo queues: what the CLI uses without a queues file
+SPECS = demo_queues()  # the built-in demo queues: what the CLI uses without a queues file
 
 
 def cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:

@@ -215,7 +215,7 @@ async def test_dead_job_has_arqs_failed_result_until_requeued_and_then_its_value
             assert await store.requeue("d1") is RequeueOutcome.REQUEUED
             assert await job.result(timeout=10, poll_delay=0.05) == "recovered"
         assert [r["try"] for r in [json.loads(x) for x in await redis.lrange("runs:d1", 0, -1)]] == [1, 2, 1]
-        assert (await JobStatusReader(redis, WORKER_SPECS).read("d1")).state is JobState.COMPLETE
+        assert (await JobStatusReader(redis, WORKER_SPECS).read("d1")).state is JobState.COMPLETED
         assert await store.count() == 0
     finally:
         await arq.aclose()

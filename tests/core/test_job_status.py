@@ -54,7 +54,7 @@ async def test_queued_then_active_then_complete(redis: Redis) -> None:
 
     await finish(redis, SPECS["email"], "j1", success=True, result={"sent": True})
     done = await reader.read("j1")
-    assert done.state is JobState.COMPLETE
+    assert done.state is JobState.COMPLETED
     assert done.result == {"sent": True}
     assert done.function == "send_email" and done.queue == "email"
     assert done.started_at is not None and done.finished_at is not None and done.finished_at >= done.started_at
@@ -117,7 +117,7 @@ async def test_plain_arq_producer_job_on_pickle_queue_is_read_without_unpickling
 
     await finish(redis, SPECS["legacy"], "legacy-1", success=True, result={"secret": 42}, serializer="pickle")
     done = await reader.read("legacy-1")
-    assert done.state is JobState.COMPLETE
+    assert done.state is JobState.COMPLETED
     assert done.result is None and done.note == PICKLE_NOTE
     assert done.function == "crunch" and done.queue == "legacy"
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from arqscale.core.spec import QueueConfigError, load_queues, parse_queues
+from arqscale.core.spec import QueueConfigError, demo_queues, load_queues, parse_queues
 
 
 def test_minimal_queue_gets_sane_defaults() -> None:
@@ -82,6 +82,23 @@ def test_load_queues_errors_are_readable(tmp_path: Path) -> None:
         load_queues(empty)
 
 
+def test_load_queues_without_a_path_reads_the_configured_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # The README's Producer example calls load_queues(): it must see the queues the workers run, not the
+    # demo's (a JSON payload on a user's pickle queue goes dead).
+    path = tmp_path / "queues.yaml"
+    path.write_text("queues:\n  email:\n    functions: [myapp.tasks.send_email]\n    serializer: pickle\n")
+    monkeypatch.setenv("ARQSCALE_QUEUES_FILE", str(path))
+    # An unrelated bad setting stops the processes that use it, not a producer looking for its queues.
+    monkeypatch.setenv("ARQSCALE_API_PORT", "not-a-port")
+    for queues in (load_queues(), load_queues(None)):
+        assert set(queues) == {"email"} and queues["email"].serializer == "pickle"
+    monkeypatch.delenv("ARQSCALE_QUEUES_FILE")
+    assert load_queues() == demo_queues()
+    monkeypatch.setenv("ARQSCALE_QUEUES_FILE", str(tmp_path / "missing.yaml"))
+    with pytest.raises(QueueConfigError, match=r"missing\.yaml: cannot read queues file"):
+        load_queues()
+
+
 def test_demo_queues_are_valid() -> None:
-    queues = load_queues(None)
+    queues = demo_queues()
     assert {"email", "exports", "image_processing", "verification"} <= set(queues)

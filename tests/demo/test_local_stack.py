@@ -18,16 +18,18 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+import redis as redis_sync
 from redis.asyncio import Redis
 
 from arqscale.core.counts import CountsReader
 from arqscale.core.dead_letters import DeadLetters
+from arqscale.core.keys import QueueKeys
 from arqscale.core.models import QueueCounts
-from arqscale.core.spec import load_queues
+from arqscale.core.spec import demo_queues
 from arqscale.demo.stack import LiveView, Outcome, burst, drained, exporter_available, summary
 from redis_server import free_port
 
-SPECS = load_queues(None)
+SPECS = demo_queues()
 
 
 def demo_cmd(tmp_path: Path, *extra: str) -> list[str]:
@@ -71,11 +73,71 @@ def test_live_view_redraws_on_a_terminal_and_prints_changes_otherwise() -> None:
 
 
 def test_summary_counts_every_state() -> None:
-    text = summary(Outcome(enqueued=5, states={"complete": 3, "dead": 1, "queued": 1}))
+    text = summary(Outcome(enqueued=5, states={"completed": 3, "dead": 1, "queued": 1}))
     assert text == (
-        "5 jobs: 3 complete, 1 in the dead-letter store (arqscale dlq list), 0 failed, "
+        "5 jobs: 3 completed, 1 in the dead-letter store (arqscale dlq list), 0 failed, "
         "1 still queued (kept in Redis), 0 lost"
     )
+    # Deleted on purpose is reported apart; "lost" stays the count of what vanished.
+    purged = Outcome(enqueued=5, states={"completed": 3, "not_found": 1}, deleted=1)
+    assert summary(purged) == (
+        "5 jobs: 3 completed, 0 in the dead-letter store (arqscale dlq list), 0 failed, "
+        "0 still queued (kept in Redis), 1 deleted from the dead-letter store (arqscale dlq purge), 1 lost"
+    )
+    assert purged.lost == 1 and Outcome(states={"completed": 1}, deleted=4).lost == 0
+
+
+@pytest.mark.skipif(shutil.which("redis-server") is None, reason="needs redis-server on PATH")
+def test_a_second_terminal_finds_the_demo_and_purged_jobs_are_deleted_not_lost(tmp_path: Path) -> None:
+    # The README's path: `make demo` in one terminal (no Redis configured: it starts its own), then in a
+    # second terminal, from the same directory and with nothing set, `arqscale status` and `dlq purge`.
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("REDIS_", "ARQSCALE_"))}
+    argv = [sys.executable, "-m", "arqscale", "demo", "--jobs", "40"]
+    argv += ["--api-port", str(free_port()), "--exporter-port", str(free_port())]
+    proc = subprocess.Popen(argv, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert proc.stdout is not None
+
+    def second_terminal(*args: str) -> subprocess.CompletedProcess[str]:
+        cmd = [sys.executable, "-m", "arqscale", *args]
+        return subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60)
+
+    try:
+        lines = []
+        for line in proc.stdout:
+            lines.append(line)
+            if line.startswith("enqueued "):
+                break
+        text = "".join(lines)
+        url = next(w.removeprefix("REDIS_URL=") for w in text.split() if w.startswith("REDIS_URL="))
+        assert "6379" not in url and "find this Redis by themselves" in text
+        metrics_api = next(line for line in lines if line.startswith("External Metrics API"))
+        port = int(metrics_api.split("https://127.0.0.1:", 1)[1].split("/", 1)[0])
+        socket.create_connection(("127.0.0.1", port), timeout=5).close()  # it is served, TLS, on that port
+
+        status = second_terminal("status", "--json")
+        assert status.returncode == 0, status.stderr
+        assert f"Redis {url}: the running demo's" in status.stderr
+        assert {q["queue"] for q in json.loads(status.stdout)["queues"]} == set(SPECS)
+
+        client = redis_sync.Redis.from_url(url)
+        dlq = QueueKeys.for_queue("verification", SPECS["verification"].queue_key).dlq
+        deadline = time.monotonic() + 60
+        while client.hlen(dlq) < 2:  # the two forged documents of 40 jobs, after their three tries
+            assert time.monotonic() < deadline, "no dead letters"
+            time.sleep(0.2)
+        client.close()
+        purged = second_terminal("dlq", "purge", "verification", "--all")
+        assert purged.returncode == 0, purged.stderr
+        time.sleep(1.5)  # the demo looks at the stores every 0.5 s
+    finally:
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, out + err
+    assert out.rstrip().endswith("2 deleted from the dead-letter store (arqscale dlq purge), 0 lost"), out
+    # Gone with the demo: a CLI run here now says it reads the default Redis.
+    assert not (tmp_path / ".arqscale" / "demo" / "stack.json").exists()
+    after = second_terminal("status", "--json")
+    assert "Redis redis://localhost:6379/0: the default" in after.stderr
 
 
 async def test_demo_until_drained_against_the_fixture_redis(

@@ -114,7 +114,7 @@ async def test_the_owner_keeps_its_lease_and_its_outcome_counts(redis: Redis) ->
         assert (await a.heartbeat([("j", job.token)], 10_000)).lost == []
     assert await take(ops(redis, "wb"), "wb.1") == []  # never swept: the heartbeat kept it alive
     assert await a.finish([ok(job)]) == []
-    assert await state(redis, "j") is JobState.COMPLETE
+    assert await state(redis, "j") is JobState.COMPLETED
 
 
 # ----------------------------------------------------------------------------- resends
@@ -159,7 +159,7 @@ async def test_a_resent_pickup_returns_what_it_took_without_counting_a_try(redis
     nxt = await a.pickup(5, "wa.2")
     assert [j.job_id for j in nxt.jobs] == ["j3"] and nxt.rate_limited
     assert await a.finish([ok(j) for j in again.jobs]) == []
-    assert await state(redis, "j1") is JobState.COMPLETE
+    assert await state(redis, "j1") is JobState.COMPLETED
 
 
 async def test_a_resent_pickup_does_not_return_jobs_it_no_longer_holds(redis: Redis) -> None:

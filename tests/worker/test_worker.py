@@ -18,7 +18,8 @@ from typing import Any
 import aiohttp
 import pytest
 from arq.connections import ArqRedis
-from arq.jobs import Job
+from arq.jobs import Job, JobStatus, SerializationError
+from arq.worker import JobExecutionFailed
 from redis.asyncio import Redis
 
 from arqscale.core import queue_control, scores, serializers
@@ -190,6 +191,31 @@ async def test_poison_jobs_go_to_the_dead_letter_store_at_once(redis: Redis) -> 
     assert stranger.error.startswith("unknown function 'rm_rf'") and stranger.args == [1]
     assert ghost.error.startswith("payload missing") and ghost.payload_b64 is None
     assert await redis.zcard(k.queue) == 0
+
+
+async def test_plain_arq_producer_reads_the_real_error_of_its_pickled_job_dead_on_a_json_queue(redis: Redis) -> None:
+    # arq's default client pickles jobs and unpickles results. Its job cannot run on a JSON queue; what it
+    # reads back must be a failed result that raises the reason, not a DeserializationError.
+    spec = make_spec(max_tries=5)
+    arq_default = ArqRedis(connection_pool=redis.connection_pool)
+    job = await arq_default.enqueue_job("add", 1, 2, _job_id="from-arq", _queue_name=spec.queue_key)
+    assert job is not None
+    async with running(Worker(spec, redis)):
+        await wait_for(lambda: dead_entry(redis, spec, "from-arq"), what="dead entry")
+    info = await job.result_info()  # arq's own deserializer: pickle.loads
+    assert info is not None and info.success is False and info.job_id == "from-arq"
+    with pytest.raises(JobExecutionFailed, match=r"undecodable payload \(json\).*looks pickled"):
+        await job.result(timeout=1)
+    # arq has no "failed" status: "complete" is its word for "a result is there" (success or not).
+    assert await job.status() == JobStatus.complete
+    # A JSON producer's dead job keeps a JSON result: whoever wrote JSON reads JSON.
+    await redis.set(job_key("not-a-job"), b'["a list, not a job"]')
+    await redis.zadd(spec.queue_key, {"not-a-job": time.time() * 1000})
+    async with running(Worker(spec, redis)):
+        await wait_for(lambda: dead_entry(redis, spec, "not-a-job"), what="dead entry")
+    as_json = Job("not-a-job", redis, _queue_name=spec.queue_key, _deserializer=serializers.json_loads)
+    with pytest.raises(SerializationError, match="undecodable payload"):
+        await as_json.result(timeout=1)
 
 
 async def test_worker_lost_tries_exhausted_goes_dead_with_last_error(redis: Redis) -> None:

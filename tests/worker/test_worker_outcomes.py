@@ -15,6 +15,7 @@ from arq.worker import JobExecutionFailed
 
 from arqscale.core import scores
 from arqscale.core.models import DeadJob
+from arqscale.core.pickle_peek import looks_pickled
 from arqscale.core.spec import QueueSpec, parse_queues
 from arqscale.worker import outcomes
 from arqscale.worker.pickup import Finish, Picked, parse_pickup
@@ -117,6 +118,19 @@ def test_dead_record_carries_arqs_failed_result() -> None:
     bare = json.loads(outcomes.dead(s, picked(s, 1, payload=b"\xff"), None, "undecodable", None, NOW).b)
     assert (bare["f"], bare["a"], bare["k"], bare["et"], bare["st"]) == ("<unknown>", [], {}, 0, NOW)
     assert outcomes.dead(spec(retention={"failed_seconds": 0}), picked(s, 1), decoded, "e", None, NOW).b == b""
+
+
+def test_pickled_payload_dead_on_a_json_queue_gets_a_result_its_pickling_producer_reads() -> None:
+    s = spec(retention={"failed_seconds": 60})
+    arq_payload = pickle.dumps({"t": None, "f": "add", "a": (1,), "k": {}, "et": NOW})  # arq's default producer
+    raw = outcomes.dead(s, picked(s, 1, payload=arq_payload), None, "undecodable payload (json): x", None, NOW).b
+    assert looks_pickled(raw)
+    result = pickle.loads(raw)  # our own bytes: a dict of plain data and arq's exception
+    assert type(result["r"]) is JobExecutionFailed and result["r"].args == ("undecodable payload (json): x",)
+    assert (result["s"], result["id"], result["f"]) == (False, "j1", "<unknown>")
+    # Bytes that are neither JSON nor a pickle: nobody's format to answer in, so the queue's own.
+    other = outcomes.dead(s, picked(s, 1, payload=b"\xff"), None, "undecodable", None, NOW).b
+    assert json.loads(other)["r"] == "undecodable"
 
 
 def test_pickle_queue_failed_result_holds_an_exception_arqs_client_can_rebuild() -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import json
+import re
 import signal
 import socket
 import subprocess
@@ -12,8 +13,9 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
+import aiohttp
 import pytest
 import yaml
 from redis.asyncio import Redis
@@ -79,20 +81,67 @@ def test_cli_refuses_functions_it_cannot_run(
     assert message in out.stderr and "Traceback" not in out.stderr
 
 
-def test_cli_port_in_use_is_a_clear_error(redis_env: dict[str, str]) -> None:
+@pytest.mark.parametrize("how", ["--port", "ARQSCALE_WORKER_PORT"])
+def test_a_taken_port_that_was_chosen_stops_start_up_naming_both_settings(redis_env: dict[str, str], how: str) -> None:
     with socket.socket() as taken:
         taken.bind(("0.0.0.0", 0))
         taken.listen()
         port = taken.getsockname()[1]
+        flag = ["--port", str(port)] if how == "--port" else []
+        env = redis_env | ({"ARQSCALE_WORKER_PORT": str(port)} if how != "--port" else {})
         out = subprocess.run(
-            [sys.executable, "-m", "arqscale", "worker", "--queue", "email", "--port", str(port)],
+            [sys.executable, "-m", "arqscale", "worker", "--queue", "email", *flag],
             capture_output=True,
             text=True,
-            env=redis_env,
+            env=env,
             timeout=30,
         )
     assert out.returncode == 1
     assert f"cannot serve probes on 0.0.0.0:{port}" in out.stderr and "Traceback" not in out.stderr
+    assert "--port or ARQSCALE_WORKER_PORT" in out.stderr
+
+
+def _worker_without_port(env: dict[str, str], log: IO[str]) -> subprocess.Popen[str]:
+    argv = [sys.executable, "-m", "arqscale", "worker", "--queue", "email"]
+    return subprocess.Popen(argv, env=env, stdout=log, stderr=subprocess.STDOUT, text=True)
+
+
+async def test_two_workers_of_one_queue_on_one_machine_both_run_on_the_default_port_setting(
+    redis: Redis, redis_env: dict[str, str], tmp_path: Path
+) -> None:
+    # As in two terminals: `arqscale worker --queue email` twice, no port given. The first takes 8080 if
+    # it is free; the second (or both, when something else holds 8080) serves its probes on a free port.
+    procs: list[subprocess.Popen[str]] = []
+    logs = [(tmp_path / f"w{i}.log").open("w") for i in range(2)]
+    try:
+        ports = []
+        for i, log in enumerate(logs):
+            procs.append(_worker_without_port(redis_env, log))
+
+            async def announced(i: int = i) -> int | None:
+                assert procs[i].poll() is None, (tmp_path / f"w{i}.log").read_text()
+                found = re.search(r"probes on :(\d+)", (tmp_path / f"w{i}.log").read_text())
+                return int(found.group(1)) if found else None
+
+            ports.append(await wait_until(announced, 30, f"worker {i} start-up"))
+        assert ports[0] != ports[1]
+        async with aiohttp.ClientSession() as http:
+            for port in ports:
+
+                async def ready(port: int = port) -> bool:
+                    async with http.get(f"http://127.0.0.1:{port}/readyz") as response:
+                        return response.status == 200
+
+                await wait_until(ready, 15, f"/readyz on :{port}")
+        assert all(p.poll() is None for p in procs)
+        if ports[0] == 8080:
+            assert "port 8080 is taken" in (tmp_path / "w1.log").read_text()
+    finally:
+        for p in procs:
+            p.kill()
+            p.wait(10)
+        for log in logs:
+            log.close()
 
 
 async def test_sigterm_mid_job_lets_it_finish_and_exits_zero(redis: Redis, workers: Any) -> None:

@@ -38,7 +38,7 @@ def run(args: argparse.Namespace) -> int:
         return 2
     from arqscale.core.logs import setup_logging
     from arqscale.core.settings import RedisSettings
-    from arqscale.core.spec import load_queues
+    from arqscale.core.spec import demo_queues
     from arqscale.demo.stack import LocalStack, Options, StackError, summary
 
     try:
@@ -59,7 +59,7 @@ def run(args: argparse.Namespace) -> int:
         exporter_port=args.exporter_port,
         demo_dir=demo_dir,
     )
-    stack = LocalStack(load_queues(None), options)
+    stack = LocalStack(demo_queues(), options)
     try:
         outcome = asyncio.run(stack.run())
     except StackError as exc:
@@ -70,7 +70,7 @@ def run(args: argparse.Namespace) -> int:
     print(summary(outcome))
     for problem in outcome.problems:
         print(f"arqscale demo: {problem}", file=sys.stderr)
-    if outcome.states.get("not_found") or outcome.problems:
+    if outcome.lost or outcome.problems:
         return 1
     if args.until_drained and not outcome.drained:
         print("arqscale demo: stopped before every queue drained", file=sys.stderr)

@@ -11,7 +11,10 @@ HELP = "run the worker of one queue: its jobs, /livez, /readyz and /metrics on o
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--queue", required=True, metavar="NAME", help="the queue to run (a key of the queues file)")
     parser.add_argument(
-        "--port", type=int, default=None, help="HTTP port for probes and metrics (ARQSCALE_WORKER_PORT)"
+        "--port",
+        type=int,
+        default=None,
+        help="HTTP port for probes and metrics (ARQSCALE_WORKER_PORT; default 8080, or a free port when 8080 is taken)",
     )
     parser.add_argument(
         "--drain-timeout",
@@ -49,4 +52,7 @@ def run(args: argparse.Namespace) -> int:
     from arqscale.worker.process import serve
 
     port = config.settings.worker_port if args.port is None else args.port
-    return uvloop.run(serve(config, spec, functions, port=port, drain_timeout=args.drain_timeout))
+    # A port nobody chose (the default) may move when taken, so a second worker of the same queue starts
+    # on one machine; a port someone set must be that port or nothing.
+    chosen = args.port is not None or "worker_port" in config.settings.model_fields_set
+    return uvloop.run(serve(config, spec, functions, port=port, port_chosen=chosen, drain_timeout=args.drain_timeout))

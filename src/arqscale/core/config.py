@@ -2,14 +2,22 @@
 
 from __future__ import annotations
 
+import json
+import os
 import sys
+from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 
 from pydantic import ValidationError
 
 from arqscale.core.logs import setup_logging
 from arqscale.core.settings import ArqscaleSettings, RedisSettings
-from arqscale.core.spec import QueueConfigError, QueueSpec, load_queues
+from arqscale.core.spec import QueueConfigError, QueueSpec, demo_queues, load_queues
+
+# `arqscale demo` writes this file into its directory while it runs: its pid and its Redis URL.
+DEMO_STATE_FILE = "stack.json"
+DEFAULT_DEMO_DIR = Path(".arqscale/demo")
 
 
 @dataclass(frozen=True)
@@ -17,35 +25,85 @@ class Config:
     settings: ArqscaleSettings
     redis: RedisSettings
     queues: dict[str, QueueSpec]
+    # Where the Redis settings came from, when not from the environment: said on stderr by the CLI.
+    redis_source: str | None = None
+
+
+@dataclass(frozen=True)
+class RunningDemo:
+    redis_url: str
+    state_file: Path
+
+
+def redis_configured(env: Mapping[str, str]) -> bool:
+    """Any ``REDIS_*`` variable set: the user chose a Redis (names are case-insensitive, as in the settings)."""
+    return any(name.upper().startswith("REDIS_") and value for name, value in env.items())
+
+
+def running_demo(env: Mapping[str, str]) -> RunningDemo | None:
+    """The `arqscale demo` running from this directory (or ``ARQSCALE_DEMO_DIR``), if one is alive."""
+    path = Path(env.get("ARQSCALE_DEMO_DIR") or DEFAULT_DEMO_DIR) / DEMO_STATE_FILE
+    try:
+        data = json.loads(path.read_text())
+        pid, url = data["pid"], data["redis_url"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    if not isinstance(pid, int) or not isinstance(url, str) or pid <= 0:
+        return None
+    try:
+        os.kill(pid, 0)  # signal 0: does it exist (a demo killed without cleaning up left the file)
+    except ProcessLookupError:
+        return None
+    except PermissionError:
+        pass  # alive, another user's
+    return RunningDemo(url, path)
 
 
 class ConfigError(RuntimeError):
     """Start-up configuration that cannot work; the message says which setting and why."""
 
 
-def load_config() -> Config:
-    """Read settings from the environment and the queues file. Raises ConfigError with a clear message."""
+def load_config(*, find_demo: bool = False) -> Config:
+    """Read settings from the environment and the queues file. Raises ConfigError with a clear message.
+
+    ``find_demo``: with no ``REDIS_*`` variable set, use the Redis of an `arqscale demo` running from
+    this directory instead of the default localhost:6379 (a second terminal's CLI, as the README shows).
+    """
+    source = None
     try:
         settings = ArqscaleSettings()
         redis = RedisSettings()
+        if not redis_configured(os.environ):
+            demo = running_demo(os.environ) if find_demo else None
+            if demo is not None:
+                redis = RedisSettings(url=demo.redis_url)
+                source = f"the running demo's ({demo.state_file}); set REDIS_URL to read another"
+            else:
+                source = "the default: no REDIS_URL or REDIS_HOST set"
     except ValidationError as exc:
         problems = "; ".join(
             f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors(include_url=False, include_input=False)
         )
         raise ConfigError(f"invalid environment settings: {problems}") from None
     try:
-        queues = load_queues(settings.queues_file)
+        queues = demo_queues() if settings.queues_file is None else load_queues(settings.queues_file)
     except QueueConfigError as exc:
         raise ConfigError(str(exc)) from None
-    return Config(settings=settings, redis=redis, queues=queues)
+    return Config(settings=settings, redis=redis, queues=queues, redis_source=source)
 
 
 def load_config_or_exit() -> Config:
-    """For CLI entry points: print the problem (no traceback) and exit 2 on bad configuration."""
+    """For CLI entry points: print the problem (no traceback) and exit 2 on bad configuration.
+
+    Finds a running demo (see ``load_config``) and says so on stderr, so a second terminal never reads
+    another Redis in silence.
+    """
     try:
-        config = load_config()
+        config = load_config(find_demo=True)
     except ConfigError as exc:
         print(f"arqscale: {exc}", file=sys.stderr)
         raise SystemExit(2) from None
     setup_logging(config.settings.log_level, config.settings.log_format)
+    if config.redis_source is not None:
+        print(f"arqscale: Redis {config.redis.display_url()}: {config.redis_source}", file=sys.stderr)
     return config

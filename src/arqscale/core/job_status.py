@@ -1,7 +1,7 @@
 """A job's state, found by id across every configured queue in one pipelined round trip.
 
 The order of precedence is the one in docs/design.md: dead (in a queue's dead-letter store) >
-complete/failed (arq's result key, by its success flag) > active (parked in its queue, see
+completed/failed (arq's result key, by its success flag) > active (parked in its queue, see
 ``scores.PARK``, with a live lease in ``active``) > queued (parked with an expired lease: the next pickup
 sweeps it back) > active (in the queue and an in-progress key exists: a worker that keeps running jobs
 there, such as arq's own) > deferred (ready later) > queued > not_found. "Now" is Redis' clock, read in
@@ -124,7 +124,7 @@ def from_result(job_id: str, result: Decoded, specs: Mapping[str, QueueSpec], ba
     status = JobStatus(
         **base,
         job_id=job_id,
-        state=JobState.COMPLETE if success else JobState.FAILED,
+        state=JobState.COMPLETED if success else JobState.FAILED,
         queue=by_key.get(queue_key or "", queue_key),
         function=text(d.get("f")),
         attempts=d["t"] if isinstance(d.get("t"), int) else 0,

@@ -24,10 +24,13 @@ class JobRequest(BaseModel):
 
 
 class JobState(StrEnum):
+    """A job's state (``GET /v1/jobs/{id}``, ``arqscale status JOB``). ``completed`` and ``failed`` are the
+    words the counts and the job lists use too; docs/api.md maps the rest."""
+
     QUEUED = "queued"
     DEFERRED = "deferred"
     ACTIVE = "active"
-    COMPLETE = "complete"
+    COMPLETED = "completed"
     FAILED = "failed"
     DEAD = "dead"
     NOT_FOUND = "not_found"

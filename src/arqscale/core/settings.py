@@ -104,12 +104,18 @@ def redact_url(url: str) -> str:
     return urlunsplit((parts.scheme, f"{user}:***@{host}", parts.path, parts.query, parts.fragment))
 
 
-class ArqscaleSettings(BaseSettings):
-    """arqscale's own knobs: ports, files, tokens. All read from ``ARQSCALE_*``."""
+class QueuesFileSettings(BaseSettings):
+    """``ARQSCALE_QUEUES_FILE`` alone: what ``load_queues()`` reads in a producer's process, where an
+    unrelated bad ``ARQSCALE_*`` setting (a port, a token) must not stop it from finding its queues."""
 
     model_config = SettingsConfigDict(env_prefix="ARQSCALE_", extra="ignore")
 
     queues_file: Path | None = Field(default=None, description="YAML file with a `queues:` map; demo queues if unset")
+
+
+class ArqscaleSettings(QueuesFileSettings):
+    """arqscale's own knobs: ports, files, tokens. All read from ``ARQSCALE_*``."""
+
     log_level: str = "INFO"
     log_format: str = Field(default="text", pattern="^(text|json)$")
 

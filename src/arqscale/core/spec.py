@@ -208,12 +208,20 @@ def _describe(exc: ValidationError) -> str:
     return "; ".join(parts)
 
 
-def load_queues(path: Path | None) -> dict[str, QueueSpec]:
-    """Queues from a YAML file, or the built-in demo queues when ``path`` is None."""
-    if path is None:
-        from arqscale.core.demo_queues import DEMO_QUEUES
+def load_queues(path: Path | str | None = None) -> dict[str, QueueSpec]:
+    """The queues of this deployment, as every arqscale process loads them.
 
-        return parse_queues(DEMO_QUEUES, "built-in demo queues")
+    ``load_queues()`` reads the YAML file named by ``ARQSCALE_QUEUES_FILE``, or returns the built-in demo
+    queues when that is unset; ``load_queues(path)`` reads that file. A producer must see the queues its
+    workers run (serializer, functions, priorities), so there is no argument that silently means "the
+    demo queues": ask for those by name with ``demo_queues()``.
+    """
+    if path is None:
+        from arqscale.core.settings import QueuesFileSettings
+
+        path = QueuesFileSettings().queues_file
+        if path is None:
+            return demo_queues()
     try:
         text = Path(path).read_text()
     except OSError as exc:
@@ -227,3 +235,10 @@ def load_queues(path: Path | None) -> dict[str, QueueSpec]:
         problem = getattr(exc, "problem", None) or " ".join(str(exc).split())
         raise QueueConfigError(f"{path}: not valid YAML: {where}{problem}") from None
     return parse_queues(data, str(path))
+
+
+def demo_queues() -> dict[str, QueueSpec]:
+    """The built-in demo queues (``arqscale demo``, and every process when no queues file is set)."""
+    from arqscale.core.demo_queues import DEMO_QUEUES
+
+    return parse_queues(DEMO_QUEUES, "built-in demo queues")

@@ -18,6 +18,7 @@ import asyncio
 import contextlib
 import ctypes
 import importlib.util
+import json
 import os
 import shutil
 import signal
@@ -35,9 +36,11 @@ import redis as redis_sync
 from redis.asyncio import Redis
 
 from arqscale.core import counts_table
+from arqscale.core.config import DEMO_STATE_FILE
 from arqscale.core.connection import client_kwargs
 from arqscale.core.counts import CountsReader
 from arqscale.core.job_status import JobStatusReader
+from arqscale.core.keys import QueueKeys
 from arqscale.core.live_workers import live_workers
 from arqscale.core.models import JobRequest, JobState, QueueCounts
 from arqscale.core.producer import Producer
@@ -376,8 +379,13 @@ class Options:
 class Outcome:
     enqueued: int = 0
     states: dict[str, int] = field(default_factory=dict)
+    deleted: int = field(default=0)  # not found at the end, but seen leaving a dead-letter store: purged, not lost
     drained: bool = False
     problems: list[str] = field(default_factory=list)
+
+    @property
+    def lost(self) -> int:
+        return self.states.get(JobState.NOT_FOUND, 0)
 
 
 class LocalStack:
@@ -389,6 +397,12 @@ class LocalStack:
         self.redis_handle: RedisHandle | None = None
         self.stop = asyncio.Event()
         self.job_ids: list[str] = []
+        self.metrics_api_port: int | None = None
+        self.state_file: Path | None = None
+        # Dead-letter entries of this run's jobs at the last look, and the jobs that left a store to go
+        # nowhere: `arqscale dlq purge` (or the store's retention) deleted them, which is not a loss.
+        self._dead_seen: set[str] = set()
+        self._deleted: set[str] = set()
 
     def say(self, text: str) -> None:
         print(text, file=self.out, flush=True)
@@ -406,10 +420,12 @@ class LocalStack:
                 outcome.enqueued = await self._enqueue(redis)
                 outcome.drained = await self._watch(redis)
                 await self._stop_children(outcome)
-                outcome.states = await self._tally(redis)
+                await self._follow_dead_letters(redis)
+                outcome.states, outcome.deleted = await self._tally(redis)
             finally:
                 await redis.aclose()
         finally:
+            self._forget_state_file()
             await self._stop_children(outcome)
             if self.redis_handle is not None:
                 self.redis_handle.stop()
@@ -446,6 +462,7 @@ class LocalStack:
             port, tls_port = free_port(o.exporter_port), free_port()
             argv = _arqscale("exporter", "--port", str(port), "--api-port", str(tls_port))
             self.children.append(Child("exporter", argv, port, logs / "exporter.log"))
+            self.metrics_api_port = tls_port
         for name, spec in self.specs.items():
             port = free_port()
             drain = f"{min(DRAIN_TIMEOUT, spec.effective_drain_timeout):g}"
@@ -454,6 +471,7 @@ class LocalStack:
         for child in self.children:
             child.start(env | ({"ARQSCALE_WORKER_PORT": str(child.port)} if child.name.startswith("worker") else {}))
         await self._wait_ready()
+        self._write_state_file()
         self._print_urls(api_port)
 
     async def _wait_ready(self) -> None:
@@ -475,6 +493,22 @@ class LocalStack:
                     raise StackError(f"not ready after {START_TIMEOUT:g}s: {names} (logs in {self.options.demo_dir})")
                 await asyncio.sleep(0.1)
 
+    def _write_state_file(self) -> None:
+        """Where this demo's Redis is, for `arqscale status` & co. run from this directory in another terminal
+        (``arqscale.core.config.running_demo``). Not written when the URL holds a password: no secret on disk."""
+        assert self.redis_handle is not None
+        if self.redis_handle.url != self.redis_handle.display:
+            return
+        path = self.options.demo_dir / DEMO_STATE_FILE
+        path.write_text(json.dumps({"pid": os.getpid(), "redis_url": self.redis_handle.url}) + "\n")
+        self.state_file = path
+
+    def _forget_state_file(self) -> None:
+        if self.state_file is not None:
+            with contextlib.suppress(OSError):
+                self.state_file.unlink()
+            self.state_file = None
+
     def _print_urls(self, api_port: int) -> None:
         assert self.redis_handle is not None
         self.say(f"Redis      {self.redis_handle.display}  ({self.redis_handle.source})")
@@ -482,10 +516,22 @@ class LocalStack:
         self.say(f"dashboard  http://127.0.0.1:{api_port}/")
         for child in self.children:
             if child.name == "exporter":
-                self.say(f"exporter   http://127.0.0.1:{child.port}/metrics")
+                self.say(f"exporter   http://127.0.0.1:{child.port}/metrics   (KEDA: /keda/v1/queues/<queue>)")
+                if self.metrics_api_port is not None:
+                    self.say(
+                        f"External Metrics API  https://127.0.0.1:{self.metrics_api_port}/apis/external.metrics.k8s.io/v1beta1"
+                        "   (self-signed; curl -k)"
+                    )
             elif child.name.startswith("worker"):
                 self.say(f"{child.name:<26} http://127.0.0.1:{child.port}/metrics")
         self.say(f"files      {self.options.demo_dir.resolve()}  (outbox/, exports/, images/, logs/)")
+        if self.state_file is not None:
+            self.say(
+                "other terminals: `arqscale status`, `arqscale dlq list`, `arqscale worker --queue email` ... run from"
+                f" this directory find this Redis by themselves; elsewhere: export REDIS_URL={self.redis_handle.url}"
+            )
+        else:
+            self.say("other terminals: set the same REDIS_URL for `arqscale status` & co. to read this Redis")
 
     async def _enqueue(self, redis: Redis) -> int:
         producer = Producer(redis, self.specs)
@@ -509,6 +555,7 @@ class LocalStack:
             counts = list((await reader.read(self.specs)).values())
             elapsed = time.monotonic() - started
             view.show(elapsed, counts, await live_workers(redis, self.specs))
+            await self._follow_dead_letters(redis)
             if self.options.until_drained and drained(counts):
                 return True
             for child in self.children:
@@ -539,25 +586,53 @@ class LocalStack:
             elif child.proc is not None and child.proc.returncode not in (0, -signal.SIGTERM):
                 outcome.problems.append(f"{child.name} exited with code {child.proc.returncode} (log {child.log_path})")
 
-    async def _tally(self, redis: Redis) -> dict[str, int]:
-        """Where every job of this run ended: nothing may be not_found (lost)."""
+    async def _follow_dead_letters(self, redis: Redis) -> None:
+        """Note this run's jobs that left a dead-letter store since the last look and are now nowhere.
+
+        Only a purge (``arqscale dlq purge``, the dashboard, the API) or the store's own retention removes
+        an entry without putting the job back (a requeue does, in the same script), so those jobs were
+        deleted on purpose. A job that vanishes without passing through a store stays ``not_found``: lost.
+        """
+        pipe = redis.pipeline(transaction=False)
+        for spec in self.specs.values():
+            pipe.hkeys(QueueKeys.for_queue(spec.name, spec.queue_key).dlq)
+        ours = set(self.job_ids)
+        dead_now = {k.decode() for found in await pipe.execute() for k in found} & ours
+        left = sorted(self._dead_seen - dead_now)
+        if left:
+            for status in await JobStatusReader(redis, self.specs).read_many(left):
+                if status.state is JobState.NOT_FOUND:
+                    self._deleted.add(status.job_id)
+        self._dead_seen = dead_now
+
+    async def _tally(self, redis: Redis) -> tuple[dict[str, int], int]:
+        """Where every job of this run ended, and how many were deleted from a dead-letter store.
+
+        Nothing else may be not_found (lost).
+        """
         states: dict[str, int] = {}
+        deleted = 0
         reader = JobStatusReader(redis, self.specs)
         for i in range(0, len(self.job_ids), 500):
             for status in await reader.read_many(self.job_ids[i : i + 500]):
+                if status.state is JobState.NOT_FOUND and status.job_id in self._deleted:
+                    deleted += 1
+                    continue
                 states[status.state] = states.get(status.state, 0) + 1
-        return states
+        return states, deleted
 
 
 def summary(outcome: Outcome) -> str:
     s = outcome.states
     kept = s.get(JobState.QUEUED, 0) + s.get(JobState.DEFERRED, 0) + s.get(JobState.ACTIVE, 0)
-    lost = s.get(JobState.NOT_FOUND, 0)
     parts = [
-        f"{outcome.enqueued} jobs: {s.get(JobState.COMPLETE, 0)} complete",
+        f"{outcome.enqueued} jobs: {s.get(JobState.COMPLETED, 0)} completed",
         f"{s.get(JobState.DEAD, 0)} in the dead-letter store (arqscale dlq list)",
         f"{s.get(JobState.FAILED, 0)} failed",
         f"{kept} still queued (kept in Redis)",
-        f"{lost} lost",
     ]
+    if outcome.deleted:
+        parts.append(f"{outcome.deleted} deleted from the dead-letter store (arqscale dlq purge)")
+    # Last, and only what vanished: the number the demo exits 1 on.
+    parts.append(f"{outcome.lost} lost")
     return ", ".join(parts)

@@ -19,6 +19,7 @@ from arq.worker import JobExecutionFailed
 
 from arqscale.core import scores, serializers
 from arqscale.core.models import DeadJob
+from arqscale.core.pickle_peek import looks_pickled
 from arqscale.core.spec import QueueSpec
 from arqscale.worker.pickup import Finish, Picked
 
@@ -94,7 +95,7 @@ def dead(
         payload_b64=base64.b64encode(job.payload).decode() if job.payload is not None else None,
     )
     result = failed_result(
-        spec, job.job_id, decoded, tries, error, exc, now_ms if start_ms is None else start_ms, now_ms
+        spec, job.job_id, decoded, tries, error, exc, now_ms if start_ms is None else start_ms, now_ms, job.payload
     )
     return Finish("dead", job.job_id, entry.model_dump_json(), result, token=job.token)
 
@@ -108,17 +109,27 @@ def failed_result(
     exc: BaseException | None,
     start_ms: int,
     now_ms: int,
+    payload: bytes | None = None,
 ) -> bytes:
     """The ``arq:result:<id>`` of a dead job, as arq writes one after the last try (success False).
 
     JSON queues: ``r`` is the error text (arq's ``Job.result()`` raises ``SerializationError`` with it).
     Pickle queues: the task's exception when it survives a pickle round trip, else arq's
     ``JobExecutionFailed(error)``. Empty (write none) when ``retention.failed_seconds`` is 0.
+
+    A pickled ``payload`` that a JSON queue could not decode came from a plain arq producer (pickle is
+    arq's default), whose client reads results with ``pickle.loads``: its result is pickled too, so
+    ``Job.result()`` raises ``JobExecutionFailed`` with the real error instead of arq's
+    ``DeserializationError``. Only the dict built here is pickled; the payload is never unpickled
+    (``looks_pickled`` reads its first byte).
     """
     if spec.retention.failed_seconds <= 0:
         return b""
+    serializer = spec.serializer
+    if serializer == "json" and decoded is None and payload is not None and looks_pickled(payload):
+        serializer = "pickle"
     value: Any = error
-    if spec.serializer == "pickle":
+    if serializer == "pickle":
         value = JobExecutionFailed(error)
         if isinstance(exc, Exception) and _round_trips(exc):
             value = exc
@@ -135,11 +146,11 @@ def failed_result(
         "q": spec.queue_key,
         "id": job_id,
     }
-    dumps, _ = serializers.for_queue(spec.serializer)
+    dumps, _ = serializers.for_queue(serializer)
     try:
         return dumps(data)
     except Exception:  # arguments that no longer serialize: keep the error, drop them
-        return dumps(data | {"a": (), "k": {}, "r": error if spec.serializer == "json" else JobExecutionFailed(error)})
+        return dumps(data | {"a": (), "k": {}, "r": error if serializer == "json" else JobExecutionFailed(error)})
 
 
 def _round_trips(exc: Exception) -> bool:

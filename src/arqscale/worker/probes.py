@@ -7,6 +7,7 @@ thread would keep answering and hide the problem.
 
 from __future__ import annotations
 
+import errno
 import time
 from dataclasses import dataclass, field
 
@@ -73,9 +74,27 @@ def build_app(health: Health, metrics: WorkerMetrics) -> web.Application:
     return app
 
 
-async def start_server(app: web.Application, host: str, port: int) -> web.AppRunner:
+async def start_server(app: web.Application, host: str, port: int, *, any_port_if_taken: bool = False) -> web.AppRunner:
+    """Serve ``app`` on ``port``, or on a free port when that one is taken and ``any_port_if_taken``."""
     # No access log: kubelet probes every few seconds would drown the job log lines.
     runner = web.AppRunner(app, access_log=None, handle_signals=False)
     await runner.setup()
-    await web.TCPSite(runner, host, port).start()
+    try:
+        try:
+            await web.TCPSite(runner, host, port).start()
+        except OSError as exc:
+            if not any_port_if_taken or exc.errno != errno.EADDRINUSE:
+                raise
+            await web.TCPSite(runner, host, 0).start()
+    except BaseException:
+        await runner.cleanup()
+        raise
     return runner
+
+
+def listening_port(runner: web.AppRunner) -> int | None:
+    """The port ``runner`` listens on (not the one asked for when that was taken or 0)."""
+    for address in runner.addresses:
+        if isinstance(address, tuple) and len(address) >= 2:
+            return int(address[1])
+    return None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import errno
 import logging
 import os
 import signal
@@ -18,7 +19,7 @@ from arqscale.core.connection import client_kwargs, create_redis
 from arqscale.core.spec import QueueSpec
 from arqscale.worker.loop import TaskFunction, Worker
 from arqscale.worker.metrics import WorkerMetrics
-from arqscale.worker.probes import Health, build_app, start_server
+from arqscale.worker.probes import Health, build_app, listening_port, start_server
 
 logger = logging.getLogger("arqscale.worker")
 
@@ -63,6 +64,7 @@ async def serve(
     functions: Mapping[str, TaskFunction],
     *,
     port: int,
+    port_chosen: bool = True,
     drain_timeout: float | None = None,
 ) -> int:
     redis = create_redis(config.redis, socket_timeout=REDIS_SOCKET_TIMEOUT)
@@ -92,13 +94,23 @@ async def serve(
     on_signal = stop_signal_handler(worker.request_drain)
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, on_signal, sig)
+    host = config.settings.worker_host
     try:
-        runner = await start_server(build_app(health, metrics), config.settings.worker_host, port)
+        runner = await start_server(build_app(health, metrics), host, port, any_port_if_taken=not port_chosen)
     except OSError as exc:
-        logger.error("cannot serve probes on %s:%d: %s", config.settings.worker_host, port, exc.strerror or exc)
+        hint = " (choose another with --port or ARQSCALE_WORKER_PORT)" if exc.errno == errno.EADDRINUSE else ""
+        logger.error("cannot serve probes on %s:%d: %s%s", host, port, exc.strerror or exc, hint)
         await redis.aclose()
         reporter.close()
         return 1
+    asked, port = port, listening_port(runner) or port
+    if port != asked and asked != 0:
+        logger.warning(
+            "port %d is taken (another worker on this machine?): probes on :%d instead; "
+            "set --port or ARQSCALE_WORKER_PORT to choose one",
+            asked,
+            port,
+        )
     logger.info(
         "worker %s: queue %s (%s), concurrency %d, redis %s, probes on :%d",
         worker.worker_id,

@@ -6,7 +6,7 @@
 const TOKEN_KEY = "arqscale.api-token";
 const COUNTS = ["waiting", "active", "delayed", "paused", "completed", "failed", "backlog"];
 const PAGE_SIZE = 20;
-const SETTLED = new Set(["complete", "failed", "dead", "not_found"]);
+const SETTLED = new Set(["completed", "failed", "dead", "not_found"]);
 
 const $ = (id) => document.getElementById(id);
 const enc = encodeURIComponent;
