@@ -132,3 +132,14 @@ async def swallow_cancel(ctx: dict[str, Any], seconds: float) -> str:
         await ctx["redis"].rpush(f"swallowed:{ctx['job_id']}", json.dumps({"pid": os.getpid(), "at": time.time()}))
         await asyncio.sleep(seconds)
     return "stubborn"
+
+
+async def clean_up_on_cancel(ctx: dict[str, Any], seconds: float) -> str:
+    """Catches its cancellation to clean up, then lets it go on (what a well-behaved task does)."""
+    await _record(ctx)
+    try:
+        await asyncio.sleep(seconds)
+    except asyncio.CancelledError:
+        await ctx["redis"].rpush(f"cleaned:{ctx['job_id']}", "1")
+        raise
+    return "finished"

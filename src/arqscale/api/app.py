@@ -34,6 +34,7 @@ from arqscale.api.openapi import (
     ApiError,
     BatchRequest,
     BatchResponse,
+    CancelResponse,
     DeadLetterList,
     FieldError,
     Health,
@@ -48,6 +49,7 @@ from arqscale.api.openapi import (
     build_document,
 )
 from arqscale.core import queue_control, scores
+from arqscale.core.cancellation import CancelOutcome
 from arqscale.core.config import Config
 from arqscale.core.connection import create_redis
 from arqscale.core.counts import CountsReader
@@ -323,6 +325,21 @@ async def job_status(request: web.Request) -> web.StreamResponse:
     return _json(status, 404 if status.state is JobState.NOT_FOUND else 200)
 
 
+async def cancel_job(request: web.Request) -> web.StreamResponse:
+    state = request.app[STATE]
+    job_id = _job_id(request)
+    status = await state.statuses.read(job_id)
+    if status.queue is None or status.queue not in state.specs:
+        raise Problem(404, "not_found", f"no job {job_id!r}")
+    outcome = await state.producer.cancel(job_id, status.queue)
+    if outcome is CancelOutcome.NOT_FOUND:
+        raise Problem(404, "not_found", f"no job {job_id!r}")
+    if outcome is CancelOutcome.FINISHED:
+        raise Problem(409, "finished", f"job {job_id!r} already finished; nothing to cancel")
+    said = "cancelled" if outcome is CancelOutcome.CANCELLED else "cancelling"
+    return _json(CancelResponse(queue=status.queue, job_id=job_id, status=said), 202)
+
+
 _LIST_STATES = ", ".join(s.value for s in ListState)
 
 
@@ -503,6 +520,7 @@ HANDLERS: dict[str, Handler] = {
     "enqueue": enqueue,
     "enqueue_batch": enqueue_batch,
     "job_status": job_status,
+    "cancel_job": cancel_job,
     "list_jobs": list_jobs,
     "list_queues": list_queues,
     "get_queue": get_queue,

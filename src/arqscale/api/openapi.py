@@ -88,6 +88,15 @@ class RequeueResponse(BaseModel):
     status: JobState
 
 
+class CancelResponse(BaseModel):
+    queue: str
+    job_id: str
+    status: Literal["cancelled", "cancelling"] = Field(
+        description="cancelled: it was waiting or delayed and will never run; cancelling: it is running and "
+        "its worker stops it within a second (the job's state becomes cancelled)"
+    )
+
+
 class RequeueAllResponse(BaseModel):
     queue: str
     requeued: list[str]
@@ -171,6 +180,11 @@ OPERATIONS: tuple[Operation, ...] = (
                             f"jobs per page; more than {MAX_LIMIT} is a 422"))),
     Operation("job_status", "GET", "/v1/jobs/{job_id}", "A job's state, progress, result or error, attempts, times",
               {200: JobStatus, 404: JobStatus, 401: ApiError, 422: ApiError, 503: ApiError}, params=(JOB_ID,)),
+    Operation("cancel_job", "POST", "/v1/jobs/{job_id}/cancel",
+              "Cancel a job: a waiting or delayed one never runs; a running one is stopped by its worker and "
+              "ends cancelled (not retried); 409 when it already finished",
+              {202: CancelResponse, 404: ApiError, 409: ApiError, 401: ApiError, 422: ApiError, 503: ApiError},
+              params=(JOB_ID,)),
     Operation("list_queues", "GET", "/v1/queues", "Counts per state of every queue",
               {200: QueueList, 401: ApiError, 503: ApiError}),
     Operation("get_queue", "GET", "/v1/queues/{queue}", "Counts per state of one queue", {200: QueueView, **_ERR_READ},

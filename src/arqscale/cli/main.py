@@ -20,6 +20,7 @@ COMMANDS: dict[str, str] = {
     "exporter": "arqscale.cli.exporter",
     "enqueue": "arqscale.cli.enqueue",
     "status": "arqscale.cli.status",
+    "cancel": "arqscale.cli.cancel",
     "dlq": "arqscale.cli.dlq",
     "queue": "arqscale.cli.queue",
     "demo": "arqscale.cli.demo",

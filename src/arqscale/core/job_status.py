@@ -118,13 +118,15 @@ def _from_dead(job_id: str, queue: str, raw: bytes, base: dict[str, Any]) -> Job
 def from_result(job_id: str, result: Decoded, specs: Mapping[str, QueueSpec], base: dict[str, Any]) -> JobStatus:
     d = result.data
     success = d.get("s") is True
+    cancelled = not success and d.get("x") == "cancelled"
+    cancelled = not success and d.get("x") == "cancelled"
     by_key = {s.queue_key: s.name for s in specs.values()}
     queue_key = text(d.get("q"))
     value = d.get("r")
     status = JobStatus(
         **base,
         job_id=job_id,
-        state=JobState.COMPLETED if success else JobState.FAILED,
+        state=JobState.COMPLETED if success else JobState.CANCELLED if cancelled else JobState.FAILED,
         queue=by_key.get(queue_key or "", queue_key),
         function=text(d.get("f")),
         attempts=d["t"] if isinstance(d.get("t"), int) else 0,
@@ -134,7 +136,9 @@ def from_result(job_id: str, result: Decoded, specs: Mapping[str, QueueSpec], ba
     )
     if result.pickled:
         status.note = PICKLE_NOTE
-        if not success:
+        if cancelled:
+            status.error = "cancelled"
+        elif not success:
             # The exception itself is pickled; a plain string error is data and safe to show.
             status.error = value if isinstance(value, str) else "the job failed (error not shown: pickle queue)"
     elif success:

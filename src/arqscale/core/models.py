@@ -33,6 +33,7 @@ class JobState(StrEnum):
     COMPLETED = "completed"
     FAILED = "failed"
     DEAD = "dead"
+    CANCELLED = "cancelled"
     NOT_FOUND = "not_found"
 
 

@@ -14,7 +14,9 @@ from typing import Any
 from arq.jobs import serialize_job
 from redis.asyncio import Redis
 
-from arqscale.core import keys, scores, serializers
+from arqscale.core import cancellation, keys, scores, serializers
+from arqscale.core.cancellation import CancelOutcome
+from arqscale.core.job_status import JobStatusReader
 from arqscale.core.lua import NOW_LUA, LuaScript, run_scripts
 from arqscale.core.models import EnqueueResult, JobRequest, JobState
 from arqscale.core.spec import QueueSpec, arq_queue
@@ -113,3 +115,13 @@ class Producer:
             EnqueueResult(job_id=job_id, queue=spec.name, status=state, created=bool(flag))
             for (job_id, _, _, _, state), flag in zip(prepared, created, strict=True)
         ]
+
+    async def cancel(self, job_id: str, queue: str | None = None) -> CancelOutcome:
+        """Cancel a job: a waiting or delayed one never runs; a running one is stopped by its worker
+        (``CANCELLING``; it ends ``cancelled``). ``queue`` saves a lookup when known."""
+        if queue is None:
+            found = (await JobStatusReader(self.redis, self.specs).read(job_id)).queue
+            if found is None or found not in self.specs:
+                return CancelOutcome.NOT_FOUND
+            queue = found
+        return await cancellation.cancel(self.redis, self.spec(queue), job_id)

@@ -7,6 +7,7 @@ for existing arq producers. The API and the dead-letter tools only ever decode J
 
 from __future__ import annotations
 
+import asyncio
 import json
 import pickle
 from collections.abc import Callable
@@ -21,9 +22,14 @@ def json_dumps(obj: dict[str, Any]) -> bytes:
 
 
 def json_loads(data: bytes) -> dict[str, Any]:
+    """A JSON job or result. A cancelled job's result (``x: "cancelled"``, see ``cancellation``) comes back
+    with ``r`` as ``asyncio.CancelledError``, what arq's ``Job.abort()`` waits for: plain arq clients of a
+    JSON queue pass this function as their ``job_deserializer``."""
     value = json.loads(data)
     if not isinstance(value, dict):
         raise ValueError(f"expected a JSON object, got {type(value).__name__}")
+    if value.get("x") == "cancelled" and value.get("s") is False and isinstance(value.get("r"), str):
+        value["r"] = asyncio.CancelledError(value["r"])
     return value
 
 

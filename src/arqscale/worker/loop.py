@@ -43,6 +43,7 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from arqscale.core import keys, scores, serializers
+from arqscale.core.cancellation import ABORT_KEY
 from arqscale.core.models import Progress
 from arqscale.core.queue_control import RESUME, stranded
 from arqscale.core.spec import QueueSpec
@@ -60,6 +61,8 @@ PROGRESS_TTL_MS = RETRY_TTL_MS
 PULSE_SECONDS = 0.1
 # Back-off while Redis is unreachable: quick first retries (a failover), then once a second.
 REDIS_RETRY_SECONDS = (0.05, 0.1, 0.25, 0.5, 1.0)
+# How often a worker with running jobs looks for a plain arq client's abort request (ours also publish).
+ABORT_POLL_SECONDS = 0.5
 
 
 class WorkerSetupError(RuntimeError):
@@ -137,6 +140,8 @@ class Worker:
         self._picked: dict[str, Picked] = {}
         self._finished: list[Finish] = []
         self._abandoned: set[str] = set()
+        self._cancelling: set[str] = set()  # running jobs a cancel request named: they end cancelled
+        self._abort_check = asyncio.Event()  # a cancel was published: look at the abort set now
         self._tick = asyncio.Event()
         self._cut_now = asyncio.Event()
         self._draining = False
@@ -158,6 +163,7 @@ class Worker:
             asyncio.create_task(self._heartbeat_loop(), name="heartbeat"),
             asyncio.create_task(self._wake_listener(), name="wake"),
             asyncio.create_task(self._pulse(), name="pulse"),
+            asyncio.create_task(self._abort_watch(), name="cancel"),
         ]
         for task in background:
             task.add_done_callback(self._background_ended)
@@ -414,6 +420,9 @@ class Worker:
                     message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=5.0)
                     if message is None or self._draining:
                         continue
+                    if message.get("data") == b"cancel":
+                        self._abort_check.set()
+                        continue
                     if message.get("data") == RESUME.encode():
                         self._hold_until = 0.0  # the pause that made us hold off is over
                     if time.monotonic() >= self._hold_until:
@@ -423,6 +432,27 @@ class Worker:
             finally:
                 with contextlib.suppress(Exception):
                     await pubsub.aclose()  # type: ignore[no-untyped-call]
+
+    async def _abort_watch(self) -> None:
+        """Cancel running jobs named in arq's abort set: at once when our cancel path publishes, within
+        ``ABORT_POLL_SECONDS`` for a plain arq client's ``Job.abort()`` (which only writes the set)."""
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._abort_check.wait(), ABORT_POLL_SECONDS)
+            self._abort_check.clear()
+            running = [j for j in self._running if j not in self._cancelling]
+            if not running:
+                continue
+            try:
+                marks = await self.redis.zmscore(ABORT_KEY, running)
+            except (RedisError, OSError):
+                continue  # the loop's own calls report the outage
+            for job_id, mark in zip(running, marks, strict=True):
+                task = self._running.get(job_id)
+                if mark is not None and task is not None:
+                    logger.info("job %s: cancel requested, stopping it", job_id)
+                    self._cancelling.add(job_id)
+                    task.cancel()
 
     async def _pulse(self) -> None:
         while True:
@@ -455,18 +485,27 @@ class Worker:
             record = await self._attempt(job)
         except BaseException as exc:  # never let a job vanish: a bug here still leaves a record
             logger.exception("job %s: unexpected error in the worker", job.job_id)
-            if isinstance(exc, asyncio.CancelledError) and self._cutting:
+            if isinstance(exc, asyncio.CancelledError) and job.job_id in self._cancelling:
+                record = self._cancel(job, "cancelled while running")
+            elif isinstance(exc, asyncio.CancelledError) and self._cutting:
                 record = self._back(job)
             else:
                 record = self._dead(job, None, f"worker error: {type(exc).__name__}: {exc}", traceback.format_exc())
         if job.job_id in self._abandoned:
             return
+        if job.job_id in self._cancelling and record.kind in ("ok", "retry", "dead", "back"):
+            # Cancelled while it ran: whatever the task did next (returned, failed, swallowed the
+            # cancellation), the job ends cancelled, as requested.
+            record = self._cancel(job, "cancelled while running")
+        self._cancelling.discard(job.job_id)
         held = self._picked.get(job.job_id, job)
         self._finished.append(dataclasses.replace(record, token=held.token, done_at=time.monotonic()))
         self._forget(job.job_id)
         self._tick.set()
 
     async def _attempt(self, job: Picked) -> Finish:
+        if job.aborted:
+            return self._cancel(job, "cancelled before it ran")
         if job.payload is None:
             return self._dead(job, None, f"payload missing: {keys.job_key(job.job_id)} expired or was deleted")
         try:
@@ -515,6 +554,8 @@ class Worker:
             async with timeout:
                 result = await fn(ctx, *decoded.args, **decoded.kwargs)
         except asyncio.CancelledError:
+            if job.job_id in self._cancelling:
+                return self._cancel(job, "cancelled while running", start_ms=start_ms)
             if self._cutting:
                 return self._back(job)
             error = "cancelled: the task raised CancelledError"
@@ -599,6 +640,11 @@ class Worker:
         logger.warning("job %s %s: dead: %s", job.job_id, d.function if d else "?", error)
         self.metrics.by_outcome["dead"].inc()
         return outcomes.dead(self.spec, job, d, error, tb, _ms(), attempts=attempts, exc=exc, start_ms=start_ms)
+
+    def _cancel(self, job: Picked, reason: str, start_ms: int = 0) -> Finish:
+        logger.info("job %s: %s", job.job_id, reason)
+        self.metrics.by_outcome["cancelled"].inc()
+        return outcomes.cancelled(self.spec, job, reason, _ms(), start_ms)
 
     def _back(self, job: Picked) -> Finish:
         self.metrics.by_outcome["put_back"].inc()

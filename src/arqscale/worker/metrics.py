@@ -9,7 +9,7 @@ DURATION_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 
 WAIT_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600)
 
 # Values of the `outcome` label of arqscale_worker_jobs_total.
-OUTCOMES = ("complete", "retried", "dead", "put_back")
+OUTCOMES = ("complete", "retried", "dead", "put_back", "cancelled")
 
 
 class WorkerMetrics:

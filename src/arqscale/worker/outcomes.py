@@ -17,7 +17,7 @@ from typing import Any
 
 from arq.worker import JobExecutionFailed
 
-from arqscale.core import scores, serializers
+from arqscale.core import cancellation, scores, serializers
 from arqscale.core.models import DeadJob
 from arqscale.core.pickle_peek import looks_pickled
 from arqscale.core.spec import QueueSpec
@@ -160,6 +160,13 @@ def _round_trips(exc: Exception) -> bool:
     except Exception:
         return False
     return True
+
+
+def cancelled(spec: QueueSpec, job: Picked, reason: str, now_ms: int, start_ms: int = 0) -> Finish:
+    """The record of a job cancelled on request (before it ran, or while it ran): arq's cancelled result."""
+    keep = spec.retention.failed_seconds > 0
+    result = cancellation.cancelled_result(spec, job.job_id, job.payload, job.job_try, reason, now_ms, start_ms)
+    return Finish("cancel", job.job_id, result if keep else b"", token=job.token)
 
 
 def back(job: Picked) -> Finish:

@@ -37,6 +37,7 @@ from redis.asyncio import Redis
 from redis.exceptions import NoScriptError, RedisError
 
 from arqscale.core import scores
+from arqscale.core.cancellation import ABORT_KEY, ABORT_MAX_AGE_MS
 from arqscale.core.keys import ERROR_PREFIX, PROGRESS_PREFIX, QueueKeys
 from arqscale.core.lua import LEASE_LUA, NOW_LUA
 from arqscale.core.spec import QueueSpec
@@ -61,6 +62,7 @@ _PREFIXES = {
     "RESULT": result_key_prefix,
     "ERR": ERROR_PREFIX,
     "PROG": PROGRESS_PREFIX,
+    "ABORT": ABORT_KEY,
 }
 
 
@@ -68,17 +70,15 @@ def _lua(source: str) -> str:
     source = NOW_LUA + LEASE_LUA + source
     for name, prefix in _PREFIXES.items():
         source = source.replace(f"@{name}@", prefix)
-    return (
-        source.replace("@HALF@", str(scores.BAND // 2))
-        .replace("@BAND@", str(scores.BAND))
-        .replace("@PARK@", str(scores.PARK))
-    )
+    source = source.replace("@HALF@", str(scores.BAND // 2)).replace("@BAND@", str(scores.BAND))
+    return source.replace("@PARK@", str(scores.PARK)).replace("@ABORT_AGE@", str(ABORT_MAX_AGE_MS))
 
 
 # KEYS: queue, active, paused, starts (rate window), pick (this worker's last pickup)
 # ARGV: wanted, token, lease ms, rate max (0 = none), rate interval ms, retry ttl ms, in-progress ttl ms,
 #       sweep max, skip max, band lows...
-# Returns {status, wait_ms, swept, then per job: id, payload|nil, try, score, last error|nil}
+# Returns {status, wait_ms, swept, then per job: id, payload|nil, try, score, last error|nil, aborted 0|1}
+#   aborted: a cancel request (arq's abort set) names the job: the worker ends it cancelled, unrun.
 #   status 0 = ran, 1 = paused, 2 = rate window used up (jobs may still have been taken up to the limit),
 #   3 = a resend: the jobs the first call with this token took (and still holds).
 #   wait_ms: -1, or ms until more may be taken (status 2: until the oldest start leaves the rate window;
@@ -87,6 +87,7 @@ PICKUP_LUA = _lua("""
 local want = tonumber(ARGV[1])
 local token = ARGV[2]
 local out = {0, -1, 0}
+local aborting = redis.call('EXISTS', '@ABORT@') == 1
 local function emit(id, try, score)
   local err = false
   if try > 1 then err = redis.call('GET', '@ERR@' .. id) end
@@ -95,6 +96,7 @@ local function emit(id, try, score)
   out[#out+1] = try
   out[#out+1] = score
   out[#out+1] = err
+  out[#out+1] = (aborting and redis.call('ZSCORE', '@ABORT@', id)) and 1 or 0
 end
 -- A resend of a pickup whose reply was lost: hand back what it took, charge nothing again.
 if redis.call('LINDEX', KEYS[5], 0) == token then
@@ -190,6 +192,9 @@ return out
 #   retry: a = delay ms (from now, in the job's own band), b = error JSON
 #   dead:  a = DeadJob JSON, b = arq's failed result ('' = keep none)
 #   back:  a = try counter to restore (the cut-short try does not count); the job keeps its queue score
+#   cancel: a = arq's result of a cancelled job ('' = keep none); never retried, no dead-letter entry
+# An outcome that ends the job also clears its cancel request (arq's abort set); a retry or a put-back leaves
+# it, so the next pickup takes the job only to cancel it.
 # A record whose token no longer holds the job is dropped: its id is returned among the stale ones.
 # A dead-letter entry and a failed result go together: a success under the same id (a new job under an id
 # whose entry was kept) removes the entry, and trimming an entry deletes its result, so a requeue or purge
@@ -208,6 +213,7 @@ for i = 6, #ARGV, 5 do
     redis.call('ZREM', KEYS[1], id)
     redis.call('ZREM', KEYS[2], id)
     redis.call('ZADD', KEYS[3], now - math.max(tonumber(b) or 0, 0), id)
+    redis.call('ZREM', '@ABORT@', id)
     redis.call('HDEL', KEYS[4], id)
     redis.call('ZREM', KEYS[5], id)
     redis.call('PEXPIRE', '@PROG@' .. id, ARGV[1])
@@ -225,7 +231,15 @@ for i = 6, #ARGV, 5 do
     redis.call('ZREM', KEYS[1], id)
     redis.call('ZREM', KEYS[2], id)
     redis.call('PEXPIRE', '@PROG@' .. id, ARGV[3])
+    redis.call('ZREM', '@ABORT@', id)
     n_dead = n_dead + 1
+  elseif kind == 'cancel' then
+    if a ~= '' then redis.call('SET', '@RESULT@' .. id, a, 'PX', ARGV[3]) end
+    redis.call('DEL', '@JOB@' .. id, '@IP@' .. id, '@RETRY@' .. id, '@ERR@' .. id)
+    redis.call('ZREM', KEYS[1], id)
+    redis.call('ZREM', KEYS[2], id)
+    redis.call('ZREM', '@ABORT@', id)
+    redis.call('PEXPIRE', '@PROG@' .. id, ARGV[3])
   elseif kind == 'back' then
     redis.call('ZADD', KEYS[1], score, id)
     redis.call('DEL', '@IP@' .. id)
@@ -275,6 +289,8 @@ for i = 5, #ARGV, 2 do
 end
 redis.call('ZADD', KEYS[2], now + tonumber(ARGV[3]), ARGV[2])
 redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', '(' .. now)
+-- Cancel requests nobody acted on (a plain arq abort of an id that never ran here).
+redis.call('ZREMRANGEBYSCORE', '@ABORT@', '-inf', '(' .. (now - @ABORT_AGE@))
 local swept = sweep(KEYS[3], KEYS[1], tonumber(ARGV[4]))
 if swept > 0 then redis.call('PUBLISH', KEYS[4], '1') end
 return {lost, swept}
@@ -291,6 +307,7 @@ class Picked:
     score: int
     last_error: bytes | None
     token: str = ""
+    aborted: bool = False  # a cancel request names it: end it cancelled without running it
 
 
 @dataclass(frozen=True, slots=True)
@@ -303,7 +320,7 @@ class PickupResult:
     resent: bool = False  # the reply of an earlier call with the same token, read again
 
 
-FinishKind = Literal["ok", "retry", "dead", "back"]
+FinishKind = Literal["ok", "retry", "dead", "back", "cancel"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -466,8 +483,8 @@ class QueueOps:
 def parse_pickup(raw: Sequence[object], token: str) -> PickupResult:
     status, wait_ms, swept = int(raw[0]), int(raw[1]), int(raw[2])  # type: ignore[call-overload]
     jobs = []
-    for i in range(3, len(raw), 5):
-        job_id, payload, job_try, score, err = raw[i : i + 5]
+    for i in range(3, len(raw), 6):
+        job_id, payload, job_try, score, err, aborted = raw[i : i + 6]
         assert isinstance(job_id, bytes)
         jobs.append(
             Picked(
@@ -477,6 +494,7 @@ def parse_pickup(raw: Sequence[object], token: str) -> PickupResult:
                 score=int(float(score)),  # type: ignore[arg-type]
                 last_error=err if isinstance(err, bytes) else None,
                 token=token,
+                aborted=aborted == 1,
             )
         )
     return PickupResult(
