@@ -150,6 +150,26 @@ def _worker_overrides() -> dict[str, Schema]:
     }
 
 
+def _bullmq_worker() -> dict[str, Schema]:
+    """A ``backend: bullmq`` queue's Node workers: an existing Deployment to scale, or a command to run."""
+    argv = _t("array", items={"type": "string"}, minItems=1)
+    return {
+        "existingDeployment": _obj(
+            {
+                "name": {**_NAME, "minLength": 1, "description": "the Deployment the HPA/ScaledObject scales"},
+                "matchLabels": {
+                    **_STRING_MAP,
+                    "description": "its pods' labels (spec.selector.matchLabels), for the PodDisruptionBudget",
+                },
+            },
+            "bullmq only: scale this existing Deployment of BullMQ workers instead of running one",
+            required=["name"],
+        ),
+        "command": {**argv, "description": "bullmq only: the chart runs worker.image with this command"},
+        "args": _t("array", "bullmq only: arguments after command", items={"type": "string"}),
+    }
+
+
 def _process(port_description: str) -> dict[str, Schema]:
     return {
         "replicas": _t("integer", minimum=0),
@@ -183,7 +203,8 @@ def queue_spec_defs() -> dict[str, Schema]:
     if not queue["required"]:
         queue.pop("required")
     queue["properties"]["worker"] = _obj(
-        _worker_overrides(), "chart only: this queue's overrides of the chart-wide `worker:` values"
+        {**_worker_overrides(), **_bullmq_worker()},
+        "chart only: this queue's overrides of the chart-wide `worker:` values",
     )
     queue["description"] = "One queue (arqscale.core.spec.QueueSpec); its name is the map key."
     # QueueSpec's own rule, in schema form: an arq queue runs tasks, so it must list some.
