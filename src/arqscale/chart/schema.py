@@ -182,6 +182,41 @@ def _process(port_description: str) -> dict[str, Schema]:
     }
 
 
+_DURATION = _t("string", "a Prometheus duration, e.g. 5m", pattern=r"^([0-9]+(ms|s|m|h|d|w|y))+$")
+
+
+def _prometheus_rule() -> Schema:
+    def alert(*fields: str) -> Schema:
+        extra: dict[str, Schema] = {
+            "threshold": _t("number", minimum=0),
+            "quantile": _t("number", exclusiveMinimum=0, exclusiveMaximum=1),
+            "window": _DURATION,
+            "lookback": _DURATION,
+        }
+        props = {"enabled": _t("boolean"), "for": _DURATION, "severity": _t("string", minLength=1)}
+        return _obj({**props, **{f: extra[f] for f in fields}}, required=[*props, *fields])
+
+    return _obj(
+        {
+            "enabled": _t("boolean"),
+            "labels": _STRING_MAP,
+            "interval": {"anyOf": [{"const": ""}, _DURATION]},
+            "selector": _t("string", 'PromQL label matchers; empty: namespace="<release namespace>"'),
+            "alerts": _obj(
+                {
+                    "queueDepth": alert("threshold"),
+                    "failureRate": alert("threshold", "window"),
+                    "processingTime": alert("threshold", "quantile", "window"),
+                    "deadLetters": alert(),
+                    "backlogWithoutWorkers": alert("lookback"),
+                    "oldestWaiting": alert("threshold"),
+                    "exporterRedisDown": alert(),
+                }
+            ),
+        }
+    )
+
+
 # The schema -----------------------------------------------------------------------------------
 
 
@@ -381,6 +416,15 @@ def build() -> Schema:
                 "scrapeTimeout": _t("string", pattern=r"^[0-9]+(ms|s|m|h)$"),
                 "labels": _STRING_MAP,
                 "workers": _t("boolean"),
+            }
+        ),
+        "prometheusRule": _prometheus_rule(),
+        "grafanaDashboard": _obj(
+            {
+                "enabled": _t("boolean"),
+                "labels": _STRING_MAP,
+                "annotations": _STRING_MAP,
+                "namespace": {**_NAME, "description": "where the Grafana sidecar looks; empty: the release's"},
             }
         ),
         "tests": _obj({"enabled": _t("boolean")}),
