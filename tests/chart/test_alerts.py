@@ -7,6 +7,7 @@ real promtool. A changed threshold must reach the rules (and so break the tests 
 
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 from pathlib import Path
@@ -14,7 +15,19 @@ from pathlib import Path
 import pytest
 import yaml
 
-from chart_support import CHART, HELMS, NAMESPACE, Doc, ensure_tools, one, parse_docs, run_tool, template_with
+from chart_support import (
+    CHART,
+    HELMS,
+    KUBE_VERSIONS,
+    NAMESPACE,
+    Doc,
+    ensure_tools,
+    one,
+    parse_docs,
+    run_tool,
+    template_with,
+    validation_errors,
+)
 from exporter_support import promtool
 
 ALERT_TESTS = Path(__file__).with_name("alerts") / "alerts-test.yaml"
@@ -107,3 +120,22 @@ def test_lint_with_alerts_and_dashboard() -> None:
         args = ("--set", "prometheusRule.enabled=true", "--set", "grafanaDashboard.enabled=true")
         result = run_tool(helm, "lint", "--strict", str(CHART), *args)
         assert result.returncode == 0, result.stdout + result.stderr
+
+
+@pytest.mark.parametrize("helm", HELMS)
+def test_dashboard_configmap_for_the_grafana_sidecar(helm: str) -> None:
+    result = template_with(
+        helm, ("--set", "grafanaDashboard.enabled=true", "--set", "grafanaDashboard.namespace=monitoring")
+    )
+    assert result.returncode == 0, result.stderr
+    docs = parse_docs(result.stdout)
+    configmap = one(docs, "ConfigMap", "jobs-arqscale-dashboard")
+    assert configmap["metadata"]["labels"]["grafana_dashboard"] == "1"
+    assert configmap["metadata"]["namespace"] == "monitoring"
+    [(key, text)] = configmap["data"].items()
+    assert key.endswith(".json")
+    assert json.loads(text) == json.loads((CHART / "files" / "grafana-dashboard.json").read_text())
+    for version in KUBE_VERSIONS:
+        assert validation_errors([configmap], version) == []
+    off = template_with(helm, ())
+    assert "jobs-arqscale-dashboard" not in off.stdout
