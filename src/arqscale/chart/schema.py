@@ -150,6 +150,26 @@ def _worker_overrides() -> dict[str, Schema]:
     }
 
 
+def _bullmq_worker() -> dict[str, Schema]:
+    """A ``backend: bullmq`` queue's Node workers: an existing Deployment to scale, or a command to run."""
+    argv = _t("array", items={"type": "string"}, minItems=1)
+    return {
+        "existingDeployment": _obj(
+            {
+                "name": {**_NAME, "minLength": 1, "description": "the Deployment the HPA/ScaledObject scales"},
+                "matchLabels": {
+                    **_STRING_MAP,
+                    "description": "its pods' labels (spec.selector.matchLabels), for the PodDisruptionBudget",
+                },
+            },
+            "bullmq only: scale this existing Deployment of BullMQ workers instead of running one",
+            required=["name"],
+        ),
+        "command": {**argv, "description": "bullmq only: the chart runs worker.image with this command"},
+        "args": _t("array", "bullmq only: arguments after command", items={"type": "string"}),
+    }
+
+
 def _process(port_description: str) -> dict[str, Schema]:
     return {
         "replicas": _t("integer", minimum=0),
@@ -160,6 +180,41 @@ def _process(port_description: str) -> dict[str, Schema]:
         **_pod_fields(),
         "serviceAccount": _service_account(),
     }
+
+
+_DURATION = _t("string", "a Prometheus duration, e.g. 5m", pattern=r"^([0-9]+(ms|s|m|h|d|w|y))+$")
+
+
+def _prometheus_rule() -> Schema:
+    def alert(*fields: str) -> Schema:
+        extra: dict[str, Schema] = {
+            "threshold": _t("number", minimum=0),
+            "quantile": _t("number", exclusiveMinimum=0, exclusiveMaximum=1),
+            "window": _DURATION,
+            "lookback": _DURATION,
+        }
+        props = {"enabled": _t("boolean"), "for": _DURATION, "severity": _t("string", minLength=1)}
+        return _obj({**props, **{f: extra[f] for f in fields}}, required=[*props, *fields])
+
+    return _obj(
+        {
+            "enabled": _t("boolean"),
+            "labels": _STRING_MAP,
+            "interval": {"anyOf": [{"const": ""}, _DURATION]},
+            "selector": _t("string", 'PromQL label matchers; empty: namespace="<release namespace>"'),
+            "alerts": _obj(
+                {
+                    "queueDepth": alert("threshold"),
+                    "failureRate": alert("threshold", "window"),
+                    "processingTime": alert("threshold", "quantile", "window"),
+                    "deadLetters": alert(),
+                    "backlogWithoutWorkers": alert("lookback"),
+                    "oldestWaiting": alert("threshold"),
+                    "exporterRedisDown": alert(),
+                }
+            ),
+        }
+    )
 
 
 # The schema -----------------------------------------------------------------------------------
@@ -183,7 +238,8 @@ def queue_spec_defs() -> dict[str, Schema]:
     if not queue["required"]:
         queue.pop("required")
     queue["properties"]["worker"] = _obj(
-        _worker_overrides(), "chart only: this queue's overrides of the chart-wide `worker:` values"
+        {**_worker_overrides(), **_bullmq_worker()},
+        "chart only: this queue's overrides of the chart-wide `worker:` values",
     )
     queue["description"] = "One queue (arqscale.core.spec.QueueSpec); its name is the map key."
     # QueueSpec's own rule, in schema form: an arq queue runs tasks, so it must list some.
@@ -360,6 +416,15 @@ def build() -> Schema:
                 "scrapeTimeout": _t("string", pattern=r"^[0-9]+(ms|s|m|h)$"),
                 "labels": _STRING_MAP,
                 "workers": _t("boolean"),
+            }
+        ),
+        "prometheusRule": _prometheus_rule(),
+        "grafanaDashboard": _obj(
+            {
+                "enabled": _t("boolean"),
+                "labels": _STRING_MAP,
+                "annotations": _STRING_MAP,
+                "namespace": {**_NAME, "description": "where the Grafana sidecar looks; empty: the release's"},
             }
         ),
         "tests": _obj({"enabled": _t("boolean")}),
