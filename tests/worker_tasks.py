@@ -132,3 +132,21 @@ async def swallow_cancel(ctx: dict[str, Any], seconds: float) -> str:
         await ctx["redis"].rpush(f"swallowed:{ctx['job_id']}", json.dumps({"pid": os.getpid(), "at": time.time()}))
         await asyncio.sleep(seconds)
     return "stubborn"
+
+
+async def echo(ctx: dict[str, Any], *args: Any, **kwargs: Any) -> Any:
+    """Returns its arguments: whatever a producer sent comes back as the job's result."""
+    return {"args": list(args), "kwargs": kwargs}
+
+
+async def nested_result(ctx: dict[str, Any], depth: int, leaf: str = "x") -> Any:
+    """A result nested ``depth`` lists deep (deeper than pydantic's serializer goes, if asked)."""
+    value: Any = leaf
+    for _ in range(depth):
+        value = [value]
+    return value
+
+
+async def fail_with(ctx: dict[str, Any], message: Any, *args: Any, **kwargs: Any) -> None:
+    """Raises with any text at all in its message (and so in the traceback)."""
+    raise ValueError(message)

@@ -58,6 +58,7 @@ from arqscale.core.job_status import JobStatusReader
 from arqscale.core.live_workers import live_workers
 from arqscale.core.models import JOB_ID_PATTERN, EnqueueResult, JobRequest, JobState, QueueCounts
 from arqscale.core.producer import Producer
+from arqscale.core.safe_data import UnsafeArguments, model_json
 from arqscale.core.spec import QueueSpec
 
 log = logging.getLogger("arqscale.api")
@@ -97,7 +98,8 @@ STATE = web.AppKey("arqscale_state", State)
 
 
 def _json(model: BaseModel, status: int = 200) -> web.Response:
-    return web.json_response(text=model.model_dump_json(), status=status)
+    # model_json: stored data a hostile producer wrote (a lone surrogate, deep nesting) renders, never a 500.
+    return web.json_response(text=model_json(model), status=status)
 
 
 def _problem(problem: Problem, headers: Mapping[str, str] | None = None) -> web.Response:
@@ -277,8 +279,9 @@ def _check_jobs(spec: QueueSpec, jobs: list[JobRequest], prefix: str) -> None:
 async def _enqueue(state: State, spec: QueueSpec, jobs: list[JobRequest]) -> list[EnqueueResult]:
     try:
         results = await state.producer.enqueue_many(spec.name, jobs)
-    except ValueError as exc:  # arguments the queue's serializer cannot encode
-        raise Problem(422, "invalid_arguments", str(exc), [FieldError(field="args", message=str(exc))]) from None
+    except ValueError as exc:  # arguments the queue's serializer cannot encode, or too deep, or too large
+        field = exc.field if isinstance(exc, UnsafeArguments) else "args"
+        raise Problem(422, "invalid_arguments", str(exc), [FieldError(field=field, message=str(exc))]) from None
     return await existing_states(state.statuses, results)
 
 
