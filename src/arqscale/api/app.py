@@ -65,6 +65,7 @@ log = logging.getLogger("arqscale.api")
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 PING_TIMEOUT = 2.0
+REDIS_TIMEOUT = 1.5  # seconds a data route waits for Redis before answering 503
 _JOB_ID_RE = re.compile(JOB_ID_PATTERN)
 
 
@@ -550,7 +551,8 @@ async def serve(config: Config, *, host: str | None = None, port: int | None = N
     """Serve until SIGTERM or SIGINT, then finish in-flight requests and close Redis."""
     settings = config.settings
     token = settings.api_token.get_secret_value() if settings.api_token is not None else None
-    redis = create_redis(config.redis)
+    # A data route answers 503 within REDIS_TIMEOUT of Redis freezing, not after the freeze (issue 10).
+    redis = create_redis(config.redis, socket_timeout=REDIS_TIMEOUT, socket_connect_timeout=REDIS_TIMEOUT)
     app = create_app(config.queues, redis, max_body_bytes=settings.api_max_body_bytes, token=token)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
