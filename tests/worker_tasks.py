@@ -129,8 +129,11 @@ async def swallow_cancel(ctx: dict[str, Any], seconds: float) -> str:
     try:
         await asyncio.sleep(seconds)
     except asyncio.CancelledError:
-        await ctx["redis"].rpush(f"swallowed:{ctx['job_id']}", json.dumps({"pid": os.getpid(), "at": time.time()}))
-        await asyncio.sleep(seconds)
+        # Ignoring the cancellation is the point of this task: it runs on, saying so every 50 ms.
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            await ctx["redis"].rpush(f"swallowed:{ctx['job_id']}", json.dumps({"pid": os.getpid(), "at": time.time()}))
+            await asyncio.sleep(0.05)
     return "stubborn"
 
 
@@ -143,3 +146,21 @@ async def clean_up_on_cancel(ctx: dict[str, Any], seconds: float) -> str:
         await ctx["redis"].rpush(f"cleaned:{ctx['job_id']}", "1")
         raise
     return "finished"
+
+
+async def echo(ctx: dict[str, Any], *args: Any, **kwargs: Any) -> Any:
+    """Returns its arguments: whatever a producer sent comes back as the job's result."""
+    return {"args": list(args), "kwargs": kwargs}
+
+
+async def nested_result(ctx: dict[str, Any], depth: int, leaf: str = "x") -> Any:
+    """A result nested ``depth`` lists deep (deeper than pydantic's serializer goes, if asked)."""
+    value: Any = leaf
+    for _ in range(depth):
+        value = [value]
+    return value
+
+
+async def fail_with(ctx: dict[str, Any], message: Any, *args: Any, **kwargs: Any) -> None:
+    """Raises with any text at all in its message (and so in the traceback)."""
+    raise ValueError(message)

@@ -216,7 +216,7 @@ def test_cli_over_tls(form: str, mtls_redis: TlsRedisServer, tls_files: TlsFiles
 def test_the_sync_client_speaks_tls_too(mtls_redis: TlsRedisServer, tls_files: TlsFiles) -> None:
     """The worker's loop watchdog reports from a thread with a sync client built from ``client_kwargs``."""
     settings = redis_settings_from_env(_fields_env(mtls_redis, tls_files))
-    client = sync_redis.Redis.from_url(settings.connection_url(), **client_kwargs(settings), socket_timeout=5)
+    client = sync_redis.Redis.from_url(settings.connection_url(), **(client_kwargs(settings) | {"socket_timeout": 5}))
     try:
         assert client.acl_whoami() in (ACL_USER, ACL_USER.encode())
     finally:

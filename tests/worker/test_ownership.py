@@ -16,6 +16,8 @@ from typing import Any
 
 import pytest
 from arq.connections import ArqRedis
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from redis.asyncio import Redis
 
 from arqscale.core import queue_control, scores
@@ -249,6 +251,37 @@ async def test_a_ready_time_before_1970_is_ready_now(redis: Redis) -> None:
     assert (counts.waiting, counts.delayed) == (1, 0)
     assert await state(redis, "old") is JobState.QUEUED
     assert [j.job_id for j in await take(ops(redis, "wa"), "wa.1")] == ["old"]
+
+
+# Every ready time a plain arq producer can write into the normal band: before 1970 (negative scores, down to
+# the band's lower edge), the epoch, any past time; and future ones, as milliseconds ahead of now.
+PAST = st.integers(-scores.BAND // 2, 1_700_000_000_000) | st.sampled_from([-scores.BAND // 2, -1, 0, 1])
+AHEAD = st.integers(60_000, 10 * 365 * 86_400_000)
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=list(HealthCheck))
+@given(ready=st.lists(st.tuples(st.booleans(), PAST, AHEAD), min_size=1, max_size=5))
+async def test_any_ready_time_agrees_across_counts_status_and_pickup(
+    redis: Redis, ready: list[tuple[bool, int, int]]
+) -> None:
+    """Issue 10, point 4: whatever the ready time, the counts, the job's state and a pickup agree."""
+    await redis.flushall()
+    now = scores.now_ms()
+    arq = ArqRedis(redis.connection_pool, job_serializer=json_dumps)
+    due = set()
+    for n, (is_past, past, ahead) in enumerate(ready):
+        job_id = f"j{n}"
+        await arq.enqueue_job("add", 1, 2, _job_id=job_id, _queue_name=SPEC.queue_key, _expires=3600)
+        # The score as plain arq writes it for that ready time (normal band: the ready time itself).
+        await redis.zadd(SPEC.queue_key, {job_id: past if is_past else now + ahead})
+        if is_past:
+            due.add(job_id)
+    counts = (await CountsReader(redis).read({"q": SPEC}))["q"]
+    assert (counts.waiting, counts.delayed) == (len(due), len(ready) - len(due))
+    for n in range(len(ready)):
+        expected = JobState.QUEUED if f"j{n}" in due else JobState.DEFERRED
+        assert await state(redis, f"j{n}") is expected
+    assert {j.job_id for j in await take(ops(redis, "wa"), "wa.1", wanted=len(ready))} == due
 
 
 async def test_an_expired_lease_counts_as_waiting_until_swept(redis: Redis) -> None:

@@ -434,8 +434,10 @@ async def test_retention_trims_completed_and_dead_letter_indexes(redis: Redis) -
     assert await redis.exists("arq:result:bad0", "arq:result:bad1") == 0
     assert serializers.json_loads(await redis.get("arq:result:bad2"))["s"] is False
     assert 0 < await redis.pttl("arq:result:bad2") <= spec.retention.failed_seconds * 1000
-    # Results keep their own TTL from retention.completed_seconds.
-    assert 0 < await redis.pttl("arq:result:ok0") <= spec.retention.completed_seconds * 1000
+    # completed_max bounds the results themselves: a trimmed id's result key went with it (issue 10), the
+    # kept ones keep their own TTL from retention.completed_seconds.
+    assert await redis.exists(*(f"arq:result:ok{i}" for i in range(3))) == 0
+    assert 0 < await redis.pttl("arq:result:ok4") <= spec.retention.completed_seconds * 1000
 
 
 async def test_a_crashed_background_loop_drains_the_worker(redis: Redis, caplog: pytest.LogCaptureFixture) -> None:

@@ -60,12 +60,14 @@ from arqscale.core.job_status import JobStatusReader
 from arqscale.core.live_workers import live_workers
 from arqscale.core.models import JOB_ID_PATTERN, EnqueueResult, JobRequest, JobState, QueueCounts
 from arqscale.core.producer import Producer
+from arqscale.core.safe_data import UnsafeArguments, model_json
 from arqscale.core.spec import QueueSpec
 
 log = logging.getLogger("arqscale.api")
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 PING_TIMEOUT = 2.0
+REDIS_TIMEOUT = 1.5  # seconds a data route waits for Redis before answering 503
 _JOB_ID_RE = re.compile(JOB_ID_PATTERN)
 
 
@@ -99,7 +101,8 @@ STATE = web.AppKey("arqscale_state", State)
 
 
 def _json(model: BaseModel, status: int = 200) -> web.Response:
-    return web.json_response(text=model.model_dump_json(), status=status)
+    # model_json: stored data a hostile producer wrote (a lone surrogate, deep nesting) renders, never a 500.
+    return web.json_response(text=model_json(model), status=status)
 
 
 def _problem(problem: Problem, headers: Mapping[str, str] | None = None) -> web.Response:
@@ -279,8 +282,9 @@ def _check_jobs(spec: QueueSpec, jobs: list[JobRequest], prefix: str) -> None:
 async def _enqueue(state: State, spec: QueueSpec, jobs: list[JobRequest]) -> list[EnqueueResult]:
     try:
         results = await state.producer.enqueue_many(spec.name, jobs)
-    except ValueError as exc:  # arguments the queue's serializer cannot encode
-        raise Problem(422, "invalid_arguments", str(exc), [FieldError(field="args", message=str(exc))]) from None
+    except ValueError as exc:  # arguments the queue's serializer cannot encode, or too deep, or too large
+        field = exc.field if isinstance(exc, UnsafeArguments) else "args"
+        raise Problem(422, "invalid_arguments", str(exc), [FieldError(field=field, message=str(exc))]) from None
     return await existing_states(state.statuses, results)
 
 
@@ -565,7 +569,8 @@ async def serve(config: Config, *, host: str | None = None, port: int | None = N
     """Serve until SIGTERM or SIGINT, then finish in-flight requests and close Redis."""
     settings = config.settings
     token = settings.api_token.get_secret_value() if settings.api_token is not None else None
-    redis = create_redis(config.redis)
+    # A data route answers 503 within REDIS_TIMEOUT of Redis freezing, not after the freeze (issue 10).
+    redis = create_redis(config.redis, socket_timeout=REDIS_TIMEOUT, socket_connect_timeout=REDIS_TIMEOUT)
     app = create_app(config.queues, redis, max_body_bytes=settings.api_max_body_bytes, token=token)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()

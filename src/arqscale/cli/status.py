@@ -20,6 +20,7 @@ from arqscale.core.job_listing import DEFAULT_LIMIT, MAX_LIMIT, MAX_OFFSET, JobL
 from arqscale.core.job_status import JobStatusReader
 from arqscale.core.live_workers import live_workers
 from arqscale.core.models import JobState, JobStatus
+from arqscale.core.safe_data import model_json, safe_copy
 
 HELP = "show counts per queue, a queue's jobs by state, or one job's status"
 
@@ -48,6 +49,7 @@ def _when(seconds: float | None) -> str:
 
 
 def format_job(status: JobStatus) -> str:
+    status = safe_copy(status)  # stored data may hold text a terminal cannot encode, or deep nesting
     lines = [f"job        {status.job_id}", f"state      {status.state}"]
     if status.queue is not None:
         lines.append(f"queue      {status.queue}")
@@ -128,7 +130,7 @@ async def _run(args: argparse.Namespace, config: Config, redis: Redis) -> int:
         return await _list(args, config, redis)
     if args.job_id is not None:
         status = await JobStatusReader(redis, config.queues).read(args.job_id)
-        print(status.model_dump_json() if args.json else format_job(status))
+        print(model_json(status) if args.json else format_job(status))
         return 1 if status.state is JobState.NOT_FOUND else 0
     # Every queue, BullMQ ones included (counted from BullMQ's own keys), in the configured order.
     counts = await CountsReader(redis).read(config.queues)

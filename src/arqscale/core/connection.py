@@ -10,8 +10,13 @@ from arqscale.core.settings import RedisSettings
 
 
 def client_kwargs(settings: RedisSettings) -> dict[str, Any]:
-    """Extra keyword arguments for ``Redis.from_url`` (TLS files, timeouts)."""
-    kwargs: dict[str, Any] = {"socket_connect_timeout": 5, "health_check_interval": 30}
+    """Extra keyword arguments for ``Redis.from_url`` (TLS files, timeouts).
+
+    Every client has a socket timeout as well as a connect timeout: a Redis that is frozen or cut off by a
+    partition accepts the connection (or already has it) and then never answers, and without one a call
+    waits for as long as the freeze lasts. Processes that must answer faster pass a shorter one (the API).
+    """
+    kwargs: dict[str, Any] = {"socket_connect_timeout": 5, "socket_timeout": 5, "health_check_interval": 30}
     if settings.uses_tls:
         # redis-py's asyncio client takes the names, not ``ssl.VerifyMode``: given ``ssl.CERT_REQUIRED`` it
         # silently leaves its context half-built and every TLS connection fails (tests/system/test_redis_tls.py).

@@ -32,6 +32,7 @@ from arqscale.core import keys, scores
 from arqscale.core.keys import QueueKeys
 from arqscale.core.models import DeadJob
 from arqscale.core.producer import PAYLOAD_TTL_MS
+from arqscale.core.safe_data import safe_copy
 from arqscale.core.spec import QueueSpec
 
 # KEYS: dlq, dlq index, job, queue, retry, error, result, in-progress, progress
@@ -144,7 +145,9 @@ class DeadLetters:
 
     def _parse(self, job_id: str, raw: bytes) -> DeadJob:
         try:
-            return DeadJob.model_validate_json(raw)
+            # safe_copy: an entry written before the worker escaped and capped what it stores may hold text
+            # that is not Unicode or values nested too deep to show; every reader gets a showable copy.
+            return safe_copy(DeadJob.model_validate_json(raw))
         except ValidationError:
             # A damaged entry is still listed (and can be purged) rather than hidden.
             return DeadJob(

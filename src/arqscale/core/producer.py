@@ -19,6 +19,7 @@ from arqscale.core.cancellation import CancelOutcome
 from arqscale.core.job_status import JobStatusReader
 from arqscale.core.lua import NOW_LUA, LuaScript, run_scripts
 from arqscale.core.models import EnqueueResult, JobRequest, JobState
+from arqscale.core.safe_data import MAX_PAYLOAD_BYTES, UnsafeArguments, check_arguments, check_payload_size
 from arqscale.core.spec import QueueSpec, arq_queue
 
 # How long a job payload outlives its scheduled time. arq uses one day and then drops the job; a
@@ -51,9 +52,13 @@ class UnknownFunctionError(ValueError):
 class Producer:
     """Enqueues jobs onto the queues it knows. Cheap to create; share one per process."""
 
-    def __init__(self, redis: Redis, specs: Mapping[str, QueueSpec]) -> None:
+    def __init__(
+        self, redis: Redis, specs: Mapping[str, QueueSpec], *, max_payload_bytes: int = MAX_PAYLOAD_BYTES
+    ) -> None:
         self.redis = redis
         self.specs = dict(specs)
+        # Every enqueue path (API, CLI, Python) comes through here, so the limit holds for all of them.
+        self.max_payload_bytes = max_payload_bytes
 
     def spec(self, queue: str) -> QueueSpec:
         return arq_queue(self.specs, queue)
@@ -92,9 +97,18 @@ class Producer:
             priority = scores.check_priority(req.priority, spec)
             job_id = req.job_id or uuid.uuid4().hex
             try:
+                # Refused here rather than accepted and left to break a worker or a reader later.
+                check_arguments(req.args, req.kwargs)
+            except UnsafeArguments as exc:
+                raise UnsafeArguments(exc.field, exc.reason, job_id) from None
+            try:
                 payload = serialize_job(req.function, tuple(req.args), req.kwargs, None, now_ms, serializer=dumps)
             except Exception as exc:  # arq wraps the serializer's error; name the job and the cause
                 raise ValueError(f"job {job_id}: arguments cannot be serialized: {exc.__cause__ or exc}") from None
+            try:
+                check_payload_size(payload, self.max_payload_bytes)
+            except UnsafeArguments as exc:
+                raise UnsafeArguments(exc.field, exc.reason, job_id) from None
             delay_ms = int((req.defer_seconds or 0) * 1000)
             ttl = delay_ms + PAYLOAD_TTL_MS
             state = JobState.DEFERRED if delay_ms > 0 else JobState.QUEUED

@@ -19,7 +19,8 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 class RedisSettings(BaseSettings):
     """Where Redis is and how to authenticate. ``REDIS_URL`` wins over the host/port fields."""
 
-    model_config = SettingsConfigDict(env_prefix="REDIS_", extra="ignore")
+    # hide_input_in_errors: a refused REDIS_URL is the secret itself; str(ValidationError) must not echo it.
+    model_config = SettingsConfigDict(env_prefix="REDIS_", extra="ignore", hide_input_in_errors=True)
 
     url: SecretStr | None = Field(default=None, description="redis:// or rediss:// URL; may carry the password")
     host: str = "localhost"
@@ -46,7 +47,15 @@ class RedisSettings(BaseSettings):
         # Catch a malformed URL at start-up, with a message that never repeats the URL (it holds the password).
         if value is None:
             return value
-        parts = urlsplit(value.get_secret_value())
+        url = value.get_secret_value()
+        parts = urlsplit(url)
+        if "@" in url[len(parts.scheme) + 3 + len(parts.netloc) :]:
+            # An '@' after the host part: a password with an unencoded '@' followed by '/', '?' or '#' ends the
+            # host part early, and the rest of the password would be read as a path or fragment (and logged).
+            raise ValueError(
+                "REDIS_URL cannot be read unambiguously: percent-encode the user name and password "
+                "(urllib.parse.quote(password, safe='')), e.g. '@' as %40, '/' as %2F, '#' as %23"
+            )
         if parts.scheme not in {"redis", "rediss", "unix"}:
             raise ValueError(
                 f"REDIS_URL must start with redis://, rediss:// or unix://, not {parts.scheme or '(none)'}://"

@@ -490,7 +490,9 @@ class Worker:
             elif isinstance(exc, asyncio.CancelledError) and self._cutting:
                 record = self._back(job)
             else:
-                record = self._dead(job, None, f"worker error: {type(exc).__name__}: {exc}", traceback.format_exc())
+                error = f"worker error: {type(exc).__name__}: {outcomes.describe(exc)}"
+                record = self._dead(job, None, error, traceback.format_exc())
+        record = self._storable(job, record)
         if job.job_id in self._abandoned:
             return
         if job.job_id in self._cancelling and record.kind in ("ok", "retry", "dead", "back"):
@@ -502,6 +504,19 @@ class Worker:
         self._finished.append(dataclasses.replace(record, token=held.token, done_at=time.monotonic()))
         self._forget(job.job_id)
         self._tick.set()
+
+    def _storable(self, job: Picked, record: Finish) -> Finish:
+        """``record``, or when Redis could not be sent it (text UTF-8 cannot encode), a plain dead record:
+        checked here, per job, so one bad record never stalls the batch it would travel in."""
+        try:
+            record.wire()
+        except Exception as exc:
+            logger.error(
+                "job %s: outcome %s cannot be stored (%s), the job is dead-lettered", job.job_id, record.kind, exc
+            )
+            self.metrics.by_outcome["dead"].inc()
+            return outcomes.unstorable(self.spec, job, record, exc, _ms())
+        return record
 
     async def _attempt(self, job: Picked) -> Finish:
         if job.aborted:
@@ -573,7 +588,7 @@ class Worker:
             return self._failed(job, decoded, job_try, error, tb, exc=exc, start_ms=start_ms)
         except Exception as exc:
             self.metrics.duration_q.observe(time.perf_counter() - t0)
-            error, tb = f"{type(exc).__name__}: {exc}", traceback.format_exc()
+            error, tb = f"{type(exc).__name__}: {outcomes.describe(exc)}", traceback.format_exc()
             return self._failed(job, decoded, job_try, error, tb, exc=exc, start_ms=start_ms)
         self.metrics.duration_q.observe(time.perf_counter() - t0)
         self.metrics.by_outcome["complete"].inc()

@@ -20,6 +20,7 @@ from arq.worker import JobExecutionFailed
 from arqscale.core import cancellation, scores, serializers
 from arqscale.core.models import DeadJob
 from arqscale.core.pickle_peek import looks_pickled
+from arqscale.core.safe_data import ERROR_CHARS, PREVIEW_BYTES, TRACEBACK_CHARS, clipped, preview
 from arqscale.core.spec import QueueSpec
 from arqscale.worker.pickup import Finish, Picked
 
@@ -33,6 +34,14 @@ class Decoded:
     kwargs: dict[str, Any]
     enqueue_try: int | None
     enqueue_ms: int
+
+
+def describe(exc: BaseException) -> str:
+    """``str(exc)``, which runs the task's own code: it may raise, or return text that is not Unicode."""
+    try:
+        return str(exc)
+    except Exception as failed:
+        return f"<str() of the exception failed: {type(failed).__name__}>"
 
 
 def error_text(raw: bytes | None) -> str:
@@ -60,6 +69,8 @@ def retry(
     band by Redis' clock; ``now_ms`` (this worker's clock) only dates the error for people reading it."""
     if defer_ms is None:
         defer_ms = int(scores.backoff_seconds(spec.backoff, job_try, rand) * 1000)
+    # Capped and escaped like a dead-letter entry's: the error text comes from the task (any str at all).
+    error, tb = clipped(error, ERROR_CHARS), clipped(tb, TRACEBACK_CHARS) if tb is not None else None
     last_error = json.dumps({"error": error, "attempt": job_try, "at": now_ms / 1000, "traceback": tb})
     return Finish("retry", job.job_id, max(defer_ms, 0), last_error, token=job.token), defer_ms
 
@@ -80,12 +91,16 @@ def dead(
     the failed result arq's ``Job.result()`` reads (``b``, see ``failed_result``)."""
     priority, _ = scores.split_score(job.score, spec)
     tries = job.job_try if attempts is None else attempts
+    # Every text and value below may come from a hostile producer or task: each is made encodable and
+    # bounded (``safe_data``), so the record always reaches Redis and the slot is freed. The arguments are
+    # kept as a preview only: ``payload_b64`` holds the job itself, once, for requeue.
+    error, tb = clipped(error, ERROR_CHARS), clipped(tb, TRACEBACK_CHARS) if tb is not None else None
     entry = DeadJob(
         job_id=job.job_id,
         queue=spec.name,
-        function=decoded.function if decoded else None,
-        args=readable(spec, decoded.args) if decoded else None,
-        kwargs=readable(spec, decoded.kwargs) if decoded else None,
+        function=clipped(decoded.function, 200) if decoded else None,
+        args=preview(readable(spec, decoded.args)) if decoded else None,
+        kwargs=preview(readable(spec, decoded.kwargs)) if decoded else None,
         attempts=tries,
         error=error,
         traceback=tb,
@@ -94,10 +109,23 @@ def dead(
         priority=priority,
         payload_b64=base64.b64encode(job.payload).decode() if job.payload is not None else None,
     )
+    try:
+        a = entry.model_dump_json()
+    except Exception as dump_error:  # not expected after the above; still, a plain entry beats a jammed slot
+        note = f"; the entry's details could not be stored ({type(dump_error).__name__})"
+        plain = {"args": None, "kwargs": None, "traceback": None, "error": error + note}
+        a = entry.model_copy(update=plain).model_dump_json()
     result = failed_result(
         spec, job.job_id, decoded, tries, error, exc, now_ms if start_ms is None else start_ms, now_ms, job.payload
     )
-    return Finish("dead", job.job_id, entry.model_dump_json(), result, token=job.token)
+    return Finish("dead", job.job_id, a, result, token=job.token)
+
+
+def unstorable(spec: QueueSpec, job: Picked, record: Finish, exc: Exception, now_ms: int) -> Finish:
+    """The dead record that replaces a ``record`` whose fields cannot be sent to Redis: the job ends dead
+    with a plain error instead of jamming its slot (the record is never lost, and never retried as is)."""
+    error = f"the outcome of this try ({record.kind}) could not be stored: {type(exc).__name__}: {exc}"
+    return dead(spec, job, None, error, None, now_ms)
 
 
 def failed_result(
@@ -129,6 +157,8 @@ def failed_result(
     if serializer == "json" and decoded is None and payload is not None and looks_pickled(payload):
         serializer = "pickle"
     value: Any = error
+    # arq's failed result repeats the arguments; a large payload is already stored once, keep it once.
+    small = payload is None or len(payload) <= PREVIEW_BYTES
     if serializer == "pickle":
         value = JobExecutionFailed(error)
         if isinstance(exc, Exception) and _round_trips(exc):
@@ -136,8 +166,8 @@ def failed_result(
     data = {
         "t": job_try,
         "f": decoded.function if decoded else "<unknown>",
-        "a": decoded.args if decoded else (),
-        "k": decoded.kwargs if decoded else {},
+        "a": decoded.args if decoded and small else (),
+        "k": decoded.kwargs if decoded and small else {},
         "et": decoded.enqueue_ms if decoded else 0,
         "s": False,
         "r": value,

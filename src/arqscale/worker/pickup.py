@@ -226,6 +226,8 @@ for i = 6, #ARGV, 5 do
   elseif kind == 'dead' then
     redis.call('HSET', KEYS[4], id, a)
     redis.call('ZADD', KEYS[5], now, id)
+    -- The id's result key is the failed result now: a later trim of `completed` must not delete it.
+    redis.call('ZREM', KEYS[3], id)
     if b ~= '' then redis.call('SET', '@RESULT@' .. id, b, 'PX', ARGV[3]) end
     redis.call('DEL', '@JOB@' .. id, '@IP@' .. id, '@RETRY@' .. id, '@ERR@' .. id)
     redis.call('ZREM', KEYS[1], id)
@@ -252,8 +254,18 @@ for i = 6, #ARGV, 5 do
   end
 end
 if n_ok > 0 then
-  redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', '(' .. (now - tonumber(ARGV[1])))
-  redis.call('ZREMRANGEBYRANK', KEYS[3], 0, -(tonumber(ARGV[2]) + 1))
+  -- An id trimmed from `completed` takes its result key with it, so completed_max bounds the stored results
+  -- themselves, not only the index (at most 1,000 per call: each success adds one, so it keeps up).
+  local old = redis.call('ZRANGEBYSCORE', KEYS[3], '-inf', '(' .. (now - tonumber(ARGV[1])), 'LIMIT', 0, 1000)
+  local over = redis.call('ZCARD', KEYS[3]) - #old - tonumber(ARGV[2])
+  if over > 0 then
+    local extra = redis.call('ZRANGE', KEYS[3], #old, #old + math.min(over, 1000) - 1)
+    for _, id in ipairs(extra) do old[#old+1] = id end
+  end
+  if #old > 0 then
+    redis.call('ZREM', KEYS[3], unpack(old))
+    for _, id in ipairs(old) do redis.call('DEL', '@RESULT@' .. id) end
+  end
 end
 if n_dead > 0 then
   local old = redis.call('ZRANGEBYSCORE', KEYS[5], '-inf', '(' .. (now - tonumber(ARGV[3])), 'LIMIT', 0, 1000)
@@ -340,7 +352,15 @@ class Finish:
         if self.kind == "ok":
             # Each job's own finish time (Redis' clock minus how long the record waited), not the batch's.
             b = max(round((time.monotonic() - self.done_at) * 1000), 0) if self.done_at else 0
-        return [self.kind, self.job_id, self.token, self.a, b]
+        # Ids come from Redis decoded with surrogateescape (any bytes): send back the same bytes. The data
+        # fields must be valid UTF-8; the worker checks that when it builds the record (``Worker._storable``).
+        a = self.a.encode() if isinstance(self.a, str) else self.a
+        b = b.encode() if isinstance(b, str) else b
+        return [self.kind, _raw(self.job_id), _raw(self.token), a, b]
+
+
+def _raw(text: str) -> bytes:
+    return text.encode("utf-8", "surrogateescape")
 
 
 @dataclass(frozen=True, slots=True)

@@ -70,7 +70,7 @@ async def serve(
     redis = create_redis(config.redis, socket_timeout=REDIS_SOCKET_TIMEOUT)
     # The loop watchdog reports a blocked loop from its own thread, so it needs a client of its own.
     reporter = sync_redis.Redis.from_url(
-        config.redis.connection_url(), **client_kwargs(config.redis), socket_timeout=REDIS_SOCKET_TIMEOUT
+        config.redis.connection_url(), **(client_kwargs(config.redis) | {"socket_timeout": REDIS_SOCKET_TIMEOUT})
     )
     metrics = WorkerMetrics(spec.name, spec.concurrency)
     health = Health(redis_unreachable_seconds=config.settings.redis_unreachable_seconds)
