@@ -22,6 +22,7 @@ COMMANDS: dict[str, str] = {
     "status": "arqscale.cli.status",
     "dlq": "arqscale.cli.dlq",
     "queue": "arqscale.cli.queue",
+    "schedule": "arqscale.cli.schedule",
     "demo": "arqscale.cli.demo",
     "schema": "arqscale.cli.schema",
 }
