@@ -118,7 +118,7 @@ def test_a_cron_that_never_matches_again_has_no_next_tick() -> None:
         ({"function": "f", "cron": "* * * * *", "timezone": "../etc/passwd"}, "unknown time zone"),
         ({"function": "f", "cron": "* * * * *", "timezone": "America"}, "unknown time zone"),
         ({"function": "f", "every": 5, "timezone": "Europe/Berlin"}, "timezone applies to cron only"),
-        ({"function": "f", "every": 0}, "greater than or equal to 0.001"),
+        ({"function": "f", "every": 0}, "greater than or equal to 0.1"),
         ({"function": "f", "every": 5, "grace": 0}, "greater than or equal to 1"),
         ({"function": "f", "every": 5, "missed": "catch_up"}, "'skip' or 'run_once'"),
         ({"function": "f", "every": 5, "jiter": 1}, "Extra inputs are not permitted"),

@@ -46,7 +46,7 @@ class ScheduleFields(BaseModel):
     )
     every: float | None = Field(
         default=None,
-        ge=0.001,
+        ge=0.1,  # a finer "schedule" is a job generator: one script call per tick on every worker
         le=MAX_EVERY_SECONDS,
         description="fixed interval in seconds instead of cron (ticks at multiples of it since the epoch)",
     )

@@ -355,10 +355,12 @@ class ScheduleStore:
 
     async def remove(self, name: str) -> bool:
         """Delete a runtime schedule (its definition, next tick, pause and last job). False when unknown."""
+        if name in self._declared:
+            raise DeclaredScheduleError(self.spec.name, name, "remove")
         _, old, _ = await self._read(name)
         if old is None:
             return False
-        if name in self._declared or decode(name, old).origin == "spec":
+        if decode(name, old).origin == "spec":  # declared by the workers' queues file, not this process's
             raise DeclaredScheduleError(self.spec.name, name, "remove")
         return await self._remove(name, old)
 
