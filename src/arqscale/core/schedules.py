@@ -31,7 +31,7 @@ from pydantic import BaseModel, Field, ValidationError
 from redis.asyncio import Redis
 
 from arqscale.core import keys, scores, serializers
-from arqscale.core.lua import NOW_LUA, LuaScript, run_scripts
+from arqscale.core.lua import NOW_LUA, Call, LuaScript, run_scripts
 from arqscale.core.producer import PAYLOAD_TTL_MS, UnknownFunctionError
 from arqscale.core.schedule_spec import Decision, Schedule, ScheduleFields, decide, first_tick_after, job_id
 from arqscale.core.spec import QueueSpec, arq_queue
@@ -125,6 +125,9 @@ READ = LuaScript(
 return {now, redis.call('HGET', KEYS[1], ARGV[1]), redis.call('SISMEMBER', KEYS[2], ARGV[1])}
 """
 )
+
+# KEYS: defs. Returns {now, HGETALL defs}.
+READ_ALL = LuaScript(NOW_LUA + "return {now, redis.call('HGETALL', KEYS[1])}")
 
 # KEYS: defs, next, paused. ARGV: name, expected definition ('' = none), new definition, next tick ('' = none).
 # Compare-and-set: 0 when the definition changed since it was read (the caller reads again). A paused
@@ -394,18 +397,30 @@ class ScheduleStore:
     async def sync_declared(self) -> list[str]:
         """Write the spec's ``schedules:`` into Redis and drop declared ones the spec no longer has (runtime
         ones stay). Every worker does this at start-up; unchanged definitions keep their next tick, so
-        restarts and extra replicas change nothing. Returns the names written or removed."""
-        changed = []
+        restarts and extra replicas change nothing. One read and one pipelined write for all of them (a
+        thousand declarations sync in two round trips). Returns the names written or removed."""
+        [(now, flat)] = await run_scripts(self.redis, [(READ_ALL, [self.keys.defs], [])])
+        stored = {_text(flat[i]): _text(flat[i + 1]) for i in range(0, len(flat), 2)}
+        writes: list[tuple[Schedule, Call]] = []
         for schedule in self.spec.declared_schedules():
-            if await self.put(schedule, origin="spec") != "unchanged":
+            old, new = stored.get(schedule.name), encode(schedule, "spec")
+            if old != new:
+                tick = _tick_arg(first_tick_after(schedule, int(now)))
+                args = [schedule.name, old or "", new, tick]
+                writes.append((schedule, (PUT, [self.keys.defs, self.keys.next, self.keys.paused], args)))
+        removals = [
+            (name, raw)
+            for name, raw in stored.items()
+            if name not in self._declared and decode(name, raw).origin == "spec"
+        ]
+        calls = [call for _, call in writes] + [(REMOVE, self.keys.all(), [name, raw]) for name, raw in removals]
+        results = await run_scripts(self.redis, calls) if calls else []
+        changed = []
+        for (schedule, _), ok in zip(writes, results, strict=False):
+            # Lost a race (another replica synced the same spec, or someone changed it meanwhile): the slow path.
+            if ok or await self.put(schedule, origin="spec") != "unchanged":
                 changed.append(schedule.name)
-        stored: dict[bytes, bytes] = await self.redis.hgetall(self.keys.defs)  # type: ignore[misc]
-        for raw_name, raw in stored.items():
-            name = _text(raw_name)
-            if name in self._declared or decode(name, raw).origin != "spec":
-                continue
-            if await self._remove(name, _text(raw)):
-                changed.append(name)
+        changed += [name for (name, _), ok in zip(removals, results[len(writes) :], strict=True) if ok]
         return changed
 
     async def due(self, limit: int) -> tuple[int, list[tuple[str, int, str | None]], int | None]:
