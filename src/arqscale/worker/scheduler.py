@@ -48,6 +48,10 @@ class Scheduler:
             except (RedisError, OSError) as exc:
                 logger.debug("schedules: redis unavailable (%s); trying again", exc)
                 wait = REDIS_RETRY_SECONDS
+            except Exception:
+                # A bug here must not take the worker down (its jobs would drain): log it, look again later.
+                logger.exception("queue %s: schedules: unexpected error; trying again", self.spec.name)
+                wait = self.poll_seconds
             await asyncio.sleep(wait)
 
     async def _sync(self) -> None:
