@@ -3,6 +3,8 @@
 from arqscale.core.connection import create_redis
 from arqscale.core.models import EnqueueResult, JobRequest, JobState, JobStatus, QueueCounts
 from arqscale.core.producer import Producer, UnknownFunctionError
+from arqscale.core.schedule_spec import Schedule, from_arq_cron
+from arqscale.core.schedules import Schedules, ScheduleView
 from arqscale.core.settings import ArqscaleSettings, RedisSettings
 from arqscale.core.spec import QueueConfigError, QueueSpec, UnknownQueueError, demo_queues, load_queues, parse_queues
 
@@ -19,11 +21,15 @@ __all__ = [
     "QueueCounts",
     "QueueSpec",
     "RedisSettings",
+    "Schedule",
+    "ScheduleView",
+    "Schedules",
     "UnknownFunctionError",
     "UnknownQueueError",
     "__version__",
     "create_redis",
     "demo_queues",
+    "from_arq_cron",
     "load_queues",
     "parse_queues",
 ]

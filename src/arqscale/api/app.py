@@ -560,8 +560,12 @@ def create_app(
         token=token.encode() if token else None,
         document=build_document(max_body_bytes),
     )
+    # The schedule routes live in their own module, which imports this one: loaded here, once it is complete.
+    from arqscale.api.schedule_routes import HANDLERS as SCHEDULE_HANDLERS
+
+    handlers = {**HANDLERS, **SCHEDULE_HANDLERS}
     for op in OPERATIONS:
-        app.router.add_route(op.method, op.path, HANDLERS[op.operation_id], name=op.operation_id)
+        app.router.add_route(op.method, op.path, handlers[op.operation_id], name=op.operation_id)
     return app
 
 

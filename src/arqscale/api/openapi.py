@@ -15,6 +15,8 @@ from pydantic.json_schema import models_json_schema
 from arqscale import __version__
 from arqscale.core.job_listing import DEFAULT_LIMIT, MAX_LIMIT, MAX_OFFSET, JobList, ListState
 from arqscale.core.models import JOB_ID_PATTERN, DeadJob, EnqueueResult, JobRequest, JobState, JobStatus
+from arqscale.core.schedule_spec import SCHEDULE_NAME_RE, ScheduleFields
+from arqscale.core.schedules import ScheduleChange, ScheduleList, ScheduleView
 from arqscale.core.spec import QUEUE_NAME_RE
 
 MAX_BATCH_JOBS = 1000
@@ -139,12 +141,13 @@ class Param:
 
 QUEUE = Param("queue", "path", {"type": "string", "pattern": QUEUE_NAME_RE.pattern}, "queue name")
 JOB_ID = Param("job_id", "path", {"type": "string", "pattern": JOB_ID_PATTERN}, "job id")
+SCHEDULE = Param("name", "path", {"type": "string", "pattern": SCHEDULE_NAME_RE.pattern}, "schedule name")
 
 
 @dataclass(frozen=True)
 class Operation:
     operation_id: str
-    method: Literal["GET", "POST", "DELETE"]
+    method: Literal["GET", "POST", "PUT", "DELETE"]
     path: str
     summary: str
     responses: dict[int, type[BaseModel]]
@@ -212,11 +215,31 @@ OPERATIONS: tuple[Operation, ...] = (
     Operation("requeue_dead_letter", "POST", "/v1/queues/{queue}/dead-letters/{job_id}/requeue",
               "Requeue one entry under the same id; 409 when a live job holds that id",
               {202: RequeueResponse, 409: ApiError, **_ERR_READ}, params=(QUEUE, JOB_ID)),
+    Operation("list_schedules", "GET", "/v1/queues/{queue}/schedules",
+              "The queue's schedules (declared in the queues file or created at run time), each with its next run "
+              "time and last job", {200: ScheduleList, **_ERR_READ}, params=(QUEUE,)),
+    Operation("get_schedule", "GET", "/v1/queues/{queue}/schedules/{name}", "One schedule",
+              {200: ScheduleView, **_ERR_READ}, params=(QUEUE, SCHEDULE)),
+    Operation("put_schedule", "PUT", "/v1/queues/{queue}/schedules/{name}",
+              "Create (201) or replace (200) a runtime schedule; a changed one starts at its first tick after now; "
+              "409 for one the queues file declares",
+              {200: ScheduleView, 201: ScheduleView, 409: ApiError, **_ERR_ANY}, body=ScheduleFields,
+              params=(QUEUE, SCHEDULE)),
+    Operation("delete_schedule", "DELETE", "/v1/queues/{queue}/schedules/{name}",
+              "Remove a runtime schedule (jobs it enqueued stay); 409 for one the queues file declares",
+              {200: ScheduleChange, 409: ApiError, **_ERR_READ}, params=(QUEUE, SCHEDULE)),
+    Operation("pause_schedule", "POST", "/v1/queues/{queue}/schedules/{name}/pause",
+              "Stop a schedule's ticks (declared ones too; kept across worker restarts)",
+              {200: ScheduleChange, **_ERR_READ}, params=(QUEUE, SCHEDULE)),
+    Operation("resume_schedule", "POST", "/v1/queues/{queue}/schedules/{name}/resume",
+              "Tick again from the first tick after now (ticks passed while paused do not run)",
+              {200: ScheduleChange, 409: ApiError, **_ERR_READ}, params=(QUEUE, SCHEDULE)),
     Operation("openapi", "GET", "/openapi.json", "This document", {}, open=True),
 )  # fmt: skip
 
 _DESCRIPTIONS = {
     200: "OK",
+    201: "Created",
     202: "Accepted",
     400: "Invalid JSON",
     401: "Missing or wrong bearer token",
@@ -283,7 +306,8 @@ def build_document(max_body_bytes: int) -> dict[str, Any]:
         "info": {
             "title": "arqscale API",
             "version": __version__,
-            "description": "Enqueue arq jobs, read their status, list and watch queues, manage dead letters. When "
+            "description": "Enqueue arq jobs, read their status, list and watch queues, manage dead letters and "
+            "schedules. When "
             "ARQSCALE_API_TOKEN is set, /v1 routes need `Authorization: Bearer <token>`.",
         },
         "paths": paths,

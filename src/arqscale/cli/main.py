@@ -23,6 +23,7 @@ COMMANDS: dict[str, str] = {
     "cancel": "arqscale.cli.cancel",
     "dlq": "arqscale.cli.dlq",
     "queue": "arqscale.cli.queue",
+    "schedule": "arqscale.cli.schedule",
     "demo": "arqscale.cli.demo",
     "schema": "arqscale.cli.schema",
 }

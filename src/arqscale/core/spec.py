@@ -21,6 +21,8 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from arqscale.core.schedule_spec import SCHEDULE_NAME_RE, Schedule, ScheduleFields
+
 QUEUE_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,62}$")
 FUNCTION_PATH_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)+$")
 
@@ -112,6 +114,10 @@ class QueueSpec(_Model):
     drain_timeout: Seconds | None = Field(default=None, description="SIGTERM grace for running jobs; >= job_timeout")
     lease_seconds: Seconds = Field(default=10.0, description="heartbeat lease: a dead worker's jobs rerun after this")
     poll_interval: Seconds = Field(default=0.5, description="fallback poll for jobs from plain arq producers")
+    schedules: dict[Annotated[str, Field(pattern=SCHEDULE_NAME_RE.pattern)], ScheduleFields] = Field(
+        default_factory=dict,
+        description="jobs enqueued on a cron expression or an interval by this queue's workers, keyed by name",
+    )
 
     @model_validator(mode="after")
     def _consistent(self) -> QueueSpec:
@@ -130,7 +136,26 @@ class QueueSpec(_Model):
                 f"drain_timeout ({self.drain_timeout}) must be at least job_timeout ({self.job_timeout}), "
                 "or a draining worker would cut running jobs short"
             )
+        self._check_schedules()
         return self
+
+    def _check_schedules(self) -> None:
+        for name, schedule in self.schedules.items():
+            if self.backend != "arq":
+                raise ValueError(f"schedules.{name}: only arq queues run schedules")
+            known = schedule.function in self.functions or schedule.function in self.function_names
+            if not known:
+                raise ValueError(
+                    f"schedules.{name}.function: {schedule.function!r} is not one of this queue's functions "
+                    f"({', '.join(sorted(self.function_names))})"
+                )
+        if self.schedules and self.autoscaling.enabled and self.autoscaling.min_replicas == 0:
+            # The queue's workers are what fires the schedules: with none running, no tick would run.
+            raise ValueError("schedules: a queue with schedules needs autoscaling.min_replicas of at least 1")
+
+    def declared_schedules(self) -> list[Schedule]:
+        """The ``schedules:`` of this spec, each with its name."""
+        return [Schedule(name=name, **fields.model_dump()) for name, fields in self.schedules.items()]
 
     @property
     def queue_key(self) -> str:

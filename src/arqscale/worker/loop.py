@@ -52,6 +52,7 @@ from arqscale.worker.metrics import WorkerMetrics
 from arqscale.worker.outcomes import Decoded
 from arqscale.worker.pickup import RETRY_TTL_MS, Finish, Picked, PickupResult, QueueOps
 from arqscale.worker.probes import Health
+from arqscale.worker.scheduler import Scheduler
 from arqscale.worker.watchdog import LoopWatchdog
 
 logger = logging.getLogger("arqscale.worker")
@@ -153,6 +154,7 @@ class Worker:
         self._redis_turn = asyncio.Lock()
         self._hold_until = 0.0  # monotonic: paused or rate window used up, wake-ups before this are pointless
         self._renew_now = asyncio.Event()  # Redis is back: renew leases at once, not at the next interval
+        self.scheduler = Scheduler(spec, redis)  # the queue's schedules: every worker fires due ticks (one wins each)
 
     # ----------------------------------------------------------------- life cycle
 
@@ -164,6 +166,7 @@ class Worker:
             asyncio.create_task(self._wake_listener(), name="wake"),
             asyncio.create_task(self._pulse(), name="pulse"),
             asyncio.create_task(self._abort_watch(), name="cancel"),
+            asyncio.create_task(self.scheduler.run(), name="scheduler"),
         ]
         for task in background:
             task.add_done_callback(self._background_ended)
