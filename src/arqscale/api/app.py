@@ -17,6 +17,7 @@ import math
 import re
 import signal
 import time
+import urllib.parse
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -58,7 +59,7 @@ from arqscale.core.job_listing import DEFAULT_LIMIT as DEFAULT_JOB_PAGE
 from arqscale.core.job_listing import MAX_LIMIT, MAX_OFFSET, JobLister, ListState
 from arqscale.core.job_status import JobStatusReader
 from arqscale.core.live_workers import live_workers
-from arqscale.core.models import JOB_ID_PATTERN, EnqueueResult, JobRequest, JobState, QueueCounts
+from arqscale.core.models import EnqueueResult, JobRequest, JobState, QueueCounts
 from arqscale.core.producer import Producer
 from arqscale.core.safe_data import UnsafeArguments, model_json
 from arqscale.core.spec import QueueSpec
@@ -68,7 +69,6 @@ log = logging.getLogger("arqscale.api")
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 PING_TIMEOUT = 2.0
 REDIS_TIMEOUT = 1.5  # seconds a data route waits for Redis before answering 503
-_JOB_ID_RE = re.compile(JOB_ID_PATTERN)
 
 
 class Problem(Exception):
@@ -212,13 +212,26 @@ def _spec(request: web.Request) -> QueueSpec:
 
 
 def _job_id(request: web.Request) -> str:
-    job_id = request.match_info["job_id"]
-    if not _JOB_ID_RE.match(job_id):
+    """The id in the path, percent-decoded from the raw segment: any id plain arq accepts (issue 10).
+
+    A plain arq producer may use any text as an id: spaces, newlines, ``/``, ``%``, markup, non-ASCII.
+    Clients send it as one percent-encoded segment (``encodeURIComponent``, ``quote(id, safe="")``).
+    The raw segment is decoded here, strictly as UTF-8, rather than trusting ``match_info``: aiohttp
+    leaves a ``%FF`` that is not UTF-8 as the literal text ``%FF``, which would silently name another id.
+    """
+    canonical = request.match_info.route.resource.canonical if request.match_info.route.resource else ""
+    index = canonical.split("/").index("{job_id}")
+    segment = request.rel_url.raw_path.split("/")[index]
+    try:
+        job_id = urllib.parse.unquote(segment, errors="strict")
+    except UnicodeDecodeError:
+        job_id = ""
+    if not job_id:
         raise Problem(
             422,
             "validation_error",
-            "invalid job id",
-            [FieldError(field="job_id", message="1-128 characters of A-Z a-z 0-9 _ . : -")],
+            "invalid job id: not percent-encoded UTF-8 text",
+            [FieldError(field="job_id", message="one path segment: the id's UTF-8 bytes, percent-encoded")],
         )
     return job_id
 
@@ -561,7 +574,10 @@ def create_app(
         document=build_document(max_body_bytes),
     )
     for op in OPERATIONS:
-        app.router.add_route(op.method, op.path, HANDLERS[op.operation_id], name=op.operation_id)
+        # aiohttp's default segment pattern, [^{}/]+, is matched on the decoded path: an id holding "{" or
+        # "}" (%7B, %7D) would find no route. Any segment is an id; _job_id decodes it from the raw path.
+        path = op.path.replace("{job_id}", "{job_id:[^/]+}")
+        app.router.add_route(op.method, path, HANDLERS[op.operation_id], name=op.operation_id)
     return app
 
 

@@ -14,7 +14,7 @@ from pydantic.json_schema import models_json_schema
 
 from arqscale import __version__
 from arqscale.core.job_listing import DEFAULT_LIMIT, MAX_LIMIT, MAX_OFFSET, JobList, ListState
-from arqscale.core.models import JOB_ID_PATTERN, DeadJob, EnqueueResult, JobRequest, JobState, JobStatus
+from arqscale.core.models import DeadJob, EnqueueResult, JobRequest, JobState, JobStatus
 from arqscale.core.spec import QUEUE_NAME_RE
 
 MAX_BATCH_JOBS = 1000
@@ -138,7 +138,15 @@ class Param:
 
 
 QUEUE = Param("queue", "path", {"type": "string", "pattern": QUEUE_NAME_RE.pattern}, "queue name")
-JOB_ID = Param("job_id", "path", {"type": "string", "pattern": JOB_ID_PATTERN}, "job id")
+# Any text plain arq accepts is an id (issue 10): no pattern here, only what a path segment needs.
+JOB_ID_FORM = (
+    "the job id as one path segment: its UTF-8 bytes percent-encoded (encodeURIComponent, "
+    "urllib.parse.quote(id, safe='')), so any id works, including ones with / ? # % spaces, newlines or "
+    "non-ASCII text; a segment that does not decode to UTF-8 is a 422. URL clients that follow the URL "
+    "standard (browsers) drop the segments . and .. even percent-encoded; send those two ids with a client "
+    "that keeps the path as given (curl --path-as-is) or use the CLI"
+)
+JOB_ID = Param("job_id", "path", {"type": "string", "minLength": 1}, JOB_ID_FORM)
 
 
 @dataclass(frozen=True)
