@@ -31,6 +31,9 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from arqscale.api.dashboard import dashboard_middleware
 from arqscale.api.openapi import (
+    MAX_DEAD_LIMIT,
+    MAX_DEAD_OFFSET,
+    MAX_PURGE_AGE,
     OPERATIONS,
     ApiError,
     BatchRequest,
@@ -116,6 +119,27 @@ _REDIS_REFUSALS = re.compile(r"\b(OOM|READONLY|LOADING|BUSY|MASTERDOWN|NOREPLICA
 _HTTP_CODES = {404: "not_found", 405: "method_not_allowed", 413: "body_too_large", 400: "bad_request"}
 
 
+# Documented paths, literal segments first: .../dead-letters/requeue before .../dead-letters/{job_id}.
+_TEMPLATES = sorted({op.path for op in OPERATIONS}, key=lambda path: path.count("{"))
+_METHODS = {path: sorted({op.method for op in OPERATIONS if op.path == path}) for path in _TEMPLATES}
+
+
+def _allowed(request: web.Request, aiohttp_allow: str) -> str:
+    """The ``Allow`` of a 405: the methods the document gives the most specific path that matches.
+
+    aiohttp answers with every method of every route the path matches, and ``{job_id}`` matches the
+    literal ``requeue`` too, so POST .../dead-letters/requeue would advertise GET and DELETE as well.
+    """
+    segments = request.rel_url.raw_path.split("/")
+    for template in _TEMPLATES:
+        parts = template.split("/")
+        if len(parts) != len(segments):
+            continue
+        if all(part.startswith("{") or part == seg for part, seg in zip(parts, segments, strict=True)):
+            return ",".join(_METHODS[template])
+    return aiohttp_allow
+
+
 @web.middleware
 async def errors_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     try:
@@ -131,7 +155,7 @@ async def errors_middleware(request: web.Request, handler: Handler) -> web.Strea
             message = f"request body is larger than the limit of {request.app[STATE].max_body_bytes} bytes"
         elif exc.status == 404:
             message = f"no route {request.method} {request.path}"
-        headers = {"Allow": exc.headers["Allow"]} if "Allow" in exc.headers else None
+        headers = {"Allow": _allowed(request, exc.headers["Allow"])} if "Allow" in exc.headers else None
         return _problem(Problem(exc.status, code, message), headers)
     except (RedisConnectionError, RedisTimeoutError) as exc:
         # redis-py's messages name host and port only; the password is never in them.
@@ -414,8 +438,8 @@ def _store(request: web.Request) -> DeadLetters:
 
 async def list_dead_letters(request: web.Request) -> web.StreamResponse:
     store = _store(request)
-    offset = _query_int(request, "offset", 0, 0, 10**9)
-    limit = _query_int(request, "limit", 50, 1, 1000)
+    offset = _query_int(request, "offset", 0, 0, MAX_DEAD_OFFSET)
+    limit = _query_int(request, "limit", 50, 1, MAX_DEAD_LIMIT)
     page = await store.page(offset, limit)
     return _json(DeadLetterList(queue=page.queue, total=page.total, offset=offset, limit=limit, items=page.items))
 
@@ -431,7 +455,7 @@ async def get_dead_letter(request: web.Request) -> web.StreamResponse:
 
 async def purge_dead_letters(request: web.Request) -> web.StreamResponse:
     store = _store(request)
-    older = _query_number(request, "older_than_seconds", None, 0, 100 * 365 * 86400)
+    older = _query_number(request, "older_than_seconds", None, 0, MAX_PURGE_AGE)
     everything = request.query.get("all", "false").lower()
     if everything not in ("true", "false"):
         raise Problem(

@@ -18,6 +18,10 @@ from arqscale.core.models import DeadJob, EnqueueResult, JobRequest, JobState, J
 from arqscale.core.spec import QUEUE_NAME_RE
 
 MAX_BATCH_JOBS = 1000
+# The dead-letter routes' bounds: the handlers enforce them, the document declares them (issue 10).
+MAX_DEAD_OFFSET = 10**9
+MAX_DEAD_LIMIT = 1000
+MAX_PURGE_AGE = 100 * 365 * 86400
 
 
 # ---- request and response bodies that exist only in the API ------------------------------------
@@ -203,13 +207,21 @@ OPERATIONS: tuple[Operation, ...] = (
               {200: PauseResponse, **_ERR_READ}, params=(QUEUE,)),
     Operation("list_dead_letters", "GET", "/v1/queues/{queue}/dead-letters", "Dead-letter entries, newest first",
               {200: DeadLetterList, **_ERR_READ},
-              params=(QUEUE, Param("offset", "query", {"type": "integer", "minimum": 0, "default": 0}),
-                      Param("limit", "query", {"type": "integer", "minimum": 1, "maximum": 1000, "default": 50}))),
+              params=(QUEUE,
+                      Param("offset", "query",
+                            {"type": "integer", "minimum": 0, "maximum": MAX_DEAD_OFFSET, "default": 0}),
+                      Param("limit", "query",
+                            {"type": "integer", "minimum": 1, "maximum": MAX_DEAD_LIMIT, "default": 50}))),
     Operation("purge_dead_letters", "DELETE", "/v1/queues/{queue}/dead-letters",
-              "Delete the entries that failed more than older_than_seconds ago, or every entry with all=true",
+              "Delete the entries that failed more than older_than_seconds ago, or every entry with all=true. "
+              "Give exactly one of the two (all=false counts as not given): neither, or both, is a 422, so a bare "
+              "DELETE never empties the store by mistake",
               {200: PurgeResponse, **_ERR_READ},
-              params=(QUEUE, Param("older_than_seconds", "query", {"type": "number", "minimum": 0}),
-                      Param("all", "query", {"type": "boolean"}, "required to delete every entry"))),
+              params=(QUEUE,
+                      Param("older_than_seconds", "query", {"type": "number", "minimum": 0, "maximum": MAX_PURGE_AGE},
+                            "delete entries older than this; not together with all=true"),
+                      Param("all", "query", {"type": "boolean"},
+                            "true deletes every entry; not together with older_than_seconds"))),
     Operation("requeue_dead_letters", "POST", "/v1/queues/{queue}/dead-letters/requeue",
               "Requeue every entry (same ids, original payloads, tries reset)",
               {200: RequeueAllResponse, **_ERR_READ}, params=(QUEUE,)),
