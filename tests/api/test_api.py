@@ -11,6 +11,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 from openapi_spec_validator import validate
 from redis.asyncio import Redis
+from yarl import URL
 
 from arqscale.api.app import create_app
 from arqscale.api.openapi import OPERATIONS
@@ -174,7 +175,11 @@ async def test_job_status_not_found_and_bad_id(client: TestClient[Any, Any]) -> 
     resp = await client.get("/v1/jobs/never-enqueued")
     assert resp.status == 404
     assert (await resp.json())["state"] == "not_found"
-    body = await _error(await client.get("/v1/jobs/" + "x" * 200), 422, "validation_error")
+    # Any id plain arq accepts is an id (issue 10): a long one is looked up, not refused.
+    resp = await client.get(URL("/v1/jobs/" + "x" * 200 + "%20%2F", encoded=True))
+    assert resp.status == 404 and (await resp.json())["job_id"] == "x" * 200 + " /"
+    # A segment that is not percent-encoded UTF-8 names no id.
+    body = await _error(await client.get(URL("/v1/jobs/%C3", encoded=True)), 422, "validation_error")
     assert body["details"][0]["field"] == "job_id"
 
 

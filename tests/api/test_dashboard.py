@@ -17,6 +17,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 from aiohttp.test_utils import TestServer
+from arq.connections import ArqRedis
 from playwright.async_api import Browser, Dialog, Locator, Page, async_playwright, expect
 from redis.asyncio import Redis
 
@@ -26,6 +27,7 @@ from arqscale.core import keys, queue_control
 from arqscale.core.dead_letters import DeadLetters
 from arqscale.core.models import Progress
 from arqscale.core.producer import Producer
+from arqscale.core.serializers import json_dumps
 from arqscale.core.spec import parse_queues
 from protocol_steps import bury, finish, pick_up
 from redis_server import RedisServer, free_port
@@ -417,6 +419,46 @@ async def test_jobs_by_state_tabs_pages_and_lookup(redis: Redis, browser: Browse
 
         await page.locator("#jobs-close").click()
         await expect(jobs).to_be_hidden()
+        assert problems == []
+    finally:
+        await page.close()
+        await server.close()
+
+
+async def test_any_arq_job_id_is_viewed_requeued_and_deleted(redis: Redis, browser: Browser) -> None:
+    """Ids a plain arq producer may use (issue 10, point 5): percent-encoded in every fetch, shown as text."""
+    spec = SPECS["verification"]
+    arq = ArqRedis(redis.connection_pool, job_serializer=json_dumps)  # the queue's serializer
+    ids = ["a/b ?x=1#f %2F", '<img src=x onerror="window.pwned = 3">', "ünï✓ {x}", "line\nbreak"]
+    for job_id in ids:
+        assert await arq.enqueue_job("verify_document", {"doc": 1}, _job_id=job_id, _queue_name=spec.queue_key)
+        await pick_up(redis, spec, job_id)
+        await bury(redis, spec, job_id, error="ProviderError: no")
+    server = await _serve(redis)
+    page = await browser.new_page()
+    problems = _watch(page)
+    try:
+        await page.goto(str(server.make_url("/")))
+        await page.locator('tr[data-queue="verification"] [data-action="dead"]').click()
+        rows = page.locator("#dead-list tbody tr")
+        await expect(rows).to_have_count(len(ids))
+        shown = [await row.get_attribute("data-job") for row in await rows.all()]
+        assert sorted(s or "" for s in shown) == sorted(ids)
+        for job_id in ids:  # the entry's detail, fetched under its encoded id, names the same id
+            row = page.locator("#dead-list tbody tr").filter(has=page.get_by_role("button", name=job_id, exact=True))
+            await row.locator('[data-action="view"]').click()
+            await expect(page.locator("#detail-id")).to_have_text(job_id)
+            assert await page.locator("#detail-id").evaluate("e => e.textContent") == job_id
+        page.on("dialog", _accept)
+        requeued, deleted = ids[0], ids[1]
+        for job_id, action in ((requeued, "requeue"), (deleted, "delete")):
+            row = page.locator("#dead-list tbody tr").filter(has=page.get_by_role("button", name=job_id, exact=True))
+            await row.locator(f'[data-action="{action}"]').click()
+            await expect(rows).to_have_count(len(ids) - (1 if action == "requeue" else 2))
+        assert await redis.zscore(spec.queue_key, requeued) is not None
+        assert await DeadLetters(redis, spec).get(deleted) is None
+        assert await DeadLetters(redis, spec).count() == len(ids) - 2
+        assert await page.evaluate("window.pwned") is None
         assert problems == []
     finally:
         await page.close()

@@ -17,6 +17,7 @@ import math
 import re
 import signal
 import time
+import urllib.parse
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -30,6 +31,9 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from arqscale.api.dashboard import dashboard_middleware
 from arqscale.api.openapi import (
+    MAX_DEAD_LIMIT,
+    MAX_DEAD_OFFSET,
+    MAX_PURGE_AGE,
     OPERATIONS,
     ApiError,
     BatchRequest,
@@ -58,7 +62,7 @@ from arqscale.core.job_listing import DEFAULT_LIMIT as DEFAULT_JOB_PAGE
 from arqscale.core.job_listing import MAX_LIMIT, MAX_OFFSET, JobLister, ListState
 from arqscale.core.job_status import JobStatusReader
 from arqscale.core.live_workers import live_workers
-from arqscale.core.models import JOB_ID_PATTERN, EnqueueResult, JobRequest, JobState, QueueCounts
+from arqscale.core.models import EnqueueResult, JobRequest, JobState, QueueCounts
 from arqscale.core.producer import Producer
 from arqscale.core.safe_data import UnsafeArguments, model_json
 from arqscale.core.spec import QueueSpec
@@ -68,7 +72,6 @@ log = logging.getLogger("arqscale.api")
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 PING_TIMEOUT = 2.0
 REDIS_TIMEOUT = 1.5  # seconds a data route waits for Redis before answering 503
-_JOB_ID_RE = re.compile(JOB_ID_PATTERN)
 
 
 class Problem(Exception):
@@ -116,6 +119,27 @@ _REDIS_REFUSALS = re.compile(r"\b(OOM|READONLY|LOADING|BUSY|MASTERDOWN|NOREPLICA
 _HTTP_CODES = {404: "not_found", 405: "method_not_allowed", 413: "body_too_large", 400: "bad_request"}
 
 
+# Documented paths, literal segments first: .../dead-letters/requeue before .../dead-letters/{job_id}.
+_TEMPLATES = sorted({op.path for op in OPERATIONS}, key=lambda path: path.count("{"))
+_METHODS = {path: sorted({op.method for op in OPERATIONS if op.path == path}) for path in _TEMPLATES}
+
+
+def _allowed(request: web.Request, aiohttp_allow: str) -> str:
+    """The ``Allow`` of a 405: the methods the document gives the most specific path that matches.
+
+    aiohttp answers with every method of every route the path matches, and ``{job_id}`` matches the
+    literal ``requeue`` too, so POST .../dead-letters/requeue would advertise GET and DELETE as well.
+    """
+    segments = request.rel_url.raw_path.split("/")
+    for template in _TEMPLATES:
+        parts = template.split("/")
+        if len(parts) != len(segments):
+            continue
+        if all(part.startswith("{") or part == seg for part, seg in zip(parts, segments, strict=True)):
+            return ",".join(_METHODS[template])
+    return aiohttp_allow
+
+
 @web.middleware
 async def errors_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     try:
@@ -131,7 +155,7 @@ async def errors_middleware(request: web.Request, handler: Handler) -> web.Strea
             message = f"request body is larger than the limit of {request.app[STATE].max_body_bytes} bytes"
         elif exc.status == 404:
             message = f"no route {request.method} {request.path}"
-        headers = {"Allow": exc.headers["Allow"]} if "Allow" in exc.headers else None
+        headers = {"Allow": _allowed(request, exc.headers["Allow"])} if "Allow" in exc.headers else None
         return _problem(Problem(exc.status, code, message), headers)
     except (RedisConnectionError, RedisTimeoutError) as exc:
         # redis-py's messages name host and port only; the password is never in them.
@@ -212,13 +236,26 @@ def _spec(request: web.Request) -> QueueSpec:
 
 
 def _job_id(request: web.Request) -> str:
-    job_id = request.match_info["job_id"]
-    if not _JOB_ID_RE.match(job_id):
+    """The id in the path, percent-decoded from the raw segment: any id plain arq accepts (issue 10).
+
+    A plain arq producer may use any text as an id: spaces, newlines, ``/``, ``%``, markup, non-ASCII.
+    Clients send it as one percent-encoded segment (``encodeURIComponent``, ``quote(id, safe="")``).
+    The raw segment is decoded here, strictly as UTF-8, rather than trusting ``match_info``: aiohttp
+    leaves a ``%FF`` that is not UTF-8 as the literal text ``%FF``, which would silently name another id.
+    """
+    canonical = request.match_info.route.resource.canonical if request.match_info.route.resource else ""
+    index = canonical.split("/").index("{job_id}")
+    segment = request.rel_url.raw_path.split("/")[index]
+    try:
+        job_id = urllib.parse.unquote(segment, errors="strict")
+    except UnicodeDecodeError:
+        job_id = ""
+    if not job_id:
         raise Problem(
             422,
             "validation_error",
-            "invalid job id",
-            [FieldError(field="job_id", message="1-128 characters of A-Z a-z 0-9 _ . : -")],
+            "invalid job id: not percent-encoded UTF-8 text",
+            [FieldError(field="job_id", message="one path segment: the id's UTF-8 bytes, percent-encoded")],
         )
     return job_id
 
@@ -401,8 +438,8 @@ def _store(request: web.Request) -> DeadLetters:
 
 async def list_dead_letters(request: web.Request) -> web.StreamResponse:
     store = _store(request)
-    offset = _query_int(request, "offset", 0, 0, 10**9)
-    limit = _query_int(request, "limit", 50, 1, 1000)
+    offset = _query_int(request, "offset", 0, 0, MAX_DEAD_OFFSET)
+    limit = _query_int(request, "limit", 50, 1, MAX_DEAD_LIMIT)
     page = await store.page(offset, limit)
     return _json(DeadLetterList(queue=page.queue, total=page.total, offset=offset, limit=limit, items=page.items))
 
@@ -418,7 +455,7 @@ async def get_dead_letter(request: web.Request) -> web.StreamResponse:
 
 async def purge_dead_letters(request: web.Request) -> web.StreamResponse:
     store = _store(request)
-    older = _query_number(request, "older_than_seconds", None, 0, 100 * 365 * 86400)
+    older = _query_number(request, "older_than_seconds", None, 0, MAX_PURGE_AGE)
     everything = request.query.get("all", "false").lower()
     if everything not in ("true", "false"):
         raise Problem(
@@ -565,7 +602,10 @@ def create_app(
 
     handlers = {**HANDLERS, **SCHEDULE_HANDLERS}
     for op in OPERATIONS:
-        app.router.add_route(op.method, op.path, handlers[op.operation_id], name=op.operation_id)
+        # aiohttp's default segment pattern, [^{}/]+, is matched on the decoded path: an id holding "{" or
+        # "}" (%7B, %7D) would find no route. Any segment is an id; _job_id decodes it from the raw path.
+        path = op.path.replace("{job_id}", "{job_id:[^/]+}")
+        app.router.add_route(op.method, path, handlers[op.operation_id], name=op.operation_id)
     return app
 
 

@@ -14,12 +14,16 @@ from pydantic.json_schema import models_json_schema
 
 from arqscale import __version__
 from arqscale.core.job_listing import DEFAULT_LIMIT, MAX_LIMIT, MAX_OFFSET, JobList, ListState
-from arqscale.core.models import JOB_ID_PATTERN, DeadJob, EnqueueResult, JobRequest, JobState, JobStatus
+from arqscale.core.models import DeadJob, EnqueueResult, JobRequest, JobState, JobStatus
 from arqscale.core.schedule_spec import SCHEDULE_NAME_RE, ScheduleFields
 from arqscale.core.schedules import ScheduleChange, ScheduleList, ScheduleView
 from arqscale.core.spec import QUEUE_NAME_RE
 
 MAX_BATCH_JOBS = 1000
+# The dead-letter routes' bounds: the handlers enforce them, the document declares them (issue 10).
+MAX_DEAD_OFFSET = 10**9
+MAX_DEAD_LIMIT = 1000
+MAX_PURGE_AGE = 100 * 365 * 86400
 
 
 # ---- request and response bodies that exist only in the API ------------------------------------
@@ -140,7 +144,15 @@ class Param:
 
 
 QUEUE = Param("queue", "path", {"type": "string", "pattern": QUEUE_NAME_RE.pattern}, "queue name")
-JOB_ID = Param("job_id", "path", {"type": "string", "pattern": JOB_ID_PATTERN}, "job id")
+# Any text plain arq accepts is an id (issue 10): no pattern here, only what a path segment needs.
+JOB_ID_FORM = (
+    "the job id as one path segment: its UTF-8 bytes percent-encoded (encodeURIComponent, "
+    "urllib.parse.quote(id, safe='')), so any id works, including ones with / ? # % spaces, newlines or "
+    "non-ASCII text; a segment that does not decode to UTF-8 is a 422. URL clients that follow the URL "
+    "standard (browsers) drop the segments . and .. even percent-encoded; send those two ids with a client "
+    "that keeps the path as given (curl --path-as-is) or use the CLI"
+)
+JOB_ID = Param("job_id", "path", {"type": "string", "minLength": 1}, JOB_ID_FORM)
 SCHEDULE = Param("name", "path", {"type": "string", "pattern": SCHEDULE_NAME_RE.pattern}, "schedule name")
 
 
@@ -198,13 +210,21 @@ OPERATIONS: tuple[Operation, ...] = (
               {200: PauseResponse, **_ERR_READ}, params=(QUEUE,)),
     Operation("list_dead_letters", "GET", "/v1/queues/{queue}/dead-letters", "Dead-letter entries, newest first",
               {200: DeadLetterList, **_ERR_READ},
-              params=(QUEUE, Param("offset", "query", {"type": "integer", "minimum": 0, "default": 0}),
-                      Param("limit", "query", {"type": "integer", "minimum": 1, "maximum": 1000, "default": 50}))),
+              params=(QUEUE,
+                      Param("offset", "query",
+                            {"type": "integer", "minimum": 0, "maximum": MAX_DEAD_OFFSET, "default": 0}),
+                      Param("limit", "query",
+                            {"type": "integer", "minimum": 1, "maximum": MAX_DEAD_LIMIT, "default": 50}))),
     Operation("purge_dead_letters", "DELETE", "/v1/queues/{queue}/dead-letters",
-              "Delete the entries that failed more than older_than_seconds ago, or every entry with all=true",
+              "Delete the entries that failed more than older_than_seconds ago, or every entry with all=true. "
+              "Give exactly one of the two (all=false counts as not given): neither, or both, is a 422, so a bare "
+              "DELETE never empties the store by mistake",
               {200: PurgeResponse, **_ERR_READ},
-              params=(QUEUE, Param("older_than_seconds", "query", {"type": "number", "minimum": 0}),
-                      Param("all", "query", {"type": "boolean"}, "required to delete every entry"))),
+              params=(QUEUE,
+                      Param("older_than_seconds", "query", {"type": "number", "minimum": 0, "maximum": MAX_PURGE_AGE},
+                            "delete entries older than this; not together with all=true"),
+                      Param("all", "query", {"type": "boolean"},
+                            "true deletes every entry; not together with older_than_seconds"))),
     Operation("requeue_dead_letters", "POST", "/v1/queues/{queue}/dead-letters/requeue",
               "Requeue every entry (same ids, original payloads, tries reset)",
               {200: RequeueAllResponse, **_ERR_READ}, params=(QUEUE,)),

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 import sys
+import urllib.parse
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -36,6 +37,35 @@ def arq_spec(config: Config, name: str) -> QueueSpec:
         return arq_queue(config.queues, name)
     except UnknownQueueError as exc:
         raise UsageError(str(exc)) from None
+
+
+ENCODED_HELP = (
+    "the job ids given are percent-encoded UTF-8 (as in the API's paths, e.g. a%%00b): for ids a command "
+    "line cannot carry (NUL) and the ones listings show marked [encoded]"
+)
+
+
+def job_id_argument(raw: str, encoded: bool) -> str:
+    """A job id from the command line. Plain arq accepts any text as an id (issue 10); argv carries
+    everything but NUL, so ``--encoded`` takes the percent-encoded form the API's paths use."""
+    if not encoded:
+        return raw
+    try:
+        job_id = urllib.parse.unquote(raw, errors="strict")
+    except UnicodeDecodeError:
+        raise UsageError(f"--encoded: {raw!r} does not decode to UTF-8 text") from None
+    if not job_id:
+        raise UsageError("--encoded: the job id is empty")
+    return job_id
+
+
+def shown_id(job_id: str) -> str:
+    """A job id for a human reader: as is when printable, else percent-encoded and marked, so a newline
+    or a terminal escape sequence in an id can neither break a listing's lines nor drive the terminal,
+    and the shown text goes back in with ``--encoded``."""
+    if job_id.isprintable() and job_id.strip() == job_id and not job_id.endswith(" [encoded]"):
+        return job_id
+    return urllib.parse.quote(job_id, safe="") + " [encoded]"
 
 
 def parse_json(option: str, text: str | None, kind: type[list[Any]] | type[dict[str, Any]]) -> Any:

@@ -6,7 +6,7 @@ import argparse
 
 from redis.asyncio import Redis
 
-from arqscale.cli._common import arq_spec, run_with_redis
+from arqscale.cli._common import ENCODED_HELP, arq_spec, job_id_argument, run_with_redis, shown_id
 from arqscale.core.cancellation import CancelOutcome
 from arqscale.core.config import Config
 from arqscale.core.producer import Producer
@@ -23,13 +23,15 @@ _SAID = {
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("job_id", metavar="JOB_ID", help="the job's id")
+    parser.add_argument("--encoded", action="store_true", help=ENCODED_HELP)
     parser.add_argument("--queue", metavar="QUEUE", help="its queue (default: found by looking the id up)")
 
 
 async def _cancel(args: argparse.Namespace, config: Config, redis: Redis) -> int:
     queue = arq_spec(config, args.queue).name if args.queue else None
-    outcome = await Producer(redis, config.queues).cancel(args.job_id, queue)
-    print(_SAID[outcome].format(id=args.job_id))
+    job_id = job_id_argument(args.job_id, args.encoded)
+    outcome = await Producer(redis, config.queues).cancel(job_id, queue)
+    print(_SAID[outcome].format(id=shown_id(job_id)))
     return 0 if outcome in (CancelOutcome.CANCELLED, CancelOutcome.CANCELLING) else 1
 
 

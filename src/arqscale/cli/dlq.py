@@ -8,7 +8,7 @@ import json
 
 from redis.asyncio import Redis
 
-from arqscale.cli._common import UsageError, arq_spec, fail, run_with_redis
+from arqscale.cli._common import ENCODED_HELP, UsageError, arq_spec, fail, job_id_argument, run_with_redis, shown_id
 from arqscale.core.config import Config
 from arqscale.core.dead_letters import DeadLetters, RequeueOutcome
 from arqscale.core.models import DeadJob
@@ -35,6 +35,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     p = actions.add_parser("show", help="one entry with its traceback", description="Show one entry in full.")
     p.add_argument("queue", metavar="QUEUE")
     p.add_argument("job_id", metavar="JOB_ID")
+    p.add_argument("--encoded", action="store_true", help=ENCODED_HELP)
     p.add_argument("--json", action="store_true", help="print the entry as JSON")
 
     p = actions.add_parser(
@@ -45,11 +46,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     p.add_argument("queue", metavar="QUEUE")
     p.add_argument("job_ids", metavar="JOB_ID", nargs="*")
     p.add_argument("--all", action="store_true", help="requeue every entry of the queue")
+    p.add_argument("--encoded", action="store_true", help=ENCODED_HELP)
 
     p = actions.add_parser("purge", help="delete entries", description="Delete entries for good.")
     p.add_argument("queue", metavar="QUEUE")
     p.add_argument("job_ids", metavar="JOB_ID", nargs="*")
     p.add_argument("--all", action="store_true", help="delete every entry of the queue")
+    p.add_argument("--encoded", action="store_true", help=ENCODED_HELP)
     p.add_argument("--older-than", type=float, metavar="SECONDS", help="delete entries that failed before that")
 
 
@@ -62,12 +65,13 @@ def _when(seconds: float | None) -> str:
 def _one_line(entry: DeadJob) -> str:
     error = entry.error.splitlines()[0] if entry.error else ""
     function = entry.function or "?"
-    return f"{entry.queue}  {entry.job_id}  {function}  tries={entry.attempts}  {_when(entry.failed_at)}  {error}"
+    job_id = shown_id(entry.job_id)
+    return f"{entry.queue}  {job_id}  {function}  tries={entry.attempts}  {_when(entry.failed_at)}  {error}"
 
 
 def _full(entry: DeadJob) -> str:
     lines = [
-        f"job        {entry.job_id}",
+        f"job        {shown_id(entry.job_id)}",
         f"queue      {entry.queue}",
         f"function   {entry.function or '?'}",
         f"attempts   {entry.attempts}",
@@ -102,9 +106,10 @@ async def _list(args: argparse.Namespace, config: Config, redis: Redis) -> int:
 
 async def _show(args: argparse.Namespace, config: Config, redis: Redis) -> int:
     spec = arq_spec(config, args.queue)
-    entry = await DeadLetters(redis, spec).get(args.job_id)
+    job_id = job_id_argument(args.job_id, args.encoded)
+    entry = await DeadLetters(redis, spec).get(job_id)
     if entry is None:
-        return fail("dlq", f"no dead-letter entry {args.job_id!r} in queue {spec.name!r}", 1)
+        return fail("dlq", f"no dead-letter entry {shown_id(job_id)!r} in queue {spec.name!r}", 1)
     print(entry.model_dump_json() if args.json else _full(entry))
     return 0
 
@@ -115,16 +120,16 @@ def _targets(args: argparse.Namespace, verb: str) -> list[str] | None:
         raise UsageError(f"{verb}: give job ids or --all, not both")
     if not args.all and not args.job_ids and getattr(args, "older_than", None) is None:
         raise UsageError(f"{verb}: give one or more job ids, or --all")
-    return None if args.all else list(args.job_ids)
+    return None if args.all else [job_id_argument(raw, args.encoded) for raw in args.job_ids]
 
 
 async def _requeue(args: argparse.Namespace, config: Config, redis: Redis) -> int:
     spec = arq_spec(config, args.queue)
     summary = await DeadLetters(redis, spec).requeue_many(_targets(args, "requeue"))
     for job_id in summary.requeued:
-        print(f"requeued {job_id} on {spec.name}")
+        print(f"requeued {shown_id(job_id)} on {spec.name}")
     for job_id, outcome in summary.skipped.items():
-        print(f"skipped {job_id}: {_WHY[outcome]}")
+        print(f"skipped {shown_id(job_id)}: {_WHY[outcome]}")
     if not summary.requeued and not summary.skipped:
         print(f"queue {spec.name} has no dead-letter entries")
     return 1 if summary.skipped else 0

@@ -12,7 +12,7 @@ from collections.abc import Callable
 
 from redis.asyncio import Redis
 
-from arqscale.cli._common import UsageError, arq_spec, run_with_redis
+from arqscale.cli._common import ENCODED_HELP, UsageError, arq_spec, job_id_argument, run_with_redis, shown_id
 from arqscale.core import counts_table
 from arqscale.core.config import Config
 from arqscale.core.counts import CountsReader
@@ -32,6 +32,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         nargs="?",
         help="show this job instead of the queue table; with --state, the queue whose jobs to list",
     )
+    parser.add_argument("--encoded", action="store_true", help=ENCODED_HELP)
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
     parser.add_argument(
         "--state",
@@ -50,7 +51,7 @@ def _when(seconds: float | None) -> str:
 
 def format_job(status: JobStatus) -> str:
     status = safe_copy(status)  # stored data may hold text a terminal cannot encode, or deep nesting
-    lines = [f"job        {status.job_id}", f"state      {status.state}"]
+    lines = [f"job        {shown_id(status.job_id)}", f"state      {status.state}"]
     if status.queue is not None:
         lines.append(f"queue      {status.queue}")
     if status.function is not None:
@@ -102,7 +103,9 @@ def format_jobs(page: JobList) -> str:
     rows = [("JOB", "FUNCTION", "PRIORITY", "ATTEMPTS", title, "DETAILS")]
     for job in page.items:
         priority = "-" if job.priority is None else str(job.priority)
-        rows.append((job.job_id, job.function or "-", priority, str(job.attempts), _when(at(job)), _details(job)))
+        rows.append(
+            (shown_id(job.job_id), job.function or "-", priority, str(job.attempts), _when(at(job)), _details(job))
+        )
     widths = [max(len(row[i]) for row in rows) for i in range(5)]
     lines = ["  ".join(cell.ljust(w) for cell, w in zip(row[:5], widths, strict=True)) + "  " + row[5] for row in rows]
     lines = [line.rstrip() for line in lines] if page.items else []
@@ -129,7 +132,7 @@ async def _run(args: argparse.Namespace, config: Config, redis: Redis) -> int:
     if args.state is not None:
         return await _list(args, config, redis)
     if args.job_id is not None:
-        status = await JobStatusReader(redis, config.queues).read(args.job_id)
+        status = await JobStatusReader(redis, config.queues).read(job_id_argument(args.job_id, args.encoded))
         print(model_json(status) if args.json else format_job(status))
         return 1 if status.state is JobState.NOT_FOUND else 0
     # Every queue, BullMQ ones included (counted from BullMQ's own keys), in the configured order.

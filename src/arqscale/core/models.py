@@ -7,7 +7,11 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-JOB_ID_PATTERN = r"^[A-Za-z0-9_.:\-]{1,128}$"
+# The ids our own enqueue paths accept: 1-128 of A-Z a-z 0-9 _ . : - but not "." or "..", which URL clients
+# drop as dot segments, so no browser could name them in a path (issue 10). Written without look-ahead,
+# which JSON Schema's regex dialect lacks; the length is JOB_ID_MAX_LENGTH.
+JOB_ID_PATTERN = r"^(?:[A-Za-z0-9_.:\-]*[A-Za-z0-9_:\-][A-Za-z0-9_.:\-]*|\.{3,})$"
+JOB_ID_MAX_LENGTH = 128
 
 
 class JobRequest(BaseModel):
@@ -18,7 +22,14 @@ class JobRequest(BaseModel):
     function: str = Field(min_length=1, max_length=200, description="task name, e.g. send_email")
     args: list[Any] = Field(default_factory=list)
     kwargs: dict[str, Any] = Field(default_factory=dict)
-    job_id: str | None = Field(default=None, pattern=JOB_ID_PATTERN, description="idempotency key")
+    job_id: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=JOB_ID_MAX_LENGTH,
+        pattern=JOB_ID_PATTERN,
+        description="idempotency key: 1-128 of A-Z a-z 0-9 _ . : - (not . or ..); jobs from plain arq may have any "
+        "id, and every route that takes an id takes those too",
+    )
     defer_seconds: float | None = Field(default=None, ge=0, le=365 * 86400)
     priority: int | None = Field(default=None, ge=0, description="0 is the most urgent")
 
