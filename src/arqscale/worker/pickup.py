@@ -174,15 +174,15 @@ if rate_max > 0 then
   if rate_max - used < want then want = rate_max - used end
 end
 local expiry = now + tonumber(ARGV[3])
-local taken, skip_left, hold_left = {}, tonumber(ARGV[9]), tonumber(ARGV[14])
+local taken, skip_left, hold_left, hold_max = {}, tonumber(ARGV[9]), tonumber(ARGV[14]), tonumber(ARGV[14])
 for b = @BANDS@, #ARGV do
   if #taken >= want or hold_left <= 0 then break end
   local low = tonumber(ARGV[b])
   local skipped = 0
   while #taken < want do
-    -- With per-key limits, read ahead: jobs of keys at their limit leave the queue without counting.
+    -- Once jobs are being held, read ahead: held jobs leave the queue without counting towards `want`.
     local ids = redis.call('ZRANGEBYSCORE', KEYS[1], low - @HALF@, low + now, 'WITHSCORES',
-                           'LIMIT', skipped, want - #taken + (limited and 100 or 0))
+                           'LIMIT', skipped, want - #taken + (hold_left < hold_max and 100 or 0))
     if #ids == 0 then break end
     for i = 1, #ids, 2 do
       if #taken >= want then break end
