@@ -136,19 +136,18 @@ local function key_of(id)
   end
   return nil, payload
 end
-if gbase ~= '' then
+if limited then
+  -- Only on queues with `group:`, so other queues' pickups run no extra command (tests/worker/test_ownership.py).
   -- Keys whose timer is due: a rate window freed a start, or a held key's safety check came round.
   local due = redis.call('ZRANGEBYSCORE', gbase .. 'timers', '-inf', now, 'LIMIT', 0, @TIMERS_MAX@)
   for _, k in ipairs(due) do
     redis.call('ZREM', gbase .. 'timers', k)
     local free = 1000
-    if limited then
-      if gconc > 0 then free = gconc - tonumber(redis.call('HGET', gbase .. 'running', k) or '0') end
-      if grate > 0 then
-        local sk = gbase .. 'starts:' .. k
-        redis.call('ZREMRANGEBYSCORE', sk, '-inf', now - gwin)
-        free = math.min(free, grate - redis.call('ZCARD', sk))
-      end
+    if gconc > 0 then free = gconc - tonumber(redis.call('HGET', gbase .. 'running', k) or '0') end
+    if grate > 0 then
+      local sk = gbase .. 'starts:' .. k
+      redis.call('ZREMRANGEBYSCORE', sk, '-inf', now - gwin)
+      free = math.min(free, grate - redis.call('ZCARD', sk))
     end
     if free > 0 then group_back(KEYS[1], k, math.min(free, 1000)) end
     if redis.call('EXISTS', gbase .. 'wait:' .. k) == 1 then
@@ -246,7 +245,7 @@ if #taken < tonumber(ARGV[1]) then
     out[2] = math.max(tonumber(first[2]) + window - now, 1)
   else
     -- Nothing more is ready: when is the next deferred job due, or the next held key looked at again?
-    if gbase ~= '' then
+    if limited then
       local t = redis.call('ZRANGE', gbase .. 'timers', 0, 0, 'WITHSCORES')
       if #t > 0 then out[2] = math.max(tonumber(t[2]) - now, 1) end
     end
