@@ -164,3 +164,28 @@ async def nested_result(ctx: dict[str, Any], depth: int, leaf: str = "x") -> Any
 async def fail_with(ctx: dict[str, Any], message: Any, *args: Any, **kwargs: Any) -> None:
     """Raises with any text at all in its message (and so in the traceback)."""
     raise ValueError(message)
+
+
+async def keyed(ctx: dict[str, Any], seconds: float = 0.05, user_id: Any = None, hang_first: bool = False) -> str:
+    """A job of a per-key-limited queue: counts its key's jobs in flight (``keyed:now:<key>``) and the highest
+    count seen (``keyed:max:<key>``), and lists each start's Redis time under ``keyed:starts:<key>``. With
+    ``hang_first`` the first try sleeps for a minute (a job a killed worker leaves behind)."""
+    key = str(user_id)
+    r = ctx["redis"]
+    seconds_now, micros = await r.time()
+    await r.rpush(f"keyed:starts:{key}", json.dumps({"id": ctx["job_id"], "at": seconds_now * 1000 + micros / 1000}))
+    await _record(ctx)
+    now = await r.incr(f"keyed:now:{key}")
+    await r.eval(
+        "if tonumber(redis.call('GET', KEYS[1]) or '0') < tonumber(ARGV[1]) then "
+        "redis.call('SET', KEYS[1], ARGV[1]) end",
+        1,
+        f"keyed:max:{key}",
+        now,
+    )
+    try:
+        await asyncio.sleep(60 if hang_first and ctx["job_try"] == 1 else seconds)
+    finally:
+        await r.decr(f"keyed:now:{key}")
+    await r.rpush("keyed:done", ctx["job_id"])
+    return key

@@ -58,12 +58,14 @@ from arqscale.core.config import Config
 from arqscale.core.connection import create_redis
 from arqscale.core.counts import CountsReader
 from arqscale.core.dead_letters import DeadLetters, RequeueOutcome
+from arqscale.core.groups import MAX_PAGE as MAX_GROUP_PAGE
+from arqscale.core.groups import GroupReader
 from arqscale.core.job_listing import DEFAULT_LIMIT as DEFAULT_JOB_PAGE
 from arqscale.core.job_listing import MAX_LIMIT, MAX_OFFSET, JobLister, ListState
 from arqscale.core.job_status import JobStatusReader
 from arqscale.core.live_workers import live_workers
 from arqscale.core.models import EnqueueResult, JobRequest, JobState, QueueCounts
-from arqscale.core.producer import Producer
+from arqscale.core.producer import GroupError, Producer
 from arqscale.core.safe_data import UnsafeArguments, model_json
 from arqscale.core.spec import QueueSpec
 
@@ -320,7 +322,7 @@ async def _enqueue(state: State, spec: QueueSpec, jobs: list[JobRequest]) -> lis
     try:
         results = await state.producer.enqueue_many(spec.name, jobs)
     except ValueError as exc:  # arguments the queue's serializer cannot encode, or too deep, or too large
-        field = exc.field if isinstance(exc, UnsafeArguments) else "args"
+        field = exc.field if isinstance(exc, UnsafeArguments) else "group" if isinstance(exc, GroupError) else "args"
         raise Problem(422, "invalid_arguments", str(exc), [FieldError(field=field, message=str(exc))]) from None
     return await existing_states(state.statuses, results)
 
@@ -430,6 +432,13 @@ async def resume_queue(request: web.Request) -> web.StreamResponse:
     spec = _spec(request)
     changed = await queue_control.resume(request.app[STATE].redis, spec)
     return _json(PauseResponse(queue=spec.name, paused=False, changed=changed))
+
+
+async def list_groups(request: web.Request) -> web.StreamResponse:
+    spec = _spec(request)
+    limit = _query_int(request, "limit", 100, 1, MAX_GROUP_PAGE)
+    page = await GroupReader(request.app[STATE].redis).page(spec, request.query.get("after"), limit)
+    return _json(page)
 
 
 def _store(request: web.Request) -> DeadLetters:
@@ -566,6 +575,7 @@ HANDLERS: dict[str, Handler] = {
     "list_queues": list_queues,
     "get_queue": get_queue,
     "pause_queue": pause_queue,
+    "list_groups": list_groups,
     "resume_queue": resume_queue,
     "list_dead_letters": list_dead_letters,
     "get_dead_letter": get_dead_letter,

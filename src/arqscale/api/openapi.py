@@ -13,6 +13,8 @@ from pydantic import BaseModel, ConfigDict, Field
 from pydantic.json_schema import models_json_schema
 
 from arqscale import __version__
+from arqscale.core.groups import MAX_PAGE as MAX_GROUP_PAGE
+from arqscale.core.groups import GroupPage
 from arqscale.core.job_listing import DEFAULT_LIMIT, MAX_LIMIT, MAX_OFFSET, JobList, ListState
 from arqscale.core.models import DeadJob, EnqueueResult, JobRequest, JobState, JobStatus
 from arqscale.core.schedule_spec import SCHEDULE_NAME_RE, ScheduleFields
@@ -64,6 +66,7 @@ class QueueView(BaseModel):
     completed: int
     failed: int
     waiting_children: int
+    held: int = Field(default=0, description="ready jobs held back by their key's per-key limit (not in waiting)")
     backlog: int = Field(description="waiting + active")
     oldest_waiting_seconds: float
     is_paused: bool
@@ -208,6 +211,12 @@ OPERATIONS: tuple[Operation, ...] = (
               {200: PauseResponse, **_ERR_READ}, params=(QUEUE,)),
     Operation("resume_queue", "POST", "/v1/queues/{queue}/resume", "Resume a paused queue and wake its workers",
               {200: PauseResponse, **_ERR_READ}, params=(QUEUE,)),
+    Operation("list_groups", "GET", "/v1/queues/{queue}/groups",
+              "Keys of the queue's per-key limits with running or held jobs, in byte order, a page at a time",
+              {200: GroupPage, **_ERR_READ},
+              params=(QUEUE, Param("after", "query", {"type": "string"}, "the next_after of the previous page"),
+                      Param("limit", "query", {"type": "integer", "minimum": 1, "maximum": MAX_GROUP_PAGE,
+                                               "default": 100}))),
     Operation("list_dead_letters", "GET", "/v1/queues/{queue}/dead-letters", "Dead-letter entries, newest first",
               {200: DeadLetterList, **_ERR_READ},
               params=(QUEUE,

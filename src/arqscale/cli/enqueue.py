@@ -24,6 +24,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--job-id", metavar="ID", help="idempotency key: the same id twice is one job")
     parser.add_argument("--defer", type=float, metavar="SECONDS", help="run no earlier than this many seconds from now")
     parser.add_argument("--priority", type=int, metavar="N", help="0 is the most urgent; default: the queue's normal")
+    parser.add_argument(
+        "--group", metavar="KEY", help="the job's key for the queue's per-key limits (user, tenant, account)"
+    )
     parser.add_argument("--json", action="store_true", help="print the result as JSON")
 
 
@@ -36,10 +39,12 @@ def _request(args: argparse.Namespace) -> JobRequest:
             job_id=args.job_id,
             defer_seconds=args.defer,
             priority=args.priority,
+            group=args.group,
         )
     except ValidationError as exc:
         err = exc.errors(include_url=False, include_input=False)[0]
-        field = {"defer_seconds": "--defer", "job_id": "--job-id"}.get(str(err["loc"][0]), str(err["loc"][0]))
+        flags = {"defer_seconds": "--defer", "job_id": "--job-id", "group": "--group"}
+        field = flags.get(str(err["loc"][0]), str(err["loc"][0]))
         raise UsageError(f"{field}: {err['msg']}") from None
 
 

@@ -41,7 +41,8 @@ class CancelOutcome(StrEnum):
     NOT_FOUND = "not_found"
 
 
-# KEYS: queue, job, result, retry, error, in-progress, abort set, dead-letter hash.
+# KEYS: queue, job, result, retry, error, in-progress, abort set, dead-letter hash, the queue's group prefix,
+#       the job's group key.
 # ARGV: job id, cancelled result ('' = keep none), result ttl ms, wake channel.
 # Returns 1 cancelled, 2 cancelling (running: the worker acts), 3 finished, 0 not found.
 CANCEL_LUA = LuaScript(
@@ -54,9 +55,24 @@ if redis.call('EXISTS', KEYS[6]) == 1 or (score and tonumber(score) >= @FLOOR@) 
   redis.call('PUBLISH', ARGV[4], 'cancel')
   return 2
 end
-if not score then return 0 end
+if not score then
+  -- Held back by its key's limit (docs/design.md, "Per-key limits"): in its key's waiting set, not the queue.
+  local k = redis.call('HGET', KEYS[9] .. 'held', ARGV[1])
+  if not k then return 0 end
+  redis.call('HDEL', KEYS[9] .. 'held', ARGV[1])
+  redis.call('ZREM', KEYS[9] .. 'wait:' .. k, ARGV[1])
+  if redis.call('HEXISTS', KEYS[9] .. 'running', k) == 0 and redis.call('EXISTS', KEYS[9] .. 'wait:' .. k) == 0 then
+    redis.call('ZREM', KEYS[9] .. 'index', k)
+    redis.call('ZREM', KEYS[9] .. 'timers', k)
+  end
+end
+local pk = redis.call('HGET', KEYS[9] .. 'pend', ARGV[1])
+if pk then
+  redis.call('HDEL', KEYS[9] .. 'pend', ARGV[1])
+  if redis.call('HINCRBY', KEYS[9] .. 'pending', pk, -1) <= 0 then redis.call('HDEL', KEYS[9] .. 'pending', pk) end
+end
 redis.call('ZREM', KEYS[1], ARGV[1])
-redis.call('DEL', KEYS[2], KEYS[4], KEYS[5])
+redis.call('DEL', KEYS[2], KEYS[4], KEYS[5], KEYS[10])
 redis.call('ZREM', KEYS[7], ARGV[1])
 if ARGV[2] ~= '' then redis.call('SET', KEYS[3], ARGV[2], 'PX', ARGV[3]) end
 return 1
@@ -121,6 +137,8 @@ async def cancel(redis: Redis, spec: QueueSpec, job_id: str, reason: str = "canc
                     in_progress_key_prefix + job_id,
                     ABORT_KEY,
                     qkeys.dlq,
+                    qkeys.groups,
+                    keys.group_key(job_id),
                 ],
                 [job_id, result, max(spec.retention.failed_seconds * 1000, 1), qkeys.wake],
             )

@@ -23,19 +23,20 @@ from arqscale.core.lua import LEASE_LUA, NOW_LUA, Call, LuaScript, run_scripts
 from arqscale.core.models import QueueCounts
 from arqscale.core.spec import QueueSpec
 
-KEYS_PER_QUEUE = 5  # queue, active, paused, completed, dlq_index
+KEYS_PER_QUEUE = 6  # queue, active, paused, completed, dlq_index, group prefix
 
 # ARGV: per queue: completed retention ms, number of bands, band lows...
 # Returns per queue: {waiting (ready + stalled), delayed, active, paused_flag, completed, failed,
-#                     oldest waiting job's age in ms or -1}
+#                     oldest waiting job's age in ms or -1, held (by their key's limit)}
 COUNTS_LUA = (
     NOW_LUA
     + LEASE_LUA
     + """
 local out = {}
 local argi = 1
-for q = 0, (#KEYS / 5) - 1 do
-  local kq, ka, kp, kc, kd = KEYS[q*5+1], KEYS[q*5+2], KEYS[q*5+3], KEYS[q*5+4], KEYS[q*5+5]
+for q = 0, (#KEYS / 6) - 1 do
+  local kq, ka, kp, kc, kd = KEYS[q*6+1], KEYS[q*6+2], KEYS[q*6+3], KEYS[q*6+4], KEYS[q*6+5]
+  local held = redis.call('HLEN', KEYS[q*6+6] .. 'held')
   local cutoff = now - tonumber(ARGV[argi])
   local nbands = tonumber(ARGV[argi+1])
   argi = argi + 2
@@ -65,7 +66,7 @@ for q = 0, (#KEYS / 5) - 1 do
   local age = -1
   if oldest >= 0 then age = math.max(now - oldest, 0) end
   out[#out+1] = {ready + stalled, delayed, active, redis.call('EXISTS', kp), redis.call('ZCOUNT', kc, cutoff, '+inf'),
-                 redis.call('ZCARD', kd), age}
+                 redis.call('ZCARD', kd), age, held}
 end
 return out
 """
@@ -82,7 +83,7 @@ def script_args(specs: Sequence[QueueSpec]) -> tuple[list[str], list[int]]:
     argv: list[int] = []
     for spec in specs:
         k = queue_keys(spec)
-        keys += [k.queue, k.active, k.paused, k.completed, k.dlq_index]
+        keys += [k.queue, k.active, k.paused, k.completed, k.dlq_index, k.groups]
         argv.append(spec.retention.completed_seconds * 1000)
         lows = [band.low for band in scores.bands(spec)]
         argv.append(len(lows))
@@ -92,7 +93,7 @@ def script_args(specs: Sequence[QueueSpec]) -> tuple[list[str], list[int]]:
 
 def assemble(spec: QueueSpec, raw: Sequence[int]) -> QueueCounts:
     """Turn one queue's script output into counts (pure, unit-tested without Redis)."""
-    waiting, delayed, active, paused_flag, completed, failed, age_ms = (int(x) for x in raw)
+    waiting, delayed, active, paused_flag, completed, failed, age_ms, *rest = (int(x) for x in raw)
     is_paused = bool(paused_flag)
     oldest = age_ms / 1000 if age_ms >= 0 and waiting else 0.0
     return QueueCounts(
@@ -103,6 +104,7 @@ def assemble(spec: QueueSpec, raw: Sequence[int]) -> QueueCounts:
         delayed=delayed,
         completed=completed,
         failed=failed,
+        held=rest[0] if rest else 0,
         oldest_waiting_seconds=oldest,
         is_paused=is_paused,
     )

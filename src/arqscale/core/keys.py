@@ -17,9 +17,11 @@ arqscale adds, per queue, under ``arqscale:<queue>:``:
 - ``dlq`` (hash id -> JSON entry) and ``dlq:index`` (sorted set id -> failed ms): the dead-letter store.
 - ``completed``: sorted set id -> finished ms, the retention index behind the ``completed`` count.
 - ``workers``: sorted set worker id -> heartbeat expiry (ms), for status pages.
+- ``g:...``: per-key limits: ``g:running``, ``g:run``, ``g:held``, ``g:wait:<key>``, ``g:starts:<key>``,
+  ``g:timers``, ``g:index`` (described in ``lua.LEASE_LUA``).
 
-and per job ``arqscale:progress:<id>`` (JSON progress reported by the task) and
-``arqscale:error:<id>`` (the last error while a retry is pending).
+and per job ``arqscale:group:<id>`` (the key given at enqueue), ``arqscale:progress:<id>`` (JSON progress
+reported by the task) and ``arqscale:error:<id>`` (the last error while a retry is pending).
 
 The in-progress key holds the job's ownership record, ``"<queue score> <pickup token>"``: arq only checks
 that it exists (``Job.status()`` says in progress), arqscale's scripts honour an outcome or a heartbeat
@@ -34,6 +36,8 @@ from arq.constants import in_progress_key_prefix, job_key_prefix, result_key_pre
 
 PROGRESS_PREFIX = "arqscale:progress:"
 ERROR_PREFIX = "arqscale:error:"
+# A job's key for per-key limits when given at enqueue (``group=``); same TTL as its payload.
+GROUP_PREFIX = "arqscale:group:"
 
 
 def job_key(job_id: str) -> str:
@@ -50,6 +54,11 @@ def result_key(job_id: str) -> str:
 
 def retry_key(job_id: str) -> str:
     return retry_key_prefix + job_id
+
+
+def group_key(job_id: str) -> str:
+    """The per-key-limit key a job was given at enqueue (absent: none, or derived from a keyword argument)."""
+    return GROUP_PREFIX + job_id
 
 
 def progress_key(job_id: str) -> str:
@@ -74,6 +83,7 @@ class QueueKeys:
     dlq_index: str
     completed: str
     workers: str
+    groups: str = ""  # prefix of the per-key limit keys (docs/design.md, "Per-key limits")
 
     @classmethod
     def for_queue(cls, name: str, queue_key: str) -> QueueKeys:
@@ -88,6 +98,7 @@ class QueueKeys:
             dlq_index=base + "dlq:index",
             completed=base + "completed",
             workers=base + "workers",
+            groups=base + "g:",
         )
 
     def pick(self, worker_id: str) -> str:

@@ -73,11 +73,80 @@ end
 local function band_of(score)
   return math.floor((score + @HALF@) / @BAND@) * @BAND@
 end
+-- Per-key limits (docs/design.md, "Per-key limits"). ``gbase`` is the queue's ``arqscale:<queue>:g:`` prefix,
+-- set by the scripts that get it ('' = leave groups alone). Under it: ``running`` (hash key -> running jobs),
+-- ``run`` (hash id -> key of each running keyed job: written at pickup, removed by the first outcome or sweep
+-- that ends the lease, so a key's slot is released exactly once), ``held`` (hash id -> key of each job held
+-- back by its key's limit), ``wait:<key>`` (zset id -> queue score: the held jobs), ``starts:<key>`` (the
+-- key's sliding rate window), ``timers`` (zset key -> ms when its held jobs should be looked at again) and
+-- ``index`` (zset of the keys with running or held jobs, by name, for listing), and ``pend`` (hash id -> key)
+-- with ``pending`` (hash key -> count): keyed jobs our producer or a release put in the queue, not yet picked,
+-- so an enqueue can tell that a key's slots are already spoken for and hold a burst back from the start.
+local gbase = ''
+local function group_tidy(k)
+  if redis.call('HEXISTS', gbase .. 'running', k) == 0 and redis.call('EXISTS', gbase .. 'wait:' .. k) == 0 then
+    redis.call('ZREM', gbase .. 'index', k)
+    redis.call('ZREM', gbase .. 'timers', k)
+  end
+end
+-- Up to n held jobs of key k back into the queue, each under its own score (its place in line).
+local function group_back(kq, k, n)
+  local popped = redis.call('ZPOPMIN', gbase .. 'wait:' .. k, n)
+  for i = 1, #popped, 2 do
+    redis.call('ZADD', kq, popped[i+1], popped[i])
+    redis.call('HDEL', gbase .. 'held', popped[i])
+    redis.call('HSET', gbase .. 'pend', popped[i], k)
+    redis.call('HINCRBY', gbase .. 'pending', k, 1)
+  end
+  return #popped / 2
+end
+-- Job id left the queue (picked, held, cancelled): it no longer speaks for one of its key's slots.
+local function group_unpend(id)
+  local k = redis.call('HGET', gbase .. 'pend', id)
+  if not k then return end
+  redis.call('HDEL', gbase .. 'pend', id)
+  if redis.call('HINCRBY', gbase .. 'pending', k, -1) <= 0 then redis.call('HDEL', gbase .. 'pending', k) end
+end
+-- A lease ended (any outcome, or the sweep): free its key's slot and let one held job of the key back.
+local function group_release(kq, id)
+  if gbase == '' then return end
+  local k = redis.call('HGET', gbase .. 'run', id)
+  if not k then return end
+  redis.call('HDEL', gbase .. 'run', id)
+  if redis.call('HINCRBY', gbase .. 'running', k, -1) <= 0 then redis.call('HDEL', gbase .. 'running', k) end
+  group_back(kq, k, 1)
+  group_tidy(k)
+end
+-- nil when key k may start one more job; else the ms when it should be looked at again.
+local function group_full(k, conc, rate, win, lease)
+  if conc > 0 and tonumber(redis.call('HGET', gbase .. 'running', k) or '0') >= conc then
+    -- A finishing job lets one back at once; the timer only guards against a lost link in that chain.
+    return now + lease
+  end
+  if rate > 0 then
+    local sk = gbase .. 'starts:' .. k
+    redis.call('ZREMRANGEBYSCORE', sk, '-inf', now - win)
+    if redis.call('ZCARD', sk) >= rate then
+      local first = redis.call('ZRANGE', sk, 0, 0, 'WITHSCORES')
+      return math.max(tonumber(first[2]) + win, now + 1)
+    end
+  end
+  return nil
+end
+-- Hold job id (queue score `score`) of key k until `due` or until a job of k ends.
+local function group_hold(id, score, k, due)
+  redis.call('ZADD', gbase .. 'wait:' .. k, score, id)
+  redis.call('HSET', gbase .. 'held', id, k)
+  redis.call('ZADD', gbase .. 'index', 0, k)
+  local t = redis.call('ZSCORE', gbase .. 'timers', k)
+  if not t or tonumber(t) > due then redis.call('ZADD', gbase .. 'timers', due, k) end
+end
 local function sweep(kq, ka, limit)
   local expired = redis.call('ZRANGEBYSCORE', ka, '-inf', '(' .. now, 'LIMIT', 0, limit)
   for _, id in ipairs(expired) do
     local score = lease_of(id)
     redis.call('ZREM', ka, id)
+    group_release(kq, id)
     local queued = redis.call('ZSCORE', kq, id)
     if queued and tonumber(queued) >= @FLOOR@ then
       -- Parked while it ran: back under its own score (its place in line), ownership gone.

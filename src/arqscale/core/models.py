@@ -32,6 +32,12 @@ class JobRequest(BaseModel):
     )
     defer_seconds: float | None = Field(default=None, ge=0, le=365 * 86400)
     priority: int | None = Field(default=None, ge=0, description="0 is the most urgent")
+    group: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=200,
+        description="the job's key for the queue's per-key limits (user, tenant, account); see the queue's group",
+    )
 
 
 class JobState(StrEnum):
@@ -92,6 +98,8 @@ class QueueCounts(BaseModel):
     completed: int = 0
     failed: int = 0
     waiting_children: int = 0
+    # Not in `waiting` (nor the backlog the HPA scales on): a worker more would not run them sooner.
+    held: int = Field(default=0, description="ready jobs held back by their key's per-key limit")
     oldest_waiting_seconds: float = 0.0
     is_paused: bool = False
 

@@ -17,7 +17,7 @@ from redis.asyncio import Redis
 from arqscale.core import cancellation, keys, scores, serializers
 from arqscale.core.cancellation import CancelOutcome
 from arqscale.core.job_status import JobStatusReader
-from arqscale.core.lua import NOW_LUA, LuaScript, run_scripts
+from arqscale.core.lua import LEASE_LUA, NOW_LUA, LuaScript, run_scripts
 from arqscale.core.models import EnqueueResult, JobRequest, JobState
 from arqscale.core.safe_data import MAX_PAYLOAD_BYTES, UnsafeArguments, check_arguments, check_payload_size
 from arqscale.core.spec import QueueSpec, arq_queue
@@ -26,19 +26,74 @@ from arqscale.core.spec import QueueSpec, arq_queue
 # queue that stays unattended over a weekend must not lose work, so keep payloads for two weeks.
 PAYLOAD_TTL_MS = 14 * 86_400_000
 
-# KEYS: job, result, queue.  ARGV: job id, payload, band offset ms, delay ms, ttl ms, wake channel.
+# KEYS: job, result, queue, the job's group key, the queue's group prefix.
+# ARGV: job id, payload, band offset ms, delay ms, ttl ms, wake channel,
+#       job's key ('' = none), store it (1: given at enqueue; 0: the pickup derives it from a kwarg),
+#       per-key concurrency, per-key rate max, per-key rate interval ms, lease ms (all 0 without limits).
 # The score is Redis' clock plus the delay, in the job's band: a producer whose clock runs ahead must not
 # make its jobs look deferred to every worker (docs/design.md, "Redis keeps the time").
+# A ready job whose key is at its limit goes straight into the key's waiting set: a burst of one key never
+# sits in the queue in front of other keys (docs/design.md, "Per-key limits"). Returns 1 queued, 2 held, 0 exists.
 ENQUEUE = LuaScript(
     NOW_LUA
+    + LEASE_LUA
     + """
 if redis.call('EXISTS', KEYS[1], KEYS[2]) > 0 then return 0 end
 redis.call('PSETEX', KEYS[1], ARGV[5], ARGV[2])
-redis.call('ZADD', KEYS[3], string.format('%d', tonumber(ARGV[3]) + now + tonumber(ARGV[4])), ARGV[1])
+local score = string.format('%d', tonumber(ARGV[3]) + now + tonumber(ARGV[4]))
+local k = ARGV[7]
+if k ~= '' and ARGV[8] == '1' then redis.call('PSETEX', KEYS[4], ARGV[5], k) end
+local conc, rate, win = tonumber(ARGV[9]), tonumber(ARGV[10]), tonumber(ARGV[11])
+if k ~= '' and tonumber(ARGV[4]) <= 0 and (conc > 0 or rate > 0) then
+  gbase = KEYS[5]
+  local due = group_full(k, conc, rate, win, tonumber(ARGV[12]))
+  if not due then
+    -- Jobs of the key already in the queue will take the free slots: this one would only wait there.
+    local pending = tonumber(redis.call('HGET', gbase .. 'pending', k) or '0')
+    local busy = tonumber(redis.call('HGET', gbase .. 'running', k) or '0')
+    if conc > 0 and busy + pending >= conc then
+      due = now + tonumber(ARGV[12])
+    elseif rate > 0 and redis.call('ZCARD', gbase .. 'starts:' .. k) + pending >= rate then
+      due = now + win
+    end
+  end
+  if due then
+    group_hold(ARGV[1], score, k, due)
+    return 2
+  end
+  redis.call('HSET', gbase .. 'pend', ARGV[1], k)
+  redis.call('HINCRBY', gbase .. 'pending', k, 1)
+end
+redis.call('ZADD', KEYS[3], score, ARGV[1])
 redis.call('PUBLISH', ARGV[6], '1')
 return 1
 """
 )
+
+
+class GroupError(ValueError):
+    """A ``group`` the queue cannot use (no per-key limits configured, or not a usable key)."""
+
+
+def group_of(spec: QueueSpec, request: JobRequest) -> tuple[str, bool]:
+    """The job's key and whether it must be stored (given at enqueue) or is derived again by the pickup
+    from the keyword argument ``spec.group.key`` (the same rule as the pickup script's ``key_of``)."""
+    if request.group is not None:
+        if spec.group is None:
+            raise GroupError(
+                f"queue {spec.name!r} has no per-key limits (group: in its spec), so a job's group would limit nothing"
+            )
+        return request.group, True
+    if spec.group is None or spec.group.key is None:
+        return "", False
+    value = request.kwargs.get(spec.group.key)
+    if isinstance(value, bool) or value is None:
+        return "", False
+    if isinstance(value, str):
+        return value, False
+    if isinstance(value, int) and abs(value) < 2**53:
+        return str(value), False
+    return "", False  # floats and other values: the pickup decides (it never holds a job it cannot key)
 
 
 class UnknownFunctionError(ValueError):
@@ -71,9 +126,13 @@ class Producer:
         job_id: str | None = None,
         defer_seconds: float | None = None,
         priority: int | None = None,
+        group: str | None = None,
         **kwargs: Any,
     ) -> EnqueueResult:
-        """Enqueue one job. The same ``job_id`` twice is one job: the second call returns ``created=False``."""
+        """Enqueue one job. The same ``job_id`` twice is one job: the second call returns ``created=False``.
+
+        ``group``: the job's key for the queue's per-key limits (a user, tenant or account id); without it
+        the key comes from the keyword argument named in the queue's ``group.key``, if any."""
         request = JobRequest(
             function=function,
             args=list(args),
@@ -81,6 +140,7 @@ class Producer:
             job_id=job_id,
             defer_seconds=defer_seconds,
             priority=priority,
+            group=group,
         )
         return (await self.enqueue_many(queue, [request]))[0]
 
@@ -112,22 +172,31 @@ class Producer:
             delay_ms = int((req.defer_seconds or 0) * 1000)
             ttl = delay_ms + PAYLOAD_TTL_MS
             state = JobState.DEFERRED if delay_ms > 0 else JobState.QUEUED
-            prepared.append((job_id, payload, (scores.band_offset(priority, spec), delay_ms), ttl, state))
+            group, store = group_of(spec, req)
+            prepared.append((job_id, payload, (scores.band_offset(priority, spec), delay_ms), ttl, state, group, store))
+        limits = spec.group
+        rate = limits.rate_limit if limits else None
+        group_args = [
+            limits.concurrency or 0 if limits else 0,
+            rate.max_jobs if rate else 0,
+            rate.interval_ms if rate else 0,
+            int(spec.lease_seconds * 1000),
+        ]
         # The script refuses an id that exists, so running it again after NOSCRIPT enqueues nothing twice.
         created = await run_scripts(
             self.redis,
             [
                 (
                     ENQUEUE,
-                    [keys.job_key(job_id), keys.result_key(job_id), qkeys.queue],
-                    [job_id, payload, *placement, ttl, qkeys.wake],
+                    [keys.job_key(job_id), keys.result_key(job_id), qkeys.queue, keys.group_key(job_id), qkeys.groups],
+                    [job_id, payload, *placement, ttl, qkeys.wake, group, int(store), *group_args],
                 )
-                for job_id, payload, placement, ttl, _ in prepared
+                for job_id, payload, placement, ttl, _, group, store in prepared
             ],
         )
         return [
             EnqueueResult(job_id=job_id, queue=spec.name, status=state, created=bool(flag))
-            for (job_id, _, _, _, state), flag in zip(prepared, created, strict=True)
+            for (job_id, _, _, _, state, _, _), flag in zip(prepared, created, strict=True)
         ]
 
     async def cancel(self, job_id: str, queue: str | None = None) -> CancelOutcome:

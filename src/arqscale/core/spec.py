@@ -54,6 +54,33 @@ class RateLimit(_Model):
         return round(self.interval * 1000)
 
 
+GROUP_NAME_MAX = 200  # characters of a per-key limit's key (user id, tenant, account)
+
+
+class GroupLimits(_Model):
+    """Per-key limits (docs/design.md, "Per-key limits"): each key's running jobs and starts are limited
+    on their own, across all the queue's workers, and a key at its limit never holds up the others.
+
+    A job's key is the ``group`` given at enqueue (our producer, API, CLI), else the value of the keyword
+    argument named by ``key`` (JSON queues only: the pickup script reads the payload; a pickled payload
+    cannot be read in Redis). Jobs without a key are not limited.
+    """
+
+    key: str | None = Field(
+        default=None,
+        pattern=r"^[A-Za-z_][A-Za-z0-9_]*$",
+        description="keyword argument whose value is the job's key (e.g. user_id); JSON queues only",
+    )
+    concurrency: int | None = Field(default=None, ge=1, le=100_000, description="running jobs per key")
+    rate_limit: RateLimit | None = Field(default=None, description="starts per key in any interval")
+
+    @model_validator(mode="after")
+    def _limits_something(self) -> GroupLimits:
+        if self.concurrency is None and self.rate_limit is None:
+            raise ValueError("group: set concurrency, rate_limit or both (a key without a limit limits nothing)")
+        return self
+
+
 class Retention(_Model):
     """How long results stay readable, and how many the completed/failed counts keep."""
 
@@ -106,6 +133,7 @@ class QueueSpec(_Model):
     priority_levels: int = Field(default=3, ge=3, le=10, description="priorities 0 (most urgent) .. levels-1")
     default_priority: int | None = Field(default=None, ge=0, description="priority of jobs that name none")
     rate_limit: RateLimit | None = None
+    group: GroupLimits | None = Field(default=None, description="limits per job key (user, tenant, account)")
     retention: Retention = Field(default_factory=Retention)
     autoscaling: Autoscaling = Field(default_factory=Autoscaling)
     serializer: Literal["json", "pickle"] = Field(
@@ -130,6 +158,11 @@ class QueueSpec(_Model):
         if self.default_priority is not None and self.default_priority >= self.priority_levels:
             raise ValueError(
                 f"default_priority ({self.default_priority}) must be below priority_levels ({self.priority_levels})"
+            )
+        if self.group is not None and self.group.key is not None and self.serializer != "json":
+            raise ValueError(
+                f"group.key: a key taken from the keyword argument {self.group.key!r} needs serializer: json "
+                "(Redis cannot read a pickled payload); on pickle queues give each job its group at enqueue"
             )
         if self.drain_timeout is not None and self.drain_timeout < self.job_timeout:
             raise ValueError(

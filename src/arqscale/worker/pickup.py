@@ -38,7 +38,7 @@ from redis.exceptions import NoScriptError, RedisError
 
 from arqscale.core import scores
 from arqscale.core.cancellation import ABORT_KEY, ABORT_MAX_AGE_MS
-from arqscale.core.keys import ERROR_PREFIX, PROGRESS_PREFIX, QueueKeys
+from arqscale.core.keys import ERROR_PREFIX, GROUP_PREFIX, PROGRESS_PREFIX, QueueKeys
 from arqscale.core.lua import LEASE_LUA, NOW_LUA
 from arqscale.core.spec import QueueSpec
 
@@ -54,6 +54,9 @@ SWEEP_MAX = 100  # expired leases returned to the queue by one call
 SKIP_MAX = 1000  # queue entries held by an arq-style worker (in-progress key, still queued) stepped over
 MAX_RECORDS = 500  # outcomes written by one finish call
 MAX_HEARTBEAT = 2000  # leases renewed by one heartbeat call
+HOLD_MAX = 1000  # jobs of keys at their limit moved to their key's waiting set by one call
+TIMERS_MAX = 100  # keys whose held jobs one call looks at again
+BANDS_ARG = 15  # ARGV index of PICKUP_LUA's first band low
 
 _PREFIXES = {
     "IP": in_progress_key_prefix,
@@ -63,6 +66,7 @@ _PREFIXES = {
     "ERR": ERROR_PREFIX,
     "PROG": PROGRESS_PREFIX,
     "ABORT": ABORT_KEY,
+    "GROUP": GROUP_PREFIX,
 }
 
 
@@ -71,12 +75,14 @@ def _lua(source: str) -> str:
     for name, prefix in _PREFIXES.items():
         source = source.replace(f"@{name}@", prefix)
     source = source.replace("@HALF@", str(scores.BAND // 2)).replace("@BAND@", str(scores.BAND))
+    source = source.replace("@BANDS@", str(BANDS_ARG)).replace("@TIMERS_MAX@", str(TIMERS_MAX))
     return source.replace("@PARK@", str(scores.PARK)).replace("@ABORT_AGE@", str(ABORT_MAX_AGE_MS))
 
 
-# KEYS: queue, active, paused, starts (rate window), pick (this worker's last pickup)
+# KEYS: queue, active, paused, starts (rate window), pick (this worker's last pickup), group prefix (optional)
 # ARGV: wanted, token, lease ms, rate max (0 = none), rate interval ms, retry ttl ms, in-progress ttl ms,
-#       sweep max, skip max, band lows...
+#       sweep max, skip max, per-key concurrency (0 = none), per-key rate max (0 = none), per-key rate
+#       interval ms, key kwarg ('' = none), hold max, band lows... (from ARGV[BANDS_ARG])
 # Returns {status, wait_ms, swept, then per job: id, payload|nil, try, score, last error|nil, aborted 0|1}
 #   aborted: a cancel request (arq's abort set) names the job: the worker ends it cancelled, unrun.
 #   status 0 = ran, 1 = paused, 2 = rate window used up (jobs may still have been taken up to the limit),
@@ -88,11 +94,14 @@ local want = tonumber(ARGV[1])
 local token = ARGV[2]
 local out = {0, -1, 0}
 local aborting = redis.call('EXISTS', '@ABORT@') == 1
-local function emit(id, try, score)
+gbase = KEYS[6] or ''
+local gconc, grate, gwin, gkw = tonumber(ARGV[10]), tonumber(ARGV[11]), tonumber(ARGV[12]), ARGV[13]
+local limited = gbase ~= '' and (gconc > 0 or grate > 0)
+local function emit(id, try, score, payload)
   local err = false
   if try > 1 then err = redis.call('GET', '@ERR@' .. id) end
   out[#out+1] = id
-  out[#out+1] = redis.call('GET', '@JOB@' .. id)
+  out[#out+1] = payload or redis.call('GET', '@JOB@' .. id)
   out[#out+1] = try
   out[#out+1] = score
   out[#out+1] = err
@@ -109,6 +118,46 @@ if redis.call('LINDEX', KEYS[5], 0) == token then
 end
 out[3] = sweep(KEYS[1], KEYS[2], tonumber(ARGV[8]))
 if redis.call('EXISTS', KEYS[3]) == 1 then out[1] = 1; return out end
+-- A job's key: the one given at enqueue, else (JSON queues) the named keyword argument in its payload.
+-- Numbers become their integer text ("42", as a producer would write the id); other values give no key.
+local function key_of(id)
+  local k = redis.call('GET', '@GROUP@' .. id)
+  if k then return k, false end
+  if gkw == '' then return nil, false end
+  local payload = redis.call('GET', '@JOB@' .. id)
+  if not payload then return nil, false end
+  local ok, d = pcall(cjson.decode, payload)
+  if not ok or type(d) ~= 'table' or type(d.k) ~= 'table' then return nil, payload end
+  local v = d.k[gkw]
+  if type(v) == 'string' then return v, payload end
+  if type(v) == 'number' then
+    if v == math.floor(v) and math.abs(v) < 2^53 then return string.format('%d', v), payload end
+    return tostring(v), payload
+  end
+  return nil, payload
+end
+if limited then
+  -- Only on queues with `group:`, so other queues' pickups run no extra command (tests/worker/test_ownership.py).
+  -- Keys whose timer is due: a rate window freed a start, or a held key's safety check came round.
+  local due = redis.call('ZRANGEBYSCORE', gbase .. 'timers', '-inf', now, 'LIMIT', 0, @TIMERS_MAX@)
+  for _, k in ipairs(due) do
+    redis.call('ZREM', gbase .. 'timers', k)
+    local free = 1000
+    if gconc > 0 then free = gconc - tonumber(redis.call('HGET', gbase .. 'running', k) or '0') end
+    if grate > 0 then
+      local sk = gbase .. 'starts:' .. k
+      redis.call('ZREMRANGEBYSCORE', sk, '-inf', now - gwin)
+      free = math.min(free, grate - redis.call('ZCARD', sk))
+    end
+    if free > 0 then group_back(KEYS[1], k, math.min(free, 1000)) end
+    if redis.call('EXISTS', gbase .. 'wait:' .. k) == 1 then
+      -- Some stay held: look again when the key can next start one, so no held job is ever stranded.
+      local again = group_full(k, gconc, grate, gwin, tonumber(ARGV[3])) or (now + tonumber(ARGV[3]))
+      redis.call('ZADD', gbase .. 'timers', again, k)
+    end
+    group_tidy(k)
+  end
+end
 local rate_max = tonumber(ARGV[4])
 local window = tonumber(ARGV[5])
 if rate_max > 0 then
@@ -124,34 +173,59 @@ if rate_max > 0 then
   if rate_max - used < want then want = rate_max - used end
 end
 local expiry = now + tonumber(ARGV[3])
-local taken, skip_left = {}, tonumber(ARGV[9])
-for b = 10, #ARGV do
-  if #taken >= want then break end
+local taken, skip_left, hold_left, hold_max = {}, tonumber(ARGV[9]), tonumber(ARGV[14]), tonumber(ARGV[14])
+for b = @BANDS@, #ARGV do
+  if #taken >= want or hold_left <= 0 then break end
   local low = tonumber(ARGV[b])
   local skipped = 0
   while #taken < want do
+    -- Once jobs are being held, read ahead: held jobs leave the queue without counting towards `want`.
     local ids = redis.call('ZRANGEBYSCORE', KEYS[1], low - @HALF@, low + now, 'WITHSCORES',
-                           'LIMIT', skipped, want - #taken)
+                           'LIMIT', skipped, want - #taken + (hold_left < hold_max and 100 or 0))
     if #ids == 0 then break end
     for i = 1, #ids, 2 do
+      if #taken >= want then break end
       local id, score = ids[i], ids[i+1]
       local ip = '@IP@' .. id
-      if redis.call('EXISTS', ip) == 1 then
+      local k, payload, due = nil, nil, nil
+      local arq_held = redis.call('EXISTS', ip) == 1
+      if gbase ~= '' and not arq_held then group_unpend(id) end
+      if limited and not arq_held then
+        k, payload = key_of(id)
+        if k then due = group_full(k, gconc, grate, gwin, tonumber(ARGV[3])) end
+      end
+      if arq_held then
         -- Held by a worker that keeps running jobs in the queue (arq's own, or ours before this protocol).
         skipped = skipped + 1
         skip_left = skip_left - 1
+      elseif due then
+        -- Its key is at its limit: out of the queue into the key's waiting set, so it holds up no other key.
+        redis.call('ZREM', KEYS[1], id)
+        group_hold(id, score, k, due)
+        hold_left = hold_left - 1
+        if hold_left <= 0 then break end
       else
+        if k then
+          redis.call('HINCRBY', gbase .. 'running', k, 1)
+          redis.call('HSET', gbase .. 'run', id, k)
+          redis.call('ZADD', gbase .. 'index', 0, k)
+          if grate > 0 then
+            local sk = gbase .. 'starts:' .. k
+            redis.call('ZADD', sk, now, token .. '#' .. id)
+            redis.call('PEXPIRE', sk, gwin)
+          end
+        end
         redis.call('ZADD', KEYS[1], string.format('%d', tonumber(score) + @PARK@), id)
         redis.call('SET', ip, score .. ' ' .. token, 'PX', ARGV[7])
         redis.call('ZADD', KEYS[2], expiry, id)
         local rk = '@RETRY@' .. id
         local try = redis.call('INCR', rk)
         redis.call('PEXPIRE', rk, ARGV[6])
-        emit(id, try, score)
+        emit(id, try, score, payload)
         taken[#taken+1] = id
       end
     end
-    if skip_left <= 0 then break end
+    if skip_left <= 0 or hold_left <= 0 then break end
   end
 end
 if #taken > 0 then
@@ -170,8 +244,12 @@ if #taken < tonumber(ARGV[1]) then
     out[1] = 2
     out[2] = math.max(tonumber(first[2]) + window - now, 1)
   else
-    -- Nothing more is ready: when is the next deferred job due?
-    for b = 10, #ARGV do
+    -- Nothing more is ready: when is the next deferred job due, or the next held key looked at again?
+    if limited then
+      local t = redis.call('ZRANGE', gbase .. 'timers', 0, 0, 'WITHSCORES')
+      if #t > 0 then out[2] = math.max(tonumber(t[2]) - now, 1) end
+    end
+    for b = @BANDS@, #ARGV do
       local low = tonumber(ARGV[b])
       local nxt = redis.call('ZRANGEBYSCORE', KEYS[1], '(' .. (low + now), '(' .. (low + @HALF@),
                              'WITHSCORES', 'LIMIT', 0, 1)
@@ -185,7 +263,7 @@ end
 return out
 """)
 
-# KEYS: queue, active, completed, dlq, dlq_index
+# KEYS: queue, active, completed, dlq, dlq_index, group prefix (optional)
 # ARGV: completed ttl ms, completed max, failed ttl ms, failed max, error ttl ms,
 #       then records of five: kind, id, token, a, b
 #   ok:    a = serialized result ('' = keep none), b = ms since the job finished (its place in `completed`)
@@ -202,14 +280,17 @@ return out
 FINISH_LUA = _lua("""
 local n_ok, n_dead = 0, 0
 local stale = {}
+gbase = KEYS[6] or ''
 for i = 6, #ARGV, 5 do
   local kind, id, token, a, b = ARGV[i], ARGV[i+1], ARGV[i+2], ARGV[i+3], ARGV[i+4]
   local score, owner = lease_of(id)
+  -- Every outcome ends the lease: the job's key gets its slot back (once: the token check drops a resend).
+  if owner == token then group_release(KEYS[1], id) end
   if owner ~= token then
     stale[#stale+1] = id
   elseif kind == 'ok' then
     if a ~= '' then redis.call('SET', '@RESULT@' .. id, a, 'PX', ARGV[1]) end
-    redis.call('DEL', '@JOB@' .. id, '@IP@' .. id, '@RETRY@' .. id, '@ERR@' .. id)
+    redis.call('DEL', '@JOB@' .. id, '@IP@' .. id, '@RETRY@' .. id, '@ERR@' .. id, '@GROUP@' .. id)
     redis.call('ZREM', KEYS[1], id)
     redis.call('ZREM', KEYS[2], id)
     redis.call('ZADD', KEYS[3], now - math.max(tonumber(b) or 0, 0), id)
@@ -237,7 +318,7 @@ for i = 6, #ARGV, 5 do
     n_dead = n_dead + 1
   elseif kind == 'cancel' then
     if a ~= '' then redis.call('SET', '@RESULT@' .. id, a, 'PX', ARGV[3]) end
-    redis.call('DEL', '@JOB@' .. id, '@IP@' .. id, '@RETRY@' .. id, '@ERR@' .. id)
+    redis.call('DEL', '@JOB@' .. id, '@IP@' .. id, '@RETRY@' .. id, '@ERR@' .. id, '@GROUP@' .. id)
     redis.call('ZREM', KEYS[1], id)
     redis.call('ZREM', KEYS[2], id)
     redis.call('ZREM', '@ABORT@', id)
@@ -283,11 +364,12 @@ end
 return stale
 """)
 
-# KEYS: active, workers, queue, wake channel
+# KEYS: active, workers, queue, wake channel, group prefix (optional)
 # ARGV: lease ms, worker id, worker heartbeat ttl ms, sweep max, then pairs: job id, token
 # Returns {lost ids, swept}: lost = jobs this worker no longer owns (swept back after its lease ran out,
 # and maybe taken by another worker); swept = expired leases of any worker returned to the queue.
 HEARTBEAT_LUA = _lua("""
+gbase = KEYS[5] or ''
 local expiry = now + tonumber(ARGV[1])
 local lost = {}
 for i = 5, #ARGV, 2 do
@@ -386,6 +468,7 @@ class QueueOps:
 
     def _pickup_args(self, wanted: int, token: str) -> list[int | str]:
         rate = self.spec.rate_limit
+        group = self.spec.group
         return [
             min(wanted, MAX_PICKUP),
             token,
@@ -396,6 +479,11 @@ class QueueOps:
             IN_PROGRESS_TTL_MS,
             SWEEP_MAX,
             SKIP_MAX,
+            group.concurrency or 0 if group else 0,
+            group.rate_limit.max_jobs if group and group.rate_limit else 0,
+            group.rate_limit.interval_ms if group and group.rate_limit else 0,
+            group.key or "" if group else "",
+            HOLD_MAX,
             *self._band_lows,
         ]
 
@@ -482,7 +570,8 @@ class QueueOps:
             for job_id, token in chunk:
                 args += [job_id, token]
             raw_lost, raw_swept = await self._heartbeat(
-                keys=[self.keys.active, self.keys.workers, self.keys.queue, self.keys.wake], args=args
+                keys=[self.keys.active, self.keys.workers, self.keys.queue, self.keys.wake, self.keys.groups],
+                args=args,
             )
             lost += [x.decode(errors="surrogateescape") for x in raw_lost]
             swept += int(raw_swept)
@@ -493,11 +582,11 @@ class QueueOps:
         await self.redis.zrem(self.keys.workers, self.worker_id)
 
     def _pickup_keys(self) -> list[str]:
-        return [self.keys.queue, self.keys.active, self.keys.paused, self.keys.starts, self._pick_key]
+        return [self.keys.queue, self.keys.active, self.keys.paused, self.keys.starts, self._pick_key, self.keys.groups]
 
     def _finish_keys(self) -> list[str]:
         k = self.keys
-        return [k.queue, k.active, k.completed, k.dlq, k.dlq_index]
+        return [k.queue, k.active, k.completed, k.dlq, k.dlq_index, k.groups]
 
 
 def parse_pickup(raw: Sequence[object], token: str) -> PickupResult:

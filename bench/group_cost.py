@@ -1,0 +1,131 @@
+"""What per-key limits add to a pickup and a finish, timed by Redis itself (INFO commandstats, microseconds
+per EVALSHA: the scripts' own cost, free of client and network noise), on one private redis-server.
+
+    python bench/group_cost.py                 # 100,000 waiting jobs, 300 pickups of one job per case
+    python bench/group_cost.py --waiting 20000 --calls 100
+
+Cases: a queue without ``group:``; keys given at enqueue (``group=``), 1,000 users, limits never reached;
+keys read from a keyword argument in the JSON payload (``group.key``); and the cost of holding a job back
+(plain arq producer, one user at its limit: each pickup moves up to ``HOLD_MAX`` jobs aside). Markdown out.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import subprocess
+import tempfile
+import time
+from typing import Any
+
+import redis
+from redis.asyncio import Redis as AsyncRedis
+
+from arqscale.core.models import JobRequest
+from arqscale.core.producer import Producer
+from arqscale.core.serializers import json_dumps
+from arqscale.core.spec import QueueSpec, parse_queues
+from arqscale.worker import pickup
+from run import default_redis_server, free_port  # bench/ is sys.path[0] when run as a script
+
+USERS = 1000
+
+
+def spec(group: dict[str, Any] | None) -> QueueSpec:
+    body: dict[str, Any] = {"functions": ["tasks.noop"], "lease_seconds": 3600}
+    if group:
+        body["group"] = group
+    return parse_queues({"queues": {"bench": body}})["bench"]
+
+
+def us_per_call(r: redis.Redis) -> float:
+    return float(r.info("commandstats")["cmdstat_evalsha"]["usec_per_call"])
+
+
+async def fill(ar: AsyncRedis, s: QueueSpec, waiting: int, how: str) -> None:
+    if how == "plain_arq":  # arq's own layout, one user: what a plain arq producer's burst looks like
+        now = int(time.time() * 1000) - 1_000_000
+        async with ar.pipeline(transaction=False) as pipe:
+            for i in range(waiting):
+                pipe.set(f"arq:job:j{i}", json_dumps({"t": 1, "f": "noop", "a": [], "k": {"user_id": "u"}, "et": now}))
+            pipe.zadd(s.queue_key, {f"j{i}": now + i for i in range(waiting)})
+            await pipe.execute()
+        return
+    producer = Producer(ar, {"bench": s})
+    for start in range(0, waiting, 1000):
+        batch = []
+        for i in range(start, min(start + 1000, waiting)):
+            user = f"user{i % USERS}"
+            if how == "explicit":
+                batch.append(JobRequest(function="noop", job_id=f"j{i}", group=user))
+            else:
+                batch.append(JobRequest(function="noop", job_id=f"j{i}", kwargs={"user_id": user}))
+        await producer.enqueue_many("bench", batch)
+
+
+async def case(r: redis.Redis, port: int, s: QueueSpec, how: str, waiting: int, calls: int) -> tuple[float, float]:
+    r.flushall()
+    ar = AsyncRedis(port=port)
+    await fill(ar, s, waiting, how)
+    ops = pickup.QueueOps(ar, s, "bench-worker")
+    r.config_resetstat()
+    taken = []
+    for n in range(calls):
+        taken += (await ops.pickup(1, f"take.{n}")).jobs
+    pick_us = us_per_call(r)
+    r.config_resetstat()
+    for job in taken:
+        await ops.finish([pickup.Finish("ok", job.job_id, "", token=job.token)])
+    finish_us = us_per_call(r) if taken else 0.0
+    await ar.aclose()
+    return pick_us, finish_us
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--waiting", type=int, default=100_000)
+    parser.add_argument("--calls", type=int, default=300)
+    args = parser.parse_args()
+    port = free_port()
+    with tempfile.TemporaryDirectory() as tmp:
+        server = subprocess.Popen(
+            [default_redis_server(), "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+             "--dir", tmp],
+            stdout=subprocess.DEVNULL,
+        )  # fmt: skip
+        try:
+            r = redis.Redis(port=port)
+            for _ in range(100):
+                try:
+                    r.ping()
+                    break
+                except redis.ConnectionError:
+                    time.sleep(0.05)
+            limits = {"concurrency": 100_000, "rate_limit": {"max_jobs": 1_000_000, "interval": 60}}
+            cases = [
+                ("no `group:`", spec(None), "explicit_none"),
+                ("`group=` at enqueue, 1,000 keys, concurrency + rate", spec(limits), "explicit"),
+                ("`group.key: user_id` from the JSON payload, concurrency + rate", spec({"key": "user_id", **limits}),
+                 "kwarg"),
+            ]  # fmt: skip
+            print(f"{args.waiting:,} waiting jobs; Redis' own time per call (µs), {args.calls} pickups of one job\n")
+            print("| queue | pickup µs | finish µs |\n| --- | ---: | ---: |")
+            for label, s, how in cases:
+                fill_how = "kwarg" if how == "explicit_none" else how
+                pick_us, finish_us = asyncio.run(case(r, port, s, fill_how, args.waiting, args.calls))
+                print(f"| {label} | {pick_us:,.1f} | {finish_us:,.1f} |")
+            held = spec({"key": "user_id", "concurrency": 1})
+            n = 3 * pickup.HOLD_MAX
+            pick_us, _ = asyncio.run(case(r, port, held, "plain_arq", n, 3))
+            print(f"\nHolding back a plain arq burst ({n:,} jobs of one user at its limit): {pick_us:,.0f} µs per")
+            print(
+                f"pickup, each moving up to {pickup.HOLD_MAX:,} jobs aside: {pick_us / pickup.HOLD_MAX:,.1f} µs a job."
+            )
+        finally:
+            server.terminate()
+            server.wait(10)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

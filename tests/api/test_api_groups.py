@@ -1,0 +1,43 @@
+"""Per-key limits through the HTTP API: a job's group at enqueue, the held count, the per-key page."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aiohttp.test_utils import TestClient, TestServer
+from redis.asyncio import Redis
+
+from arqscale.api.app import create_app
+from arqscale.core.spec import parse_queues
+
+SPECS = parse_queues(
+    {
+        "queues": {
+            "limited": {"functions": ["tests.tasks.send_email"], "group": {"concurrency": 1}},
+            "plain": {"functions": ["tests.tasks.send_email"]},
+        }
+    }
+)
+
+
+async def test_groups_are_given_at_enqueue_counted_and_listed_a_page_at_a_time(redis: Redis) -> None:
+    client: TestClient[Any, Any] = TestClient(TestServer(create_app(SPECS, redis, max_body_bytes=1 << 20)))
+    await client.start_server()
+    try:
+        body = {"jobs": [{"function": "send_email", "group": g} for g in ("a", "a", "a", "b", "b", "c")]}
+        assert (await client.post("/v1/queues/limited/jobs:batch", json=body)).status == 202
+        queue = await (await client.get("/v1/queues/limited")).json()
+        # One job per key may take the key's single slot; the other three are held, not waiting.
+        assert (queue["waiting"], queue["held"]) == (3, 3)
+        first = await (await client.get("/v1/queues/limited/groups?limit=1")).json()
+        assert first == {"queue": "limited", "groups": [{"key": "a", "running": 0, "waiting": 2}], "next_after": "a"}
+        second = await (await client.get("/v1/queues/limited/groups?limit=1&after=a")).json()
+        assert second["groups"] == [{"key": "b", "running": 0, "waiting": 1}]
+        last = await (await client.get("/v1/queues/limited/groups?after=b")).json()
+        assert last == {"queue": "limited", "groups": [], "next_after": None}
+        resp = await client.post("/v1/queues/plain/jobs", json={"function": "send_email", "group": "a"})
+        assert resp.status == 422
+        assert (await resp.json())["details"][0]["field"] == "group"
+        assert (await client.get("/v1/queues/limited/groups?limit=0")).status == 422
+    finally:
+        await client.close()
