@@ -10,7 +10,9 @@ really blocks and a clock that really runs ahead, are in test_stalled_workers.py
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
+import time
 from datetime import UTC, datetime
 from typing import Any
 
@@ -338,3 +340,22 @@ async def test_the_rate_window_slides(redis: Redis) -> None:
     assert len(result.jobs) == 1 and result.rate_limited
     assert 1_500 <= result.wait_ms <= 2_000  # until the start of 1 s ago leaves the window
     assert await redis.zcard(K.starts) == 2  # the old start was trimmed, the new one recorded
+
+
+async def test_jobs_finished_in_one_batch_keep_their_own_finish_times(redis: Redis) -> None:
+    """The completed list and the dead-letter store are ordered by each job's own end, not the batch's."""
+    o = ops(redis, "wa")
+    await enqueue(redis, "first", "second", "dead-first", "dead-second")
+    jobs = {j.job_id: j for j in await take(o, "wa.1", 4)}
+    now = time.monotonic()
+    batch = [
+        dataclasses.replace(ok(jobs["second"]), done_at=now - 0.1),
+        dataclasses.replace(ok(jobs["first"]), done_at=now - 0.4),
+        dataclasses.replace(outcomes.dead(SPEC, jobs["dead-second"], None, "e", None, 0), done_at=now - 0.1),
+        dataclasses.replace(outcomes.dead(SPEC, jobs["dead-first"], None, "e", None, 0), done_at=now - 0.4),
+    ]
+    assert await o.finish(batch) == []
+    completed = dict(await redis.zrange(K.completed, 0, -1, withscores=True))
+    failed = dict(await redis.zrange(K.dlq_index, 0, -1, withscores=True))
+    assert 250 <= completed[b"second"] - completed[b"first"] <= 400
+    assert 250 <= failed[b"dead-second"] - failed[b"dead-first"] <= 400

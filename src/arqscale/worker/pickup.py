@@ -265,8 +265,10 @@ return out
 
 # KEYS: queue, active, completed, dlq, dlq_index, group prefix (optional)
 # ARGV: completed ttl ms, completed max, failed ttl ms, failed max, error ttl ms,
-#       then records of five: kind, id, token, a, b
-#   ok:    a = serialized result ('' = keep none), b = ms since the job finished (its place in `completed`)
+#       then records of six: kind, id, token, a, b, ago
+#   ago:   ms since the try ended: each job's own time in `completed` and the dead-letter index (Redis' clock
+#          less how long the record waited in the worker), not the batch's
+#   ok:    a = serialized result ('' = keep none)
 #   retry: a = delay ms (from now, in the job's own band), b = error JSON
 #   dead:  a = DeadJob JSON, b = arq's failed result ('' = keep none)
 #   back:  a = try counter to restore (the cut-short try does not count); the job keeps its queue score
@@ -281,8 +283,9 @@ FINISH_LUA = _lua("""
 local n_ok, n_dead = 0, 0
 local stale = {}
 gbase = KEYS[6] or ''
-for i = 6, #ARGV, 5 do
+for i = 6, #ARGV, 6 do
   local kind, id, token, a, b = ARGV[i], ARGV[i+1], ARGV[i+2], ARGV[i+3], ARGV[i+4]
+  local at = now - math.max(tonumber(ARGV[i+5]) or 0, 0)
   local score, owner = lease_of(id)
   -- Every outcome ends the lease: the job's key gets its slot back (once: the token check drops a resend).
   if owner == token then group_release(KEYS[1], id) end
@@ -293,7 +296,7 @@ for i = 6, #ARGV, 5 do
     redis.call('DEL', '@JOB@' .. id, '@IP@' .. id, '@RETRY@' .. id, '@ERR@' .. id, '@GROUP@' .. id)
     redis.call('ZREM', KEYS[1], id)
     redis.call('ZREM', KEYS[2], id)
-    redis.call('ZADD', KEYS[3], now - math.max(tonumber(b) or 0, 0), id)
+    redis.call('ZADD', KEYS[3], at, id)
     redis.call('ZREM', '@ABORT@', id)
     redis.call('HDEL', KEYS[4], id)
     redis.call('ZREM', KEYS[5], id)
@@ -306,7 +309,7 @@ for i = 6, #ARGV, 5 do
     redis.call('SET', '@ERR@' .. id, b, 'PX', ARGV[5])
   elseif kind == 'dead' then
     redis.call('HSET', KEYS[4], id, a)
-    redis.call('ZADD', KEYS[5], now, id)
+    redis.call('ZADD', KEYS[5], at, id)
     -- The id's result key is the failed result now: a later trim of `completed` must not delete it.
     redis.call('ZREM', KEYS[3], id)
     if b ~= '' then redis.call('SET', '@RESULT@' .. id, b, 'PX', ARGV[3]) end
@@ -426,19 +429,18 @@ class Finish:
     a: bytes | str | int = ""
     b: bytes | str | int = ""
     token: str = ""  # the pickup token the job is held by (set when the record is queued for writing)
-    done_at: float = 0.0  # time.monotonic() when the try ended: an ``ok`` job's place in ``completed``
+    done_at: float = 0.0  # time.monotonic() when the try ended: its place in ``completed`` or the dead letters
 
     def wire(self) -> list[bytes | str | int]:
         """The record as ``FINISH_LUA`` reads it."""
         b = self.b
-        if self.kind == "ok":
-            # Each job's own finish time (Redis' clock minus how long the record waited), not the batch's.
-            b = max(round((time.monotonic() - self.done_at) * 1000), 0) if self.done_at else 0
+        # Each job's own end time (Redis' clock minus how long the record waited here), not the batch's.
+        ago = max(round((time.monotonic() - self.done_at) * 1000), 0) if self.done_at else 0
         # Ids come from Redis decoded with surrogateescape (any bytes): send back the same bytes. The data
         # fields must be valid UTF-8; the worker checks that when it builds the record (``Worker._storable``).
         a = self.a.encode() if isinstance(self.a, str) else self.a
         b = b.encode() if isinstance(b, str) else b
-        return [self.kind, _raw(self.job_id), _raw(self.token), a, b]
+        return [self.kind, _raw(self.job_id), _raw(self.token), a, b, ago]
 
 
 def _raw(text: str) -> bytes:
