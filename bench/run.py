@@ -618,7 +618,7 @@ def write_docs(text: str, path: Path = DOCS) -> None:
 
 
 def arqscale_worker_available() -> bool:
-    return (ROOT / "src" / "arqscale" / "worker.py").exists()
+    return (ROOT / "src" / "arqscale" / "worker" / "loop.py").exists()
 
 
 def selected(args: argparse.Namespace) -> list[System]:
@@ -678,7 +678,7 @@ def run_all(bench: Bench, args: argparse.Namespace, res: Results) -> None:
     systems = selected(args)
     families = {s.family for s in SYSTEMS if not args.systems or s.key in args.systems or s.family in args.systems}
     if not arqscale_worker_available():
-        res.errors["arqscale worker"] = "src/arqscale/worker.py does not exist yet: arqscale workers not measured"
+        res.errors["arqscale worker"] = "src/arqscale/worker/loop.py does not exist: arqscale workers not measured"
     if "throughput" in args.only:
         run_throughput(bench, args, res, systems)
     if "latency" in args.only:
