@@ -14,7 +14,6 @@ import json
 import os
 import subprocess
 import sys
-import time
 import urllib.parse
 from collections.abc import Iterator
 
@@ -25,10 +24,11 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from redis.asyncio import Redis
 
+from api_processes import api_env, api_process
 from arqscale.core.serializers import json_dumps
 from arqscale.core.spec import demo_queues
 from protocol_steps import bury, pick_up
-from redis_server import RedisServer, free_port
+from redis_server import RedisServer
 
 SPECS = demo_queues()  # what the API and CLI serve without a queues file
 QUEUE = "verification"
@@ -57,32 +57,11 @@ def _plain_arq_dead_letter(redis_url: str, job_id: str) -> None:
 
 
 @pytest.fixture(scope="module")
-def api_url(redis_server: RedisServer) -> Iterator[str]:
-    port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("REDIS_", "ARQSCALE_"))}
-    env |= {"REDIS_URL": redis_server.url, "ARQSCALE_LOG_LEVEL": "WARNING"}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "arqscale", "api", "--host", "127.0.0.1", "--port", str(port)],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-    )
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 20
-    while True:
-        try:
-            if requests.get(url + "/livez", timeout=1).status_code == 200:
-                break
-        except requests.ConnectionError:
-            pass
-        if proc.poll() is not None or time.monotonic() > deadline:
-            proc.kill()
-            pytest.fail(f"arqscale api did not start: {proc.communicate(timeout=5)[0].decode(errors='replace')}")
-        time.sleep(0.05)
-    yield url
-    proc.terminate()
-    out = proc.communicate(timeout=10)[0].decode(errors="replace")
-    assert "unexpected error" not in out, out
+def api_url(redis_server: RedisServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    log = tmp_path_factory.mktemp("api") / "api.log"
+    with api_process(api_env(redis_server.url), log) as url:
+        yield url
+    assert "unexpected error" not in log.read_text(errors="replace")
 
 
 def segment(job_id: str) -> str:

@@ -11,14 +11,9 @@ a few examples per operation, about a minute for both runs on a shared machine.
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
 
 import pytest
-import requests
 import schemathesis
 from hypothesis import HealthCheck, settings
 from schemathesis import GenerationMode
@@ -33,8 +28,9 @@ from schemathesis.checks import (
     unsupported_method,
 )
 
+from api_processes import api_env, api_process
 from arqscale.api.openapi import build_document
-from redis_server import RedisServer, free_port
+from redis_server import RedisServer
 
 TOKEN = "fuzz-token-123"
 LIMIT = 65536
@@ -46,37 +42,12 @@ _rejection.expected_statuses = [*_rejection.expected_statuses, "413"]
 
 
 @pytest.fixture(scope="module")
-def api_url(redis_server: RedisServer) -> Iterator[str]:
-    port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("REDIS_", "ARQSCALE_"))}
-    env |= {
-        "REDIS_URL": redis_server.url,
-        "ARQSCALE_API_TOKEN": TOKEN,
-        "ARQSCALE_API_MAX_BODY_BYTES": str(LIMIT),
-        "ARQSCALE_LOG_LEVEL": "WARNING",
-    }
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "arqscale", "api", "--host", "127.0.0.1", "--port", str(port)],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-    )
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 20
-    while True:
-        try:
-            if requests.get(url + "/livez", timeout=1).status_code == 200:
-                break
-        except requests.ConnectionError:
-            pass
-        if proc.poll() is not None or time.monotonic() > deadline:
-            out = proc.communicate(timeout=5)[0].decode(errors="replace") if proc.poll() is not None else ""
-            proc.kill()
-            pytest.fail(f"arqscale api did not start: {out}")
-        time.sleep(0.05)
-    yield url
-    proc.terminate()
-    out = proc.communicate(timeout=10)[0].decode(errors="replace")
+def api_url(redis_server: RedisServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    log = tmp_path_factory.mktemp("api") / "api.log"
+    env = api_env(redis_server.url, ARQSCALE_API_TOKEN=TOKEN, ARQSCALE_API_MAX_BODY_BYTES=str(LIMIT))
+    with api_process(env, log) as url:
+        yield url
+    out = log.read_text(errors="replace")
     # A 500 from the catch-all is logged with its traceback: there must be none.
     assert "unexpected error" not in out, out
     assert TOKEN not in out

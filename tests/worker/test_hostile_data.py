@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -26,6 +24,7 @@ from arq.jobs import serialize_job
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from api_processes import api_env, api_process
 from arqscale.core import keys, scores
 from arqscale.core.keys import QueueKeys
 from arqscale.core.models import DeadJob
@@ -34,7 +33,7 @@ from arqscale.core.serializers import json_dumps
 from arqscale.core.spec import QueueSpec, parse_queues
 from arqscale.worker import outcomes
 from arqscale.worker.pickup import Picked
-from redis_server import RedisServer, free_port
+from redis_server import RedisServer
 from worker_processes import TESTS, StartWorker, stop_all, worker_starter
 
 QUEUES: dict[str, Any] = {
@@ -147,31 +146,11 @@ def api(redis_server: RedisServer, tmp_path: Path) -> Iterator[str]:
 
     qfile = tmp_path / "api-queues.yaml"
     qfile.write_text(yaml.safe_dump({"queues": QUEUES}))
-    port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("REDIS_", "ARQSCALE_"))}
-    env |= {"REDIS_URL": redis_server.url, "ARQSCALE_QUEUES_FILE": str(qfile), "ARQSCALE_LOG_LEVEL": "WARNING"}
+    env = api_env(redis_server.url, ARQSCALE_QUEUES_FILE=str(qfile))
     env["PYTHONPATH"] = os.pathsep.join([str(TESTS), env.get("PYTHONPATH", "")])
     log = tmp_path / "api.log"
-    with log.open("wb") as out:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "arqscale", "api", "--host", "127.0.0.1", "--port", str(port)],
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 20
-    while True:
-        try:
-            if requests.get(url + "/livez", timeout=1).status_code == 200:
-                break
-        except requests.ConnectionError:
-            pass
-        assert proc.poll() is None and time.monotonic() < deadline, log.read_text()
-        time.sleep(0.05)
-    yield url
-    proc.terminate()
-    proc.wait(10)
+    with api_process(env, log) as url:
+        yield url
     assert "unexpected error" not in log.read_text(errors="replace")
 
 
