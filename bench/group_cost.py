@@ -13,8 +13,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import subprocess
-import tempfile
 import time
 from typing import Any
 
@@ -26,7 +24,7 @@ from arqscale.core.producer import Producer
 from arqscale.core.serializers import json_dumps
 from arqscale.core.spec import QueueSpec, parse_queues
 from arqscale.worker import pickup
-from run import default_redis_server, free_port  # bench/ is sys.path[0] when run as a script
+from run import private_redis  # bench/ is sys.path[0] when run as a script
 
 USERS = 1000
 
@@ -86,44 +84,27 @@ def main() -> int:
     parser.add_argument("--waiting", type=int, default=100_000)
     parser.add_argument("--calls", type=int, default=300)
     args = parser.parse_args()
-    port = free_port()
-    with tempfile.TemporaryDirectory() as tmp:
-        server = subprocess.Popen(
-            [default_redis_server(), "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-             "--dir", tmp],
-            stdout=subprocess.DEVNULL,
-        )  # fmt: skip
-        try:
-            r = redis.Redis(port=port)
-            for _ in range(100):
-                try:
-                    r.ping()
-                    break
-                except redis.ConnectionError:
-                    time.sleep(0.05)
-            limits = {"concurrency": 100_000, "rate_limit": {"max_jobs": 1_000_000, "interval": 60}}
-            cases = [
-                ("no `group:`", spec(None), "explicit_none"),
-                ("`group=` at enqueue, 1,000 keys, concurrency + rate", spec(limits), "explicit"),
-                ("`group.key: user_id` from the JSON payload, concurrency + rate", spec({"key": "user_id", **limits}),
-                 "kwarg"),
-            ]  # fmt: skip
-            print(f"{args.waiting:,} waiting jobs; Redis' own time per call (µs), {args.calls} pickups of one job\n")
-            print("| queue | pickup µs | finish µs |\n| --- | ---: | ---: |")
-            for label, s, how in cases:
-                fill_how = "kwarg" if how == "explicit_none" else how
-                pick_us, finish_us = asyncio.run(case(r, port, s, fill_how, args.waiting, args.calls))
-                print(f"| {label} | {pick_us:,.1f} | {finish_us:,.1f} |")
-            held = spec({"key": "user_id", "concurrency": 1})
-            n = 3 * pickup.HOLD_MAX
-            pick_us, _ = asyncio.run(case(r, port, held, "plain_arq", n, 3))
-            print(f"\nHolding back a plain arq burst ({n:,} jobs of one user at its limit): {pick_us:,.0f} µs per")
-            print(
-                f"pickup, each moving up to {pickup.HOLD_MAX:,} jobs aside: {pick_us / pickup.HOLD_MAX:,.1f} µs a job."
+    with private_redis() as r:
+        limits = {"concurrency": 100_000, "rate_limit": {"max_jobs": 1_000_000, "interval": 60}}
+        cases = [
+            ("no `group:`", spec(None), "explicit_none"),
+            ("`group=` at enqueue, 1,000 keys, concurrency + rate", spec(limits), "explicit"),
+            ("`group.key: user_id` from the JSON payload, concurrency + rate", spec({"key": "user_id", **limits}),
+             "kwarg"),
+        ]  # fmt: skip
+        print(f"{args.waiting:,} waiting jobs; Redis' own time per call (µs), {args.calls} pickups of one job\n")
+        print("| queue | pickup µs | finish µs |\n| --- | ---: | ---: |")
+        for label, s, how in cases:
+            fill_how = "kwarg" if how == "explicit_none" else how
+            pick_us, finish_us = asyncio.run(
+                case(r, r.connection_pool.connection_kwargs["port"], s, fill_how, args.waiting, args.calls)
             )
-        finally:
-            server.terminate()
-            server.wait(10)
+            print(f"| {label} | {pick_us:,.1f} | {finish_us:,.1f} |")
+        held = spec({"key": "user_id", "concurrency": 1})
+        n = 3 * pickup.HOLD_MAX
+        pick_us, _ = asyncio.run(case(r, r.connection_pool.connection_kwargs["port"], held, "plain_arq", n, 3))
+        print(f"\nHolding back a plain arq burst ({n:,} jobs of one user at its limit): {pick_us:,.0f} µs per")
+        print(f"pickup, each moving up to {pickup.HOLD_MAX:,} jobs aside: {pick_us / pickup.HOLD_MAX:,.1f} µs a job.")
     return 0
 
 

@@ -16,7 +16,6 @@ import argparse
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from types import ModuleType
 
@@ -24,7 +23,7 @@ import redis
 
 from arqscale.core.spec import QueueSpec, parse_queues
 from arqscale.worker import pickup
-from run import ROOT, default_redis_server, free_port  # bench/ is sys.path[0] when run as a script
+from run import ROOT, private_redis  # bench/ is sys.path[0] when run as a script
 
 BASELINE = "a9993fc"  # main before the ownership protocol: running jobs stayed in the queue
 BATCH = 20_000
@@ -112,36 +111,19 @@ def main() -> int:
     args = parser.parse_args()
     s = spec()
     module = baseline_module(args.baseline) if args.baseline else None
-    port = free_port()
-    with tempfile.TemporaryDirectory() as tmp:
-        server = subprocess.Popen(
-            [default_redis_server(), "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-             "--dir", tmp],
-            stdout=subprocess.DEVNULL,
-        )  # fmt: skip
-        try:
-            r = redis.Redis(port=port)
-            for _ in range(100):
-                try:
-                    r.ping()
-                    break
-                except redis.ConnectionError:
-                    time.sleep(0.05)
-            rows = []
-            for running in args.running:
-                row = [f"{running:,}"]
+    with private_redis() as r:
+        rows = []
+        for running in args.running:
+            row = [f"{running:,}"]
+            r.flushall()
+            fill(r, s, args.waiting)
+            row.append(f"{measure_current(r, s, running, args.calls):,.1f}")
+            if module is not None:
                 r.flushall()
                 fill(r, s, args.waiting)
-                row.append(f"{measure_current(r, s, running, args.calls):,.1f}")
-                if module is not None:
-                    r.flushall()
-                    fill(r, s, args.waiting)
-                    row.append(f"{measure_baseline(r, s, running, args.calls, module):,.1f}")
-                rows.append(row)
-                print(" | ".join(row), file=sys.stderr)
-        finally:
-            server.terminate()
-            server.wait(10)
+                row.append(f"{measure_baseline(r, s, running, args.calls, module):,.1f}")
+            rows.append(row)
+            print(" | ".join(row), file=sys.stderr)
     head = ["running jobs", "pickup now (µs per call)"] + ([f"before ({args.baseline}, µs per call)"] if module else [])
     print(f"Pickup of one job, {args.waiting:,} waiting, {args.calls} calls per row (Redis' own time per call):\n")
     print("| " + " | ".join(head) + " |")

