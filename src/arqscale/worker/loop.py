@@ -402,10 +402,19 @@ class Worker:
         """Leases that ran out while this worker was stalled or cut off: the jobs went back to the queue (and
         maybe to another worker). Stop our copies; whatever they would write would be dropped anyway."""
         running = [j for j in job_ids if j in self._running]
-        logger.warning("lease lost (this worker stalled or was cut off past it), stopping: %s", ", ".join(job_ids))
-        self.metrics.lost_leases_q.inc(len(job_ids))
         lost = set(job_ids)
+        # Finished jobs whose outcome waits to be written hold no lease any more either: their record goes. After
+        # a lost reply (a resend pending) the first send most likely wrote it; otherwise Redis would drop it as
+        # stale, and it is counted so. Only running copies are lost leases.
+        unwritten = [r.job_id for r in self._finished if r.job_id in lost and r.job_id not in self._running]
         self._finished = [r for r in self._finished if r.job_id not in lost]
+        if unwritten:
+            self._stale(unwritten, self._resent)
+        if not running:
+            self._tick.set()
+            return
+        logger.warning("lease lost (this worker stalled or was cut off past it), stopping: %s", ", ".join(running))
+        self.metrics.lost_leases_q.inc(len(running))
         for job_id in running:
             self._abandoned.add(job_id)
             self._running[job_id].cancel()
