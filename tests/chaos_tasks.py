@@ -61,23 +61,32 @@ async def _retry_while_redis_is_down(op: Callable[[], Coroutine[Any, Any, Any]],
             await asyncio.sleep(0.05)
 
 
+# Each record is written once even when it is sent twice: a record whose reply was lost to a Redis restart
+# (executed, then the connection dropped) is retried, and without this guard the run log showed one run as
+# two, which read as a rerun caused by the outage (it was the harness, not the worker).
+RECORD_ONCE = """
+if redis.call('SET', KEYS[1], '1', 'NX', 'EX', 3600) then
+  if ARGV[2] == '1' then redis.call('HINCRBY', KEYS[2], ARGV[3], 1) end
+  redis.call('RPUSH', KEYS[3], ARGV[1])
+end
+"""
+
+
+async def _record_once(redis: Redis, entry: str, job_id: str, counts: bool) -> None:
+    once = f"chaos:once:{entry}"
+    await _retry_while_redis_is_down(
+        lambda: redis.eval(RECORD_ONCE, 3, once, RUNS_KEY, EVENTS_KEY, entry, "1" if counts else "0", job_id)
+    )
+
+
 async def record(ctx: dict[str, Any], sleep_ms: int = 5) -> int:
     """Record this run, sleep ``sleep_ms``, record the end; returns the worker's pid."""
     redis: Redis = ctx["redis"]
     job_id: str = ctx["job_id"]
     pid = os.getpid()
-    start = f"s {job_id} {pid} {time.time():.6f} {ctx.get('job_try', 0)}"
-
-    async def log_start() -> None:
-        async with redis.pipeline(transaction=True) as pipe:
-            pipe.hincrby(RUNS_KEY, job_id, 1)
-            pipe.rpush(EVENTS_KEY, start)
-            await pipe.execute()
-
-    await _retry_while_redis_is_down(log_start)
+    await _record_once(redis, f"s {job_id} {pid} {time.time():.6f} {ctx.get('job_try', 0)}", job_id, counts=True)
     await asyncio.sleep(sleep_ms / 1000)
-    end = f"e {job_id} {pid} {time.time():.6f} {ctx.get('job_try', 0)}"
-    await _retry_while_redis_is_down(lambda: redis.rpush(EVENTS_KEY, end))
+    await _record_once(redis, f"e {job_id} {pid} {time.time():.6f} {ctx.get('job_try', 0)}", job_id, counts=False)
     return pid
 
 
@@ -518,7 +527,9 @@ class ChaosHarness:
             if len(live) < self.cfg.max_workers:
                 self.start_worker()
             return
-        victim = self.rng.choice(live)
+        # A worker still starting runs nothing: stopping it tests nothing, and a run whose kills all hit
+        # such workers measured no recovery at all.
+        victim = self.rng.choice([w for w in live if w.is_ready()] or live)
         if self.rng.random() < self.cfg.kill_share:
             victim.kill()  # the OOM killer
             self.kills.append((victim.pid, victim.killed_at or time.time()))

@@ -105,12 +105,6 @@ def test_every_rerun_is_explained_by_a_kill(report: ChaosReport) -> None:
 
 
 @_chaos_test
-@pytest.mark.xfail(
-    strict=False,
-    reason="open (noted on issue 19): now and then one job whose worker started about a second before a "
-    "0.5 s restart loses its 2 s lease and runs again elsewhere; seen before the protocol change too "
-    "(3 reruns on a loaded machine). Reported, not hidden: the figures print either way.",
-)
 def test_a_short_redis_restart_repeats_no_job(report: ChaosReport) -> None:
     """Leases are renewed every lease/3: an outage shorter than 2/3 of the lease lets none of them lapse.
 
