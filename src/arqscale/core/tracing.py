@@ -34,6 +34,9 @@ _HEADERS = ("traceparent", "tracestate")
 _MAX_HEADER = 512  # W3C: traceparent is 55 characters, tracestate at most 32 members of 256
 
 
+_provider: Any | None = None  # a tracer provider of our own (tests), else the global one
+
+
 def _api() -> Any | None:
     """The OpenTelemetry API module when installed (the ``otel`` extra), else None."""
     try:
@@ -41,6 +44,17 @@ def _api() -> Any | None:
     except ImportError:
         return None
     return trace
+
+
+def _tracer(trace: Any) -> Any:
+    return trace.get_tracer("arqscale", tracer_provider=_provider)
+
+
+def use_provider(provider: Any | None) -> None:
+    """Record arqscale's spans with ``provider`` instead of the global one (None: the global one again).
+    For tests and for applications that keep several providers; the global provider can be set only once."""
+    global _provider
+    _provider = provider
 
 
 def wanted_by_env(env: Mapping[str, str] | None = None) -> bool:
@@ -147,7 +161,7 @@ class SendSpans:
                 self._span.set_attribute(key, value)
             inject(carrier)
         else:
-            tracer = self._trace.get_tracer("arqscale")
+            tracer = _tracer(self._trace)
             with tracer.start_as_current_span(
                 f"create {self._queue}",
                 kind=self._trace.SpanKind.PRODUCER,
@@ -164,7 +178,7 @@ def send_spans(queue: str, jobs: int) -> Iterator[SendSpans | None]:
     if trace is None:
         yield None
         return
-    tracer = trace.get_tracer("arqscale")
+    tracer = _tracer(trace)
     attributes: dict[str, Any] = {
         "messaging.system": SYSTEM,
         "messaging.destination.name": queue,
@@ -216,7 +230,7 @@ def process_span(
     if trace is None:
         yield None
         return
-    tracer = trace.get_tracer("arqscale")
+    tracer = _tracer(trace)
     parent = None
     if headers:
         from opentelemetry.propagate import extract
