@@ -11,7 +11,7 @@ RUN python -m venv /opt/arqscale
 COPY pyproject.toml README.md ./
 COPY src ./src
 RUN /opt/arqscale/bin/pip install --no-cache-dir --only-binary=:all: --no-build-isolation hatchling==1.27.0 \
- && /opt/arqscale/bin/pip install --no-cache-dir --no-build-isolation --prefer-binary . \
+ && /opt/arqscale/bin/pip install --no-cache-dir --no-build-isolation --prefer-binary '.[otel]' \
  && /opt/arqscale/bin/pip uninstall --yes hatchling pip
 
 # --- runtime: the virtualenv, a fixed non-root user, nothing else ---

@@ -311,6 +311,8 @@ BAD_VALUES = [
     (["worker.port=70000"], "port"),
     (["autoscaling.engine=cron"], "engine"),
     (["image.tag=latest"], "tag"),
+    (["tracing.enabled=true"], "tracing.enabled needs tracing.endpoint"),
+    (["tracing.sampler=sometimes"], "sampler"),
     (["queues.bad name.functions[0]=a.b"], "bad name"),
     # cross-field rules the template enforces, naming the queue
     (

@@ -252,6 +252,36 @@ arqscale.io/queue: {{ .queue | quote }}
 {{- include "arqscale.redisEnv" . }}
 {{- end -}}
 
+{{/* OTEL_* for a traced process (docs/kubernetes.md "Tracing"); args: dict "root" $ "service" name "pod" bool
+(whether POD_NAME/POD_NAMESPACE are set earlier in the list, so the pod is named in the resource) */}}
+{{- define "arqscale.tracingEnv" -}}
+{{- $t := .root.Values.tracing -}}
+{{- if $t.enabled }}
+{{- if not $t.endpoint }}{{ fail "tracing.enabled needs tracing.endpoint (your collector's OTLP/HTTP address, e.g. http://otel-collector:4318)" }}{{ end }}
+- name: OTEL_TRACES_EXPORTER
+  value: otlp
+- name: OTEL_EXPORTER_OTLP_ENDPOINT
+  value: {{ $t.endpoint | quote }}
+- name: OTEL_EXPORTER_OTLP_PROTOCOL
+  value: http/protobuf
+- name: OTEL_SERVICE_NAME
+  value: {{ .service | quote }}
+- name: OTEL_TRACES_SAMPLER
+  value: {{ $t.sampler | quote }}
+{{- with $t.samplerArg }}
+- name: OTEL_TRACES_SAMPLER_ARG
+  value: {{ . | quote }}
+{{- end }}
+{{- $attrs := list }}
+{{- if .pod }}{{ $attrs = append $attrs "k8s.pod.name=$(POD_NAME),k8s.namespace.name=$(POD_NAMESPACE)" }}{{ end }}
+{{- range $k, $v := $t.resourceAttributes }}{{ $attrs = append $attrs (printf "%s=%s" $k $v) }}{{ end }}
+{{- with $attrs }}
+- name: OTEL_RESOURCE_ATTRIBUTES
+  value: {{ join "," . | quote }}
+{{- end }}
+{{- end }}
+{{- end -}}
+
 {{/* The effective queues as YAML: the `queues:` value, or the demo queues when it is empty */}}
 {{- define "arqscale.queues" -}}
 {{- if .Values.queues -}}

@@ -52,7 +52,7 @@ from arqscale.api.openapi import (
     RequeueResponse,
     build_document,
 )
-from arqscale.core import queue_control, scores
+from arqscale.core import queue_control, scores, tracing
 from arqscale.core.cancellation import CancelOutcome
 from arqscale.core.config import Config
 from arqscale.core.connection import create_redis
@@ -100,6 +100,7 @@ class State:
     max_body_bytes: int
     token: bytes | None
     document: dict[str, Any]
+    traced: bool = False  # OpenTelemetry on: an enqueue joins the caller's trace (its traceparent header)
 
 
 STATE = web.AppKey("arqscale_state", State)
@@ -318,9 +319,15 @@ def _check_jobs(spec: QueueSpec, jobs: list[JobRequest], prefix: str) -> None:
             ) from None
 
 
-async def _enqueue(state: State, spec: QueueSpec, jobs: list[JobRequest]) -> list[EnqueueResult]:
+async def _enqueue(
+    state: State, spec: QueueSpec, jobs: list[JobRequest], headers: Mapping[str, str]
+) -> list[EnqueueResult]:
     try:
-        results = await state.producer.enqueue_many(spec.name, jobs)
+        if state.traced:
+            with tracing.continued(headers):
+                results = await state.producer.enqueue_many(spec.name, jobs)
+        else:
+            results = await state.producer.enqueue_many(spec.name, jobs)
     except ValueError as exc:  # arguments the queue's serializer cannot encode, or too deep, or too large
         field = exc.field if isinstance(exc, UnsafeArguments) else "group" if isinstance(exc, GroupError) else "args"
         raise Problem(422, "invalid_arguments", str(exc), [FieldError(field=field, message=str(exc))]) from None
@@ -347,7 +354,7 @@ async def enqueue(request: web.Request) -> web.StreamResponse:
     except ValidationError as exc:
         raise _validation_problem(exc) from None
     _check_jobs(spec, [job], "")
-    [result] = await _enqueue(request.app[STATE], spec, [job])
+    [result] = await _enqueue(request.app[STATE], spec, [job], request.headers)
     return _json(result, 202)
 
 
@@ -359,7 +366,7 @@ async def enqueue_batch(request: web.Request) -> web.StreamResponse:
     except ValidationError as exc:
         raise _validation_problem(exc) from None
     _check_jobs(spec, batch.jobs, "jobs.")
-    results = await _enqueue(request.app[STATE], spec, batch.jobs)
+    results = await _enqueue(request.app[STATE], spec, batch.jobs, request.headers)
     return _json(BatchResponse(jobs=results), 202)
 
 
@@ -588,7 +595,12 @@ HANDLERS: dict[str, Handler] = {
 
 
 def create_app(
-    specs: Mapping[str, QueueSpec], redis: Redis, *, max_body_bytes: int, token: str | None = None
+    specs: Mapping[str, QueueSpec],
+    redis: Redis,
+    *,
+    max_body_bytes: int,
+    token: str | None = None,
+    traced: bool = False,
 ) -> web.Application:
     """The API as an aiohttp application on an existing Redis client (the caller closes it)."""
     arq_specs = {name: s for name, s in specs.items() if s.backend == "arq"}
@@ -606,6 +618,7 @@ def create_app(
         max_body_bytes=max_body_bytes,
         token=token.encode() if token else None,
         document=build_document(max_body_bytes),
+        traced=traced,
     )
     # The schedule routes live in their own module, which imports this one: loaded here, once it is complete.
     from arqscale.api.schedule_routes import HANDLERS as SCHEDULE_HANDLERS
@@ -619,13 +632,13 @@ def create_app(
     return app
 
 
-async def serve(config: Config, *, host: str | None = None, port: int | None = None) -> None:
+async def serve(config: Config, *, host: str | None = None, port: int | None = None, traced: bool = False) -> None:
     """Serve until SIGTERM or SIGINT, then finish in-flight requests and close Redis."""
     settings = config.settings
     token = settings.api_token.get_secret_value() if settings.api_token is not None else None
     # A data route answers 503 within REDIS_TIMEOUT of Redis freezing, not after the freeze (issue 10).
     redis = create_redis(config.redis, socket_timeout=REDIS_TIMEOUT, socket_connect_timeout=REDIS_TIMEOUT)
-    app = create_app(config.queues, redis, max_body_bytes=settings.api_max_body_bytes, token=token)
+    app = create_app(config.queues, redis, max_body_bytes=settings.api_max_body_bytes, token=token, traced=traced)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     bind_host, bind_port = host or settings.api_host, port or settings.api_port
@@ -650,3 +663,5 @@ async def serve(config: Config, *, host: str | None = None, port: int | None = N
         await runner.cleanup()
         with contextlib.suppress(Exception):
             await redis.aclose()
+        if traced:
+            tracing.shutdown()  # flush the last spans

@@ -427,6 +427,28 @@ def build() -> Schema:
                 "namespace": {**_NAME, "description": "where the Grafana sidecar looks; empty: the release's"},
             }
         ),
+        "tracing": _obj(
+            {
+                "enabled": _t("boolean"),
+                "endpoint": {
+                    "type": "string",
+                    "description": "OTLP/HTTP endpoint (OTEL_EXPORTER_OTLP_ENDPOINT); required when enabled",
+                    "pattern": "^(https?://\\S+)?$",
+                },
+                "sampler": {
+                    "enum": [
+                        "always_on",
+                        "always_off",
+                        "traceidratio",
+                        "parentbased_always_on",
+                        "parentbased_always_off",
+                        "parentbased_traceidratio",
+                    ]
+                },
+                "samplerArg": {"type": "string", "pattern": "^([01](\\.[0-9]+)?)?$"},
+                "resourceAttributes": _STRING_MAP,
+            }
+        ),
         "tests": _obj({"enabled": _t("boolean")}),
     }
     return {

@@ -25,10 +25,17 @@ def run(args: argparse.Namespace) -> int:
     except UsageError as exc:
         return fail("api", str(exc))
 
+    from arqscale.core import tracing
+
+    try:
+        traced = tracing.setup_from_env("arqscale-api")
+    except tracing.TracingSetupError as exc:
+        return fail("api", str(exc))
+
     import uvloop
 
     try:
-        uvloop.run(serve(config, host=args.host, port=args.port))
+        uvloop.run(serve(config, host=args.host, port=args.port, traced=traced))
     except OSError as exc:  # the port is taken or the address cannot be bound
         print(f"arqscale api: cannot listen: {exc.strerror or exc}", file=sys.stderr)
         return 1

@@ -47,6 +47,14 @@ def run(args: argparse.Namespace) -> int:
         print(f"arqscale worker: {exc}", file=sys.stderr)
         return 2
 
+    from arqscale.core import tracing
+
+    try:
+        traced = tracing.setup_from_env("arqscale-worker")
+    except tracing.TracingSetupError as exc:
+        print(f"arqscale worker: {exc}", file=sys.stderr)
+        return 2
+
     import uvloop
 
     from arqscale.worker.process import serve
@@ -55,4 +63,6 @@ def run(args: argparse.Namespace) -> int:
     # A port nobody chose (the default) may move when taken, so a second worker of the same queue starts
     # on one machine; a port someone set must be that port or nothing.
     chosen = args.port is not None or "worker_port" in config.settings.model_fields_set
-    return uvloop.run(serve(config, spec, functions, port=port, port_chosen=chosen, drain_timeout=args.drain_timeout))
+    return uvloop.run(
+        serve(config, spec, functions, port=port, port_chosen=chosen, drain_timeout=args.drain_timeout, traced=traced)
+    )

@@ -8,13 +8,13 @@ instead of waiting for its next poll.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from arq.jobs import serialize_job
+from arq.jobs import SerializationError, serialize_job
 from redis.asyncio import Redis
 
-from arqscale.core import cancellation, keys, scores, serializers
+from arqscale.core import cancellation, keys, scores, serializers, tracing
 from arqscale.core.cancellation import CancelOutcome
 from arqscale.core.job_status import JobStatusReader
 from arqscale.core.lua import LEASE_LUA, NOW_LUA, LuaScript, run_scripts
@@ -96,6 +96,26 @@ def group_of(spec: QueueSpec, request: JobRequest) -> tuple[str, bool]:
     return "", False  # floats and other values: the pickup decides (it never holds a job it cannot key)
 
 
+def job_payload(
+    function: str,
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+    enqueue_ms: int,
+    dumps: Callable[[dict[str, Any]], bytes],
+    trace_headers: Mapping[str, str] | None = None,
+) -> bytes:
+    """arq's payload; with tracing on, plus the trace context under ``tracing.PAYLOAD_KEY`` (arq ignores
+    keys it does not know, so arq's own readers are unaffected)."""
+    if not trace_headers:
+        return serialize_job(function, args, kwargs, None, enqueue_ms, serializer=dumps)
+    data = {"t": None, "f": function, "a": args, "k": kwargs, "et": enqueue_ms}
+    data[tracing.PAYLOAD_KEY] = dict(trace_headers)
+    try:
+        return dumps(data)
+    except Exception as exc:  # the same error as arq's serialize_job
+        raise SerializationError(f'unable to serialize job "{function}"') from exc
+
+
 class UnknownFunctionError(ValueError):
     def __init__(self, function: str, spec: QueueSpec) -> None:
         super().__init__(
@@ -147,6 +167,12 @@ class Producer:
     async def enqueue_many(self, queue: str, requests: Sequence[JobRequest]) -> list[EnqueueResult]:
         """Enqueue many jobs in one pipelined round trip. Validates them all before writing any."""
         spec = self.spec(queue)
+        with tracing.send_spans(spec.name, len(requests)) as spans:
+            return await self._enqueue_many(spec, requests, spans)
+
+    async def _enqueue_many(
+        self, spec: QueueSpec, requests: Sequence[JobRequest], spans: tracing.SendSpans | None
+    ) -> list[EnqueueResult]:
         qkeys = keys.QueueKeys.for_queue(spec.name, spec.queue_key)
         dumps, _ = serializers.for_queue(spec.serializer)
         now_ms = scores.now_ms()
@@ -161,8 +187,9 @@ class Producer:
                 check_arguments(req.args, req.kwargs)
             except UnsafeArguments as exc:
                 raise UnsafeArguments(exc.field, exc.reason, job_id) from None
+            headers = spans.headers_for(job_id, req.function) if spans is not None else None
             try:
-                payload = serialize_job(req.function, tuple(req.args), req.kwargs, None, now_ms, serializer=dumps)
+                payload = job_payload(req.function, tuple(req.args), req.kwargs, now_ms, dumps, headers)
             except Exception as exc:  # arq wraps the serializer's error; name the job and the cause
                 raise ValueError(f"job {job_id}: arguments cannot be serialized: {exc.__cause__ or exc}") from None
             try:

@@ -37,19 +37,19 @@ from typing import Any, Protocol
 
 import redis as sync_redis
 from arq.connections import ArqRedis
-from arq.jobs import DeserializationError, deserialize_job_raw, serialize_result
+from arq.jobs import DeserializationError, serialize_result
 from arq.worker import Retry
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-from arqscale.core import keys, scores, serializers
+from arqscale.core import keys, scores, serializers, tracing
 from arqscale.core.cancellation import ABORT_KEY
 from arqscale.core.models import Progress
 from arqscale.core.queue_control import RESUME, stranded
 from arqscale.core.spec import QueueSpec
 from arqscale.worker import outcomes
 from arqscale.worker.metrics import WorkerMetrics
-from arqscale.worker.outcomes import Decoded
+from arqscale.worker.outcomes import Decoded, decode_payload
 from arqscale.worker.pickup import RETRY_TTL_MS, Finish, Picked, PickupResult, QueueOps
 from arqscale.worker.probes import Health
 from arqscale.worker.scheduler import Scheduler
@@ -64,6 +64,8 @@ PULSE_SECONDS = 0.1
 REDIS_RETRY_SECONDS = (0.05, 0.1, 0.25, 0.5, 1.0)
 # How often a worker with running jobs looks for a plain arq client's abort request (ours also publish).
 ABORT_POLL_SECONDS = 0.5
+# A try's outcome as its span names it (the worker metrics' words).
+TRY_OUTCOMES = {"ok": "complete", "retry": "retried", "dead": "dead", "back": "put_back", "cancel": "cancelled"}
 
 
 class WorkerSetupError(RuntimeError):
@@ -112,8 +114,11 @@ class Worker:
         deletion_cost: DeletionCost | None = None,
         blocked_reporter: sync_redis.Redis | None = None,
         block_threshold: float = 1.0,
+        traced: bool = False,
     ) -> None:
         self.spec = spec
+        # A span per try (arqscale.core.tracing); the process turns it on from OTEL_* (``setup_from_env``).
+        self._tracing = traced
         self.redis = redis
         self.functions = dict(functions) if functions is not None else load_functions(spec)
         self.worker_id = worker_id or f"{spec.name}-{uuid.uuid4().hex[:12]}"
@@ -536,7 +541,7 @@ class Worker:
         if job.payload is None:
             return self._dead(job, None, f"payload missing: {keys.job_key(job.job_id)} expired or was deleted")
         try:
-            decoded = Decoded(*deserialize_job_raw(job.payload, deserializer=self._loads))
+            decoded = decode_payload(job.payload, self._loads)
         except DeserializationError as exc:
             cause = exc.__cause__ or exc
             error = f"undecodable payload ({self.spec.serializer}): {type(cause).__name__}: {cause}"
@@ -563,6 +568,14 @@ class Worker:
         return await self._call(job, decoded, fn, job_try)
 
     async def _call(self, job: Picked, decoded: Decoded, fn: TaskFunction, job_try: int) -> Finish:
+        if not self._tracing:
+            return await self._run_task(job, decoded, fn, job_try)
+        with tracing.process_span(self.spec.name, job.job_id, decoded.function, job_try, decoded.trace) as span:
+            record = await self._run_task(job, decoded, fn, job_try)
+            tracing.end_try(span, TRY_OUTCOMES[record.kind])
+            return record
+
+    async def _run_task(self, job: Picked, decoded: Decoded, fn: TaskFunction, job_try: int) -> Finish:
         ctx = {
             "redis": self._task_redis,
             "job_id": job.job_id,
@@ -644,6 +657,8 @@ class Worker:
         exc: BaseException | None = None,
         start_ms: int | None = None,
     ) -> Finish:
+        if self._tracing:
+            tracing.note_error(error, exc)
         if job_try >= self.spec.max_tries:
             return self._dead(job, d, error, tb, attempts=job_try, exc=exc, start_ms=start_ms)
         record, delay_ms = outcomes.retry(self.spec, job, job_try, error, tb, _ms(), defer_ms=defer_ms)

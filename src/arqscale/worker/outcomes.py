@@ -9,15 +9,18 @@ without Redis. The worker sends the records in batches
 from __future__ import annotations
 
 import base64
+import dataclasses
 import json
 import pickle
 import random
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from arq.jobs import DeserializationError
 from arq.worker import JobExecutionFailed
 
-from arqscale.core import cancellation, scores, serializers
+from arqscale.core import cancellation, scores, serializers, tracing
 from arqscale.core.models import DeadJob
 from arqscale.core.pickle_peek import looks_pickled
 from arqscale.core.safe_data import ERROR_CHARS, PREVIEW_BYTES, TRACEBACK_CHARS, clipped, preview
@@ -34,6 +37,18 @@ class Decoded:
     kwargs: dict[str, Any]
     enqueue_try: int | None
     enqueue_ms: int
+    trace: dict[str, str] | None = None  # W3C trace headers our producer put into the payload (tracing on)
+
+
+def decode_payload(payload: bytes, loads: Callable[[bytes], Any]) -> Decoded:
+    """arq's ``deserialize_job_raw``, plus the trace context our producer may have added (``tracing``)."""
+    try:
+        d = loads(payload)
+        decoded = Decoded(d["f"], d["a"], d["k"], d["t"], d["et"])
+    except Exception as exc:
+        raise DeserializationError("unable to deserialize job") from exc
+    headers = tracing.carried(d) if isinstance(d, dict) else None
+    return dataclasses.replace(decoded, trace=headers) if headers else decoded
 
 
 def describe(exc: BaseException) -> str:

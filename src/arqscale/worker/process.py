@@ -14,6 +14,7 @@ from collections.abc import Callable, Mapping
 
 import redis as sync_redis
 
+from arqscale.core import tracing
 from arqscale.core.config import Config
 from arqscale.core.connection import client_kwargs, create_redis
 from arqscale.core.spec import QueueSpec
@@ -66,6 +67,7 @@ async def serve(
     port: int,
     port_chosen: bool = True,
     drain_timeout: float | None = None,
+    traced: bool = False,
 ) -> int:
     redis = create_redis(config.redis, socket_timeout=REDIS_SOCKET_TIMEOUT)
     # The loop watchdog reports a blocked loop from its own thread, so it needs a client of its own.
@@ -89,6 +91,7 @@ async def serve(
         drain_timeout=drain_timeout,
         deletion_cost=patcher,
         blocked_reporter=reporter,
+        traced=traced,
     )
     loop = asyncio.get_running_loop()
     on_signal = stop_signal_handler(worker.request_drain)
@@ -128,4 +131,6 @@ async def serve(
             await patcher.close()
         await redis.aclose()
         reporter.close()
+        if traced:
+            tracing.shutdown()  # flush the spans of the last tries
     return 0
