@@ -31,6 +31,8 @@ from arqscale.core import serializers, tracing
 from arqscale.core.keys import job_key
 from arqscale.core.models import JobRequest
 from arqscale.core.producer import Producer
+from arqscale.core.schedule_spec import Schedule
+from arqscale.core.schedules import Schedules
 from arqscale.core.spec import QueueSpec
 from arqscale.worker.loop import Worker
 from worker_processes import TESTS
@@ -118,6 +120,19 @@ async def test_a_batch_gives_each_job_its_own_context(redis: Redis, spans: InMem
     for span in named(spans, "process q"):
         assert span.parent is not None
         assert span.parent.span_id == creates[span.attributes["messaging.message.id"]].context.span_id
+
+
+async def test_a_schedules_job_is_traced_from_its_tick(redis: Redis, spans: InMemorySpanExporter) -> None:
+    spec = make_spec()
+    await Schedules(redis, {"q": spec}).put("q", Schedule(name="often", every=1, function="add", args=[1, 1]))
+    async with running(Worker(spec, redis, traced=True)):
+        await wait_for(lambda: redis.keys("arq:result:sched:q:often:*"), within=10, what="a tick's job done")
+    sends = {s.context.span_id: s for s in named(spans, "send q")}
+    ticks = [s for s in named(spans, "process q") if str(s.attributes["messaging.message.id"]).startswith("sched:")]
+    assert ticks
+    for span in ticks:
+        assert span.parent is not None
+        assert sends[span.parent.span_id].attributes["messaging.message.id"] == span.attributes["messaging.message.id"]
 
 
 async def test_a_plain_arq_job_starts_its_own_trace(redis: Redis, spans: InMemorySpanExporter) -> None:

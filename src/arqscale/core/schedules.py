@@ -26,13 +26,12 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from arq.jobs import serialize_job
 from pydantic import BaseModel, Field, ValidationError
 from redis.asyncio import Redis
 
-from arqscale.core import keys, scores, serializers
+from arqscale.core import keys, scores, serializers, tracing
 from arqscale.core.lua import NOW_LUA, Call, LuaScript, run_scripts
-from arqscale.core.producer import PAYLOAD_TTL_MS, UnknownFunctionError
+from arqscale.core.producer import PAYLOAD_TTL_MS, UnknownFunctionError, job_payload
 from arqscale.core.schedule_spec import Decision, Schedule, ScheduleFields, decide, first_tick_after, job_id
 from arqscale.core.spec import QueueSpec, arq_queue
 
@@ -449,13 +448,28 @@ class ScheduleStore:
         decision = decide(schedule, tick, now)
         jitter_ms = round(rand.uniform(0, schedule.jitter) * 1000) if schedule.jitter > 0 else 0
         jid = job_id(self.spec.name, name, tick)
-        payload: bytes = b""
-        offset = 0
-        if decision.enqueue:
+        if not decision.enqueue:
+            return await self._fire_tick(name, tick, raw, decision, jid, b"", 0, jitter_ms), decision
+        # A tick's job is an enqueue like any other: a `send` span when tracing is on (core/tracing.py).
+        with tracing.send_spans(self.spec.name, 1) as spans:
+            headers = spans.headers_for(jid, schedule.task_name) if spans is not None else None
             dumps, _ = serializers.for_queue(self.spec.serializer)
             args_ = tuple(schedule.args)
-            payload = serialize_job(schedule.task_name, args_, schedule.kwargs, None, now, serializer=dumps)
+            payload = job_payload(schedule.task_name, args_, schedule.kwargs, now, dumps, headers)
             offset = scores.band_offset(self._priority(schedule), self.spec)
+            return await self._fire_tick(name, tick, raw, decision, jid, payload, offset, jitter_ms), decision
+
+    async def _fire_tick(
+        self,
+        name: str,
+        tick: int,
+        raw: str | None,
+        decision: Decision,
+        jid: str,
+        payload: bytes,
+        offset: int,
+        jitter_ms: int,
+    ) -> int:
         args = [
             name,
             tick,
@@ -469,7 +483,7 @@ class ScheduleStore:
             PAYLOAD_TTL_MS + jitter_ms,
             self.queue_keys.wake,
         ]
-        return await self._fire(args, jid), decision
+        return await self._fire(args, jid)
 
     def _priority(self, schedule: Schedule) -> int:
         try:
