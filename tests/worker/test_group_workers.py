@@ -141,3 +141,37 @@ async def test_plain_arq_producer_jobs_get_their_key_from_the_kwarg(
     await wait_until(lambda: done(redis, 3), 30, "the three other jobs")
     assert (await JobStatusReader(redis, parse_queues({"queues": queues})).read("p0")).state is JobState.CANCELLED
     assert await redis.get("keyed:max:42") == b"1"
+
+
+async def test_another_key_runs_at_the_first_pickup_behind_a_plain_arq_burst_of_10000(
+    redis: Redis, workers: StartWorker
+) -> None:
+    # Workers that poll once an hour (and look at held keys again once a lease, an hour): only their first pickup after start-up can run bob's job in this test. A
+    # pickup moves at most HOLD_MAX of alice's jobs aside per script call; the worker calls again at once while
+    # the script says it stopped at that budget, so bob's job is reached within that first pickup.
+    queues = {
+        "q": {**BASE, "poll_interval": 3600, "lease_seconds": 3600, "group": {"key": "user_id", "concurrency": 1}}
+    }
+    arq = ArqRedis(redis.connection_pool, job_serializer=json_dumps)
+    n = 10_000
+    for start in range(0, n, 500):
+        await asyncio.gather(
+            *(
+                # alice's first job runs for a minute: her key stays at its limit for the whole test.
+                arq.enqueue_job(
+                    "keyed", user_id="alice", seconds=60 if i == 0 else 0, _job_id=f"a{i}", _queue_name="arq:queue:q"
+                )
+                for i in range(start, start + 500)
+            )
+        )
+    await arq.enqueue_job("keyed", user_id="bob", seconds=0, _job_id="b0", _queue_name="arq:queue:q")
+    assert await redis.zcard("arq:queue:q") == n + 1
+    a, b = workers(queues), workers(queues)
+    await a.ready()
+    await b.ready()
+    await wait_until(lambda: done(redis, 1), 60, "bob's job (an hour's poll otherwise)")
+    assert await redis.lrange("keyed:done", 0, -1) == [b"b0"]
+    # Every one of alice's other jobs is accounted for: held in her key's set, none lost, none run.
+    assert await redis.hlen("arqscale:q:g:held") + await redis.zcard("arq:queue:q") - 1 == n - 1
+    assert await redis.zcard("arqscale:q:g:wait:alice") == n - 1
+    assert await redis.get("keyed:max:alice") == b"1"

@@ -350,6 +350,11 @@ class Worker:
             wait = max(result.wait_ms, 1) / 1000 if result.wait_ms >= 0 else self.spec.poll_interval
             self._hold_until = time.monotonic() + wait
             return wait
+        if len(result.jobs) < free and result.wait_ms == 0:
+            # The pickup stopped at its hold budget (a plain arq producer's burst of one key at its limit, moved
+            # aside HOLD_MAX per call): go on at once, so another key's job behind the burst is not left waiting
+            # for polls. Each call is one short script, so Redis serves other clients between them.
+            return 0.0
         if len(result.jobs) < free and result.wait_ms >= 0:
             return min(self.spec.poll_interval, max(result.wait_ms, 1) / 1000)
         return self.spec.poll_interval
