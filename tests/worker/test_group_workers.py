@@ -146,9 +146,10 @@ async def test_plain_arq_producer_jobs_get_their_key_from_the_kwarg(
 async def test_another_key_runs_at_the_first_pickup_behind_a_plain_arq_burst_of_10000(
     redis: Redis, workers: StartWorker
 ) -> None:
-    # Workers that poll once an hour (and look at held keys again once a lease, an hour): only their first pickup after start-up can run bob's job in this test. A
-    # pickup moves at most HOLD_MAX of alice's jobs aside per script call; the worker calls again at once while
-    # the script says it stopped at that budget, so bob's job is reached within that first pickup.
+    # Workers that poll once an hour (and look at held keys again once a lease, an hour): only their first
+    # pickup after start-up can run bob's job in this test. A pickup moves at most HOLD_MAX of alice's jobs
+    # aside per script call; the worker calls again at once while the script says it stopped at that budget,
+    # so bob's job is reached within that first pickup.
     queues = {
         "q": {**BASE, "poll_interval": 3600, "lease_seconds": 3600, "group": {"key": "user_id", "concurrency": 1}}
     }

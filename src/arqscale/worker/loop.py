@@ -46,6 +46,7 @@ from arqscale.core import keys, scores, serializers
 from arqscale.core.cancellation import ABORT_KEY
 from arqscale.core.models import Progress
 from arqscale.core.queue_control import RESUME, stranded
+from arqscale.core.schedules import SCHEDULES_WAKE
 from arqscale.core.spec import QueueSpec
 from arqscale.worker import outcomes
 from arqscale.worker.metrics import WorkerMetrics
@@ -433,12 +434,16 @@ class Worker:
             try:
                 await pubsub.subscribe(self.ops.keys.wake)
                 self._tick.set()  # anything published while we were not subscribed
+                self.scheduler.wake()
                 while True:
                     message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=5.0)
                     if message is None or self._draining:
                         continue
                     if message.get("data") == b"cancel":
                         self._abort_check.set()
+                        continue
+                    if message.get("data") == SCHEDULES_WAKE.encode():
+                        self.scheduler.wake()  # a runtime schedule's next tick may be sooner than its sleep
                         continue
                     if message.get("data") == RESUME.encode():
                         self._hold_until = 0.0  # the pause that made us hold off is over
