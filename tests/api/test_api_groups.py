@@ -38,6 +38,9 @@ async def test_groups_are_given_at_enqueue_counted_and_listed_a_page_at_a_time(r
         waiting = await (await client.get("/v1/queues/limited/jobs?state=waiting")).json()
         assert (waiting["total"], waiting["held"]) == (3, 3)
         assert (await (await client.get("/v1/queues/plain/jobs?state=waiting")).json())["held"] is None
+        schemas = (await (await client.get("/openapi.json")).json())["components"]["schemas"]
+        assert {"held", "group"} <= set(schemas["JobStatus"]["properties"])
+        assert "held" in schemas["JobList"]["properties"]
         queue = await (await client.get("/v1/queues/limited")).json()
         # One job per key may take the key's single slot; the other three are held, not waiting.
         assert (queue["waiting"], queue["held"]) == (3, 3)
