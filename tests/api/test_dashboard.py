@@ -25,10 +25,14 @@ from arqscale.api.app import create_app
 from arqscale.api.dashboard import PATHS
 from arqscale.core import keys, queue_control
 from arqscale.core.dead_letters import DeadLetters
-from arqscale.core.models import Progress
+from arqscale.core.job_status import JobStatusReader
+from arqscale.core.models import JobState, Progress
 from arqscale.core.producer import Producer
+from arqscale.core.schedule_spec import Schedule
+from arqscale.core.schedules import ScheduleKeys, ScheduleStore
 from arqscale.core.serializers import json_dumps
-from arqscale.core.spec import parse_queues
+from arqscale.core.spec import QueueSpec, parse_queues
+from arqscale.worker.scheduler import Scheduler
 from protocol_steps import bury, finish, pick_up
 from redis_server import RedisServer, free_port
 
@@ -62,8 +66,8 @@ async def browser() -> AsyncIterator[Browser]:
         await chromium.close()
 
 
-async def _serve(redis: Redis, token: str | None = None) -> TestServer:
-    server = TestServer(create_app(SPECS, redis, max_body_bytes=65536, token=token), host="127.0.0.1")
+async def _serve(redis: Redis, token: str | None = None, specs: dict[str, QueueSpec] | None = None) -> TestServer:
+    server = TestServer(create_app(specs or SPECS, redis, max_body_bytes=65536, token=token), host="127.0.0.1")
     await server.start_server()
     return server
 
@@ -459,6 +463,141 @@ async def test_any_arq_job_id_is_viewed_requeued_and_deleted(redis: Redis, brows
         assert await redis.zscore(spec.queue_key, requeued) is not None
         assert await DeadLetters(redis, spec).get(deleted) is None
         assert await DeadLetters(redis, spec).count() == len(ids) - 2
+        assert await page.evaluate("window.pwned") is None
+        assert problems == []
+    finally:
+        await page.close()
+        await server.close()
+
+
+LIMITED = parse_queues(
+    {
+        "queues": {
+            **QUEUES,
+            "limited": {
+                "functions": ["tests.tasks.send_email"],
+                "group": {"concurrency": 1},
+                "schedules": {"nightly": {"cron": "0 3 * * *", "timezone": "Europe/Berlin", "function": "send_email"}},
+            },
+        }
+    }
+)
+
+
+async def _dismiss(dialog: Dialog) -> None:
+    await dialog.dismiss()
+
+
+async def test_cancel_buttons_schedules_view_and_held_jobs(redis: Redis, browser: Browser, tmp_path: Path) -> None:
+    producer = Producer(redis, LIMITED)
+    email, limited = LIMITED["email"], LIMITED["limited"]
+    await producer.enqueue("email", "send_email", "a@example.com", job_id="mail-wait")
+    await producer.enqueue("email", "send_email", "b@example.com", job_id="mail-later", defer_seconds=3600)
+    await producer.enqueue("email", "send_email", "c@example.com", job_id="mail-run")
+    await pick_up(redis, email, "mail-run")
+    for i in range(3):  # key "a" may run one at a time: the other two are held back at enqueue
+        await producer.enqueue("limited", "send_email", f"u{i}@example.com", job_id=f"lim-{i}", group="a")
+    # Schedules: the declared one as a worker writes it, a runtime one that has fired once (a real scheduler
+    # step), and a stored definition that no longer validates, whose problem text carries markup.
+    store = ScheduleStore(redis, limited)
+    await store.sync_declared()
+    await store.put(Schedule(name="minutely", every=1, function="send_email", kwargs={"to": "<b>x</b>"}))
+    scheduler = Scheduler(limited, redis)
+    for _ in range(100):  # its first tick is at most a second away; each step says how long to sleep
+        await asyncio.sleep(await scheduler.step())
+        if scheduler.fired:
+            break
+    [last] = [v.last_job for v in await store.views() if v.name == "minutely"]
+    assert last is not None
+    broken = json.dumps({"origin": "api", "schedule": {"cron": HOSTILE, "function": "send_email"}})
+    await redis.hset(ScheduleKeys.for_queue("limited").defs, "broken", broken)
+
+    statuses = JobStatusReader(redis, LIMITED)
+    server = await _serve(redis, specs=LIMITED)
+    page = await browser.new_page()
+    problems = _watch(page)
+    try:
+        await page.goto(str(server.make_url("/dashboard")))
+        # Held jobs have their own column: not waiting (a worker more would not run them sooner).
+        await expect(_cell(page, "limited", "held")).to_have_text("2")
+        await expect(_cell(page, "limited", "waiting")).to_have_text("2")  # lim-0 and the scheduled job
+        await expect(_cell(page, "email", "held")).to_have_text("0")
+
+        # The waiting list says how many more are held back.
+        await page.locator('tr[data-queue="limited"] [data-action="jobs"]').click()
+        await expect(page.locator("#jobs-hint")).to_contain_text("2 more are held back by their keys' limits")
+
+        # Cancel a waiting job; a dismissed confirmation cancels nothing.
+        await page.locator('tr[data-queue="email"] [data-action="jobs"]').click()
+        waiting = page.locator('#jobs-list tr[data-job="mail-wait"]')
+        page.once("dialog", _dismiss)
+        await waiting.locator('[data-action="cancel"]').click()
+        await expect(page.locator("#jobs-list tbody tr")).to_have_count(1)
+        assert (await statuses.read("mail-wait")).state is JobState.QUEUED
+        page.on("dialog", _accept)
+        await waiting.locator('[data-action="cancel"]').click()
+        await expect(page.locator("#flash")).to_have_text("Cancelled mail-wait")
+        await expect(page.locator("#jobs-empty")).to_be_visible()
+        assert (await statuses.read("mail-wait")).state is JobState.CANCELLED
+        # A delayed one.
+        await page.locator('#jobs-tabs [data-state="delayed"]').click()
+        await page.locator('#jobs-list tr[data-job="mail-later"] [data-action="cancel"]').click()
+        await expect(page.locator("#flash")).to_have_text("Cancelled mail-later")
+        assert (await statuses.read("mail-later")).state is JobState.CANCELLED
+        # A running one: its worker is asked to stop it (the abort set names it).
+        await page.locator('#jobs-tabs [data-state="active"]').click()
+        await page.locator('#jobs-list tr[data-job="mail-run"] [data-action="cancel"]').click()
+        await expect(page.locator("#flash")).to_have_text("Cancelling mail-run: its worker stops it")
+        assert await redis.zscore("arq:abort", "mail-run") is not None
+        # Completed and failed jobs have no Cancel button.
+        await page.locator('#jobs-tabs [data-state="completed"]').click()
+        await expect(page.locator("#jobs-total")).to_have_text("(0 completed)")
+        await expect(page.locator('#jobs-list [data-action="cancel"]')).to_have_count(0)
+
+        # A held job looked up: queued, held back, with its key; it can be cancelled from there.
+        lookup = page.locator("#lookup-id")
+        job = page.locator("#job")
+        await lookup.fill("lim-2")
+        await lookup.press("Enter")
+        await expect(job.locator("[data-state]")).to_have_text("queued")
+        await expect(job.locator("[data-held]")).to_have_text("held back by its key's limit", use_inner_text=True)
+        await expect(job).to_contain_text("Key")
+        await job.locator('[data-action="cancel"]').click()
+        await expect(job.locator("[data-state]")).to_have_text("cancelled")
+        await expect(_cell(page, "limited", "held")).to_have_text("1")
+
+        # Schedules of a queue: timing, next run, last job (a link to its status), state, buttons.
+        await page.locator('tr[data-queue="limited"] [data-action="schedules"]').click()
+        rows = page.locator("#schedules-list tbody tr")
+        await expect(rows).to_have_count(3)
+        nightly = page.locator('#schedules-list tr[data-schedule="nightly"]')
+        await expect(nightly).to_contain_text("cron 0 3 * * * (Europe/Berlin)")
+        await expect(nightly).to_contain_text("(declared)")
+        await expect(nightly.locator('[data-action="remove"]')).to_be_disabled()
+        minutely = page.locator('#schedules-list tr[data-schedule="minutely"]')
+        await expect(minutely).to_contain_text("every 1.0 s")
+        await minutely.locator('[data-action="last-job"]').click()
+        await expect(page.locator("#job")).to_contain_text(last.job_id)
+        await expect(job.locator("[data-state]")).to_have_text("queued")
+        bad = page.locator('#schedules-list tr[data-schedule="broken"]')
+        await expect(bad.locator("[data-state]")).to_have_text("broken")
+        await expect(bad.locator("td.error-cell")).to_contain_text("{'cron': '<script>window.")  # as text
+
+        await nightly.locator('[data-action="toggle"]').click()
+        await expect(page.locator("#flash")).to_have_text("Schedule nightly: paused")
+        await expect(nightly.locator("[data-state]")).to_have_text("paused")
+        assert (await store.get("nightly")).paused
+        await nightly.locator('[data-action="toggle"]').click()
+        await expect(nightly.locator("[data-state]")).to_have_text("running")
+        assert not (await store.get("nightly")).paused
+
+        await minutely.locator('[data-action="remove"]').click()
+        await expect(page.locator("#flash")).to_have_text("Removed schedule minutely")
+        await expect(rows).to_have_count(2)
+        assert "minutely" not in {v.name for v in await store.views()}
+
+        await page.screenshot(path=str(tmp_path / "schedules.png"), full_page=True)
+        assert await page.locator("script:not([src]), #schedules img, #job b").count() == 0
         assert await page.evaluate("window.pwned") is None
         assert problems == []
     finally:

@@ -3,14 +3,26 @@ missed-tick decision, and the arq cron() mapping. Pure: no Redis, no clock."""
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime, timedelta
 from typing import Any
-from zoneinfo import ZoneInfo
+from zoneinfo import ZoneInfo, available_timezones
 
 import pytest
+from cronsim import CronSim, CronSimError
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from pydantic import ValidationError
 
-from arqscale.core.schedule_spec import ScheduleFields, decide, first_tick_after, from_arq_cron, job_id
+from arqscale.core.schedule_spec import (
+    CRON_SHAPE,
+    ZONE_SHAPE,
+    ScheduleFields,
+    decide,
+    first_tick_after,
+    from_arq_cron,
+    job_id,
+)
 from arqscale.core.spec import QueueConfigError, parse_queues
 
 BERLIN = ZoneInfo("Europe/Berlin")
@@ -211,3 +223,30 @@ def test_queue_spec_declares_schedules_by_name() -> None:
 def test_queue_spec_refuses_schedules_its_workers_cannot_run(queue: dict[str, Any], message: str) -> None:
     with pytest.raises(QueueConfigError, match=message):
         parse_queues({"queues": {"q": queue}})
+
+
+# The JSON schemas' shapes (the chart refuses at install time what does not match) must never refuse what the
+# worker's own checks accept: every time zone of the tz database, and any expression cronsim parses.
+@settings(max_examples=400, deadline=None)
+@given(
+    st.lists(
+        st.one_of(
+            st.sampled_from(
+                ["*", "0", "59", "*/5", "1-5", "1-5/2", "MON", "JAN-MAR", "L", "LW", "5L", "MON#2", "1,15"]
+            ),
+            st.text(alphabet="0123456789*/,-#LWMONTUEFRISAJDC?%.", min_size=1, max_size=6),
+        ),
+        min_size=1,
+        max_size=8,
+    ).map(" ".join)
+)
+def test_the_cron_shape_matches_every_expression_cronsim_accepts(expression: str) -> None:
+    try:
+        CronSim(expression, datetime(2000, 1, 1, tzinfo=UTC))
+    except CronSimError:
+        return
+    assert re.match(CRON_SHAPE, expression), expression
+
+
+def test_the_zone_shape_matches_every_known_time_zone() -> None:
+    assert [z for z in available_timezones() if not re.match(ZONE_SHAPE, z)] == []

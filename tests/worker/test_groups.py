@@ -21,7 +21,7 @@ from arqscale.core.models import JobRequest
 from arqscale.core.producer import GroupError, Producer
 from arqscale.core.serializers import json_dumps
 from arqscale.core.spec import QueueConfigError, QueueSpec, parse_queues
-from arqscale.worker.pickup import HOLD_MAX, Finish, Picked, QueueOps
+from arqscale.worker.pickup import HOLD_MAX, Finish, Picked, PickupResult, QueueOps
 
 FUNCS = ["worker_tasks.keyed", "worker_tasks.record"]
 
@@ -40,10 +40,12 @@ class Pickups:
         self.ops = QueueOps(redis, spec, worker)
         self.worker = worker
         self.calls = 0
+        self.last: PickupResult | None = None
 
     async def take(self, wanted: int = 10) -> list[Picked]:
         self.calls += 1
-        return (await self.ops.pickup(wanted, f"{self.worker}.{self.calls}")).jobs
+        self.last = await self.ops.pickup(wanted, f"{self.worker}.{self.calls}")
+        return self.last.jobs
 
     async def finish(self, *jobs: Picked, kind: str = "ok") -> list[str]:
         records = [Finish(kind, j.job_id, "" if kind == "ok" else 0, token=j.token) for j in jobs]  # type: ignore[arg-type]
@@ -105,8 +107,13 @@ async def test_plain_arq_jobs_of_a_limited_key_leave_the_queue_a_thousand_per_pi
     while "b0" not in taken:
         taken |= ids(await worker.take())
         assert worker.calls <= n // HOLD_MAX + 1
+        if "b0" not in taken:
+            # Stopped at the hold budget with slots free: the script says "more now" (wait 0), and the worker
+            # calls again at once instead of at its next poll (tests/worker/test_group_workers.py).
+            assert worker.last is not None and worker.last.wait_ms == 0
     # A plain producer's burst sits in the queue until pickups move it aside, HOLD_MAX per call.
     assert worker.calls == n // HOLD_MAX
+    assert worker.last is not None and worker.last.wait_ms != 0
     assert await running(redis, spec) == {b"alice": b"1", b"7": b"1"}
 
 

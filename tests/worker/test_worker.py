@@ -297,8 +297,10 @@ async def test_drain_lets_running_jobs_finish(redis: Redis) -> None:
     worker = Worker(spec, redis)
     task = asyncio.create_task(worker.run())
     await wait_for(lambda: redis.exists(in_progress_key("short")), what="started")
-    await Producer(redis, {"q": spec}).enqueue("q", "sleep", 0.1, job_id="after-drain")
     worker.request_drain()
+    # Enqueued after the drain began (enqueued first, its wake message could win the race with the drain on a
+    # busy machine, and the job would rightly run).
+    await Producer(redis, {"q": spec}).enqueue("q", "sleep", 0.1, job_id="after-drain")
     await asyncio.wait_for(task, 5)
     assert [x.decode() for x in await redis.lrange("finished", 0, -1)] == ["short"]
     # Picked after the drain began: never. Still queued for the next worker.

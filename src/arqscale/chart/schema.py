@@ -242,6 +242,12 @@ def queue_spec_defs() -> dict[str, Schema]:
         "chart only: this queue's overrides of the chart-wide `worker:` values",
     )
     queue["description"] = "One queue (arqscale.core.spec.QueueSpec); its name is the map key."
+    # pydantic writes the schedule-name rule as patternProperties, which lets any other name through unchecked;
+    # propertyNames refuses a bad name at install time, as the workers would at start-up.
+    schedules = queue["properties"]["schedules"]
+    [(name_pattern, entry)] = schedules.pop("patternProperties").items()
+    schedules["propertyNames"] = {"pattern": name_pattern}
+    schedules["additionalProperties"] = entry
     # QueueSpec's own rule, in schema form: an arq queue runs tasks, so it must list some.
     queue["if"] = {"properties": {"backend": {"const": "bullmq"}}, "required": ["backend"]}
     queue["else"] = {"required": ["functions"], "properties": {"functions": {"minItems": 1}}}

@@ -51,13 +51,16 @@ def _when(seconds: float | None) -> str:
 
 def format_job(status: JobStatus) -> str:
     status = safe_copy(status)  # stored data may hold text a terminal cannot encode, or deep nesting
-    lines = [f"job        {shown_id(status.job_id)}", f"state      {status.state}"]
+    held = " (held back by its key's limit)" if status.held else ""
+    lines = [f"job        {shown_id(status.job_id)}", f"state      {status.state}{held}"]
     if status.queue is not None:
         lines.append(f"queue      {status.queue}")
     if status.function is not None:
         lines.append(f"function   {status.function}")
     if status.priority is not None:
         lines.append(f"priority   {status.priority}")
+    if status.group is not None:
+        lines.append(f"key        {status.group}")
     if status.state is not JobState.NOT_FOUND:
         lines.append(f"attempts   {status.attempts}")
     if status.progress is not None:
@@ -111,7 +114,8 @@ def format_jobs(page: JobList) -> str:
     lines = [line.rstrip() for line in lines] if page.items else []
     first, last = page.offset + 1, page.offset + len(page.items)
     shown = f"{first}-{last} shown" if page.items else "none shown"
-    lines.append(f"# {page.queue}: {page.total} {page.state}, {shown}")
+    held = f"; {page.held} more held back by their keys' limits" if page.held else ""
+    lines.append(f"# {page.queue}: {page.total} {page.state}, {shown}{held}")
     return "\n".join(lines)
 
 

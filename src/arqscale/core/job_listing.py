@@ -1,6 +1,7 @@
 """Pages of a queue's jobs in one state (waiting, active, delayed, completed, failed), Bull Board style.
 
-Every page costs two round trips whatever the queue's size and the offset: one Lua script finds the
+Every page costs two round trips whatever the queue's size and the offset (a third, for the ``held`` count of a
+``waiting`` page on a queue with per-key limits): one Lua script finds the
 ids of the page and the state's total, then one pipeline reads what the list shows about those ids
 (payloads, try counters, last errors, progress, results or dead-letter entries).
 
@@ -80,6 +81,11 @@ class JobList(BaseModel):
     offset: int
     limit: int
     items: list[JobSummary]
+    held: int | None = Field(
+        default=None,
+        description="waiting, on a queue with per-key limits: ready jobs held back by their key's limit, not in "
+        "this list nor its total (`GET /v1/queues/{queue}/groups` lists them by key); null otherwise",
+    )
 
 
 # KEYS: queue, active, completed, dlq index.
@@ -370,7 +376,12 @@ class JobLister:
         [reply] = await run_scripts(self.redis, [(LIST_SCRIPT, *script_args(spec, state, offset, limit))])
         page = parse_page(reply)
         items = await self._items(spec, state, page) if page.ids else []
-        return JobList(queue=spec.name, state=state, total=page.total, offset=offset, limit=limit, items=items)
+        listed = JobList(queue=spec.name, state=state, total=page.total, offset=offset, limit=limit, items=items)
+        if state is ListState.WAITING and spec.group is not None:
+            # One more round trip, only for these pages: held jobs are not in the queue the script reads.
+            held_key = QueueKeys.for_queue(spec.name, spec.queue_key).groups + "held"
+            listed.held = await self.redis.hlen(held_key)  # type: ignore[misc]
+        return listed
 
     async def _items(self, spec: QueueSpec, state: ListState, page: Page) -> list[JobSummary]:
         ids = page.ids

@@ -4,8 +4,10 @@ The order of precedence is the one in docs/design.md: dead (in a queue's dead-le
 completed/failed (arq's result key, by its success flag) > active (parked in its queue, see
 ``scores.PARK``, with a live lease in ``active``) > queued (parked with an expired lease: the next pickup
 sweeps it back) > active (in the queue and an in-progress key exists: a worker that keeps running jobs
-there, such as arq's own) > deferred (ready later) > queued > not_found. "Now" is Redis' clock, read in
-the same round trip.
+there, such as arq's own) > deferred (ready later) > queued > queued and held (in its key's waiting set,
+``g:held`` names its key: a per-key limit holds it back) > not_found. "Now" is Redis' clock, read in the
+same round trip; a held job's place in line (its score in ``g:wait:<key>``) takes a second round trip,
+only when a job is held.
 
 Payloads and results of pickle queues are never unpickled: their function name, timestamps and
 success flag are read from the pickle's opcodes (``pickle_peek``), and the arguments, result and
@@ -16,7 +18,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from pydantic import ValidationError
@@ -43,6 +45,9 @@ class RawJob:
     progress: bytes | None
     error: bytes | None
     leases: Mapping[str, float] = field(default_factory=dict)  # queue name -> lease expiry ms (running)
+    held: Mapping[str, bytes] = field(default_factory=dict)  # queue name -> the key whose limit holds it back
+    held_scores: Mapping[str, float] = field(default_factory=dict)  # queue name -> its score in g:wait:<key>
+    group: bytes | None = None  # the key given at enqueue (arqscale:group:<id>)
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,7 +124,6 @@ def from_result(job_id: str, result: Decoded, specs: Mapping[str, QueueSpec], ba
     d = result.data
     success = d.get("s") is True
     cancelled = not success and d.get("x") == "cancelled"
-    cancelled = not success and d.get("x") == "cancelled"
     by_key = {s.queue_key: s.name for s in specs.values()}
     queue_key = text(d.get("q"))
     value = d.get("r")
@@ -148,6 +152,16 @@ def from_result(job_id: str, result: Decoded, specs: Mapping[str, QueueSpec], ba
     return status
 
 
+def _queue_state(raw: RawJob, queue: str, queued: float, ready_ms: int, now_ms: int) -> JobState:
+    lease = raw.leases.get(queue)
+    if lease is not None and queued >= scores.PARKED_FLOOR:
+        # Running; an expired lease means its worker died or stalled, and the next pickup runs it again.
+        return JobState.ACTIVE if lease > now_ms else JobState.QUEUED
+    if raw.in_progress:
+        return JobState.ACTIVE  # held by a worker that keeps running jobs in the queue (arq's own)
+    return JobState.DEFERRED if ready_ms > now_ms else JobState.QUEUED
+
+
 def resolve(job_id: str, raw: RawJob, specs: Mapping[str, QueueSpec], now_ms: int) -> JobStatus:
     """The job's status from what Redis holds (pure: unit-testable without Redis)."""
     base: dict[str, Any] = {"progress": parse_progress(raw.progress)}
@@ -156,20 +170,20 @@ def resolve(job_id: str, raw: RawJob, specs: Mapping[str, QueueSpec], now_ms: in
     result = decode_stored(raw.result)
     if result is not None:
         return from_result(job_id, result, specs, base)
-    for queue, queued in raw.scores.items():
+    group = raw.group.decode(errors="replace") if raw.group is not None else None
+    queued_in = dict(raw.scores)
+    held = False
+    if not queued_in:
+        for queue, key in raw.held.items():
+            # Held back by its key's limit: out of the queue, in the key's waiting set under its queue score.
+            queued_in[queue] = raw.held_scores.get(queue, float(now_ms))
+            held, group = True, key.decode(errors="replace")
+            break
+    for queue, queued in queued_in.items():
         spec = specs[queue]
-        score = scores.unpark(queued)
-        priority, ready_ms = scores.split_score(score, spec)
-        lease = raw.leases.get(queue)
-        if lease is not None and queued >= scores.PARKED_FLOOR:
-            # Running; an expired lease means its worker died or stalled, and the next pickup runs it again.
-            state = JobState.ACTIVE if lease > now_ms else JobState.QUEUED
-        elif raw.in_progress:
-            state = JobState.ACTIVE  # held by a worker that keeps running jobs in the queue (arq's own)
-        elif ready_ms > now_ms:
-            state = JobState.DEFERRED
-        else:
-            state = JobState.QUEUED
+        priority, ready_ms = scores.split_score(scores.unpark(queued), spec)
+        # A held job was ready when it was held back: queued, never deferred.
+        state = JobState.QUEUED if held else _queue_state(raw, queue, queued, ready_ms, now_ms)
         payload = decode_stored(raw.payload)
         status = JobStatus(
             **base,
@@ -180,6 +194,8 @@ def resolve(job_id: str, raw: RawJob, specs: Mapping[str, QueueSpec], now_ms: in
             attempts=raw.tries,
             error=last_error(raw.error),
             scheduled_for=ready_ms / 1000,
+            held=held,
+            group=group,
         )
         if payload is not None:
             status.function = text(payload.data.get("f"))
@@ -190,6 +206,8 @@ def resolve(job_id: str, raw: RawJob, specs: Mapping[str, QueueSpec], now_ms: in
             status.note = "payload unreadable"
         elif state is not JobState.ACTIVE:
             status.note = "payload missing: a worker will move this job to the dead-letter store"
+        if held and status.note is None:
+            status.note = f"held back by the limit of key {group!r}: it runs when the key has room"
         return status
     return JobStatus(job_id=job_id, state=JobState.NOT_FOUND)
 
@@ -215,6 +233,8 @@ class JobStatusReader:
                     pipe.hget(k.dlq, job_id)
                     pipe.zscore(k.queue, job_id)
                     pipe.zscore(k.active, job_id)
+                    pipe.hget(k.groups + "held", job_id)
+                pipe.get(keys.group_key(job_id))
                 pipe.get(keys.job_key(job_id))
                 pipe.get(keys.result_key(job_id))
                 pipe.get(keys.in_progress_key(job_id))
@@ -224,23 +244,46 @@ class JobStatusReader:
             replies = await pipe.execute()
         seconds, micros = replies.pop(0)
         now = round(seconds * 1000 + micros / 1000) if now_ms is None else now_ms
-        n = 3 * len(names)
-        per_job = n + 6
-        statuses = []
-        for i, job_id in enumerate(job_ids):
+        n = 4 * len(names)
+        per_job = n + 7
+        raws = []
+        for i in range(len(job_ids)):
             r = replies[i * per_job : (i + 1) * per_job]
             per_queue = r[:n]
-            payload, result, in_progress, tries, progress, error = r[n:]
-            raw = RawJob(
-                dead={q: per_queue[3 * j] for j, q in enumerate(names) if per_queue[3 * j] is not None},
-                scores={q: per_queue[3 * j + 1] for j, q in enumerate(names) if per_queue[3 * j + 1] is not None},
-                leases={q: per_queue[3 * j + 2] for j, q in enumerate(names) if per_queue[3 * j + 2] is not None},
-                payload=payload,
-                result=result,
-                in_progress=in_progress is not None,
-                tries=int(tries) if tries is not None and tries.isdigit() else 0,
-                progress=progress,
-                error=error,
+            group, payload, result, in_progress, tries, progress, error = r[n:]
+            raws.append(
+                RawJob(
+                    dead={q: per_queue[4 * j] for j, q in enumerate(names) if per_queue[4 * j] is not None},
+                    scores={q: per_queue[4 * j + 1] for j, q in enumerate(names) if per_queue[4 * j + 1] is not None},
+                    leases={q: per_queue[4 * j + 2] for j, q in enumerate(names) if per_queue[4 * j + 2] is not None},
+                    held={q: per_queue[4 * j + 3] for j, q in enumerate(names) if per_queue[4 * j + 3] is not None},
+                    group=group,
+                    payload=payload,
+                    result=result,
+                    in_progress=in_progress is not None,
+                    tries=int(tries) if tries is not None and tries.isdigit() else 0,
+                    progress=progress,
+                    error=error,
+                )
             )
-            statuses.append(resolve(job_id, raw, self.specs, now))
-        return statuses
+        raws = await self._held_places(job_ids, raws, qkeys, names)
+        return [resolve(job_id, raw, self.specs, now) for job_id, raw in zip(job_ids, raws, strict=True)]
+
+    async def _held_places(
+        self, job_ids: Sequence[str], raws: list[RawJob], qkeys: list[keys.QueueKeys], names: list[str]
+    ) -> list[RawJob]:
+        """Held jobs' scores in their keys' waiting sets (their priority and ready time): one more round trip,
+        only when a job is held (the key is known only from the first)."""
+        wanted = [(i, q, key) for i, raw in enumerate(raws) for q, key in raw.held.items()]
+        if not wanted:
+            return raws
+        prefix = {n: k.groups for n, k in zip(names, qkeys, strict=True)}
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for i, q, key in wanted:
+                pipe.zscore(prefix[q].encode() + b"wait:" + key, job_ids[i])
+            found = await pipe.execute()
+        places: dict[int, dict[str, float]] = {}
+        for (i, q, _), score in zip(wanted, found, strict=True):
+            if score is not None:
+                places.setdefault(i, {})[q] = score
+        return [replace(raw, held_scores=places.get(i, {})) for i, raw in enumerate(raws)]

@@ -84,6 +84,12 @@ class JobStatus(BaseModel):
     started_at: float | None = None
     finished_at: float | None = None
     note: str | None = Field(default=None, description="why a field is empty, e.g. payload not shown (pickle queue)")
+    held: bool = Field(
+        default=False,
+        description="queued, but held back by its key's per-key limit (out of the queue's line until a job of "
+        "the key ends or the key's rate window frees a start)",
+    )
+    group: str | None = Field(default=None, description="the job's per-key-limit key, when known (given or held)")
 
 
 class QueueCounts(BaseModel):

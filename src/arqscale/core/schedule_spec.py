@@ -23,6 +23,11 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 SCHEDULE_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,39}$")
 TASK_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$")
 MAX_EVERY_SECONDS = 366 * 86400
+# The shapes only, for the JSON schemas (the chart's values.schema.json refuses a malformed value at `helm
+# install`): 5 or 6 fields of cron characters, and an IANA zone name's characters. Nothing cronsim or the tz
+# database accepts is refused; the full check (cronsim, ZoneInfo) is the model validator's, in every process.
+CRON_SHAPE = r"^\s*[0-9A-Za-z*/,#-]+(\s+[0-9A-Za-z*/,#-]+){4,5}\s*$"
+ZONE_SHAPE = r"^[A-Za-z][A-Za-z0-9_+-]*(/[A-Za-z0-9_+-]+)*$"
 # cronsim gives up after 50 years without a match; a tick is found long before, or never.
 _MAX_CRON_STEPS = 10_000
 
@@ -40,9 +45,14 @@ class ScheduleFields(BaseModel):
         min_length=1,
         max_length=200,
         description="cron expression: 5 fields (minute hour day month weekday), or 6 with seconds first",
+        json_schema_extra={"pattern": CRON_SHAPE},
     )
     timezone: str = Field(
-        default="UTC", min_length=1, max_length=64, description="IANA time zone the cron expression is read in"
+        default="UTC",
+        min_length=1,
+        max_length=64,
+        description="IANA time zone the cron expression is read in",
+        json_schema_extra={"pattern": ZONE_SHAPE},
     )
     every: float | None = Field(
         default=None,

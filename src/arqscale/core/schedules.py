@@ -96,6 +96,11 @@ class ScheduleChange(BaseModel):
 # ---- errors ---------------------------------------------------------------------------------------
 
 
+# Published on the queue's wake channel after a runtime write that may bring a tick closer (create, change,
+# resume): the queue's workers' schedulers look again at once instead of at their next poll.
+SCHEDULES_WAKE = "schedules"
+
+
 class ScheduleNotFoundError(LookupError):
     def __init__(self, queue: str, name: str) -> None:
         super().__init__(f"queue {queue!r} has no schedule {name!r}")
@@ -352,6 +357,8 @@ class ScheduleStore:
             args = [schedule.name, old or "", new, _tick_arg(tick)]
             [ok] = await run_scripts(self.redis, [(PUT, [self.keys.defs, self.keys.next, self.keys.paused], args)])
             if ok:
+                if origin == "api":  # a worker's own sync needs no wake: it looks right after
+                    await self._wake()
                 return "created" if old is None else "replaced"
         raise ScheduleConflictError(f"schedule {schedule.name!r} kept changing while it was written; try again")
 
@@ -387,9 +394,16 @@ class ScheduleStore:
             tick = None if stored.schedule is None else first_tick_after(stored.schedule, now)
             keys_ = [self.keys.defs, self.keys.next, self.keys.paused]
             [result] = await run_scripts(self.redis, [(RESUME, keys_, [name, raw, _tick_arg(tick)])])
+            if result == 1:
+                await self._wake()
             if result >= 0:
                 return bool(result)
         raise ScheduleConflictError(f"schedule {name!r} kept changing while it was resumed; try again")
+
+    async def _wake(self) -> None:
+        """Tell the queue's workers a tick may have come closer. Best effort, after the write: a worker that
+        misses it (reconnecting) still looks within ``scheduler.POLL_SECONDS``."""
+        await self.redis.publish(self.queue_keys.wake, SCHEDULES_WAKE)
 
     # the workers' side
 

@@ -46,6 +46,7 @@ from arqscale.core import keys, scores, serializers, tracing
 from arqscale.core.cancellation import ABORT_KEY
 from arqscale.core.models import Progress
 from arqscale.core.queue_control import RESUME, stranded
+from arqscale.core.schedules import SCHEDULES_WAKE
 from arqscale.core.spec import QueueSpec
 from arqscale.worker import outcomes
 from arqscale.worker.metrics import WorkerMetrics
@@ -355,6 +356,11 @@ class Worker:
             wait = max(result.wait_ms, 1) / 1000 if result.wait_ms >= 0 else self.spec.poll_interval
             self._hold_until = time.monotonic() + wait
             return wait
+        if len(result.jobs) < free and result.wait_ms == 0:
+            # The pickup stopped at its hold budget (a plain arq producer's burst of one key at its limit, moved
+            # aside HOLD_MAX per call): go on at once, so another key's job behind the burst is not left waiting
+            # for polls. Each call is one short script, so Redis serves other clients between them.
+            return 0.0
         if len(result.jobs) < free and result.wait_ms >= 0:
             return min(self.spec.poll_interval, max(result.wait_ms, 1) / 1000)
         return self.spec.poll_interval
@@ -433,12 +439,16 @@ class Worker:
             try:
                 await pubsub.subscribe(self.ops.keys.wake)
                 self._tick.set()  # anything published while we were not subscribed
+                self.scheduler.wake()
                 while True:
                     message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=5.0)
                     if message is None or self._draining:
                         continue
                     if message.get("data") == b"cancel":
                         self._abort_check.set()
+                        continue
+                    if message.get("data") == SCHEDULES_WAKE.encode():
+                        self.scheduler.wake()  # a runtime schedule's next tick may be sooner than its sleep
                         continue
                     if message.get("data") == RESUME.encode():
                         self._hold_until = 0.0  # the pause that made us hold off is over

@@ -88,7 +88,8 @@ def _lua(source: str) -> str:
 #   status 0 = ran, 1 = paused, 2 = rate window used up (jobs may still have been taken up to the limit),
 #   3 = a resend: the jobs the first call with this token took (and still holds).
 #   wait_ms: -1, or ms until more may be taken (status 2: until the oldest start leaves the rate window;
-#   else the next deferred job's ready time).
+#   else the next deferred job's ready time); 0 when the call stopped at its hold budget (`hold max` jobs of
+#   keys at their limit moved aside) with slots still free: the worker calls again at once.
 PICKUP_LUA = _lua("""
 local want = tonumber(ARGV[1])
 local token = ARGV[2]
@@ -258,6 +259,8 @@ if #taken < tonumber(ARGV[1]) then
         if out[2] < 0 or wait < out[2] then out[2] = wait end
       end
     end
+    -- Stopped at the hold budget: ready jobs of other keys may be right behind the ones held. Say "now".
+    if hold_left <= 0 then out[2] = 0 end
   end
 end
 return out

@@ -1,8 +1,10 @@
 """The worker's schedule loop: every worker of a queue fires that queue's due schedule ticks.
 
-No leader and no extra process: each worker wakes at the earliest stored tick (and at least every
-``POLL_SECONDS``, so schedules created at run time are seen), reads what is due, and settles each due
-tick with one script that compare-and-sets the stored tick and enqueues the job (``core.schedules.FIRE``).
+No leader and no extra process: each worker wakes at the earliest stored tick, when a runtime write
+publishes ``schedules.SCHEDULES_WAKE`` on the queue's wake channel (the worker's wake listener calls
+``wake``), and at least every ``POLL_SECONDS`` (a wake missed while reconnecting), reads what is due, and
+settles each due tick with one script that compare-and-sets the stored tick and enqueues the job
+(``core.schedules.FIRE``).
 Several workers waking for the same tick run the same script; the first one wins, the others' CAS fails
 and they move on. The protocol is in docs/design.md, "Schedules".
 """
@@ -10,6 +12,7 @@ and they move on. The protocol is in docs/design.md, "Schedules".
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import random
 
@@ -21,8 +24,8 @@ from arqscale.core.spec import QueueSpec
 
 logger = logging.getLogger("arqscale.worker.scheduler")
 
-# The longest a worker sleeps between looks: how late a schedule created at run time can first be seen,
-# and what an idle worker pays for schedules (one script call per look; bench/schedule_cost.py).
+# The longest a worker sleeps between looks: what an idle worker pays for schedules (one script call per
+# look; bench/schedule_cost.py), and how late a runtime change is seen when its wake message was missed.
 POLL_SECONDS = 5.0
 # Due ticks settled per script call; more are taken at once in the next round.
 BATCH = 100
@@ -36,15 +39,24 @@ class Scheduler:
         self.poll_seconds = poll_seconds
         self.synced = False
         self.fired = 0  # jobs this worker enqueued (for tests and logs)
+        self.looks = 0  # rounds of looking at what is due (for tests)
         self._random = random.Random()
+        self._woken = asyncio.Event()
+
+    def wake(self) -> None:
+        """A schedule was created, changed or resumed: look at the stored ticks now, not after the sleep."""
+        self._woken.set()
 
     async def run(self) -> None:
         """Forever (the worker cancels it): sync the declared schedules once, then fire due ticks."""
         while True:
+            # Cleared before the look, so a wake that comes during it is not lost: the sleep below ends at once.
+            self._woken.clear()
             try:
                 if not self.synced:
                     await self._sync()
                 wait = await self.step()
+                self.looks += 1
             except (RedisError, OSError) as exc:
                 logger.debug("schedules: redis unavailable (%s); trying again", exc)
                 wait = REDIS_RETRY_SECONDS
@@ -52,7 +64,8 @@ class Scheduler:
                 # A bug here must not take the worker down (its jobs would drain): log it, look again later.
                 logger.exception("queue %s: schedules: unexpected error; trying again", self.spec.name)
                 wait = self.poll_seconds
-            await asyncio.sleep(wait)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._woken.wait(), wait)
 
     async def _sync(self) -> None:
         changed = await self.store.sync_declared()

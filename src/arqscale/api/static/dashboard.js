@@ -4,9 +4,10 @@
 "use strict";
 
 const TOKEN_KEY = "arqscale.api-token";
-const COUNTS = ["waiting", "active", "delayed", "paused", "completed", "failed", "backlog"];
+const COUNTS = ["waiting", "held", "active", "delayed", "paused", "completed", "failed", "backlog"];
 const PAGE_SIZE = 20;
-const SETTLED = new Set(["completed", "failed", "dead", "not_found"]);
+const SETTLED = new Set(["completed", "failed", "dead", "cancelled", "not_found"]);
+const CANCELLABLE = new Set(["waiting", "active", "delayed"]); // list states whose jobs can be cancelled
 
 const $ = (id) => document.getElementById(id);
 const enc = encodeURIComponent;
@@ -163,6 +164,7 @@ async function refresh() {
     drawTabs(listed);
     await loadJobs();
   }
+  if (data.queues.some((q) => q.queue === schedules.queue)) await loadSchedules();
   if (looked.id && !SETTLED.has(looked.state)) await lookup(looked.id);
 }
 
@@ -183,7 +185,8 @@ function queueRow(name) {
   }, {"data-action": "toggle"});
   const jobsButton = button("Jobs", () => openJobs(name, "waiting"), {"data-action": "jobs"});
   const deadButton = button("Dead letters", () => openDead(name), {"data-action": "dead"});
-  row.tr.append(el("td", {class: "nowrap"}, row.toggle, " ", jobsButton, " ", deadButton));
+  const schedulesButton = button("Schedules", () => openSchedules(name), {"data-action": "schedules"});
+  row.tr.append(el("td", {class: "actions"}, row.toggle, " ", jobsButton, " ", deadButton, " ", schedulesButton));
   return row;
 }
 
@@ -272,13 +275,14 @@ async function loadJobs() {
   }
   // Lease expiries move with every heartbeat and are not shown: leave them out of the comparison.
   const shown = page.items.map(({lease_expires_at, ...item}) => item);
-  const signature = JSON.stringify([queue, state, offset, jobs.paused, page.total, shown]);
+  const signature = JSON.stringify([queue, state, offset, jobs.paused, page.total, page.held, shown]);
   if (signature === jobs.drawn) return; // unchanged: keep the rows (and a click in progress) as they are
   jobs.drawn = signature;
   const info = STATES[state];
   $("jobs-total").textContent = `(${page.total} ${state})`;
   $("jobs-when").textContent = info.when;
-  $("jobs-hint").textContent = info.hint + (state === "waiting" && jobs.paused ? " The queue is paused: they wait until it is resumed." : "");
+  const held = page.held ? ` ${page.held} more are held back by their keys' limits (not listed; they run as their keys free up).` : "";
+  $("jobs-hint").textContent = info.hint + (state === "waiting" && jobs.paused ? " The queue is paused: they wait until it is resumed." : "") + held;
   $("jobs-list").tBodies[0].replaceChildren(...page.items.map((item) => jobRow(queue, state, item)));
   $("jobs-list").hidden = !page.items.length;
   $("jobs-empty").hidden = page.items.length > 0;
@@ -305,6 +309,9 @@ function jobRow(queue, state, item) {
   if (state === "failed") {
     actions.push(" ", button("Dead letter", () => showDetail(queue, item.job_id), {"data-action": "dead-letter"}));
   }
+  if (CANCELLABLE.has(state)) {
+    actions.push(" ", button("Cancel", (b) => cancelJob(b, item.job_id), {class: "danger", "data-action": "cancel"}));
+  }
   return el("tr", {"data-job": item.job_id},
     el("td", {class: "nowrap"}, ...actions),
     el("td", {}, item.function || "-"),
@@ -313,6 +320,13 @@ function jobRow(queue, state, item) {
     el("td", {class: "nowrap"}, when(item.enqueued_at) || "-"),
     el("td", {class: "nowrap", title: at ? iso(at) : ""}, when(at) || "-"),
     el("td", cls ? {class: cls, title: item.error} : {}, details));
+}
+
+// Waiting or delayed: it never runs. Running: its worker stops it within a second. Either way it ends cancelled.
+function cancelJob(btn, id) {
+  if (!confirm(`Cancel job ${id}? It will not run (or, if running, is stopped) and is not retried.`)) return;
+  act(btn, "POST", `v1/jobs/${enc(id)}/cancel`,
+    (r) => r.status === "cancelled" ? `Cancelled ${id}` : `Cancelling ${id}: its worker stops it`);
 }
 
 function showJob(id) {
@@ -330,6 +344,76 @@ $("jobs-next").addEventListener("click", () => { jobs.offset += PAGE_SIZE; loadJ
 $("jobs-close").addEventListener("click", () => {
   Object.assign(jobs, {queue: null, drawn: null});
   $("jobs").hidden = true;
+});
+
+// ---- schedules ---------------------------------------------------------------------------------------
+
+const schedules = {queue: null, drawn: null, asked: 0};
+
+async function openSchedules(queue) {
+  Object.assign(schedules, {queue, drawn: null});
+  $("schedules-queue").textContent = queue;
+  try {
+    await loadSchedules();
+    $("schedules").hidden = false;
+    $("schedules").scrollIntoView({block: "nearest"});
+  } catch (err) {
+    report(err);
+  }
+}
+
+async function loadSchedules() {
+  const queue = schedules.queue;
+  const asked = ++schedules.asked;
+  const list = await api("GET", `v1/queues/${enc(queue)}/schedules`);
+  if (asked !== schedules.asked || queue !== schedules.queue) return;
+  const signature = JSON.stringify(list);
+  if (signature === schedules.drawn) return; // unchanged: keep the rows (and a click in progress)
+  schedules.drawn = signature;
+  $("schedules-total").textContent = `(${list.schedules.length})`;
+  $("schedules-list").tBodies[0].replaceChildren(...list.schedules.map((s) => scheduleRow(queue, s)));
+  $("schedules-list").hidden = !list.schedules.length;
+  $("schedules-empty").hidden = list.schedules.length > 0;
+}
+
+function timing(s) {
+  if (!s) return "-";
+  if (s.every !== null) return `every ${duration(s.every)}`;
+  return s.timezone === "UTC" ? `cron ${s.cron}` : `cron ${s.cron} (${s.timezone})`;
+}
+
+function scheduleRow(queue, view) {
+  const path = `v1/queues/${enc(queue)}/schedules/${enc(view.name)}`;
+  const last = view.last_job
+    ? button(view.last_job.job_id, () => showJob(view.last_job.job_id), {class: "link", "data-action": "last-job",
+      title: "tick " + iso(view.last_job.tick_at)})
+    : "-";
+  const state = view.problem ? "broken" : view.paused ? "paused" : "running";
+  const verb = view.paused ? "resume" : "pause";
+  const toggle = button(view.paused ? "Resume" : "Pause",
+    (b) => act(b, "POST", `${path}/${verb}`, () => `Schedule ${view.name}: ${verb === "pause" ? "paused" : "resumed"}`),
+    {"data-action": "toggle"});
+  const remove = button("Remove", (b) => {
+    if (!confirm(`Remove schedule ${view.name} of ${queue}? Jobs it already enqueued stay.`)) return;
+    act(b, "DELETE", path, () => `Removed schedule ${view.name}`);
+  }, {class: "danger", "data-action": "remove"});
+  if (view.origin === "spec") {
+    remove.disabled = true;
+    remove.title = "declared in the queues file: remove it there";
+  }
+  return el("tr", {"data-schedule": view.name},
+    el("td", {}, view.name, view.origin === "spec" ? el("span", {class: "muted"}, " (declared)") : null),
+    el("td", view.problem ? {class: "error-cell", title: view.problem} : {}, view.problem || timing(view.schedule)),
+    el("td", {}, view.schedule ? view.schedule.function : "-"),
+    el("td", {class: "nowrap", title: view.next_run_at ? iso(view.next_run_at) : ""}, when(view.next_run_at) || "-"),
+    el("td", {class: "nowrap"}, last),
+    el("td", {}, el("span", {class: "state " + state, "data-state": state}, state)),
+    el("td", {class: "nowrap"}, toggle, " ", remove));
+}
+
+$("schedules-close").addEventListener("click", () => {
+  Object.assign(schedules, {queue: null, drawn: null});
+  $("schedules").hidden = true;
 });
 
 // ---- dead letters ----------------------------------------------------------------------------------
@@ -452,7 +536,7 @@ $("detail-close").addEventListener("click", () => { $("detail").hidden = true; }
 
 // ---- job lookup ------------------------------------------------------------------------------------------
 
-const looked = {id: null, state: null, asked: 0};
+const looked = {id: null, state: null, drawn: null, asked: 0};
 
 $("lookup-form").addEventListener("submit", (event) => {
   event.preventDefault();
@@ -467,23 +551,33 @@ async function lookup(id) {
     job = await api("GET", `v1/jobs/${enc(id)}`);
   } catch (err) {
     if (asked !== looked.asked) return;
-    Object.assign(looked, {id: null, state: null});
+    Object.assign(looked, {id: null, state: null, drawn: null});
     out.hidden = false;
     if (err.status !== 401) out.replaceChildren(...fields([["Job", id], ["Error", describe(err)]]));
     return;
   }
   if (asked !== looked.asked) return;
-  Object.assign(looked, {id, state: job.state}); // redrawn every second until it settles
+  const signature = JSON.stringify(job);
+  const same = looked.id === id && looked.drawn === signature && !out.hidden;
+  Object.assign(looked, {id, state: job.state, drawn: signature}); // redrawn every second until it settles
+  if (same) return; // unchanged: keep the view (and a click on its Cancel button) as it is
   out.hidden = false;
   const progress = job.progress && el("span", {},
     el("progress", {max: 100, value: job.progress.percent}), ` ${job.progress.percent}% `, job.progress.message);
+  const cancel = ["queued", "deferred", "active"].includes(job.state)
+    ? button("Cancel", (b) => cancelJob(b, job.job_id), {class: "danger", "data-action": "cancel"})
+    : null;
   out.replaceChildren(...fields([
     ["Job", job.job_id],
-    ["State", el("span", {class: "state " + job.state, "data-state": job.state}, job.state)],
+    ["State", el("span", {},
+      el("span", {class: "state " + job.state, "data-state": job.state}, job.state),
+      job.held ? el("span", {class: "muted", "data-held": "true"}, " held back by its key's limit") : null,
+      cancel ? " " : null, cancel)],
     ["", job.state === "not_found" ? "No job with this id (or its result has expired)." : null],
     ["Queue", job.queue],
     ["Function", job.function],
     ["Priority", job.priority],
+    ["Key", job.group],
     ["Attempts", job.state === "not_found" ? null : job.attempts],
     ["Progress", progress],
     ["Result", job.result === null ? null : block(job.result)],
