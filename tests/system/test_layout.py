@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 PKG = Path(__file__).resolve().parents[2] / "src" / "arqscale"
-ROOMS = {"core", "worker", "api", "exporter", "cli", "demo", "chart"}
+ROOMS = {"core", "worker", "api", "exporter", "cli", "demo", "chart", "autoscaler"}
 MAY_IMPORT = {
     "core": {"core"},
     "worker": {"core", "worker"},
@@ -21,6 +21,7 @@ MAY_IMPORT = {
     "exporter": {"core", "exporter"},
     "chart": {"core", "chart"},
     "demo": {"core", "demo"},
+    "autoscaler": {"core", "autoscaler"},
     "cli": ROOMS,
 }
 TOP_LEVEL = {"__init__.py", "__main__.py"}
