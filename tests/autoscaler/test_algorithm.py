@@ -95,7 +95,12 @@ rules = st.builds(
     stabilization_window_seconds=st.integers(0, 600),
     select_policy=st.sampled_from(["Max", "Min", "Disabled"]),
     policies=st.lists(
-        st.builds(Policy, type=st.sampled_from(["Pods", "Percent"]), value=st.integers(1, 200), period_seconds=st.integers(1, 600)),
+        st.builds(
+            Policy,
+            type=st.sampled_from(["Pods", "Percent"]),
+            value=st.integers(1, 200),
+            period_seconds=st.integers(1, 600),
+        ),
         min_size=1,
         max_size=3,
     ).map(tuple),
@@ -112,7 +117,11 @@ def hpas(draw: st.DrawFn) -> Hpa:
 
 
 @settings(max_examples=300, deadline=None)
-@given(h=hpas(), proposals=st.lists(st.one_of(st.none(), st.integers(0, 100)), min_size=1, max_size=40), step=st.floats(1, 60))
+@given(
+    h=hpas(),
+    proposals=st.lists(st.one_of(st.none(), st.integers(0, 100)), min_size=1, max_size=40),
+    step=st.floats(1, 60),
+)
 def test_a_run_stays_within_min_max_and_the_policies(h: Hpa, proposals: list[int | None], step: float) -> None:
     state, current, now = ControllerState(), h.min_replicas, 0.0
     for proposal in proposals:
@@ -122,15 +131,23 @@ def test_a_run_stays_within_min_max_and_the_policies(h: Hpa, proposals: list[int
         if proposal is None:
             assert d.desired == current
         elif d.desired > current:
-            assert d.desired <= max(scale_up_limit(current, before.up_events, before.down_events, h.behavior.scale_up, now), current)
+            assert d.desired <= max(
+                scale_up_limit(current, before.up_events, before.down_events, h.behavior.scale_up, now), current
+            )
             assert d.desired <= proposal  # never past what the metrics asked
         elif d.desired < current:
-            assert d.desired >= min(scale_down_limit(current, before.up_events, before.down_events, h.behavior.scale_down, now), current)
+            assert d.desired >= min(
+                scale_down_limit(current, before.up_events, before.down_events, h.behavior.scale_down, now), current
+            )
             assert d.desired >= proposal
             # The down window: no recent recommendation (within it) was above what we scale to.
             window = h.behavior.scale_down.stabilization_window_seconds
             recent = [r.replicas for r in before.recommendations if r.at > now - window]
-            assert all(r <= d.desired for r in recent) or d.desired == h.min_replicas or d.desired >= min(recent, default=0)
+            assert (
+                all(r <= d.desired for r in recent)
+                or d.desired == h.min_replicas
+                or d.desired >= min(recent, default=0)
+            )
         state, current, now = d.state, d.desired, now + step
 
 
@@ -170,8 +187,13 @@ def test_from_spec_matches_the_chart_hints() -> None:
             "queues": {
                 "q": {
                     "functions": ["a.b"],
-                    "autoscaling": {"min_replicas": 2, "max_replicas": 7, "metrics": ["backlog", "oldest_waiting"],
-                                    "target_per_replica": 2.5, "target_oldest_waiting_seconds": 30},
+                    "autoscaling": {
+                        "min_replicas": 2,
+                        "max_replicas": 7,
+                        "metrics": ["backlog", "oldest_waiting"],
+                        "target_per_replica": 2.5,
+                        "target_oldest_waiting_seconds": 30,
+                    },
                 }
             }
         }
