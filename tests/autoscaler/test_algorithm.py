@@ -7,6 +7,7 @@ properties hold for any HPA, metric value and replica count hypothesis generates
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import math
 
 from hypothesis import given, settings
@@ -177,7 +178,7 @@ def test_a_steady_metric_settles_at_its_ceiling_and_stays(usage: int, start: int
         seen.append(current)
     want = min(max(math.ceil(usage / 20_000), 1), 10)
     assert abs(current - want) <= max(1, math.ceil(0.1 * current))  # the tolerance may stop it one short
-    moves = [b - a for a, b in zip(seen, seen[1:], strict=False) if b != a]
+    moves = [b - a for a, b in itertools.pairwise(seen) if b != a]
     assert all(m > 0 for m in moves) or all(m < 0 for m in moves)  # one direction only: no flapping
 
 
