@@ -26,6 +26,7 @@ from redis.exceptions import RedisError
 from arqscale.core import bullmq_counts, counts
 from arqscale.core.models import QueueCounts
 from arqscale.core.spec import QueueSpec
+from arqscale.exporter.wait_target import WaitTargetTracker
 
 log = logging.getLogger("arqscale.exporter")
 
@@ -78,6 +79,8 @@ class SnapshotCache:
         self.clock = clock
         self.on_refresh = on_refresh
         self.health = Health()
+        # The latency-target signal of the queues that ask for it (wait_target), fed by every refresh.
+        self.wait_target = WaitTargetTracker(self.specs)
         self.snapshot: Snapshot | None = None
         self._inflight: asyncio.Task[Snapshot] | None = None
         self._loop_task: asyncio.Task[None] | None = None
@@ -120,6 +123,7 @@ class SnapshotCache:
             async with asyncio.timeout(self.timeout_seconds):
                 # round(), as arq's timestamp_ms does, so a job arq enqueued this millisecond is not "delayed".
                 values, raw = await self.reader.read_detailed(self.specs, round(taken_at * 1000))
+                await self.wait_target.update(self.reader.redis, values, started)
         except (RedisError, OSError, TimeoutError) as exc:
             await self._failed(exc, time.monotonic() - started)
             raise RedisUnavailable(self.health.last_error or "Redis is unavailable") from exc
