@@ -113,6 +113,7 @@ class Result:
     signal: str
     jobs: int
     done: int
+    each_once: bool  # every job of the plan finished, none twice
     burst_drain_s: float
     wave_drain_s: float
     p95_wait_s: float
@@ -188,6 +189,7 @@ async def run_signal(signal: str, redis_url: str, workdir: Path, verbose: bool) 
         signal=signal,
         jobs=len(plan),
         done=len(lines),
+        each_once=len({line["job"] for line in lines}) == len(lines) == len(plan),
         burst_drain_s=round(drain("burst"), 1),
         wave_drain_s=round(drain("wave"), 1),
         p95_wait_s=round(statistics.quantiles(waits, n=20)[-1], 2) if len(waits) > 1 else float("nan"),
@@ -200,6 +202,8 @@ async def run_signal(signal: str, redis_url: str, workdir: Path, verbose: bool) 
 
 
 async def feed(producer: Producer, plan: list[tuple[float, str, float]], start: float) -> None:
+    """Enqueue each job of the plan at its time; ids are the plan's index (unique: a repeated id would be
+    refused as already queued, and look like a lost job)."""
     i = 0
     while i < len(plan):
         due = start + plan[i][0]

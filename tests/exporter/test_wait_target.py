@@ -115,3 +115,26 @@ def test_a_counter_reset_is_no_progress_not_a_negative_rate() -> None:
     state, _ = step(State(), Observation(0, 0, 0, finished=100, arrivals=100, run_ms=1e5), s)
     state, est = step(state, Observation(1, 0, 0, finished=0, arrivals=0, run_ms=0), s)
     assert est.arrival_rate == 0 and math.isfinite(est.workers) and est.workers >= 0
+
+
+def test_a_burst_is_forgotten_soon_after_it_drained() -> None:
+    """300 jobs at once on a steady 2 jobs/s of 1 s: the backlog term takes the burst; once it drained, the
+    busy term is back near the steady flow within a fraction of the smoothing time (the faster average)."""
+    s = Settings(target_wait_seconds=10, concurrency=1, smoothing_seconds=30, hold_seconds=1)
+    state, arrivals, finished, waiting = State(), 0.0, 0.0, 0
+    steady = 2.0 * 1.0 / 1  # Little's law: 2 workers
+    peak = 0.0
+    for t in range(200):
+        arrivals += 2
+        if t == 100:
+            arrivals += 300
+            waiting += 300
+        served = min(waiting, 30)  # drained over ten seconds
+        waiting -= served
+        finished += 2 + served
+        state, est = step(state, Observation(t, waiting, 2, finished, arrivals, finished * 1000), s)
+        if t == 100:
+            peak = est.raw_workers
+        if t == 125:  # 15 s after the burst drained: half the smoothing time
+            assert est.busy_workers < steady * 1.5, est
+    assert peak > 30  # the burst showed at once: 300 waiting jobs of 1 s within 10 s

@@ -39,6 +39,7 @@ METRIC = "arqscale_queue_wait_target_workers"
 KEDA_FIELD = "wait_target_workers"
 SMOOTHING_SECONDS = 30.0
 HOLD_SECONDS = 30.0
+FAST_FACTOR = 5.0  # the second, faster arrival average: smoothing_seconds / FAST_FACTOR
 # Fields of the worker scripts' per-queue totals hash (arqscale.core.events.TOTAL_FIELDS on issue 12's branch).
 TOTALS_FIELDS = ("enqueued", "retried", "requeued", "completed", "failed", "run_ms")
 
@@ -73,6 +74,9 @@ class State:
     arrived: float = 0.0  # decayed jobs that entered the line
     finished: float = 0.0  # decayed finished tries
     ran: float = 0.0  # decayed running-seconds
+    # The arrival rate again over a fifth of the smoothing time: the busy term takes the lower of the two.
+    seconds_fast: float = 0.0
+    arrived_fast: float = 0.0
     recent: tuple[tuple[float, float], ...] = ()  # (at, raw workers) within the hold
 
 
@@ -100,6 +104,7 @@ def workers_needed(
 def step(state: State, obs: Observation, s: Settings) -> tuple[State, Estimate]:
     """Fold one observation into the smoothed rates and return the estimate (pure)."""
     seconds, arrived_sum, finished_sum, ran_sum = state.seconds, state.arrived, state.finished, state.ran
+    seconds_fast, arrived_fast = state.seconds_fast, state.arrived_fast
     last = state.last
     if last is not None and obs.at > last.at:
         dt = obs.at - last.at
@@ -118,15 +123,22 @@ def step(state: State, obs: Observation, s: Settings) -> tuple[State, Estimate]:
         arrived_sum = arrived_sum * decay + arrived
         finished_sum = finished_sum * decay + finished
         ran_sum = ran_sum * decay + ran
+        decay_fast = math.exp(-dt * FAST_FACTOR / s.smoothing_seconds)
+        seconds_fast = seconds_fast * decay_fast + dt
+        arrived_fast = arrived_fast * decay_fast + arrived
     elif last is not None:
         obs = replace(obs, at=last.at)  # a clock that did not move: keep the old timestamp
-    rate = arrived_sum / seconds if seconds > 0 else 0.0
+    # A burst is an arrival too: it would keep the smoothed rate (and the busy term) high for the whole
+    # smoothing time after the backlog term already drained it. The faster average forgets it in a fifth
+    # of that; the slower one keeps a genuine rise from showing before it lasts. The lower of the two
+    # sizes the steady flow, and what it misses waits in line, where the backlog term sees it at once.
+    rate = min(arrived_sum / seconds, arrived_fast / seconds_fast) if seconds > 0 else 0.0
     service = ran_sum / finished_sum if finished_sum > 1e-9 else None
     busy, backlog = workers_needed(rate, service, obs.waiting, obs.active, s)
     raw = busy + backlog
     recent = (*(r for r in state.recent if r[0] > obs.at - s.hold_seconds), (obs.at, raw))
     published = max(r[1] for r in recent)
-    new = State(obs, seconds, arrived_sum, finished_sum, ran_sum, recent)
+    new = State(obs, seconds, arrived_sum, finished_sum, ran_sum, seconds_fast, arrived_fast, recent)
     return new, Estimate(rate, service, busy, backlog, raw, round(published, 3))
 
 
