@@ -3,7 +3,9 @@
 Every request (Prometheus, the HPA, KEDA) is answered from the last snapshot, so a scrape never
 waits on Redis while the snapshot is younger than the refresh interval. A refresh is one round trip
 whatever the number of queues or jobs: a pipeline holding the arq counting script
-(``arqscale.core.counts``) and the BullMQ one (``arqscale.core.bullmq_counts``).
+(``arqscale.core.counts``) and the BullMQ one (``arqscale.core.bullmq_counts``), plus, when any queue
+lists ``wait_target``, a second pipeline with the inputs of the latency target (``wait_target``): three
+commands per such queue, in the same refresh and under the same timeout.
 
 A background task refreshes every ``refresh_seconds``; a request that finds the snapshot older than
 that (the loop fell behind) joins the refresh in flight instead of starting its own, so Redis sees
