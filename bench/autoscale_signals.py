@@ -215,10 +215,8 @@ async def feed(producer: Producer, plan: list[tuple[float, str, float]], start: 
             batch.append(plan[i])
             i += 1
         now = time.time()
-        for offset, kind, service in batch:
-            await producer.enqueue(
-                "bench", "work", now, service, kind, job_id=f"{kind}-{offset:.3f}-{i}-{random.random():.6f}"
-            )
+        for n, (_, kind, service) in enumerate(batch, start=i - len(batch)):
+            await producer.enqueue("bench", "work", now, service, kind, job_id=f"{kind}-{n:05d}")
 
 
 def table(results: list[Result]) -> str:
