@@ -1,7 +1,7 @@
 """The package layout is the architecture: one folder per process around a shared core.
 
 Reads every module's imports (the ``ast``, not a regex) and holds the layering docs/design.md draws:
-``core`` imports no process package; ``worker``, ``api``, ``exporter``, ``chart`` and ``demo`` import
+``core`` imports no process package; ``worker``, ``api``, ``exporter``, ``autoscaler``, ``chart`` and ``demo`` import
 ``core`` and themselves only; ``cli`` may import any of them (it starts them).
 """
 
