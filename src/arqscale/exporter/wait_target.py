@@ -16,8 +16,9 @@ rates and publishes (docs/autoscaling.md has the derivation and a worked example
   seconds observed; running-seconds / tries finished), so irregular refreshes and quiet seconds weigh
   right and there is no warm-up bias towards 0; the arrival rate is the lower of that average and one
   five times faster, so a burst (which the backlog term covers) does not linger in the busy term;
-  ``waiting`` and ``running now`` are not smoothed, so a burst shows at once. The published value is the highest of the last ``hold_seconds``: it rises
-  at once and falls only after the need stayed lower that long, so it does not flap.
+  ``waiting`` and ``running now`` are not smoothed, so a burst shows at once. The published value is
+  the highest of the last ``hold_seconds``: it rises at once and falls only after the need stayed lower
+  that long, so it does not flap.
 - Until a first try has finished the service time is unknown and taken as the target itself (one slot
   per waiting job): pessimistic, for a few seconds after start.
 
