@@ -22,6 +22,8 @@ from arqscale.core.models import QueueCounts
 from arqscale.core.settings import ArqscaleSettings
 from arqscale.core.spec import QueueSpec, parse_queues
 from arqscale.exporter.external_metrics import METRICS as SERVED_METRICS
+from arqscale.exporter.wait_target import KEDA_FIELD as WAIT_KEDA_FIELD
+from arqscale.exporter.wait_target import METRIC as WAIT_METRIC
 from chart_support import (
     CHART,
     HELMS,
@@ -189,6 +191,9 @@ def test_hpa_metrics_are_ones_the_exporter_serves() -> None:
     assert set(HPA_METRICS.values()) <= set(SERVED_METRICS)
     counts = QueueCounts(queue="q").as_dict()
     for hint, field in KEDA_FIELDS.items():
+        if hint == "wait_target":  # computed by the exporter, not a count (tests/exporter/test_wait_target_served.py)
+            assert (field, HPA_METRICS[hint]) == (WAIT_KEDA_FIELD, WAIT_METRIC)
+            continue
         assert field in counts, hint
         assert SERVED_METRICS[HPA_METRICS[hint]] == field, "the HPA and KEDA must read the same count"
 
@@ -214,15 +219,17 @@ def test_hpas_read_the_exporters_metrics_for_their_queue(helm: str, values: str)
             assert metric["type"] == "External"
             assert metric["external"]["metric"]["name"] in SERVED_METRICS
             assert metric["external"]["metric"]["selector"] == {"matchLabels": {"queue": queue}}
-            target = (
-                spec.autoscaling.target_oldest_waiting_seconds
-                if hint == "oldest_waiting"
-                else spec.autoscaling.target_per_replica
-            )
+            target = target_for(spec, hint)
             assert metric["external"]["target"] == {"type": "AverageValue", "averageValue": quantity(target)}
         behavior = hpa["spec"]["behavior"]
         assert behavior["scaleUp"]["stabilizationWindowSeconds"] == 0, "scale up fast"
         assert behavior["scaleDown"]["stabilizationWindowSeconds"] >= 60, "scale down calmly"
+
+
+def target_for(spec: QueueSpec, hint: str) -> float:
+    """What one replica is for: jobs, seconds of age, or (wait_target) one worker."""
+    a = spec.autoscaling
+    return {"oldest_waiting": a.target_oldest_waiting_seconds, "wait_target": 1}.get(hint, a.target_per_replica)
 
 
 def quantity(value: float) -> str:
@@ -273,11 +280,7 @@ def test_keda_scaled_objects(helm: str) -> None:
             assert trigger["type"] == "metrics-api"
             assert trigger["metricType"] == "AverageValue"
             assert DNS_LABEL.match(trigger["name"])
-            target = (
-                spec.autoscaling.target_oldest_waiting_seconds
-                if hint == "oldest_waiting"
-                else spec.autoscaling.target_per_replica
-            )
+            target = target_for(spec, hint)
             assert trigger["metadata"] == {
                 "format": "json",
                 "url": url,

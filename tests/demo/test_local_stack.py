@@ -71,6 +71,15 @@ def test_live_view_redraws_on_a_terminal_and_prints_changes_otherwise() -> None:
     assert drained([QueueCounts(queue="a", completed=5, failed=2)])
     assert not drained([QueueCounts(queue="a", delayed=1)])
 
+    # An autoscaler's replica change goes above the table, which is drawn again below it.
+    tty = io.StringIO()
+    view = LiveView(tty, tty=True)
+    view.show(0.5, counts, {"email": 2})
+    view.note("[    2.0s] email: 1 -> 3 workers")
+    view.show(1.0, counts, {"email": 3})
+    text = tty.getvalue()
+    assert text.index("email: 1 -> 3") < text.rindex("QUEUE") and text.count("\x1b[4F\x1b[J") == 1
+
 
 def test_summary_counts_every_state() -> None:
     text = summary(Outcome(enqueued=5, states={"completed": 3, "dead": 1, "queued": 1}))
@@ -138,6 +147,25 @@ def test_a_second_terminal_finds_the_demo_and_purged_jobs_are_deleted_not_lost(t
     assert not (tmp_path / ".arqscale" / "demo" / "stack.json").exists()
     after = second_terminal("status", "--json")
     assert "Redis redis://localhost:6379/0: the default" in after.stderr
+
+
+async def test_demo_autoscale_brings_workers_up_and_down(redis_env: dict[str, str], tmp_path: Path) -> None:
+    """--autoscale: each queue's workers run under `arqscale autoscale` (the chart's HPA, read from the
+    exporter's metrics API); a burst scales some queue up and the drain scales it down, nothing lost."""
+    proc = await asyncio.create_subprocess_exec(
+        *demo_cmd(tmp_path, "--jobs", "400", "--autoscale", "--duration", "60"),
+        env=redis_env,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out_b, err_b = await asyncio.wait_for(proc.communicate(), 200)
+    out, err = out_b.decode(), err_b.decode()
+    assert proc.returncode == 0, out + err
+    assert "autoscale email" in out and "the chart's HPA run locally" in out
+    ups = [line for line in out.splitlines() if " workers (scale up" in line]
+    downs = [line for line in out.splitlines() if " workers (scale down" in line]
+    assert ups and downs, out
+    assert out.rstrip().endswith("0 lost"), out
 
 
 async def test_demo_until_drained_against_the_fixture_redis(

@@ -313,6 +313,7 @@ arqscale.io/queue: {{ .queue | quote }}
 waiting: bullmq_queue_waiting
 backlog: arqscale_queue_backlog
 oldest_waiting: arqscale_queue_oldest_waiting_seconds
+wait_target: arqscale_queue_wait_target_workers
 {{- end -}}
 
 {{/* Field of the exporter's /keda/v1/queues/<name> JSON for each metric hint */}}
@@ -320,6 +321,7 @@ oldest_waiting: arqscale_queue_oldest_waiting_seconds
 waiting: waiting
 backlog: backlog
 oldest_waiting: oldest_waiting_seconds
+wait_target: wait_target_workers
 {{- end -}}
 
 {{/* Metrics API TLS ---------------------------------------------------------------------------- */}}

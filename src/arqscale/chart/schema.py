@@ -24,12 +24,14 @@ HPA_METRICS: dict[str, str] = {
     "waiting": "bullmq_queue_waiting",
     "backlog": "arqscale_queue_backlog",
     "oldest_waiting": "arqscale_queue_oldest_waiting_seconds",
+    "wait_target": "arqscale_queue_wait_target_workers",
 }
 # Metric hint -> field of the exporter's /keda/v1/queues/<name> JSON (KEDA metrics-api valueLocation).
 KEDA_FIELDS: dict[str, str] = {
     "waiting": "waiting",
     "backlog": "backlog",
     "oldest_waiting": "oldest_waiting_seconds",
+    "wait_target": "wait_target_workers",
 }
 
 

@@ -22,6 +22,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--api-port", type=int, default=8000, help="API port if free (default 8000)")
     parser.add_argument("--exporter-port", type=int, default=9100, help="exporter port if free (default 9100)")
     parser.add_argument(
+        "--autoscale",
+        action="store_true",
+        help="scale each queue's workers with `arqscale autoscale` (its chart HPA, a 2 s sync, a 20 s scale-down "
+        "window) instead of one worker per queue: watch a burst bring workers up and the drain take them down",
+    )
+    parser.add_argument(
         "--demo-dir",
         type=Path,
         default=None,
@@ -58,6 +64,7 @@ def run(args: argparse.Namespace) -> int:
         api_port=args.api_port,
         exporter_port=args.exporter_port,
         demo_dir=demo_dir,
+        autoscale=args.autoscale,
     )
     stack = LocalStack(demo_queues(), options)
     try:

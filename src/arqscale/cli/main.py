@@ -16,6 +16,7 @@ from arqscale import __version__
 
 COMMANDS: dict[str, str] = {
     "worker": "arqscale.cli.worker",
+    "autoscale": "arqscale.cli.autoscale",
     "api": "arqscale.cli.api",
     "exporter": "arqscale.cli.exporter",
     "enqueue": "arqscale.cli.enqueue",

@@ -90,7 +90,7 @@ class Retention(_Model):
     failed_max: int = Field(default=10_000, ge=0, description="keep at most this many dead-letter entries")
 
 
-AutoscalingMetric = Literal["waiting", "backlog", "oldest_waiting"]
+AutoscalingMetric = Literal["waiting", "backlog", "oldest_waiting", "wait_target"]
 
 
 def _default_metrics() -> list[AutoscalingMetric]:
@@ -106,6 +106,9 @@ class Autoscaling(_Model):
     metrics: list[AutoscalingMetric] = Field(default_factory=_default_metrics, min_length=1)
     target_per_replica: float = Field(default=20, gt=0, description="jobs per replica for waiting/backlog")
     target_oldest_waiting_seconds: float = Field(default=30, gt=0, description="age target for oldest_waiting")
+    target_wait_seconds: float = Field(
+        default=30, gt=0, description="wait_target: the workers that keep a job's wait under this many seconds"
+    )
 
     @model_validator(mode="after")
     def _replicas_ordered(self) -> Autoscaling:
@@ -169,6 +172,9 @@ class QueueSpec(_Model):
                 f"drain_timeout ({self.drain_timeout}) must be at least job_timeout ({self.job_timeout}), "
                 "or a draining worker would cut running jobs short"
             )
+        if self.backend == "bullmq" and "wait_target" in self.autoscaling.metrics:
+            # The signal needs the arq worker scripts' counters; BullMQ's Node workers write none of ours.
+            raise ValueError("autoscaling.metrics: wait_target needs an arq queue (backend: arq)")
         self._check_schedules()
         return self
 

@@ -338,6 +338,15 @@ class LiveView:
         self._drawn = 0
         self._last = ""
 
+    def note(self, text: str) -> None:
+        """A line above the table (an autoscaler's replica change); the table is drawn again below it."""
+        if self.tty and self._drawn:
+            self.out.write(f"\x1b[{self._drawn}F\x1b[J")
+            self._drawn = 0
+        self.out.write(text + "\n")
+        self._last = ""
+        self.out.flush()
+
     def show(self, elapsed: float, counts: Sequence[QueueCounts], workers: Mapping[str, int]) -> None:
         if self.tty:
             text = f"[{elapsed:6.1f}s]  Ctrl-C drains and stops\n" + counts_table.render(counts, workers) + "\n"
@@ -348,7 +357,7 @@ class LiveView:
         else:
             line = " | ".join(
                 f"{c.queue}: waiting={c.waiting} active={c.active} delayed={c.delayed} "
-                f"completed={c.completed} failed={c.failed}"
+                f"completed={c.completed} failed={c.failed} workers={workers.get(c.queue, 0)}"
                 for c in counts
             )
             if line != self._last:
@@ -373,6 +382,10 @@ class Options:
     exporter_port: int = 9100
     demo_dir: Path = Path(".arqscale/demo")
     refresh: float = 0.5
+    # Workers scaled by `arqscale autoscale` (the chart's HPA, run locally) instead of one per queue.
+    autoscale: bool = False
+    sync_period: float = 2.0  # the HPA controller's is 15 s; shorter so a newcomer sees it move
+    scale_down_window: int = 20  # the chart's is 300 s
 
 
 @dataclass
@@ -464,8 +477,17 @@ class LocalStack:
             self.children.append(Child("exporter", argv, port, logs / "exporter.log"))
             self.metrics_api_port = tls_port
         for name, spec in self.specs.items():
-            port = free_port()
             drain = f"{min(DRAIN_TIMEOUT, spec.effective_drain_timeout):g}"
+            if o.autoscale and self.metrics_api_port is not None:
+                argv = _arqscale(
+                    "autoscale", "--queue", name, "--drain-timeout", drain, "--insecure-skip-tls-verify",
+                    "--metrics-api", f"https://127.0.0.1:{self.metrics_api_port}",
+                    "--sync-period", f"{o.sync_period:g}", "--scale-down-window", str(o.scale_down_window),
+                    "--log-dir", str((logs / "workers").resolve()),
+                )  # fmt: skip
+                self.children.append(Child(f"autoscale {name}", argv, 0, logs / f"autoscale-{name}.log"))
+                continue
+            port = free_port()
             argv = _arqscale("worker", "--queue", name, "--port", str(port), "--drain-timeout", drain)
             self.children.append(Child(f"worker {name}", argv, port, logs / f"worker-{name}.log"))
         for child in self.children:
@@ -476,7 +498,7 @@ class LocalStack:
 
     async def _wait_ready(self) -> None:
         deadline = time.monotonic() + START_TIMEOUT
-        pending = list(self.children)
+        pending = [c for c in self.children if c.port]  # an autoscaler has no port: its workers are its own
         async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=2)) as session:
             while pending:
                 for child in list(pending):
@@ -524,6 +546,8 @@ class LocalStack:
                     )
             elif child.name.startswith("worker"):
                 self.say(f"{child.name:<26} http://127.0.0.1:{child.port}/metrics")
+            elif child.name.startswith("autoscale"):
+                self.say(f"{child.name:<26} the chart's HPA run locally; its log: {child.log_path}")
         self.say(f"files      {self.options.demo_dir.resolve()}  (outbox/, exports/, images/, logs/)")
         if self.state_file is not None:
             self.say(
@@ -551,7 +575,10 @@ class LocalStack:
         view = LiveView(self.out, self.out.isatty())
         reader = CountsReader(redis)
         started = time.monotonic()
+        read_to: dict[str, int] = {}
         while True:
+            for line in self._autoscaler_lines(read_to):
+                view.note(line)
             counts = list((await reader.read(self.specs)).values())
             elapsed = time.monotonic() - started
             view.show(elapsed, counts, await live_workers(redis, self.specs))
@@ -568,6 +595,21 @@ class LocalStack:
             if self.stop.is_set():
                 return drained(counts)
 
+    def _autoscaler_lines(self, read_to: dict[str, int]) -> list[str]:
+        """New lines of the autoscalers' logs: their replica changes, shown above the table."""
+        lines: list[str] = []
+        for child in self.children:
+            if not child.name.startswith("autoscale"):
+                continue
+            with contextlib.suppress(OSError):
+                with child.log_path.open("rb") as f:
+                    f.seek(read_to.get(child.name, 0))
+                    chunk = f.read()
+                complete = chunk[: chunk.rfind(b"\n") + 1]
+                read_to[child.name] = read_to.get(child.name, 0) + len(complete)
+                lines += [x for x in complete.decode(errors="replace").splitlines() if " -> " in x]
+        return lines
+
     async def _stop_children(self, outcome: Outcome) -> None:
         """SIGTERM everything and wait: workers drain (running jobs finish or are put back)."""
         running = [c for c in self.children if c.alive()]
@@ -576,7 +618,7 @@ class LocalStack:
         self.say("stopping: draining workers...")
         for child in running:
             child.signal(signal.SIGTERM)
-        grace = DRAIN_TIMEOUT + 10
+        grace = DRAIN_TIMEOUT + 20  # an autoscaler drains its workers within DRAIN_TIMEOUT + 10
         results = await asyncio.gather(*(c.wait(grace) for c in running))
         for child, exited in zip(running, results, strict=True):
             if not exited:

@@ -23,7 +23,8 @@ from typing import Any
 
 from aiohttp import web
 
-from arqscale.exporter import label_selectors
+from arqscale.core.models import QueueCounts
+from arqscale.exporter import label_selectors, wait_target
 from arqscale.exporter.prom import QUEUE_GAUGES, queue_value
 from arqscale.exporter.quantities import format_quantity
 from arqscale.exporter.snapshot import RedisUnavailable, SnapshotCache
@@ -34,7 +35,9 @@ VERSION = "v1beta1"
 GROUP_VERSION = f"{GROUP}/{VERSION}"
 BASE = f"/apis/{GROUP_VERSION}"
 LABEL = "queue"
-METRICS: dict[str, str] = {name: field for name, (_, field) in QUEUE_GAUGES.items()}
+METRICS: dict[str, str] = {name: field for name, (_, field) in QUEUE_GAUGES.items()} | {
+    wait_target.METRIC: "wait_target"  # served for the queues that list wait_target in autoscaling.metrics
+}
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -138,6 +141,12 @@ class ExternalMetricsAPI:
             candidates = sorted((n for n in named if n in self._position), key=self._position.__getitem__)
         return [name for name in candidates if selector.matches({LABEL: name})]
 
+    def _value(self, counts: QueueCounts, queue: str, field: str) -> float:
+        if field == "wait_target":
+            estimate = self.cache.wait_target.estimates.get(queue)
+            return 0.0 if estimate is None else estimate.workers
+        return queue_value(counts, field)
+
     async def api_group_list(self, request: web.Request) -> web.Response:
         return _json({"kind": "APIGroupList", "apiVersion": "v1", "groups": [API_GROUP]})
 
@@ -173,6 +182,17 @@ class ExternalMetricsAPI:
         except label_selectors.SelectorError as exc:
             return status_response(400, "BadRequest", str(exc))
         queues = self.select(selector)
+        tracker = self.cache.wait_target
+        if field == "wait_target" and queues and not any(tracker.tracks(q) for q in queues):
+            return status_response(
+                404,
+                "NotFound",
+                f"metric {metric!r} is computed only for queues whose autoscaling.metrics list wait_target; "
+                f"{name_list(queues)} do not (queues with it: {name_list(tracker.specs) or 'none'})",
+                {"name": metric, "group": GROUP, "kind": metric},
+            )
+        if field == "wait_target":
+            queues = [q for q in queues if tracker.tracks(q)]
         if not queues:
             return status_response(
                 404,
@@ -191,7 +211,7 @@ class ExternalMetricsAPI:
                 "metricName": metric,
                 "metricLabels": {LABEL: name},
                 "timestamp": timestamp,
-                "value": format_quantity(queue_value(snap.counts[name], field)),
+                "value": format_quantity(self._value(snap.counts[name], name, field)),
             }
             for name in queues
         ]

@@ -13,6 +13,7 @@ from aiohttp import web
 
 from arqscale.exporter.external_metrics import name_list, rfc3339
 from arqscale.exporter.snapshot import RedisUnavailable, SnapshotCache
+from arqscale.exporter.wait_target import KEDA_FIELD
 
 ROUTE = "/keda/v1/queues/{queue}"
 
@@ -34,6 +35,9 @@ class KedaEndpoint:
         body = counts.as_dict()
         body["timestamp"] = rfc3339(snap.taken_at)
         body["backend"] = self.cache.specs[queue].backend
+        estimate = self.cache.wait_target.estimates.get(queue)
+        if estimate is not None:  # queues that list wait_target in autoscaling.metrics
+            body[KEDA_FIELD] = estimate.workers
         raw = snap.raw_bullmq.get(queue)
         if raw is not None:
             # BullMQ's own getJobCounts numbers, for Node teams used to them (valueLocation: bullmq.waiting).

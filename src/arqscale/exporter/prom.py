@@ -18,6 +18,7 @@ import asyncio
 import gzip
 
 from arqscale.core.models import QueueCounts
+from arqscale.exporter import wait_target
 from arqscale.exporter.snapshot import SnapshotCache
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
@@ -93,6 +94,7 @@ class MetricsPage:
                     parts.append(f"{name}{self._labels[counts.queue]}{number(queue_value(counts, field))}\n")
                     if i % YIELD_EVERY == YIELD_EVERY - 1:
                         await asyncio.sleep(0)
+            parts.extend(self._wait_target())
             parts.append(_family("bullmq_job_count", "Jobs per queue and BullMQ state."))
             for i, counts in enumerate(queues):
                 for field, labels in self._state_labels[counts.queue]:
@@ -101,6 +103,29 @@ class MetricsPage:
                     await asyncio.sleep(0)
         parts.append(self._health(snap.taken_at if snap is not None else None))
         self.body = "".join(parts).encode()
+
+    def _wait_target(self) -> list[str]:
+        """The latency-target signal and its inputs, for the queues that ask for it (wait_target)."""
+        estimates = self.cache.wait_target.estimates
+        if not estimates:
+            return []
+        families = (
+            (wait_target.METRIC, "Workers that keep the wait under the queue's target_wait_seconds.", "workers"),
+            ("arqscale_queue_arrival_rate", "Jobs entering the line per second (smoothed).", "arrival_rate"),
+            (
+                "arqscale_queue_service_seconds",
+                "Seconds one try runs (smoothed; absent until one finished).",
+                "service_seconds",
+            ),
+        )
+        parts = []
+        for name, help_text, attr in families:
+            parts.append(_family(name, help_text))
+            for queue, estimate in estimates.items():
+                value = getattr(estimate, attr)
+                if value is not None:
+                    parts.append(f"{name}{self._labels[queue]}{number(float(value))}\n")
+        return parts
 
     async def gzipped(self) -> bytes:
         """The body gzipped, once per rendered page: 1,000 queues make ~700 KB of text, ~10 times less gzipped.

@@ -3,7 +3,9 @@
 Every request (Prometheus, the HPA, KEDA) is answered from the last snapshot, so a scrape never
 waits on Redis while the snapshot is younger than the refresh interval. A refresh is one round trip
 whatever the number of queues or jobs: a pipeline holding the arq counting script
-(``arqscale.core.counts``) and the BullMQ one (``arqscale.core.bullmq_counts``).
+(``arqscale.core.counts``) and the BullMQ one (``arqscale.core.bullmq_counts``), plus, when any queue
+lists ``wait_target``, a second pipeline with the inputs of the latency target (``wait_target``): three
+commands per such queue, in the same refresh and under the same timeout.
 
 A background task refreshes every ``refresh_seconds``; a request that finds the snapshot older than
 that (the loop fell behind) joins the refresh in flight instead of starting its own, so Redis sees
@@ -26,6 +28,7 @@ from redis.exceptions import RedisError
 from arqscale.core import bullmq_counts, counts
 from arqscale.core.models import QueueCounts
 from arqscale.core.spec import QueueSpec
+from arqscale.exporter.wait_target import WaitTargetTracker
 
 log = logging.getLogger("arqscale.exporter")
 
@@ -78,6 +81,8 @@ class SnapshotCache:
         self.clock = clock
         self.on_refresh = on_refresh
         self.health = Health()
+        # The latency-target signal of the queues that ask for it (wait_target), fed by every refresh.
+        self.wait_target = WaitTargetTracker(self.specs)
         self.snapshot: Snapshot | None = None
         self._inflight: asyncio.Task[Snapshot] | None = None
         self._loop_task: asyncio.Task[None] | None = None
@@ -120,6 +125,7 @@ class SnapshotCache:
             async with asyncio.timeout(self.timeout_seconds):
                 # round(), as arq's timestamp_ms does, so a job arq enqueued this millisecond is not "delayed".
                 values, raw = await self.reader.read_detailed(self.specs, round(taken_at * 1000))
+                await self.wait_target.update(self.reader.redis, values, started)
         except (RedisError, OSError, TimeoutError) as exc:
             await self._failed(exc, time.monotonic() - started)
             raise RedisUnavailable(self.health.last_error or "Redis is unavailable") from exc
