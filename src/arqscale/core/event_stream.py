@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncGenerator, Mapping
 from typing import Any
 
 from arq.jobs import DeserializationError, deserialize_result
@@ -61,14 +61,22 @@ async def last_id(redis: Redis, queue: str) -> str:
 
 
 async def history(
-    redis: Redis, queue: str, *, after: str = "0-0", job: str | None = None, limit: int = 1000
+    redis: Redis,
+    queue: str,
+    *,
+    after: str = "0-0",
+    job: str | None = None,
+    limit: int = 1000,
+    scan_max: int | None = None,
 ) -> list[Event]:
-    """Kept events after ``after`` (exclusive), oldest first; with ``job``, that job's only (the whole kept
-    stream is scanned: at most ``events.max_len`` entries)."""
+    """Kept events after ``after`` (exclusive), oldest first, at most ``limit``; with ``job``, that job's only
+    (the kept stream is scanned, at most ``events.max_len`` entries, or ``scan_max``)."""
     out: list[Event] = []
     start = "(" + after if after != "0-0" else "-"
-    while len(out) < limit:
+    scanned = 0
+    while len(out) < limit and (scan_max is None or scanned < scan_max):
         entries = await redis.xrange(events_key(queue), start, "+", count=BATCH)
+        scanned += len(entries)
         for entry_id, fields in entries:
             event = Event.parse(queue, entry_id, fields)
             if job is None or event.job == job:
@@ -105,10 +113,10 @@ class Events:
         self.gap = False
         self.last_id: str | None = after  # the last entry handed out (or the starting point)
 
-    def __aiter__(self) -> AsyncIterator[Event]:
+    def __aiter__(self) -> AsyncGenerator[Event]:
         return self._tail()
 
-    async def _tail(self) -> AsyncIterator[Event]:
+    async def _tail(self) -> AsyncGenerator[Event]:
         key = events_key(self.queue)
         if self.last_id is None:
             self.last_id = await last_id(self.redis, self.queue)
