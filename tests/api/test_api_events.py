@@ -69,7 +69,8 @@ async def test_a_queue_page_and_a_job_page(client: TestClient[Any, Any], redis: 
     assert [(e["event"], e["job"]) for e in page["events"]] == [("delayed", "a"), ("delayed", "b"), ("delayed", "c")]
     assert page["events"][0]["func"] == "send_email" and page["events"][0]["delay_ms"] == 600_000
     assert page["last_id"] == page["events"][-1]["id"] and page["gap"] is False
-    resp = await client.get("/v1/queues/email/events", params={"after": page["events"][0]["id"], "limit": 1}, headers=AUTH)
+    params = {"after": page["events"][0]["id"], "limit": 1}
+    resp = await client.get("/v1/queues/email/events", params=params, headers=AUTH)
     assert [e["job"] for e in (await resp.json())["events"]] == ["b"]
     resp = await client.get("/v1/jobs/c/events", headers=AUTH)
     assert [e["job"] for e in (await resp.json())["events"]] == ["c"]

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import AsyncGenerator, Mapping
+from collections.abc import AsyncGenerator, Mapping, Sequence
 from typing import Any
 
 from arq.jobs import DeserializationError, deserialize_result
@@ -156,10 +156,18 @@ def id_tuple(stream_id: str) -> tuple[int, int]:
 
 async def totals(redis: Redis, queue: str) -> dict[str, int]:
     """The queue's counters (``events.TOTAL_FIELDS``)."""
+    return (await read_totals(redis, [queue]))[queue]
+
+
+async def read_totals(redis: Redis, queues: Sequence[str]) -> dict[str, dict[str, int]]:
+    """The counters of several queues in one round trip."""
+    if not queues:
+        return {}
     async with redis.pipeline(transaction=False) as pipe:
-        pipe.hgetall(totals_key(queue))
-        [raw] = await pipe.execute()
-    return parse_totals(raw)
+        for queue in queues:
+            pipe.hgetall(totals_key(queue))
+        raws = await pipe.execute()
+    return {queue: parse_totals(raw) for queue, raw in zip(queues, raws, strict=True)}
 
 
 async def wait(redis: Redis, spec: QueueSpec, job_id: str, timeout: float | None = None) -> Any:  # noqa: ASYNC109 (arq's Job.result(timeout=) shape)
