@@ -250,3 +250,63 @@ async def test_a_live_tail_sees_new_events_in_order(redis: Redis, workers: Start
     await asyncio.wait_for(task, 20)
     assert names(seen) == ["waiting", "active", "completed"]
     assert {e.job for e in seen} == {"t2"}
+
+
+async def test_a_schedule_tick_writes_its_jobs_waiting(redis: Redis, workers: StartWorker) -> None:
+    queues = {**QUEUES, "q": {**QUEUES["q"], "schedules": {"often": {"every": 0.5, "function": "add", "args": [1, 2]}}}}
+    await workers(queues).ready()
+
+    async def two_ticks_done() -> list[Event] | None:
+        done = [e for e in await event_stream.history(redis, "q") if e.event == "completed"]
+        return done if len(done) >= 2 else None
+
+    done = await wait_until(two_ticks_done, 20, "two scheduled jobs to complete")
+    for job_id in {e.job for e in done}:
+        assert job_id.startswith("sched:q:often:")
+        assert names(await job_events(redis, job_id)) == ["waiting", "active", "completed"]
+        assert (await job_events(redis, job_id))[0].func == "add"
+
+
+async def test_totals_agree_with_the_outcomes_after_a_run_with_several_workers(
+    redis: Redis, workers: StartWorker
+) -> None:
+    queues = {**QUEUES, "q": {**QUEUES["q"], "concurrency": 3}}
+    for _ in range(3):
+        await workers(queues).ready()
+    producer = Producer(redis, SPECS)
+    jobs: dict[str, str] = {}
+    for i in range(60):
+        kind = ("ok", "ok", "fail", "cancel")[i % 4]
+        job_id = f"m{i}"
+        jobs[job_id] = kind
+        if kind == "ok":
+            await producer.enqueue("q", "add", i, 1, job_id=job_id)
+        elif kind == "fail":
+            await producer.enqueue("q", "fail", job_id=job_id)
+        else:
+            await producer.enqueue("q", "add", i, 1, job_id=job_id, defer_seconds=600)
+            await producer.cancel(job_id)
+    ends: dict[str, str] = {}
+    for job_id in jobs:
+        try:
+            await producer.wait(job_id, timeout=30)
+            ends[job_id] = "ok"
+        except JobFailed:
+            ends[job_id] = "fail"
+        except JobCancelled:
+            ends[job_id] = "cancel"
+    assert ends == jobs
+    totals = await event_stream.totals(redis, "q")
+    n_ok, n_fail, n_cancel = (sum(1 for k in jobs.values() if k == x) for x in ("ok", "fail", "cancel"))
+    assert totals["enqueued"] == len(jobs)
+    assert totals["completed"] == n_ok
+    assert totals["dead"] == n_fail
+    assert totals["failed"] == 2 * n_fail  # max_tries 2: each failing job failed two tries
+    assert totals["retried"] == n_fail
+    assert totals["cancelled"] == n_cancel
+    assert totals["started"] == n_ok + 2 * n_fail
+    assert totals["requeued"] == 0
+    # And the stream says the same, event by event.
+    kept = await event_stream.history(redis, "q", limit=10_000)
+    counted = {name: sum(1 for e in kept if e.event == name) for name in ("completed", "dead", "failed", "cancelled")}
+    assert counted == {"completed": n_ok, "dead": n_fail, "failed": 2 * n_fail, "cancelled": n_cancel}

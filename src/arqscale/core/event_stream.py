@@ -202,16 +202,19 @@ async def wait(redis: Redis, spec: QueueSpec, job_id: str, timeout: float | None
 
 async def _next_final(redis: Redis, spec: QueueSpec, job_id: str, start: str, deadline: float | None) -> Event | None:
     tail = Events(redis, spec.name, after=start, job=job_id).__aiter__()
-    while True:
-        left = None if deadline is None else deadline - time.monotonic()
-        if left is not None and left <= 0:
-            return None
-        try:
-            event = await asyncio.wait_for(anext(tail), left)
-        except TimeoutError:
-            return None
-        if event.final:
-            return event
+    try:
+        while True:
+            left = None if deadline is None else deadline - time.monotonic()
+            if left is not None and left <= 0:
+                return None
+            try:
+                event = await asyncio.wait_for(anext(tail), left)
+            except TimeoutError:
+                return None
+            if event.final:
+                return event
+    finally:
+        await tail.aclose()
 
 
 async def _ended(redis: Redis, spec: QueueSpec, job_id: str) -> tuple[bool, Any]:
