@@ -21,7 +21,14 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from run import Bench, Family, System, Throughput, cpu_seconds, default_redis_server
+import redis
+from redis.asyncio import Redis
+
+from arqscale.core.models import JobRequest
+from arqscale.core.producer import Producer
+from arqscale.core.spec import QueueSpec, parse_queues
+from arqscale.worker.pickup import Finish, QueueOps
+from run import Bench, Family, System, Throughput, cpu_seconds, default_redis_server, private_redis
 
 SYSTEM = System("arqscale-100", "arqscale", "arqscale", 100)
 
@@ -54,6 +61,39 @@ class EventsBench(Bench):
             self.fill_cpu_us_per_job = (cpu_seconds(self.redis_proc.pid) - before) / n * 1e6
             self.fill_cmds_per_job = (self.commands() - cmds - 1) / n
         return result
+
+
+def script_spec(events: bool) -> QueueSpec:
+    queue = {"functions": ["tasks.noop"], "events": {"enabled": events}, "lease_seconds": 3600}
+    return parse_queues({"queues": {"bench": queue}})["bench"]
+
+
+def script_cost(r: redis.Redis, events: bool, n: int) -> tuple[float, float]:
+    """Redis' own time per job inside the scripts (INFO commandstats, µs): enqueue, then pickup + finish."""
+    import asyncio
+
+    async def go() -> tuple[float, float]:
+        client = Redis(**r.connection_pool.connection_kwargs)
+        spec = script_spec(events)
+        r.flushall()
+        producer, ops = Producer(client, {"bench": spec}), QueueOps(client, spec, "bench-worker")
+        await producer.enqueue_many("bench", [JobRequest(function="noop")])  # scripts loaded
+        r.config_resetstat()
+        for start in range(0, n, 500):
+            await producer.enqueue_many("bench", [JobRequest(function="noop") for _ in range(min(500, n - start))])
+        enqueue_us = float(r.info("commandstats")["cmdstat_evalsha"]["usec"]) / n
+        r.config_resetstat()
+        for i in range(0, n + 1, 100):
+            picked = (await ops.pickup(100, f"bench-worker.{i}")).jobs
+            if picked:
+                await ops.finish(
+                    [Finish("ok", j.job_id, "", token=j.token, job_try=j.job_try, ran_ms=1) for j in picked]
+                )
+        work_us = float(r.info("commandstats")["cmdstat_evalsha"]["usec"]) / (n + 1)
+        await client.aclose()
+        return enqueue_us, work_us
+
+    return asyncio.run(go())
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -100,6 +140,18 @@ def main(argv: list[str] | None = None) -> int:
             f"{med(entry for *_, entry in runs):.0f}" if events else "-",
         ]
         print("| " + " | ".join(cells) + " |")
+    with private_redis() as r:
+        costs: dict[bool, list[tuple[float, float]]] = {True: [], False: []}
+        for r_i in range(args.rounds):
+            for events in (False, True) if r_i % 2 == 0 else (True, False):
+                costs[events].append(script_cost(r, events, args.n))
+    print(f"\nRedis' own time inside the scripts per job (INFO commandstats, {args.n:,} jobs, medians):\n")
+    print("| events | enqueue µs/job | pickup + finish µs/job |")
+    print("| --- | --- | --- |")
+    for events in (False, True):
+        enq = statistics.median(e for e, _ in costs[events])
+        work = statistics.median(w for _, w in costs[events])
+        print(f"| {'on' if events else 'off'} | {enq:.1f} | {work:.1f} |")
     ratio = statistics.median(t.jobs_per_s for t, *_ in rows[True]) / statistics.median(
         t.jobs_per_s for t, *_ in rows[False]
     )
