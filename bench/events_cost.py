@@ -15,6 +15,7 @@ drops the stream. Results go to stdout as Markdown; the medians are the figures 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import statistics
 import sys
 import tempfile
@@ -70,7 +71,6 @@ def script_spec(events: bool) -> QueueSpec:
 
 def script_cost(r: redis.Redis, events: bool, n: int) -> tuple[float, float]:
     """Redis' own time per job inside the scripts (INFO commandstats, µs): enqueue, then pickup + finish."""
-    import asyncio
 
     async def go() -> tuple[float, float]:
         client = Redis(**r.connection_pool.connection_kwargs)
