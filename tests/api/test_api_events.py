@@ -5,9 +5,14 @@ from __future__ import annotations
 
 import asyncio
 import json
+import signal
+import subprocess
+import sys
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
@@ -15,11 +20,13 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from redis.asyncio import Redis
 
+from api_processes import api_env
 from arqscale.api import event_routes
 from arqscale.api.app import create_app
 from arqscale.core.events import is_stream_id
 from arqscale.core.producer import Producer
 from arqscale.core.spec import parse_queues
+from redis_server import RedisServer, free_port
 
 SPECS = parse_queues({"queues": {"email": {"functions": ["tests.tasks.send_email"]}}})
 TOKEN = "events-token"
@@ -134,3 +141,36 @@ async def test_a_resume_point_that_is_not_a_stream_id_is_a_422(client: TestClien
     if text.isprintable() and text.isascii() and "\n" not in text:
         resp = await client.get("/v1/queues/email/events", headers={**AUTH, "Last-Event-ID": text})
         assert resp.status == 422, text
+
+
+async def test_a_stopping_api_ends_its_open_streams(redis_server: RedisServer, tmp_path: Path) -> None:
+    # aiohttp waits for running handlers on shutdown (60 s by default); a stream never ends on its own.
+    port = free_port()
+    log = tmp_path / "api.log"
+    env = api_env(redis_server.url, ARQSCALE_LOG_LEVEL="INFO")
+    with log.open("wb") as out:
+        proc = subprocess.Popen(  # noqa: ASYNC220 (started once, not awaited on)
+            [sys.executable, "-m", "arqscale", "api", "--host", "127.0.0.1", "--port", str(port)],
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        async with aiohttp.ClientSession() as http:
+            for _ in range(400):
+                try:
+                    async with http.get(f"http://127.0.0.1:{port}/livez") as live:
+                        if live.status == 200:
+                            break
+                except aiohttp.ClientError:
+                    await asyncio.sleep(0.05)
+            async with http.get(
+                f"http://127.0.0.1:{port}/v1/queues/email/events", headers={"Accept": "text/event-stream"}
+            ) as stream:
+                assert (await asyncio.wait_for(stream.content.readline(), 10)).startswith(b":")
+                proc.send_signal(signal.SIGTERM)
+                assert await asyncio.to_thread(proc.wait, 20) == 0, log.read_text()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()

@@ -608,8 +608,11 @@ def create_app(
         document=build_document(max_body_bytes),
     )
     # The schedule routes live in their own module, which imports this one: loaded here, once it is complete.
+    from arqscale.api import event_routes
     from arqscale.api.event_routes import HANDLERS as EVENT_HANDLERS
     from arqscale.api.schedule_routes import HANDLERS as SCHEDULE_HANDLERS
+
+    event_routes.install(app)
 
     handlers = {**HANDLERS, **SCHEDULE_HANDLERS, **EVENT_HANDLERS}
     for op in OPERATIONS:

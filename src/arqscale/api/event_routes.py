@@ -12,17 +12,21 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 import time
 from typing import Any
 
 from aiohttp import web
 from pydantic import ValidationError
+from redis.exceptions import RedisError
 
 from arqscale.api.app import STATE, Handler, Problem, _job_id, _json, _query_int, _spec
 from arqscale.api.openapi import MAX_EVENT_PAGE, EventPage, EventView, FieldError
 from arqscale.core import event_stream
 from arqscale.core.events import Event, is_stream_id
 from arqscale.core.safe_data import render
+
+log = logging.getLogger("arqscale.api")
 
 KEEPALIVE_SECONDS = 15.0  # an idle stream gets a comment line this often (proxies close silent connections)
 
@@ -81,43 +85,41 @@ async def _follow(request: web.Request, queue: str, job: str | None, after: str 
         headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
     )
     await response.prepare(request)
+    closing = request.app[CLOSING]
     tail = event_stream.Events(redis, queue, after=after, job=job)
-    events = tail.__aiter__()
     await response.write(b": arqscale events\n\n")
-    reported_gap = False
-    last_write = time.monotonic()
-    pending: asyncio.Task[Event] | None = None
     try:
-        while True:
-            if pending is None:
-                pending = asyncio.ensure_future(anext(events))
-            done, _ = await asyncio.wait({pending}, timeout=KEEPALIVE_SECONDS)
-            if tail.gap and not reported_gap:
-                reported_gap = True
-                await response.write(_sse("gap", {"after": after}))
-            if not done:
+        await tail.start()
+        if tail.gap:
+            await response.write(_sse("gap", {"after": after}))
+        idle_since = time.monotonic()
+        while not closing.is_set() and not _gone(request):
+            # Reads of at most a second each, so the loop sees a stopping API or a departed client within about
+            # a second. Cancelling the handler is not relied on: a cancel that lands inside redis-py's read
+            # (under its socket timeout) can be swallowed and the read retried, and the stream would never end.
+            events = await tail.read()
+            for event in events:
+                view = _view(event)
+                if view is not None:
+                    data = render(view.model_dump(by_alias=True, exclude_none=True))
+                    await response.write(_sse(event.event, data, event.id))
+                    idle_since = time.monotonic()
+            if time.monotonic() - idle_since >= KEEPALIVE_SECONDS:
                 await response.write(b": keep-alive\n\n")
-                last_write = time.monotonic()
-                continue
-            event = pending.result()
-            pending = None
-            view = _view(event)
-            if view is not None:
-                data = render(view.model_dump(by_alias=True, exclude_none=True))
-                await response.write(_sse(event.event, data, event.id))
-                last_write = time.monotonic()
-            if time.monotonic() - last_write > KEEPALIVE_SECONDS:
-                await response.write(b": keep-alive\n\n")
-                last_write = time.monotonic()
+                idle_since = time.monotonic()
     except ConnectionResetError:  # the client left; aiohttp cancels the handler in most other cases
         pass
-    finally:
-        if pending is not None:
-            pending.cancel()
-            with contextlib.suppress(BaseException):
-                await pending
-        await events.aclose()
+    except (RedisError, OSError) as exc:
+        # Redis went away mid-stream: end it. An EventSource reconnects with Last-Event-ID and resumes exactly.
+        log.warning("event stream of %s ended: Redis unavailable: %s", queue, exc)
+        with contextlib.suppress(ConnectionResetError, RuntimeError):
+            await response.write(b": redis unavailable; reconnect with Last-Event-ID\n\n")
     return response
+
+
+def _gone(request: web.Request) -> bool:
+    transport = request.transport
+    return transport is None or transport.is_closing()
 
 
 async def queue_events(request: web.Request) -> web.StreamResponse:
@@ -147,3 +149,18 @@ async def job_events(request: web.Request) -> web.StreamResponse:
 
 
 HANDLERS: dict[str, Handler] = {"queue_events": queue_events, "job_events": job_events}
+
+# Set when the API stops: open streams never end on their own, and aiohttp waits for running handlers (its
+# whole shutdown timeout, 60 s) before it closes; each stream's loop sees this within a second and ends.
+CLOSING: web.AppKey[asyncio.Event] = web.AppKey("arqscale_events_closing")
+
+
+def install(app: web.Application) -> None:
+    """Give the app its closing flag, set on shutdown."""
+    closing = asyncio.Event()
+    app[CLOSING] = closing
+
+    async def end_streams(app: web.Application) -> None:
+        closing.set()
+
+    app.on_shutdown.append(end_streams)

@@ -116,20 +116,35 @@ class Events:
     def __aiter__(self) -> AsyncGenerator[Event]:
         return self._tail()
 
-    async def _tail(self) -> AsyncGenerator[Event]:
-        key = events_key(self.queue)
+    async def start(self) -> None:
+        """Fix the starting point (the stream's newest id when following from now) and check for a gap."""
         if self.last_id is None:
             self.last_id = await last_id(self.redis, self.queue)
         elif self.last_id != "0-0":
             self.gap = await trimmed_after(self.redis, self.queue, self.last_id)
+
+    async def read(self, block_ms: float | None = None) -> list[Event]:
+        """The next entries (at most ``BATCH``), waiting up to ``block_ms`` for some; [] when none came.
+        One XREAD: a caller that must stop (a timeout, a client that left) never has to cancel a read."""
+        if self.last_id is None:
+            await self.start()
+        assert self.last_id is not None
+        block = self.block_ms if block_ms is None else max(int(block_ms), 1)
+        reply = await self.redis.xread({events_key(self.queue): self.last_id}, count=BATCH, block=block)
+        out: list[Event] = []
+        for _, entries in reply or []:
+            for entry_id, fields in entries:
+                self.last_id = _text(entry_id)
+                event = Event.parse(self.queue, entry_id, fields)
+                if self.job is None or event.job == self.job:
+                    out.append(event)
+        return out
+
+    async def _tail(self) -> AsyncGenerator[Event]:
+        await self.start()
         while True:
-            reply = await self.redis.xread({key: self.last_id}, count=BATCH, block=self.block_ms)
-            for _, entries in reply or []:
-                for entry_id, fields in entries:
-                    self.last_id = _text(entry_id)
-                    event = Event.parse(self.queue, entry_id, fields)
-                    if self.job is None or event.job == self.job:
-                        yield event
+            for event in await self.read():
+                yield event
 
 
 async def trimmed_after(redis: Redis, queue: str, after: str) -> bool:
@@ -201,20 +216,14 @@ async def wait(redis: Redis, spec: QueueSpec, job_id: str, timeout: float | None
 
 
 async def _next_final(redis: Redis, spec: QueueSpec, job_id: str, start: str, deadline: float | None) -> Event | None:
-    tail = Events(redis, spec.name, after=start, job=job_id).__aiter__()
-    try:
-        while True:
-            left = None if deadline is None else deadline - time.monotonic()
-            if left is not None and left <= 0:
-                return None
-            try:
-                event = await asyncio.wait_for(anext(tail), left)
-            except TimeoutError:
-                return None
+    tail = Events(redis, spec.name, after=start, job=job_id)
+    while True:
+        left_ms = BLOCK_MS if deadline is None else (deadline - time.monotonic()) * 1000
+        if left_ms <= 0:
+            return None
+        for event in await tail.read(min(left_ms, BLOCK_MS)):
             if event.final:
                 return event
-    finally:
-        await tail.aclose()
 
 
 async def _ended(redis: Redis, spec: QueueSpec, job_id: str) -> tuple[bool, Any]:
