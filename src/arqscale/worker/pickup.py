@@ -192,6 +192,7 @@ if rate_max > 0 then
 end
 local expiry = now + tonumber(ARGV[3])
 local taken, skip_left, hold_left, hold_max = {}, tonumber(ARGV[9]), tonumber(ARGV[14]), tonumber(ARGV[14])
+local announced_here = 0
 for b = @BANDS@, #ARGV do
   if #taken >= want or hold_left <= 0 then break end
   local low = tonumber(ARGV[b])
@@ -245,10 +246,9 @@ for b = @BANDS@, #ARGV do
         if not before then
           payload = payload or redis.call('GET', '@JOB@' .. id)
           emit('waiting', id, 'enqueued', enqueued_of(payload))
-          tally('enqueued')
+          announced_here = announced_here + 1
         end
         emit('active', id, 'try', try, 'worker', worker)
-        tally('started')
         hand_out(id, try, score, payload)
         taken[#taken+1] = id
       end
@@ -257,6 +257,9 @@ for b = @BANDS@, #ARGV do
   end
 end
 if #taken > 0 then
+  -- Counted once per call, not per job.
+  tally('started', #taken)
+  if announced_here > 0 then tally('enqueued', announced_here) end
   redis.call('DEL', KEYS[5])
   redis.call('RPUSH', KEYS[5], token, unpack(taken))
   redis.call('PEXPIRE', KEYS[5], ARGV[3])
@@ -316,6 +319,11 @@ local n_ok, n_dead = 0, 0
 local stale = {}
 gbase = KEYS[6] or ''
 events_to(KEYS[7], KEYS[8], ARGV[6])
+-- The totals are added once per call (one HINCRBY per field), not per record.
+local counted = {}
+local function count(field, n)
+  if n ~= 0 then counted[field] = (counted[field] or 0) + (n or 1) end
+end
 for i = 7, #ARGV, 9 do
   local kind, id, token, a, b = ARGV[i], ARGV[i+1], ARGV[i+2], ARGV[i+3], ARGV[i+4]
   local at = now - math.max(tonumber(ARGV[i+5]) or 0, 0)
@@ -339,8 +347,8 @@ for i = 7, #ARGV, 9 do
     redis.call('PEXPIRE', '@PROG@' .. id, ARGV[1])
     n_ok = n_ok + 1
     emit('completed', id, 'try', try, 'worker', w, 'duration_ms', dur)
-    tally('completed')
-    if ran > 0 then tally('run_ms', ran) end
+    count('completed')
+    if ran > 0 then count('run_ms', ran) end
   elseif kind == 'retry' then
     redis.call('ZADD', KEYS[1], string.format('%d', band_of(tonumber(score)) + now + tonumber(a)), id)
     redis.call('DEL', '@IP@' .. id)
@@ -348,9 +356,9 @@ for i = 7, #ARGV, 9 do
     redis.call('SET', '@ERR@' .. id, b, 'PX', ARGV[5])
     emit('failed', id, 'try', try, 'worker', w, 'error', note, 'duration_ms', dur)
     emit('retrying', id, 'try', try, 'delay_ms', a)
-    tally('failed')
-    tally('retried')
-    if ran > 0 then tally('run_ms', ran) end
+    count('failed')
+    count('retried')
+    if ran > 0 then count('run_ms', ran) end
   elseif kind == 'dead' then
     redis.call('HSET', KEYS[4], id, a)
     redis.call('ZADD', KEYS[5], at, id)
@@ -365,11 +373,11 @@ for i = 7, #ARGV, 9 do
     n_dead = n_dead + 1
     if dur then
       emit('failed', id, 'try', try, 'worker', w, 'error', note, 'duration_ms', dur)
-      tally('failed')
-      if ran > 0 then tally('run_ms', ran) end
+      count('failed')
+      if ran > 0 then count('run_ms', ran) end
     end
     emit('dead', id, 'try', try, 'worker', w, 'error', note)
-    tally('dead')
+    count('dead')
   elseif kind == 'cancel' then
     if a ~= '' then redis.call('SET', '@RESULT@' .. id, a, 'PX', ARGV[3]) end
     redis.call('DEL', '@JOB@' .. id, '@IP@' .. id, '@RETRY@' .. id, '@ERR@' .. id, '@GROUP@' .. id)
@@ -378,8 +386,8 @@ for i = 7, #ARGV, 9 do
     redis.call('ZREM', '@ABORT@', id)
     redis.call('PEXPIRE', '@PROG@' .. id, ARGV[3])
     emit('cancelled', id, 'try', try, 'worker', w, 'reason', note, 'duration_ms', dur)
-    tally('cancelled')
-    if ran > 0 then tally('run_ms', ran) end
+    count('cancelled')
+    if ran > 0 then count('run_ms', ran) end
   elseif kind == 'back' then
     redis.call('ZADD', KEYS[1], score, id)
     redis.call('DEL', '@IP@' .. id)
@@ -387,7 +395,7 @@ for i = 7, #ARGV, 9 do
     -- Kept at 0 rather than deleted: the counter also says an event announced the job (see PICKUP_LUA).
     redis.call('SET', '@RETRY@' .. id, math.max(tonumber(a) or 0, 0), 'KEEPTTL')
     emit('requeued', id, 'try', try, 'worker', w, 'reason', 'drain')
-    tally('requeued')
+    count('requeued')
   end
 end
 if n_ok > 0 then
@@ -417,6 +425,7 @@ if n_dead > 0 then
     for _, id in ipairs(old) do redis.call('DEL', '@RESULT@' .. id) end
   end
 end
+for field, n in pairs(counted) do tally(field, n) end
 return stale
 """)
 
