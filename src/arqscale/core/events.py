@@ -16,7 +16,7 @@ try        the try number (1-based)                         active, progress, re
                                                             completed, failed, dead, cancelled,
                                                             requeued
 worker     the worker id holding the job                    active, completed, failed, dead,
-                                                            cancelled, requeued (drain)
+                                                            cancelled, requeued
 func       the task's name                                  waiting, delayed
 delay_ms   ms from ``at`` until the job is ready            delayed, retrying
 enqueued   the job's enqueue time (ms), when readable       waiting written by the pickup
