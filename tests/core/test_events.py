@@ -14,6 +14,7 @@ from redis.asyncio import Redis
 from arqscale.core import event_stream
 from arqscale.core.cancellation import cancel
 from arqscale.core.events import ERROR_EVENT_CHARS, EVENT_NAMES, MESSAGE_EVENT_CHARS, Event, is_stream_id
+from arqscale.core.producer import Producer
 from arqscale.core.spec import parse_queues
 from arqscale.worker.pickup import Finish, QueueOps
 
@@ -92,3 +93,26 @@ def test_the_event_names() -> None:
     assert EVENT_NAMES == (
         "waiting", "delayed", "active", "progress", "retrying", "completed", "failed", "dead", "cancelled", "requeued",
     )  # fmt: skip
+
+
+async def test_no_event_without_its_change(redis: Redis) -> None:
+    """A resent pickup (its reply was lost) and a stale outcome (another token holds the job) change nothing,
+    so they write no event and count nothing."""
+    await redis.flushdb()
+    await Producer(redis, {"q": SPEC}).enqueue("q", "send_email", job_id="once")
+    ops = QueueOps(redis, SPEC, "w-1")
+    [job] = (await ops.pickup(1, "w-1.1")).jobs
+    again = await ops.pickup(1, "w-1.1")  # the same token: a resend
+    assert again.resent and [j.job_id for j in again.jobs] == ["once"]
+    stale = Finish("ok", "once", "", token="w-9.1", job_try=1, ran_ms=1)
+    assert await ops.finish([stale]) == ["once"]
+    assert [e.event for e in await event_stream.history(redis, "q")] == ["waiting", "active"]
+    totals = await event_stream.totals(redis, "q")
+    assert (totals["enqueued"], totals["started"], totals["completed"]) == (1, 1, 0)
+    # The real outcome, sent twice (a lost reply): one `completed`, counted once.
+    record = Finish("ok", "once", "", token=job.token, job_try=1, ran_ms=3)
+    assert await ops.finish([record]) == []
+    assert await ops.finish([record]) == ["once"]
+    assert [e.event for e in await event_stream.history(redis, "q")] == ["waiting", "active", "completed"]
+    totals = await event_stream.totals(redis, "q")
+    assert (totals["completed"], totals["run_ms"]) == (1, 3)
