@@ -64,34 +64,45 @@ class EventsBench(Bench):
         return result
 
 
-def script_spec(events: bool) -> QueueSpec:
+def script_spec(name: str, events: bool) -> QueueSpec:
     queue = {"functions": ["tasks.noop"], "events": {"enabled": events}, "lease_seconds": 3600}
-    return parse_queues({"queues": {"bench": queue}})["bench"]
+    return parse_queues({"queues": {name: queue}})[name]
 
 
-def script_cost(r: redis.Redis, events: bool, n: int) -> tuple[float, float]:
-    """Redis' own time per job inside the scripts (INFO commandstats, µs): enqueue, then pickup + finish."""
+def script_cost(r: redis.Redis, n: int) -> dict[bool, tuple[float, float]]:
+    """Redis' own time per job inside the scripts (INFO commandstats, µs), events on and off interleaved batch by
+    batch (100 jobs) on two queues, so a machine whose load changes during the run affects both alike:
+    {events: (enqueue, pickup + finish)}."""
 
-    async def go() -> tuple[float, float]:
+    def evalsha_usec() -> float:
+        return float(r.info("commandstats")["cmdstat_evalsha"]["usec"])
+
+    async def go() -> dict[bool, tuple[float, float]]:
         client = Redis(**r.connection_pool.connection_kwargs)
-        spec = script_spec(events)
         r.flushall()
-        producer, ops = Producer(client, {"bench": spec}), QueueOps(client, spec, "bench-worker")
-        await producer.enqueue_many("bench", [JobRequest(function="noop")])  # scripts loaded
-        r.config_resetstat()
-        for start in range(0, n, 500):
-            await producer.enqueue_many("bench", [JobRequest(function="noop") for _ in range(min(500, n - start))])
-        enqueue_us = float(r.info("commandstats")["cmdstat_evalsha"]["usec"]) / n
-        r.config_resetstat()
+        specs = {events: script_spec("on" if events else "off", events) for events in (True, False)}
+        producers = {e: Producer(client, {s.name: s}) for e, s in specs.items()}
+        ops = {e: QueueOps(client, s, "bench-worker") for e, s in specs.items()}
+        enqueue = dict.fromkeys(specs, 0.0)
+        work = dict.fromkeys(specs, 0.0)
+        for e in specs:  # scripts loaded, connections open
+            await producers[e].enqueue_many(specs[e].name, [JobRequest(function="noop")])
+            await ops[e].finish([])
+        for start in range(0, n, 100):
+            for e in (True, False) if start % 200 else (False, True):
+                before = evalsha_usec()
+                await producers[e].enqueue_many(specs[e].name, [JobRequest(function="noop") for _ in range(100)])
+                enqueue[e] += evalsha_usec() - before
         for i in range(0, n + 1, 100):
-            picked = (await ops.pickup(100, f"bench-worker.{i}")).jobs
-            if picked:
-                await ops.finish(
-                    [Finish("ok", j.job_id, "", token=j.token, job_try=j.job_try, ran_ms=1) for j in picked]
-                )
-        work_us = float(r.info("commandstats")["cmdstat_evalsha"]["usec"]) / (n + 1)
+            for e in (True, False) if i % 200 else (False, True):
+                before = evalsha_usec()
+                picked = (await ops[e].pickup(100, f"bench-worker.{i}")).jobs
+                done = [Finish("ok", j.job_id, "", token=j.token, job_try=j.job_try, ran_ms=1) for j in picked]
+                if done:
+                    await ops[e].finish(done)
+                work[e] += evalsha_usec() - before
         await client.aclose()
-        return enqueue_us, work_us
+        return {e: (enqueue[e] / n, work[e] / (n + 1)) for e in specs}
 
     return asyncio.run(go())
 
@@ -141,16 +152,14 @@ def main(argv: list[str] | None = None) -> int:
         ]
         print("| " + " | ".join(cells) + " |")
     with private_redis() as r:
-        costs: dict[bool, list[tuple[float, float]]] = {True: [], False: []}
-        for r_i in range(args.rounds):
-            for events in (False, True) if r_i % 2 == 0 else (True, False):
-                costs[events].append(script_cost(r, events, args.n))
-    print(f"\nRedis' own time inside the scripts per job (INFO commandstats, {args.n:,} jobs, medians):\n")
+        costs = [script_cost(r, args.n) for _ in range(args.rounds)]
+    print(f"\nRedis' own time inside the scripts per job (INFO commandstats; {args.n:,} jobs per mode and round, the")
+    print("two modes interleaved 100 jobs at a time on two queues; medians):\n")
     print("| events | enqueue µs/job | pickup + finish µs/job |")
     print("| --- | --- | --- |")
     for events in (False, True):
-        enq = statistics.median(e for e, _ in costs[events])
-        work = statistics.median(w for _, w in costs[events])
+        enq = statistics.median(c[events][0] for c in costs)
+        work = statistics.median(c[events][1] for c in costs)
         print(f"| {'on' if events else 'off'} | {enq:.1f} | {work:.1f} |")
     ratio = statistics.median(t.jobs_per_s for t, *_ in rows[True]) / statistics.median(
         t.jobs_per_s for t, *_ in rows[False]
