@@ -22,6 +22,7 @@ COMMANDS: dict[str, str] = {
     "enqueue": "arqscale.cli.enqueue",
     "status": "arqscale.cli.status",
     "cancel": "arqscale.cli.cancel",
+    "events": "arqscale.cli.events",
     "dlq": "arqscale.cli.dlq",
     "queue": "arqscale.cli.queue",
     "schedule": "arqscale.cli.schedule",

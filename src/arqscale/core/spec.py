@@ -90,6 +90,24 @@ class Retention(_Model):
     failed_max: int = Field(default=10_000, ge=0, description="keep at most this many dead-letter entries")
 
 
+class EventSettings(_Model):
+    """The queue's event stream (docs/events.md): every change of a job's state, written by the script that
+    makes it, in ``arqscale:<queue>:events``. The totals hash is kept whatever this says."""
+
+    enabled: bool = Field(default=True, description="record job events in the queue's Redis stream")
+    max_len: int = Field(
+        default=10_000,
+        ge=1,
+        le=10_000_000,
+        description="keep about this many recent events (XADD MAXLEN ~: Redis trims whole nodes, so a few more)",
+    )
+
+    @property
+    def stream_max(self) -> int:
+        """What the scripts get: 0 writes no events."""
+        return self.max_len if self.enabled else 0
+
+
 AutoscalingMetric = Literal["waiting", "backlog", "oldest_waiting", "wait_target"]
 
 
@@ -138,6 +156,7 @@ class QueueSpec(_Model):
     rate_limit: RateLimit | None = None
     group: GroupLimits | None = Field(default=None, description="limits per job key (user, tenant, account)")
     retention: Retention = Field(default_factory=Retention)
+    events: EventSettings = Field(default_factory=EventSettings)
     autoscaling: Autoscaling = Field(default_factory=Autoscaling)
     serializer: Literal["json", "pickle"] = Field(
         default="json", description="json is data-only; pickle only for existing arq producers you trust"

@@ -525,10 +525,12 @@ class Worker:
         if job.job_id in self._cancelling and record.kind in ("ok", "retry", "dead", "back"):
             # Cancelled while it ran: whatever the task did next (returned, failed, swallowed the
             # cancellation), the job ends cancelled, as requested.
-            record = self._cancel(job, "cancelled while running")
+            record = dataclasses.replace(self._cancel(job, "cancelled while running"), ran_ms=record.ran_ms)
         self._cancelling.discard(job.job_id)
         held = self._picked.get(job.job_id, job)
-        self._finished.append(dataclasses.replace(record, token=held.token, done_at=time.monotonic()))
+        self._finished.append(
+            dataclasses.replace(record, token=held.token, done_at=time.monotonic(), job_try=held.job_try)
+        )
         self._forget(job.job_id)
         self._tick.set()
 
@@ -578,12 +580,15 @@ class Worker:
         return await self._call(job, decoded, fn, job_try)
 
     async def _call(self, job: Picked, decoded: Decoded, fn: TaskFunction, job_try: int) -> Finish:
+        started = time.monotonic()
         if not self._tracing:
-            return await self._run_task(job, decoded, fn, job_try)
-        with tracing.process_span(self.spec.name, job.job_id, decoded.function, job_try, decoded.trace) as span:
             record = await self._run_task(job, decoded, fn, job_try)
-            tracing.end_try(span, TRY_OUTCOMES[record.kind])
-            return record
+        else:
+            with tracing.process_span(self.spec.name, job.job_id, decoded.function, job_try, decoded.trace) as span:
+                record = await self._run_task(job, decoded, fn, job_try)
+                tracing.end_try(span, TRY_OUTCOMES[record.kind])
+        # How long the task ran: the events' duration_ms and the queue's run_ms total.
+        return dataclasses.replace(record, ran_ms=round((time.monotonic() - started) * 1000))
 
     async def _run_task(self, job: Picked, decoded: Decoded, fn: TaskFunction, job_try: int) -> Finish:
         ctx = {
@@ -594,7 +599,7 @@ class Worker:
             "score": job.score,
             "queue": self.spec.name,
             "worker_id": self.worker_id,
-            "progress": functools.partial(self._progress, job.job_id),
+            "progress": functools.partial(self._progress, job),
         }
         start_ms = _ms()
         self.metrics.wait_q.observe(max(start_ms - scores.split_score(job.score, self.spec)[1], 0) / 1000)
@@ -649,9 +654,10 @@ class Worker:
         )
         return data or ""
 
-    async def _progress(self, job_id: str, percent: float, message: str | None = None) -> None:
+    async def _progress(self, job: Picked, percent: float, message: str | None = None) -> None:
         progress = Progress(percent=percent, message=message, updated_at=time.time())
-        await self.redis.set(keys.progress_key(job_id), progress.model_dump_json(), px=PROGRESS_TTL_MS)
+        stored = progress.model_dump_json()
+        await self.ops.progress(job.job_id, job.job_try, stored, PROGRESS_TTL_MS, progress.percent, progress.message)
 
     # ----------------------------------------------------------------- outcomes (records: see ``outcomes``)
 
