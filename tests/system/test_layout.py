@@ -78,3 +78,16 @@ def test_this_test_sees_a_violation() -> None:
         assert arqscale_imports(Path(f.name)) == {"arqscale.worker.loop", "arqscale.api", "arqscale.core.keys"}
     finally:
         Path(f.name).unlink()
+
+
+def test_test_modules_have_unique_names() -> None:
+    """pytest imports test modules by their base name (no __init__.py in tests/): two ``test_x.py`` in
+    different folders break collection of the whole suite, so folders may not reuse a name."""
+    tests = Path(__file__).resolve().parent.parent
+    seen: dict[str, Path] = {}
+    clashes = []
+    for path in sorted(tests.rglob("test_*.py")):
+        if path.name in seen:
+            clashes.append(f"{seen[path.name].relative_to(tests)} and {path.relative_to(tests)}")
+        seen.setdefault(path.name, path)
+    assert clashes == []
