@@ -52,7 +52,7 @@ from arqscale.api.openapi import (
     RequeueResponse,
     build_document,
 )
-from arqscale.core import queue_control, scores
+from arqscale.core import job_logs, queue_control, scores
 from arqscale.core.cancellation import CancelOutcome
 from arqscale.core.config import Config
 from arqscale.core.connection import create_redis
@@ -368,6 +368,17 @@ async def job_status(request: web.Request) -> web.StreamResponse:
     return _json(status, 404 if status.state is JobState.NOT_FOUND else 200)
 
 
+async def job_log(request: web.Request) -> web.StreamResponse:
+    state = request.app[STATE]
+    job_id = _job_id(request)
+    offset = _query_int(request, "offset", 0, 0, 10**9)
+    limit = _query_int(request, "limit", 1000, 1, job_logs.MAX_PAGE)
+    page = await job_logs.read(state.redis, job_id, offset, limit)
+    if page.total == 0 and (await state.statuses.read(job_id)).state is JobState.NOT_FOUND:
+        raise Problem(404, "not_found", f"no job {job_id!r}")
+    return _json(page)
+
+
 async def cancel_job(request: web.Request) -> web.StreamResponse:
     state = request.app[STATE]
     job_id = _job_id(request)
@@ -571,6 +582,7 @@ HANDLERS: dict[str, Handler] = {
     "enqueue_batch": enqueue_batch,
     "job_status": job_status,
     "cancel_job": cancel_job,
+    "job_logs": job_log,
     "list_jobs": list_jobs,
     "list_queues": list_queues,
     "get_queue": get_queue,

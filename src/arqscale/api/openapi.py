@@ -16,7 +16,8 @@ from arqscale import __version__
 from arqscale.core.groups import MAX_PAGE as MAX_GROUP_PAGE
 from arqscale.core.groups import GroupPage
 from arqscale.core.job_listing import DEFAULT_LIMIT, MAX_LIMIT, MAX_OFFSET, JobList, ListState
-from arqscale.core.models import DeadJob, EnqueueResult, JobRequest, JobState, JobStatus
+from arqscale.core.job_logs import MAX_PAGE as MAX_LOG_PAGE
+from arqscale.core.models import DeadJob, EnqueueResult, JobLogPage, JobRequest, JobState, JobStatus
 from arqscale.core.schedule_spec import SCHEDULE_NAME_RE, ScheduleFields
 from arqscale.core.schedules import ScheduleChange, ScheduleList, ScheduleView
 from arqscale.core.spec import QUEUE_NAME_RE
@@ -203,6 +204,14 @@ OPERATIONS: tuple[Operation, ...] = (
               "ends cancelled (not retried); 409 when it already finished",
               {202: CancelResponse, 404: ApiError, 409: ApiError, 401: ApiError, 422: ApiError, 503: ApiError},
               params=(JOB_ID,)),
+    Operation("job_logs", "GET", "/v1/jobs/{job_id}/logs",
+              "The lines the job's tasks wrote (ctx['log'] and logging while they ran), oldest first, a page at a "
+              "time; kept as long as the job's result; 404 when neither the job nor a log is known",
+              {200: JobLogPage, **_ERR_READ},
+              params=(JOB_ID,
+                      Param("offset", "query", {"type": "integer", "minimum": 0, "maximum": 10**9, "default": 0}),
+                      Param("limit", "query",
+                            {"type": "integer", "minimum": 1, "maximum": MAX_LOG_PAGE, "default": 1000}))),
     Operation("list_queues", "GET", "/v1/queues", "Counts per state of every queue",
               {200: QueueList, 401: ApiError, 503: ApiError}),
     Operation("get_queue", "GET", "/v1/queues/{queue}", "Counts per state of one queue", {200: QueueView, **_ERR_READ},

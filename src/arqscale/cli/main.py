@@ -21,6 +21,7 @@ COMMANDS: dict[str, str] = {
     "enqueue": "arqscale.cli.enqueue",
     "status": "arqscale.cli.status",
     "cancel": "arqscale.cli.cancel",
+    "logs": "arqscale.cli.logs",
     "dlq": "arqscale.cli.dlq",
     "queue": "arqscale.cli.queue",
     "schedule": "arqscale.cli.schedule",

@@ -134,3 +134,22 @@ class DeadJob(BaseModel):
     failed_at: float
     priority: int | None = None
     payload_b64: str | None = None
+
+
+class JobLogLine(BaseModel):
+    """One line a task wrote to its job's log (``ctx["log"]`` or a ``logging`` record while it ran)."""
+
+    at: float = Field(description="when the worker took the line, epoch seconds (the worker's clock)")
+    attempt: int | None = Field(default=None, description="the try that wrote it (1-based)")
+    level: str = Field(description="INFO, WARNING, ... (the logging level name), or TRUNCATED for the cap's mark")
+    message: str
+
+
+class JobLogPage(BaseModel):
+    """What ``GET /v1/jobs/{job_id}/logs`` answers: a page of the job's log lines, oldest first."""
+
+    job_id: str
+    total: int = Field(description="lines stored for the job (the truncation mark included)")
+    offset: int
+    lines: list[JobLogLine]
+    truncated: bool = Field(description="the job wrote more than its queue's logs.max_lines or max_bytes keep")

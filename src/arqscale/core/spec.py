@@ -90,6 +90,19 @@ class Retention(_Model):
     failed_max: int = Field(default=10_000, ge=0, description="keep at most this many dead-letter entries")
 
 
+class JobLogSettings(_Model):
+    """Lines a task writes to its job's log (``await ctx["log"](text)`` and the ``logging`` module while the
+    job runs), capped per job across all its tries; kept and deleted with the job's result."""
+
+    max_lines: int = Field(default=1000, ge=0, le=100_000, description="lines kept per job (0 = keep no log)")
+    max_bytes: int = Field(default=262_144, ge=0, le=16_777_216, description="bytes kept per job, all lines")
+    max_line_chars: int = Field(default=8192, ge=1, le=1_048_576, description="a longer line is clipped")
+    level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = Field(
+        default="INFO", description="least level of `logging` records copied to the job's log"
+    )
+    capture_logging: bool = Field(default=True, description="copy `logging` records emitted while the job runs")
+
+
 AutoscalingMetric = Literal["waiting", "backlog", "oldest_waiting"]
 
 
@@ -135,6 +148,7 @@ class QueueSpec(_Model):
     rate_limit: RateLimit | None = None
     group: GroupLimits | None = Field(default=None, description="limits per job key (user, tenant, account)")
     retention: Retention = Field(default_factory=Retention)
+    logs: JobLogSettings = Field(default_factory=JobLogSettings, description="per-job log lines from tasks")
     autoscaling: Autoscaling = Field(default_factory=Autoscaling)
     serializer: Literal["json", "pickle"] = Field(
         default="json", description="json is data-only; pickle only for existing arq producers you trust"

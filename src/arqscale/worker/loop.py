@@ -48,6 +48,7 @@ from arqscale.core.models import Progress
 from arqscale.core.queue_control import RESUME, stranded
 from arqscale.core.spec import QueueSpec
 from arqscale.worker import outcomes
+from arqscale.worker.job_log import JobLog, JobLogHandler, JobLogSink
 from arqscale.worker.metrics import WorkerMetrics
 from arqscale.worker.outcomes import Decoded
 from arqscale.worker.pickup import RETRY_TTL_MS, Finish, Picked, PickupResult, QueueOps
@@ -155,6 +156,9 @@ class Worker:
         self._hold_until = 0.0  # monotonic: paused or rate window used up, wake-ups before this are pointless
         self._renew_now = asyncio.Event()  # Redis is back: renew leases at once, not at the next interval
         self.scheduler = Scheduler(spec, redis)  # the queue's schedules: every worker fires due ticks (one wins each)
+        self.job_logs = JobLogSink(redis, spec.logs)  # ctx["log"] and `logging` while a task runs
+        capture = spec.logs.capture_logging and self.job_logs.enabled
+        self._log_handler = JobLogHandler(spec.logs.level) if capture else None
 
     # ----------------------------------------------------------------- life cycle
 
@@ -167,7 +171,10 @@ class Worker:
             asyncio.create_task(self._pulse(), name="pulse"),
             asyncio.create_task(self._abort_watch(), name="cancel"),
             asyncio.create_task(self.scheduler.run(), name="scheduler"),
+            asyncio.create_task(self.job_logs.run(), name="job-logs"),
         ]
+        if self._log_handler is not None:
+            logging.getLogger().addHandler(self._log_handler)
         for task in background:
             task.add_done_callback(self._background_ended)
         drain_timer: asyncio.Task[None] | None = None
@@ -185,6 +192,8 @@ class Worker:
                         async with asyncio.timeout(wait):
                             await self._tick.wait()
         finally:
+            if self._log_handler is not None:
+                logging.getLogger().removeHandler(self._log_handler)
             self._watchdog.stop()
             if drain_timer is not None:
                 background.append(drain_timer)
@@ -563,6 +572,14 @@ class Worker:
         return await self._call(job, decoded, fn, job_try)
 
     async def _call(self, job: Picked, decoded: Decoded, fn: TaskFunction, job_try: int) -> Finish:
+        log = self.job_logs.open(job.job_id, job_try)
+        try:
+            return await self._call_logged(job, decoded, fn, job_try, log)
+        finally:
+            # Before the outcome is sent: its script gives the log the result's TTL.
+            await self.job_logs.close(log)
+
+    async def _call_logged(self, job: Picked, decoded: Decoded, fn: TaskFunction, job_try: int, log: JobLog) -> Finish:
         ctx = {
             "redis": self._task_redis,
             "job_id": job.job_id,
@@ -572,6 +589,7 @@ class Worker:
             "queue": self.spec.name,
             "worker_id": self.worker_id,
             "progress": functools.partial(self._progress, job.job_id),
+            "log": self.job_logs.ctx_log(log),
         }
         start_ms = _ms()
         self.metrics.wait_q.observe(max(start_ms - scores.split_score(job.score, self.spec)[1], 0) / 1000)
@@ -579,7 +597,11 @@ class Worker:
         t0 = time.perf_counter()
         try:
             async with timeout:
-                result = await fn(ctx, *decoded.args, **decoded.kwargs)
+                bound = self.job_logs.bind(log)
+                try:
+                    result = await fn(ctx, *decoded.args, **decoded.kwargs)
+                finally:
+                    self.job_logs.unbind(bound)
         except asyncio.CancelledError:
             if job.job_id in self._cancelling:
                 return self._cancel(job, "cancelled while running", start_ms=start_ms)

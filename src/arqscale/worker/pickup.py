@@ -38,7 +38,7 @@ from redis.exceptions import NoScriptError, RedisError
 
 from arqscale.core import scores
 from arqscale.core.cancellation import ABORT_KEY, ABORT_MAX_AGE_MS
-from arqscale.core.keys import ERROR_PREFIX, GROUP_PREFIX, PROGRESS_PREFIX, QueueKeys
+from arqscale.core.keys import ERROR_PREFIX, GROUP_PREFIX, LOGS_PREFIX, PROGRESS_PREFIX, QueueKeys
 from arqscale.core.lua import LEASE_LUA, NOW_LUA
 from arqscale.core.spec import QueueSpec
 
@@ -65,6 +65,7 @@ _PREFIXES = {
     "RESULT": result_key_prefix,
     "ERR": ERROR_PREFIX,
     "PROG": PROGRESS_PREFIX,
+    "LOGS": LOGS_PREFIX,
     "ABORT": ABORT_KEY,
     "GROUP": GROUP_PREFIX,
 }
@@ -301,6 +302,7 @@ for i = 6, #ARGV, 6 do
     redis.call('HDEL', KEYS[4], id)
     redis.call('ZREM', KEYS[5], id)
     redis.call('PEXPIRE', '@PROG@' .. id, ARGV[1])
+    redis.call('PEXPIRE', '@LOGS@' .. id, ARGV[1])
     n_ok = n_ok + 1
   elseif kind == 'retry' then
     redis.call('ZADD', KEYS[1], string.format('%d', band_of(tonumber(score)) + now + tonumber(a)), id)
@@ -317,6 +319,7 @@ for i = 6, #ARGV, 6 do
     redis.call('ZREM', KEYS[1], id)
     redis.call('ZREM', KEYS[2], id)
     redis.call('PEXPIRE', '@PROG@' .. id, ARGV[3])
+    redis.call('PEXPIRE', '@LOGS@' .. id, ARGV[3])
     redis.call('ZREM', '@ABORT@', id)
     n_dead = n_dead + 1
   elseif kind == 'cancel' then
@@ -326,6 +329,7 @@ for i = 6, #ARGV, 6 do
     redis.call('ZREM', KEYS[2], id)
     redis.call('ZREM', '@ABORT@', id)
     redis.call('PEXPIRE', '@PROG@' .. id, ARGV[3])
+    redis.call('PEXPIRE', '@LOGS@' .. id, ARGV[3])
   elseif kind == 'back' then
     redis.call('ZADD', KEYS[1], score, id)
     redis.call('DEL', '@IP@' .. id)
@@ -348,7 +352,7 @@ if n_ok > 0 then
   end
   if #old > 0 then
     redis.call('ZREM', KEYS[3], unpack(old))
-    for _, id in ipairs(old) do redis.call('DEL', '@RESULT@' .. id) end
+    for _, id in ipairs(old) do redis.call('DEL', '@RESULT@' .. id, '@LOGS@' .. id) end
   end
 end
 if n_dead > 0 then
@@ -361,7 +365,7 @@ if n_dead > 0 then
   if #old > 0 then
     redis.call('HDEL', KEYS[4], unpack(old))
     redis.call('ZREM', KEYS[5], unpack(old))
-    for _, id in ipairs(old) do redis.call('DEL', '@RESULT@' .. id) end
+    for _, id in ipairs(old) do redis.call('DEL', '@RESULT@' .. id, '@LOGS@' .. id) end
   end
 end
 return stale
