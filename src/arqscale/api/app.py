@@ -65,7 +65,7 @@ from arqscale.core.job_listing import MAX_LIMIT, MAX_OFFSET, JobLister, ListStat
 from arqscale.core.job_status import JobStatusReader
 from arqscale.core.live_workers import live_workers
 from arqscale.core.models import EnqueueResult, JobRequest, JobState, QueueCounts
-from arqscale.core.producer import GroupError, Producer
+from arqscale.core.producer import CallbackError, GroupError, Producer
 from arqscale.core.safe_data import UnsafeArguments, model_json
 from arqscale.core.spec import QueueSpec
 
@@ -322,7 +322,9 @@ async def _enqueue(state: State, spec: QueueSpec, jobs: list[JobRequest]) -> lis
     try:
         results = await state.producer.enqueue_many(spec.name, jobs)
     except ValueError as exc:  # arguments the queue's serializer cannot encode, or too deep, or too large
-        field = exc.field if isinstance(exc, UnsafeArguments) else "group" if isinstance(exc, GroupError) else "args"
+        field = exc.field if isinstance(exc, UnsafeArguments) else "args"
+        if isinstance(exc, GroupError | CallbackError):
+            field = "group" if isinstance(exc, GroupError) else "callback_url"
         raise Problem(422, "invalid_arguments", str(exc), [FieldError(field=field, message=str(exc))]) from None
     return await existing_states(state.statuses, results)
 

@@ -25,6 +25,7 @@ COMMANDS: dict[str, str] = {
     "dlq": "arqscale.cli.dlq",
     "queue": "arqscale.cli.queue",
     "schedule": "arqscale.cli.schedule",
+    "webhooks": "arqscale.cli.webhooks",
     "demo": "arqscale.cli.demo",
     "schema": "arqscale.cli.schema",
 }

@@ -41,6 +41,8 @@ ERROR_PREFIX = "arqscale:error:"
 GROUP_PREFIX = "arqscale:group:"
 # A job's log lines (list of JSON entries, see ``job_logs``); expires and is deleted with its result.
 LOGS_PREFIX = "arqscale:logs:"
+# A job's callback URL (given at enqueue, queues with webhooks.callbacks); same TTL as its payload.
+CALLBACK_PREFIX = "arqscale:callback:"
 
 
 def job_key(job_id: str) -> str:
@@ -67,6 +69,11 @@ def group_key(job_id: str) -> str:
 def logs_key(job_id: str) -> str:
     """The log lines a job's tasks wrote (``arqscale.core.job_logs``)."""
     return LOGS_PREFIX + job_id
+
+
+def callback_key(job_id: str) -> str:
+    """The URL that gets this job's events as webhooks (absent: none)."""
+    return CALLBACK_PREFIX + job_id
 
 
 def progress_key(job_id: str) -> str:

@@ -5,7 +5,9 @@ from __future__ import annotations
 from enum import StrEnum
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from arqscale.core.webhook_spec import check_url
 
 # The ids our own enqueue paths accept: 1-128 of A-Z a-z 0-9 _ . : - but not "." or "..", which URL clients
 # drop as dot segments, so no browser could name them in a path (issue 10). Written without look-ahead,
@@ -38,6 +40,18 @@ class JobRequest(BaseModel):
         max_length=200,
         description="the job's key for the queue's per-key limits (user, tenant, account); see the queue's group",
     )
+    callback_url: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=2048,
+        description="an https:// (or http://) URL that gets this job's events as signed webhooks; the queue must "
+        "allow callbacks (webhooks.callbacks in its spec)",
+    )
+
+    @field_validator("callback_url")
+    @classmethod
+    def _callback_url(cls, value: str | None) -> str | None:
+        return None if value is None else check_url(value)
 
 
 class JobState(StrEnum):

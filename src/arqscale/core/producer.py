@@ -26,10 +26,11 @@ from arqscale.core.spec import QueueSpec, arq_queue
 # queue that stays unattended over a weekend must not lose work, so keep payloads for two weeks.
 PAYLOAD_TTL_MS = 14 * 86_400_000
 
-# KEYS: job, result, queue, the job's group key, the queue's group prefix.
+# KEYS: job, result, queue, the job's group key, the queue's group prefix, the job's callback key.
 # ARGV: job id, payload, band offset ms, delay ms, ttl ms, wake channel,
 #       job's key ('' = none), store it (1: given at enqueue; 0: the pickup derives it from a kwarg),
-#       per-key concurrency, per-key rate max, per-key rate interval ms, lease ms (all 0 without limits).
+#       per-key concurrency, per-key rate max, per-key rate interval ms, lease ms (all 0 without limits),
+#       callback URL ('' = none; stored with the payload's TTL, read by the webhook deliverer).
 # The score is Redis' clock plus the delay, in the job's band: a producer whose clock runs ahead must not
 # make its jobs look deferred to every worker (docs/design.md, "Redis keeps the time").
 # A ready job whose key is at its limit goes straight into the key's waiting set: a burst of one key never
@@ -40,6 +41,7 @@ ENQUEUE = LuaScript(
     + """
 if redis.call('EXISTS', KEYS[1], KEYS[2]) > 0 then return 0 end
 redis.call('PSETEX', KEYS[1], ARGV[5], ARGV[2])
+if ARGV[13] ~= '' then redis.call('PSETEX', KEYS[6], ARGV[5], ARGV[13]) end
 local score = string.format('%d', tonumber(ARGV[3]) + now + tonumber(ARGV[4]))
 local k = ARGV[7]
 if k ~= '' and ARGV[8] == '1' then redis.call('PSETEX', KEYS[4], ARGV[5], k) end
@@ -96,6 +98,20 @@ def group_of(spec: QueueSpec, request: JobRequest) -> tuple[str, bool]:
     return "", False  # floats and other values: the pickup decides (it never holds a job it cannot key)
 
 
+class CallbackError(ValueError):
+    """A ``callback_url`` on a queue that allows none (no ``webhooks.callbacks`` in its spec)."""
+
+
+def callback_of(spec: QueueSpec, request: JobRequest) -> str:
+    if request.callback_url is None:
+        return ""
+    if spec.webhooks is None or spec.webhooks.callbacks is None:
+        raise CallbackError(
+            f"queue {spec.name!r} allows no callback URLs (webhooks.callbacks in its spec): nothing would deliver it"
+        )
+    return request.callback_url
+
+
 class UnknownFunctionError(ValueError):
     def __init__(self, function: str, spec: QueueSpec) -> None:
         super().__init__(
@@ -127,12 +143,14 @@ class Producer:
         defer_seconds: float | None = None,
         priority: int | None = None,
         group: str | None = None,
+        callback_url: str | None = None,
         **kwargs: Any,
     ) -> EnqueueResult:
         """Enqueue one job. The same ``job_id`` twice is one job: the second call returns ``created=False``.
 
         ``group``: the job's key for the queue's per-key limits (a user, tenant or account id); without it
-        the key comes from the keyword argument named in the queue's ``group.key``, if any."""
+        the key comes from the keyword argument named in the queue's ``group.key``, if any.
+        ``callback_url``: gets this job's events as signed webhooks (queues with ``webhooks.callbacks``)."""
         request = JobRequest(
             function=function,
             args=list(args),
@@ -141,6 +159,7 @@ class Producer:
             defer_seconds=defer_seconds,
             priority=priority,
             group=group,
+            callback_url=callback_url,
         )
         return (await self.enqueue_many(queue, [request]))[0]
 
@@ -173,7 +192,9 @@ class Producer:
             ttl = delay_ms + PAYLOAD_TTL_MS
             state = JobState.DEFERRED if delay_ms > 0 else JobState.QUEUED
             group, store = group_of(spec, req)
-            prepared.append((job_id, payload, (scores.band_offset(priority, spec), delay_ms), ttl, state, group, store))
+            callback = callback_of(spec, req)
+            placement = (scores.band_offset(priority, spec), delay_ms)
+            prepared.append((job_id, payload, placement, ttl, state, group, store, callback))
         limits = spec.group
         rate = limits.rate_limit if limits else None
         group_args = [
@@ -188,15 +209,22 @@ class Producer:
             [
                 (
                     ENQUEUE,
-                    [keys.job_key(job_id), keys.result_key(job_id), qkeys.queue, keys.group_key(job_id), qkeys.groups],
-                    [job_id, payload, *placement, ttl, qkeys.wake, group, int(store), *group_args],
+                    [
+                        keys.job_key(job_id),
+                        keys.result_key(job_id),
+                        qkeys.queue,
+                        keys.group_key(job_id),
+                        qkeys.groups,
+                        keys.callback_key(job_id),
+                    ],
+                    [job_id, payload, *placement, ttl, qkeys.wake, group, int(store), *group_args, callback],
                 )
-                for job_id, payload, placement, ttl, _, group, store in prepared
+                for job_id, payload, placement, ttl, _, group, store, callback in prepared
             ],
         )
         return [
             EnqueueResult(job_id=job_id, queue=spec.name, status=state, created=bool(flag))
-            for (job_id, _, _, _, state, _, _), flag in zip(prepared, created, strict=True)
+            for (job_id, _, _, _, state, _, _, _), flag in zip(prepared, created, strict=True)
         ]
 
     async def cancel(self, job_id: str, queue: str | None = None) -> CancelOutcome:

@@ -22,6 +22,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from arqscale.core.schedule_spec import SCHEDULE_NAME_RE, Schedule, ScheduleFields
+from arqscale.core.webhook_spec import Webhooks
 
 QUEUE_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,62}$")
 FUNCTION_PATH_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)+$")
@@ -149,6 +150,7 @@ class QueueSpec(_Model):
     group: GroupLimits | None = Field(default=None, description="limits per job key (user, tenant, account)")
     retention: Retention = Field(default_factory=Retention)
     logs: JobLogSettings = Field(default_factory=JobLogSettings, description="per-job log lines from tasks")
+    webhooks: Webhooks | None = Field(default=None, description="signed HTTP calls on this queue's job events")
     autoscaling: Autoscaling = Field(default_factory=Autoscaling)
     serializer: Literal["json", "pickle"] = Field(
         default="json", description="json is data-only; pickle only for existing arq producers you trust"
@@ -184,6 +186,8 @@ class QueueSpec(_Model):
                 "or a draining worker would cut running jobs short"
             )
         self._check_schedules()
+        if self.webhooks is not None and self.webhooks.active and self.backend != "arq":
+            raise ValueError("webhooks: only arq queues have job events")
         return self
 
     def _check_schedules(self) -> None:
