@@ -161,19 +161,31 @@ async def until(check: Any, what: str, within: float = 20.0) -> Any:
         await asyncio.sleep(0.02)
 
 
+STARTED: list[DelivererProcess] = []
+
+
+def kill_started() -> None:
+    while STARTED:
+        proc = STARTED.pop().proc
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+
+
 class DelivererProcess:
-    """``arqscale webhooks`` as a subprocess."""
+    """``arqscale webhooks`` as a subprocess (killed after the test by ``kill_started``)."""
 
     def __init__(self, env: dict[str, str], log: Path) -> None:
+        STARTED.append(self)
         self.port = free_port()
         self.log = log
-        self.out = log.open("ab")
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "arqscale", "webhooks", "--port", str(self.port)],
-            env=env,
-            stdout=self.out,
-            stderr=subprocess.STDOUT,
-        )
+        with log.open("ab") as out:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "arqscale", "webhooks", "--port", str(self.port)],
+                env=env,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+            )
 
     async def probe(self, path: str) -> tuple[int, str] | None:
         try:

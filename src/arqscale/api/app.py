@@ -623,8 +623,9 @@ def create_app(
     )
     # The schedule routes live in their own module, which imports this one: loaded here, once it is complete.
     from arqscale.api.schedule_routes import HANDLERS as SCHEDULE_HANDLERS
+    from arqscale.api.webhook_routes import HANDLERS as WEBHOOK_HANDLERS
 
-    handlers = {**HANDLERS, **SCHEDULE_HANDLERS}
+    handlers = {**HANDLERS, **SCHEDULE_HANDLERS, **WEBHOOK_HANDLERS}
     for op in OPERATIONS:
         # aiohttp's default segment pattern, [^{}/]+, is matched on the decoded path: an id holding "{" or
         # "}" (%7B, %7D) would find no route. Any segment is an id; _job_id decodes it from the raw path.

@@ -21,6 +21,8 @@ from arqscale.core.models import DeadJob, EnqueueResult, JobLogPage, JobRequest,
 from arqscale.core.schedule_spec import SCHEDULE_NAME_RE, ScheduleFields
 from arqscale.core.schedules import ScheduleChange, ScheduleList, ScheduleView
 from arqscale.core.spec import QUEUE_NAME_RE
+from arqscale.core.webhook_store import MAX_PAGE as MAX_WEBHOOK_PAGE
+from arqscale.core.webhook_store import DeadDelivery, DeadDeliveryList, DeadDeliveryPurge, DeadDeliveryRetry
 
 MAX_BATCH_JOBS = 1000
 # The dead-letter routes' bounds: the handlers enforce them, the document declares them (issue 10).
@@ -157,6 +159,9 @@ JOB_ID_FORM = (
     "that keeps the path as given (curl --path-as-is) or use the CLI"
 )
 JOB_ID = Param("job_id", "path", {"type": "string", "minLength": 1}, JOB_ID_FORM)
+DELIVERY = Param(
+    "delivery_id", "path", {"type": "string", "minLength": 1}, "the webhook's id (its webhook-id header), as listed"
+)
 SCHEDULE = Param("name", "path", {"type": "string", "pattern": SCHEDULE_NAME_RE.pattern}, "schedule name")
 
 
@@ -272,6 +277,27 @@ OPERATIONS: tuple[Operation, ...] = (
     Operation("resume_schedule", "POST", "/v1/queues/{queue}/schedules/{name}/resume",
               "Tick again from the first tick after now (ticks passed while paused do not run)",
               {200: ScheduleChange, 409: ApiError, **_ERR_READ}, params=(QUEUE, SCHEDULE)),
+    Operation("list_dead_webhooks", "GET", "/v1/queues/{queue}/webhooks/dead",
+              "Undeliverable webhooks (attempts used up, or the address refused), newest first",
+              {200: DeadDeliveryList, **_ERR_READ},
+              params=(QUEUE,
+                      Param("offset", "query", {"type": "integer", "minimum": 0, "maximum": 10**9, "default": 0}),
+                      Param("limit", "query",
+                            {"type": "integer", "minimum": 1, "maximum": MAX_WEBHOOK_PAGE, "default": 50}))),
+    Operation("purge_dead_webhooks", "DELETE", "/v1/queues/{queue}/webhooks/dead",
+              "Delete every undeliverable webhook of the queue; all=true is required",
+              {200: DeadDeliveryPurge, **_ERR_READ},
+              params=(QUEUE, Param("all", "query", {"type": "boolean"}, "must be true"))),
+    Operation("retry_dead_webhooks", "POST", "/v1/queues/{queue}/webhooks/dead/retry",
+              "Send every undeliverable webhook again (same ids and bodies, attempts from 0)",
+              {202: DeadDeliveryRetry, **_ERR_READ}, params=(QUEUE,)),
+    Operation("get_dead_webhook", "GET", "/v1/queues/{queue}/webhooks/dead/{delivery_id}",
+              "One undeliverable webhook", {200: DeadDelivery, **_ERR_READ}, params=(QUEUE, DELIVERY)),
+    Operation("purge_dead_webhook", "DELETE", "/v1/queues/{queue}/webhooks/dead/{delivery_id}",
+              "Delete one undeliverable webhook", {200: DeadDeliveryPurge, **_ERR_READ}, params=(QUEUE, DELIVERY)),
+    Operation("retry_dead_webhook", "POST", "/v1/queues/{queue}/webhooks/dead/{delivery_id}/retry",
+              "Send one undeliverable webhook again (same id and body, attempts from 0)",
+              {202: DeadDeliveryRetry, **_ERR_READ}, params=(QUEUE, DELIVERY)),
     Operation("openapi", "GET", "/openapi.json", "This document", {}, open=True),
 )  # fmt: skip
 

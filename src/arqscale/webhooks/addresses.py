@@ -36,6 +36,21 @@ METADATA = frozenset(
 ALLOW_HINT = "an operator may allow it with ARQSCALE_WEBHOOKS_ALLOW_NETWORKS"
 
 
+# IANA's special-purpose ranges that are not globally reachable, written out: Python's ``is_global`` has changed
+# between patch releases (e.g. 192.0.0.0/24), and this check must not depend on which one runs it.
+NOT_PUBLIC = tuple(
+    ipaddress.ip_network(n)
+    for n in (
+        "0.0.0.0/8", "10.0.0.0/8", "100.64.0.0/10", "127.0.0.0/8", "169.254.0.0/16", "172.16.0.0/12",
+        "192.0.0.0/24", "192.0.2.0/24", "192.88.99.0/24", "192.168.0.0/16", "198.18.0.0/15", "198.51.100.0/24",
+        "203.0.113.0/24", "224.0.0.0/4", "240.0.0.0/4", "255.255.255.255/32",
+        "::/128", "::1/128", "::ffff:0:0/96", "64:ff9b:1::/48", "100::/64", "2001::/23", "2001:db8::/32",
+        "fc00::/7", "fe80::/10", "fec0::/10", "ff00::/8",
+    )
+)  # fmt: skip
+NAT64 = ipaddress.ip_network("64:ff9b::/96")
+
+
 class AddressRefused(OSError):
     """The URL's host is (or resolves to) an address webhooks may not reach."""
 
@@ -46,10 +61,13 @@ def parse_networks(text: str) -> tuple[IPNetwork, ...]:
 
 
 def _carried(addr: IPAddress) -> IPAddress:
+    """The IPv4 address an IPv6 address stands for (mapped, 6to4, Teredo, NAT64), or itself."""
     if isinstance(addr, ipaddress.IPv6Address):
         for inner in (addr.ipv4_mapped, addr.sixtofour, addr.teredo[1] if addr.teredo else None):
             if inner is not None:
                 return inner
+        if addr in NAT64:
+            return ipaddress.IPv4Address(int(addr) & 0xFFFFFFFF)
     return addr
 
 
@@ -61,16 +79,16 @@ def refusal(addr: IPAddress, allowed: Iterable[IPNetwork] = ()) -> str | None:
     inner = _carried(addr)
     if inner is not addr and any(inner.version == net.version and inner in net for net in allowed):
         return None
-    for a in {addr, inner}:
-        if a in METADATA:
-            return f"{addr} is a cloud metadata address"
+    if addr in METADATA or inner in METADATA:
+        return f"{addr} is a cloud metadata address"
+    for a in (inner, addr):
         if a.is_loopback:
             return f"{addr} is a loopback address"
         if a.is_link_local:
             return f"{addr} is a link-local address"
         if a.is_multicast:
             return f"{addr} is a multicast address"
-        if a.is_private or not a.is_global:
+        if any(a.version == net.version and a in net for net in NOT_PUBLIC) or a.is_private or not a.is_global:
             return f"{addr} is not a public address (private, reserved or local network)"
     return None
 

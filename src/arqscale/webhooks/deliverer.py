@@ -375,7 +375,7 @@ class Deliverer:
                 for queue in self.queues.values():
                     if free <= 0:
                         break
-                    lease_ms = int((queue.retry.timeout_seconds + 5) * 1000)
+                    lease_ms = int((2 * queue.retry.timeout_seconds + 1) * 1000)  # an attempt ends within its timeout
                     for delivery in await queue.store.take(free, lease_ms):
                         self._start(queue, delivery)
                         free -= 1
