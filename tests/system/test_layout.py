@@ -1,7 +1,7 @@
 """The package layout is the architecture: one folder per process around a shared core.
 
 Reads every module's imports (the ``ast``, not a regex) and holds the layering docs/design.md draws:
-``core`` imports no process package; ``worker``, ``api``, ``exporter``, ``chart`` and ``demo`` import
+``core`` imports no process package; ``worker``, ``api``, ``exporter``, ``webhooks``, ``chart`` and ``demo`` import
 ``core`` and themselves only; ``cli`` may import any of them (it starts them).
 """
 
@@ -13,12 +13,13 @@ from pathlib import Path
 import pytest
 
 PKG = Path(__file__).resolve().parents[2] / "src" / "arqscale"
-ROOMS = {"core", "worker", "api", "exporter", "cli", "demo", "chart"}
+ROOMS = {"core", "worker", "api", "exporter", "webhooks", "cli", "demo", "chart"}
 MAY_IMPORT = {
     "core": {"core"},
     "worker": {"core", "worker"},
     "api": {"core", "api"},
     "exporter": {"core", "exporter"},
+    "webhooks": {"core", "webhooks"},
     "chart": {"core", "chart"},
     "demo": {"core", "demo"},
     "cli": ROOMS,

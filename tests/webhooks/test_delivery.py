@@ -67,7 +67,7 @@ async def test_a_receiver_that_fails_n_times_gets_it_on_attempt_n_plus_one(redis
     async with receiving(receiver), delivering(redis, specs) as deliverer:
         ids = [await emit(redis, f"j{i}") for i in range(5)]
         await until(lambda: len(receiver.received) == 5, "5 deliveries")
-        page = generate_latest(deliverer.metrics.registry).decode()
+    page = generate_latest(deliverer.metrics.registry).decode()  # stopped: every attempt is settled
     assert all(receiver.tries[f"q:{i}:main"] == 3 for i in ids)
     assert 'arqscale_webhooks_deliveries_total{endpoint="main",outcome="retried",queue="q"} 10.0' in page
     assert 'arqscale_webhooks_deliveries_total{endpoint="main",outcome="delivered",queue="q"} 5.0' in page
@@ -184,7 +184,7 @@ async def test_events_trimmed_before_they_were_read_are_reported(redis: Redis, c
         await redis.xadd(events_key("q"), {"event": "completed", "job": f"g{i}", "at": 1}, maxlen=5, approximate=False)
     async with receiving(receiver), delivering(redis, specs) as deliverer:
         await until(lambda: len(receiver.received) == 6, "the 5 entries still in the stream")
-        page = generate_latest(deliverer.metrics.registry).decode()
+    page = generate_latest(deliverer.metrics.registry).decode()
     assert 'arqscale_webhooks_stream_gaps_total{queue="q"} 1.0' in page
     assert 'arqscale_webhooks_events_lost_total{queue="q"} 15.0' in page
     assert "15 event(s) after" in caplog.text

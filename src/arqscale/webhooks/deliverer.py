@@ -472,17 +472,28 @@ class Deliverer:
     # -- status --------------------------------------------------------------------------------------------
 
     async def _status_loop(self) -> None:
+        """Redis' health (also with no queue to serve: the probes and the log say when it is away) and the
+        pending and dead gauges, every ``status_seconds``."""
         while not self._stopping.is_set():
-            for queue in self.queues.values():
-                with contextlib.suppress(RedisError, OSError):
-                    async with self.redis.pipeline(transaction=False) as pipe:
+            try:
+                async with self.redis.pipeline(transaction=False) as pipe:
+                    pipe.ping()
+                    for queue in self.queues.values():
                         pipe.hlen(queue.store.keys.pending)
                         pipe.zcard(queue.store.keys.dead_index)
-                        pending, dead = await pipe.execute()
-                    self.metrics.pending.labels(queue.spec.name).set(pending)
-                    self.metrics.dead.labels(queue.spec.name).set(dead)
+                    replies = await pipe.execute()
+            except (RedisError, OSError) as exc:
+                wait = min(self._redis_failed(exc), self.options.status_seconds)
+            else:
+                self._redis_ok()
+                if not self.queues:
+                    self.health.started = True
+                for n, queue in enumerate(self.queues.values()):
+                    self.metrics.pending.labels(queue.spec.name).set(replies[1 + 2 * n])
+                    self.metrics.dead.labels(queue.spec.name).set(replies[2 + 2 * n])
+                wait = self.options.status_seconds
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._stopping.wait(), self.options.status_seconds)
+                await asyncio.wait_for(self._stopping.wait(), wait)
 
 
 def _text(value: Any) -> str:
