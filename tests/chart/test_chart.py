@@ -807,7 +807,7 @@ def test_network_policy_lets_only_arqscale_reach_redis(helm: str) -> None:
     assert expressions == {
         "app.kubernetes.io/name": ["arqscale"],
         "app.kubernetes.io/instance": [RELEASE],
-        "app.kubernetes.io/component": ["worker", "api", "exporter", "test"],
+        "app.kubernetes.io/component": ["worker", "api", "exporter", "webhooks", "test"],
     }
     assert rule["ports"] == [{"port": "redis", "protocol": "TCP"}]
     assert not by_kind(render(helm, "defaults"), "NetworkPolicy")
