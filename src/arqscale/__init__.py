@@ -1,6 +1,8 @@
 """arqscale: arq background jobs on Kubernetes, one worker per queue, autoscaled on exact queue counts."""
 
 from arqscale.core.connection import create_redis
+from arqscale.core.event_stream import Events, JobCancelled, JobFailed, WaitTimeout
+from arqscale.core.events import EVENT_NAMES, Event
 from arqscale.core.models import EnqueueResult, JobRequest, JobState, JobStatus, QueueCounts
 from arqscale.core.producer import Producer, UnknownFunctionError
 from arqscale.core.schedule_spec import Schedule, from_arq_cron
@@ -11,8 +13,13 @@ from arqscale.core.spec import QueueConfigError, QueueSpec, UnknownQueueError, d
 __version__ = "0.1.0"
 
 __all__ = [
+    "EVENT_NAMES",
     "ArqscaleSettings",
     "EnqueueResult",
+    "Event",
+    "Events",
+    "JobCancelled",
+    "JobFailed",
     "JobRequest",
     "JobState",
     "JobStatus",
@@ -26,6 +33,7 @@ __all__ = [
     "Schedules",
     "UnknownFunctionError",
     "UnknownQueueError",
+    "WaitTimeout",
     "__version__",
     "create_redis",
     "demo_queues",

@@ -42,6 +42,7 @@ REASONS = {
     "needs a Kubernetes cluster",
     "runs for minutes",
     "starts servers that run until stopped",
+    "follows a live stream until stopped",
     "the README's own set-up commands (make test is what CI runs)",
 }
 

@@ -622,10 +622,14 @@ def create_app(
         document=build_document(max_body_bytes),
     )
     # The schedule routes live in their own module, which imports this one: loaded here, once it is complete.
+    from arqscale.api import event_routes
+    from arqscale.api.event_routes import HANDLERS as EVENT_HANDLERS
     from arqscale.api.schedule_routes import HANDLERS as SCHEDULE_HANDLERS
     from arqscale.api.webhook_routes import HANDLERS as WEBHOOK_HANDLERS
 
-    handlers = {**HANDLERS, **SCHEDULE_HANDLERS, **WEBHOOK_HANDLERS}
+    event_routes.install(app)
+
+    handlers = {**HANDLERS, **SCHEDULE_HANDLERS, **EVENT_HANDLERS, **WEBHOOK_HANDLERS}
     for op in OPERATIONS:
         # aiohttp's default segment pattern, [^{}/]+, is matched on the decoded path: an id holding "{" or
         # "}" (%7B, %7D) would find no route. Any segment is an id; _job_id decodes it from the raw path.

@@ -120,6 +120,46 @@ class PurgeResponse(BaseModel):
     purged: int
 
 
+EventName = Literal[
+    "waiting", "delayed", "active", "progress", "retrying", "completed", "failed", "dead", "cancelled", "requeued"
+]
+
+
+class EventView(BaseModel):
+    """One job event (docs/events.md). Fields that do not apply to the event are left out."""
+
+    model_config = ConfigDict(serialize_by_alias=True, validate_by_name=True)
+
+    id: str = Field(description="the stream id (<ms>-<seq>): pass it as after= or Last-Event-ID to resume after it")
+    queue: str
+    event: EventName
+    job: str = Field(description="the job id")
+    at: int = Field(description="when it happened, Redis' clock, ms since the epoch")
+    job_try: int | None = Field(default=None, alias="try", description="the try number (1-based)")
+    worker: str | None = Field(default=None, description="the worker holding the job")
+    func: str | None = Field(default=None, description="the task's name (waiting, delayed)")
+    delay_ms: int | None = Field(default=None, description="ms from `at` until the job is ready (delayed, retrying)")
+    enqueued: int | None = Field(
+        default=None, description="the job's enqueue time, ms (waiting written by the pickup for a plain arq job)"
+    )
+    error: str | None = Field(default=None, description="the error, capped (failed, dead)")
+    duration_ms: int | None = Field(default=None, description="how long the try ran (completed, failed, cancelled)")
+    reason: str | None = Field(
+        default=None, description="requeued: stalled, drain or dead_letter; cancelled: the cancel's reason"
+    )
+    progress: float | None = Field(default=None, description="percent (progress)")
+    message: str | None = Field(default=None, description="the progress message (progress)")
+
+
+class EventPage(BaseModel):
+    """Kept events after `after`, oldest first (the JSON form; send Accept: text/event-stream to follow them)."""
+
+    queue: str
+    events: list[EventView]
+    last_id: str = Field(description="pass as after= for the next page (the same `after` when there was nothing)")
+    gap: bool = Field(description="events after `after` were trimmed before this read (the stream is capped)")
+
+
 class RedisHealth(BaseModel):
     connected: bool
     latency_ms: float | None = None
@@ -144,7 +184,7 @@ class Probe(BaseModel):
 @dataclass(frozen=True)
 class Param:
     name: str
-    where: Literal["path", "query"]
+    where: Literal["path", "query", "header"]
     schema: dict[str, Any]
     description: str = ""
 
@@ -163,6 +203,23 @@ DELIVERY = Param(
     "delivery_id", "path", {"type": "string", "minLength": 1}, "the webhook's id (its webhook-id header), as listed"
 )
 SCHEDULE = Param("name", "path", {"type": "string", "pattern": SCHEDULE_NAME_RE.pattern}, "schedule name")
+STREAM_ID_PATTERN = r"^[0-9]{1,20}-[0-9]{1,20}$"
+MAX_EVENT_PAGE = 1000
+_EVENT_PARAMS = (
+    Param("after", "query", {"type": "string", "pattern": STREAM_ID_PATTERN},
+          "a stream id: only events after it (0-0: every kept one); default: the queue's from now on when "
+          "following, every kept one otherwise (a job's: every kept one)"),
+    Param("Last-Event-ID", "header", {"type": "string", "pattern": STREAM_ID_PATTERN},
+          "what an EventSource sends when it reconnects: resume after it (wins over after=)"),
+    Param("limit", "query", {"type": "integer", "minimum": 1, "maximum": MAX_EVENT_PAGE, "default": 100},
+          "events per JSON page (not used when following)"),
+)  # fmt: skip
+EVENTS_STREAM = (
+    "With Accept: text/event-stream, Server-Sent Events that follow the stream until the client leaves: each "
+    "event has `id:` (its stream id), `event:` (its name) and `data:` (the JSON of EventView); a comment "
+    "line every 15 s keeps idle connections open; an `event: gap` (data: {after}) says events after the "
+    "resume point were trimmed. Otherwise one JSON page of kept events"
+)
 
 
 @dataclass(frozen=True)
@@ -175,6 +232,7 @@ class Operation:
     body: type[BaseModel] | None = None
     params: tuple[Param, ...] = ()
     open: bool = False  # served without the bearer token (probes and this document)
+    stream: bool = False  # 200 is also served as text/event-stream (Server-Sent Events) on Accept
 
 
 _ERR_ANY = {400: ApiError, 401: ApiError, 404: ApiError, 413: ApiError, 422: ApiError, 503: ApiError}
@@ -277,6 +335,16 @@ OPERATIONS: tuple[Operation, ...] = (
     Operation("resume_schedule", "POST", "/v1/queues/{queue}/schedules/{name}/resume",
               "Tick again from the first tick after now (ticks passed while paused do not run)",
               {200: ScheduleChange, 409: ApiError, **_ERR_READ}, params=(QUEUE, SCHEDULE)),
+    Operation("queue_events", "GET", "/v1/queues/{queue}/events",
+              "The queue's job events, oldest first. " + EVENTS_STREAM,
+              {200: EventPage, **_ERR_READ}, params=(QUEUE, *_EVENT_PARAMS), stream=True),
+    Operation("job_events", "GET", "/v1/jobs/{job_id}/events",
+              "One job's events (found in its queue's stream; queue= names it for a job not enqueued yet). "
+              + EVENTS_STREAM,
+              {200: EventPage, **_ERR_READ},
+              params=(JOB_ID, Param("queue", "query", {"type": "string", "pattern": QUEUE_NAME_RE.pattern},
+                                    "the job's queue, when it cannot be looked up"), *_EVENT_PARAMS),
+              stream=True),
     Operation("list_dead_webhooks", "GET", "/v1/queues/{queue}/webhooks/dead",
               "Undeliverable webhooks (attempts used up, or the address refused), newest first",
               {200: DeadDeliveryList, **_ERR_READ},
@@ -353,6 +421,10 @@ def _operation(op: Operation, max_body_bytes: int) -> dict[str, Any]:
             "description": _DESCRIPTIONS.get(code, "OK"),
             "content": {"application/json": {"schema": _ref(model)}},
         }
+        if op.stream and code == 200:
+            responses["200"]["content"]["text/event-stream"] = {
+                "schema": {"type": "string", "description": "Server-Sent Events; each data: line is an EventView"}
+            }
     if not responses:
         responses["200"] = {"description": "OK", "content": {"application/json": {"schema": {"type": "object"}}}}
     doc["responses"] = responses

@@ -22,6 +22,7 @@ COMMANDS: dict[str, str] = {
     "status": "arqscale.cli.status",
     "cancel": "arqscale.cli.cancel",
     "logs": "arqscale.cli.logs",
+    "events": "arqscale.cli.events",
     "dlq": "arqscale.cli.dlq",
     "queue": "arqscale.cli.queue",
     "schedule": "arqscale.cli.schedule",

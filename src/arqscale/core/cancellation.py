@@ -23,6 +23,7 @@ from arq.constants import abort_jobs_ss, in_progress_key_prefix
 from redis.asyncio import Redis
 
 from arqscale.core import keys, serializers
+from arqscale.core.events import EVENTS_LUA
 from arqscale.core.lua import NOW_LUA, LuaScript, run_scripts
 from arqscale.core.pickle_peek import PeekError, looks_pickled, peek
 from arqscale.core.scores import PARKED_FLOOR
@@ -42,11 +43,13 @@ class CancelOutcome(StrEnum):
 
 
 # KEYS: queue, job, result, retry, error, in-progress, abort set, dead-letter hash, the queue's group prefix,
-#       the job's group key.
-# ARGV: job id, cancelled result ('' = keep none), result ttl ms, wake channel.
+#       the job's group key, events stream, totals hash.
+# ARGV: job id, cancelled result ('' = keep none), result ttl ms, wake channel, events max len, reason.
+# A waiting job's `cancelled` event is written here; a running one's by its worker's outcome.
 # Returns 1 cancelled, 2 cancelling (running: the worker acts), 3 finished, 0 not found.
 CANCEL_LUA = LuaScript(
     NOW_LUA
+    + EVENTS_LUA
     + """
 if redis.call('EXISTS', KEYS[3]) == 1 or redis.call('HEXISTS', KEYS[8], ARGV[1]) == 1 then return 3 end
 local score = redis.call('ZSCORE', KEYS[1], ARGV[1])
@@ -72,6 +75,10 @@ if pk then
   if redis.call('HINCRBY', KEYS[9] .. 'pending', pk, -1) <= 0 then redis.call('HDEL', KEYS[9] .. 'pending', pk) end
 end
 redis.call('ZREM', KEYS[1], ARGV[1])
+events_to(KEYS[11], KEYS[12], ARGV[5])
+local tries = tonumber(redis.call('GET', KEYS[4]) or '0')
+emit('cancelled', ARGV[1], 'try', tries > 0 and tries or nil, 'reason', ARGV[6])
+tally('cancelled')
 redis.call('DEL', KEYS[2], KEYS[4], KEYS[5], KEYS[10])
 redis.call('ZREM', KEYS[7], ARGV[1])
 if ARGV[2] ~= '' then redis.call('SET', KEYS[3], ARGV[2], 'PX', ARGV[3]) end
@@ -139,8 +146,17 @@ async def cancel(redis: Redis, spec: QueueSpec, job_id: str, reason: str = "canc
                     qkeys.dlq,
                     qkeys.groups,
                     keys.group_key(job_id),
+                    qkeys.events,
+                    qkeys.totals,
                 ],
-                [job_id, result, max(spec.retention.failed_seconds * 1000, 1), qkeys.wake],
+                [
+                    job_id,
+                    result,
+                    max(spec.retention.failed_seconds * 1000, 1),
+                    qkeys.wake,
+                    spec.events.stream_max,
+                    reason,
+                ],
             )
         ],
     )

@@ -29,27 +29,39 @@ from pydantic import ValidationError
 from redis.asyncio import Redis
 
 from arqscale.core import keys, scores
+from arqscale.core.events import EVENTS_LUA
 from arqscale.core.keys import QueueKeys
+from arqscale.core.lua import NOW_LUA
 from arqscale.core.models import DeadJob
 from arqscale.core.producer import PAYLOAD_TTL_MS
 from arqscale.core.safe_data import safe_copy
 from arqscale.core.spec import QueueSpec
 
-# KEYS: dlq, dlq index, job, queue, retry, error, result, in-progress, progress
-# ARGV: job id, payload, score, payload ttl ms, wake channel, the entry as read (to detect a race)
-REQUEUE_LUA = """
+# KEYS: dlq, dlq index, job, queue, retry, error, result, in-progress, progress, events stream, totals hash
+# ARGV: job id, payload, score, payload ttl ms, wake channel, the entry as read (to detect a race), events max len
+# Writes the job's `requeued` event (reason dead_letter); its try counter restarts at 0, which also tells the
+# pickup that an event announced it (arqscale.core.events).
+REQUEUE_LUA = (
+    NOW_LUA
+    + EVENTS_LUA
+    + """
 local entry = redis.call('HGET', KEYS[1], ARGV[1])
 if not entry then return 0 end
 if entry ~= ARGV[6] then return -1 end
 if redis.call('EXISTS', KEYS[3], KEYS[8]) > 0 or redis.call('ZSCORE', KEYS[4], ARGV[1]) then return -2 end
 redis.call('PSETEX', KEYS[3], ARGV[4], ARGV[2])
 redis.call('ZADD', KEYS[4], ARGV[3], ARGV[1])
-redis.call('DEL', KEYS[5], KEYS[6], KEYS[7], KEYS[9])
+redis.call('DEL', KEYS[6], KEYS[7], KEYS[9])
+redis.call('SET', KEYS[5], 0, 'PX', ARGV[4])
 redis.call('HDEL', KEYS[1], ARGV[1])
 redis.call('ZREM', KEYS[2], ARGV[1])
 redis.call('PUBLISH', ARGV[5], '1')
+events_to(KEYS[10], KEYS[11], ARGV[7])
+emit('requeued', ARGV[1], 'reason', 'dead_letter')
+tally('requeued')
 return 1
 """
+)
 
 # A dead job also has arq's failed result (``arq:result:<id>``, written with the entry, see
 # ``pickup.FINISH_LUA``): purging an entry deletes it in the same script, or the job would stay "failed"
@@ -188,8 +200,10 @@ class DeadLetters:
                 keys.result_key(job_id),
                 keys.in_progress_key(job_id),
                 keys.progress_key(job_id),
+                self.keys.events,
+                self.keys.totals,
             ],
-            args=[job_id, payload, score, PAYLOAD_TTL_MS, self.keys.wake, raw],
+            args=[job_id, payload, score, PAYLOAD_TTL_MS, self.keys.wake, raw, self.spec.events.stream_max],
         )
         return {
             1: RequeueOutcome.REQUEUED,

@@ -17,6 +17,9 @@ arqscale adds, per queue, under ``arqscale:<queue>:``:
 - ``dlq`` (hash id -> JSON entry) and ``dlq:index`` (sorted set id -> failed ms): the dead-letter store.
 - ``completed``: sorted set id -> finished ms, the retention index behind the ``completed`` count.
 - ``workers``: sorted set worker id -> heartbeat expiry (ms), for status pages.
+- ``events``: stream of job events (``arqscale.core.events``), capped at the queue's ``events.max_len``.
+- ``totals``: hash of counters (enqueued, started, completed, failed, retried, dead, cancelled, requeued,
+  run_ms), incremented by the scripts that change a job's state.
 - ``g:...``: per-key limits: ``g:running``, ``g:run``, ``g:held``, ``g:wait:<key>``, ``g:starts:<key>``,
   ``g:timers``, ``g:index`` (described in ``lua.LEASE_LUA``).
 
@@ -98,6 +101,8 @@ class QueueKeys:
     dlq_index: str
     completed: str
     workers: str
+    events: str = ""  # the job event stream (arqscale.core.events)
+    totals: str = ""  # the per-queue counters hash (arqscale.core.events.TOTAL_FIELDS)
     groups: str = ""  # prefix of the per-key limit keys (docs/design.md, "Per-key limits")
 
     @classmethod
@@ -114,6 +119,8 @@ class QueueKeys:
             completed=base + "completed",
             workers=base + "workers",
             groups=base + "g:",
+            events=base + "events",
+            totals=base + "totals",
         )
 
     def pick(self, worker_id: str) -> str:

@@ -13,10 +13,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from arq.constants import in_progress_key_prefix, job_key_prefix
+from arq.constants import in_progress_key_prefix, job_key_prefix, retry_key_prefix
 from redis.asyncio import Redis
 from redis.exceptions import NoScriptError
 
+from arqscale.core.events import EVENTS_LUA
 from arqscale.core.scores import BAND, PARK, PARKED_FLOOR
 
 
@@ -61,8 +62,10 @@ local now = tonumber(_t[1]) * 1000 + math.floor(tonumber(_t[2]) / 1000 + 0.5)
 # ``band_of``: the priority band a score sits in (nearest band, as ``scores.split_score``).
 # ``sweep``: return up to ``limit`` jobs whose lease expired (their worker died or stalled) from their
 # parking place (``scores.PARK``) to their own score, so they keep their place in line; returns how many.
+# Each one returned writes its ``requeued`` event (reason ``stalled``). Includes ``events.EVENTS_LUA``.
 LEASE_LUA = (
-    """
+    EVENTS_LUA
+    + """
 local function lease_of(id)
   local v = redis.call('GET', '@IP@' .. id)
   if not v then return nil, nil end
@@ -144,18 +147,26 @@ end
 local function sweep(kq, ka, limit)
   local expired = redis.call('ZRANGEBYSCORE', ka, '-inf', '(' .. now, 'LIMIT', 0, limit)
   for _, id in ipairs(expired) do
-    local score = lease_of(id)
+    local score, owner = lease_of(id)
     redis.call('ZREM', ka, id)
     group_release(kq, id)
     local queued = redis.call('ZSCORE', kq, id)
+    local back = false
     if queued and tonumber(queued) >= @FLOOR@ then
       -- Parked while it ran: back under its own score (its place in line), ownership gone.
       redis.call('ZADD', kq, score or string.format('%d', tonumber(queued) - @PARK@), id)
       redis.call('DEL', '@IP@' .. id)
+      back = true
     elseif not queued and redis.call('EXISTS', '@JOB@' .. id) == 1 then
       -- Its queue entry is gone (a worker from before this protocol, or removed by hand): ready now.
       redis.call('ZADD', kq, score or now, id)
       redis.call('DEL', '@IP@' .. id)
+      back = true
+    end
+    if back then
+      emit('requeued', id, 'try', redis.call('GET', '@RETRY@' .. id), 'worker', owner and worker_of(owner),
+           'reason', 'stalled')
+      tally('requeued')
     end
     -- Else still queued under its own score: a worker that keeps running jobs there holds it; leave it.
   end
@@ -163,6 +174,7 @@ local function sweep(kq, ka, limit)
 end
 """.replace("@IP@", in_progress_key_prefix)
     .replace("@JOB@", job_key_prefix)
+    .replace("@RETRY@", retry_key_prefix)
     .replace("@HALF@", str(BAND // 2))
     .replace("@BAND@", str(BAND))
     .replace("@FLOOR@", str(PARKED_FLOOR))

@@ -14,8 +14,9 @@ from typing import Any
 from arq.jobs import serialize_job
 from redis.asyncio import Redis
 
-from arqscale.core import cancellation, keys, scores, serializers
+from arqscale.core import cancellation, event_stream, keys, scores, serializers
 from arqscale.core.cancellation import CancelOutcome
+from arqscale.core.event_stream import Events
 from arqscale.core.job_status import JobStatusReader
 from arqscale.core.lua import LEASE_LUA, NOW_LUA, LuaScript, run_scripts
 from arqscale.core.models import EnqueueResult, JobRequest, JobState
@@ -26,11 +27,15 @@ from arqscale.core.spec import QueueSpec, arq_queue
 # queue that stays unattended over a weekend must not lose work, so keep payloads for two weeks.
 PAYLOAD_TTL_MS = 14 * 86_400_000
 
-# KEYS: job, result, queue, the job's group key, the queue's group prefix, the job's callback key.
+# KEYS: job, result, queue, the job's group key, the queue's group prefix, the job's try counter, events stream,
+#       totals hash, the job's callback key.
 # ARGV: job id, payload, band offset ms, delay ms, ttl ms, wake channel,
 #       job's key ('' = none), store it (1: given at enqueue; 0: the pickup derives it from a kwarg),
 #       per-key concurrency, per-key rate max, per-key rate interval ms, lease ms (all 0 without limits),
+#       function name, events max len (0 = none),
 #       callback URL ('' = none; stored with the payload's TTL, read by the webhook deliverer).
+# Writes the job's `waiting` (or `delayed`) event and its try counter at 0: the counter tells the pickup that an
+# event announced the job (a plain arq producer's job has none; the pickup writes its `waiting` then).
 # The score is Redis' clock plus the delay, in the job's band: a producer whose clock runs ahead must not
 # make its jobs look deferred to every worker (docs/design.md, "Redis keeps the time").
 # A ready job whose key is at its limit goes straight into the key's waiting set: a burst of one key never
@@ -41,8 +46,16 @@ ENQUEUE = LuaScript(
     + """
 if redis.call('EXISTS', KEYS[1], KEYS[2]) > 0 then return 0 end
 redis.call('PSETEX', KEYS[1], ARGV[5], ARGV[2])
-if ARGV[13] ~= '' then redis.call('PSETEX', KEYS[6], ARGV[5], ARGV[13]) end
+if ARGV[15] ~= '' then redis.call('PSETEX', KEYS[9], ARGV[5], ARGV[15]) end
 local score = string.format('%d', tonumber(ARGV[3]) + now + tonumber(ARGV[4]))
+redis.call('SET', KEYS[6], 0, 'PX', ARGV[5])
+events_to(KEYS[7], KEYS[8], ARGV[14])
+if tonumber(ARGV[4]) > 0 then
+  emit('delayed', ARGV[1], 'func', ARGV[13], 'delay_ms', ARGV[4])
+else
+  emit('waiting', ARGV[1], 'func', ARGV[13])
+end
+tally('enqueued')
 local k = ARGV[7]
 if k ~= '' and ARGV[8] == '1' then redis.call('PSETEX', KEYS[4], ARGV[5], k) end
 local conc, rate, win = tonumber(ARGV[9]), tonumber(ARGV[10]), tonumber(ARGV[11])
@@ -194,7 +207,7 @@ class Producer:
             group, store = group_of(spec, req)
             callback = callback_of(spec, req)
             placement = (scores.band_offset(priority, spec), delay_ms)
-            prepared.append((job_id, payload, placement, ttl, state, group, store, callback))
+            prepared.append((job_id, payload, placement, ttl, state, group, store, req.function, callback))
         limits = spec.group
         rate = limits.rate_limit if limits else None
         group_args = [
@@ -215,16 +228,31 @@ class Producer:
                         qkeys.queue,
                         keys.group_key(job_id),
                         qkeys.groups,
+                        keys.retry_key(job_id),
+                        qkeys.events,
+                        qkeys.totals,
                         keys.callback_key(job_id),
                     ],
-                    [job_id, payload, *placement, ttl, qkeys.wake, group, int(store), *group_args, callback],
+                    [
+                        job_id,
+                        payload,
+                        *placement,
+                        ttl,
+                        qkeys.wake,
+                        group,
+                        int(store),
+                        *group_args,
+                        function,
+                        spec.events.stream_max,
+                        callback,
+                    ],
                 )
-                for job_id, payload, placement, ttl, _, group, store, callback in prepared
+                for job_id, payload, placement, ttl, _, group, store, function, callback in prepared
             ],
         )
         return [
             EnqueueResult(job_id=job_id, queue=spec.name, status=state, created=bool(flag))
-            for (job_id, _, _, _, state, _, _, _), flag in zip(prepared, created, strict=True)
+            for (job_id, _, _, _, state, _, _, _, _), flag in zip(prepared, created, strict=True)
         ]
 
     async def cancel(self, job_id: str, queue: str | None = None) -> CancelOutcome:
@@ -236,3 +264,19 @@ class Producer:
                 return CancelOutcome.NOT_FOUND
             queue = found
         return await cancellation.cancel(self.redis, self.spec(queue), job_id)
+
+    def events(self, queue: str, *, after: str | None = None, job: str | None = None) -> Events:
+        """A live tail of the queue's job events (``async for event in producer.events("email")``): only new
+        ones, or those after the stream id ``after`` (``"0-0"``: every kept one); ``job``: that job's only."""
+        return Events(self.redis, self.spec(queue).name, after=after, job=job)
+
+    async def wait(self, job_id: str, timeout: float | None = None, *, queue: str | None = None) -> Any:  # noqa: ASYNC109 (arq's Job.result(timeout=) shape)
+        """Wait for the job to end: its result, or ``JobFailed`` (dead), ``JobCancelled``, ``WaitTimeout``.
+        ``queue`` saves a lookup when known. A job that is not found (yet) is waited for on ``queue``; without
+        ``queue`` it raises ``LookupError``."""
+        if queue is None:
+            found = (await JobStatusReader(self.redis, self.specs).read(job_id)).queue
+            if found is None or found not in self.specs:
+                raise LookupError(f"job {job_id!r} not found in any queue; name its queue")
+            queue = found
+        return await event_stream.wait(self.redis, self.spec(queue), job_id, timeout)

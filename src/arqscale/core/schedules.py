@@ -31,6 +31,7 @@ from pydantic import BaseModel, Field, ValidationError
 from redis.asyncio import Redis
 
 from arqscale.core import keys, scores, serializers
+from arqscale.core.events import EVENTS_LUA
 from arqscale.core.lua import NOW_LUA, Call, LuaScript, run_scripts
 from arqscale.core.producer import PAYLOAD_TTL_MS, UnknownFunctionError
 from arqscale.core.schedule_spec import Decision, Schedule, ScheduleFields, decide, first_tick_after, job_id
@@ -190,9 +191,11 @@ return {now, due, redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES'), defs}
 """
 )
 
-# KEYS: next, defs, last, job, result, queue.
+# KEYS: next, defs, last, job, result, queue, the job's try counter, events stream, totals hash.
 # ARGV: name, expected tick, expected definition, next tick ('' = none), enqueue 0/1, job id, payload,
-#       band offset ms, jitter ms, payload ttl ms, wake channel.
+#       band offset ms, jitter ms, payload ttl ms, wake channel, function name, events max len.
+# The job's `waiting` event (`delayed` under jitter) is written with it, and its try counter set to 0, as
+# producer.ENQUEUE does.
 # Compare-and-set on the stored tick AND definition: another worker fired this tick already, or the
 # schedule was changed, paused or removed since it was read -> 0, nothing written. Otherwise the tick
 # advances and (when asked) the job is enqueued exactly as producer.ENQUEUE does, in one script: a
@@ -200,6 +203,7 @@ return {now, due, redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES'), defs}
 # Redis restart lost the advance) is not enqueued twice. Returns 1 fired (job created), 2 fired (no job).
 FIRE = LuaScript(
     NOW_LUA
+    + EVENTS_LUA
     + """
 local tick = redis.call('ZSCORE', KEYS[1], ARGV[1])
 if not tick or tonumber(tick) ~= tonumber(ARGV[2]) then return 0 end
@@ -214,6 +218,14 @@ if redis.call('EXISTS', KEYS[4], KEYS[5]) > 0 then return 2 end
 redis.call('PSETEX', KEYS[4], ARGV[10], ARGV[7])
 redis.call('ZADD', KEYS[6], string.format('%d', tonumber(ARGV[8]) + now + tonumber(ARGV[9])), ARGV[6])
 redis.call('PUBLISH', ARGV[11], '1')
+redis.call('SET', KEYS[7], 0, 'PX', ARGV[10])
+events_to(KEYS[8], KEYS[9], ARGV[13])
+if tonumber(ARGV[9]) > 0 then
+  emit('delayed', ARGV[6], 'func', ARGV[12], 'delay_ms', ARGV[9])
+else
+  emit('waiting', ARGV[6], 'func', ARGV[12])
+end
+tally('enqueued')
 redis.call('HSET', KEYS[3], ARGV[1],
   string.format('{"job_id":"%s","tick_ms":%d,"at_ms":%d}', ARGV[6], tonumber(ARGV[2]), now))
 return 1
@@ -443,7 +455,7 @@ class ScheduleStore:
             # keep the definition for people to see (its problem is in the listing).
             if stored is not None:
                 logger.error("queue %s: schedule %s: %s; it does not run", self.spec.name, name, stored.problem)
-            args = [name, tick, raw or "", "", 0, "", "", 0, 0, 0, self.queue_keys.wake]
+            args = [name, tick, raw or "", "", 0, "", "", 0, 0, 0, self.queue_keys.wake, "", 0]
             return await self._fire(args, "none"), None
         schedule = stored.schedule
         decision = decide(schedule, tick, now)
@@ -468,6 +480,8 @@ class ScheduleStore:
             jitter_ms if decision.enqueue else 0,
             PAYLOAD_TTL_MS + jitter_ms,
             self.queue_keys.wake,
+            schedule.task_name,
+            self.spec.events.stream_max,
         ]
         return await self._fire(args, jid), decision
 
@@ -481,7 +495,18 @@ class ScheduleStore:
 
     async def _fire(self, args: Sequence[Any], jid: str) -> int:
         k = self.keys
-        script_keys = [k.next, k.defs, k.last, keys.job_key(jid), keys.result_key(jid), self.queue_keys.queue]
+        q = self.queue_keys
+        script_keys = [
+            k.next,
+            k.defs,
+            k.last,
+            keys.job_key(jid),
+            keys.result_key(jid),
+            q.queue,
+            keys.retry_key(jid),
+            q.events,
+            q.totals,
+        ]
         [result] = await run_scripts(self.redis, [(FIRE, script_keys, args)])
         return int(result)
 

@@ -104,6 +104,24 @@ class JobLogSettings(_Model):
     capture_logging: bool = Field(default=True, description="copy `logging` records emitted while the job runs")
 
 
+class EventSettings(_Model):
+    """The queue's event stream (docs/events.md): every change of a job's state, written by the script that
+    makes it, in ``arqscale:<queue>:events``. The totals hash is kept whatever this says."""
+
+    enabled: bool = Field(default=True, description="record job events in the queue's Redis stream")
+    max_len: int = Field(
+        default=10_000,
+        ge=1,
+        le=10_000_000,
+        description="keep about this many recent events (XADD MAXLEN ~: Redis trims whole nodes, so a few more)",
+    )
+
+    @property
+    def stream_max(self) -> int:
+        """What the scripts get: 0 writes no events."""
+        return self.max_len if self.enabled else 0
+
+
 AutoscalingMetric = Literal["waiting", "backlog", "oldest_waiting"]
 
 
@@ -151,6 +169,7 @@ class QueueSpec(_Model):
     retention: Retention = Field(default_factory=Retention)
     logs: JobLogSettings = Field(default_factory=JobLogSettings, description="per-job log lines from tasks")
     webhooks: Webhooks | None = Field(default=None, description="signed HTTP calls on this queue's job events")
+    events: EventSettings = Field(default_factory=EventSettings)
     autoscaling: Autoscaling = Field(default_factory=Autoscaling)
     serializer: Literal["json", "pickle"] = Field(
         default="json", description="json is data-only; pickle only for existing arq producers you trust"
@@ -186,8 +205,11 @@ class QueueSpec(_Model):
                 "or a draining worker would cut running jobs short"
             )
         self._check_schedules()
-        if self.webhooks is not None and self.webhooks.active and self.backend != "arq":
-            raise ValueError("webhooks: only arq queues have job events")
+        if self.webhooks is not None and self.webhooks.active:
+            if self.backend != "arq":
+                raise ValueError("webhooks: only arq queues have job events")
+            if not self.events.enabled:
+                raise ValueError("webhooks: they are made from the queue's events; set events.enabled: true")
         return self
 
     def _check_schedules(self) -> None:

@@ -26,6 +26,7 @@ from typing import Any
 from pydantic import BaseModel, Field
 from redis.asyncio import Redis
 
+from arqscale.core.events import events_key
 from arqscale.core.lua import NOW_LUA, LuaScript, run_scripts
 from arqscale.core.spec import QueueSpec
 
@@ -33,11 +34,6 @@ GROUP = "arqscale-webhooks"
 DEFAULT_PAGE = 50
 MAX_PAGE = 1000
 TRIM_MAX = 100  # dead entries trimmed by one failure, at most (each failure adds one: it keeps up)
-
-
-def events_key(queue: str) -> str:
-    """The queue's event stream (written by the workers' scripts, ``arqscale.core.events``)."""
-    return f"arqscale:{queue}:events"
 
 
 @dataclass(frozen=True, slots=True)

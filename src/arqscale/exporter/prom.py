@@ -47,6 +47,31 @@ JOB_COUNT_STATES: tuple[tuple[str, str], ...] = (
 )
 
 
+# Counters of arq queues, from the totals hash the scripts increment (docs/events.md): name -> (help, field, scale).
+# bullmq_job_completed_total and bullmq_job_failed_total are BullMQ's own exporter's names (Queue.
+# exportPrometheusMetrics); BullMQ's "failed" is a job that failed for good, after its retries: our `dead`.
+QUEUE_COUNTERS: dict[str, tuple[str, str, float]] = {
+    "bullmq_job_completed_total": ("Total number of completed jobs.", "completed", 1),
+    "bullmq_job_failed_total": ("Total number of failed jobs (failed for good: dead-lettered).", "dead", 1),
+    "arqscale_job_enqueued_total": (
+        "Jobs enqueued (plain arq producers' counted when first picked up).",
+        "enqueued",
+        1,
+    ),
+    "arqscale_job_started_total": ("Tries started.", "started", 1),
+    "arqscale_job_failed_tries_total": ("Tries that failed (each followed by a retry or a dead letter).", "failed", 1),
+    "arqscale_job_retried_total": ("Failed tries that were retried.", "retried", 1),
+    "arqscale_job_dead_total": ("Jobs dead-lettered.", "dead", 1),
+    "arqscale_job_cancelled_total": ("Jobs cancelled.", "cancelled", 1),
+    "arqscale_job_requeued_total": (
+        "Jobs put back in line without a failure (stalled, drain, dead letter).",
+        "requeued",
+        1,
+    ),
+    "arqscale_job_run_seconds_total": ("Summed run time of finished tries, seconds.", "run_ms", 0.001),
+}
+
+
 def queue_value(counts: QueueCounts, field: str) -> float:
     """One number of a queue by field name (``backlog`` included); shared with the metrics API."""
     if field == "backlog":
@@ -99,6 +124,11 @@ class MetricsPage:
                     parts.append(f"bullmq_job_count{labels}{number(queue_value(counts, field))}\n")
                 if i % YIELD_EVERY == YIELD_EVERY - 1:
                     await asyncio.sleep(0)
+            for name, (help_text, field, scale) in QUEUE_COUNTERS.items():
+                parts.append(_family(name, help_text, "counter"))
+                for queue, totals in snap.totals.items():
+                    value = totals.get(field, 0)
+                    parts.append(f"{name}{self._labels[queue]}{number(value * scale if scale != 1 else value)}\n")
         parts.append(self._health(snap.taken_at if snap is not None else None))
         self.body = "".join(parts).encode()
 

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-from arqscale.core import bullmq_counts, counts
+from arqscale.core import bullmq_counts, counts, event_stream
 from arqscale.core.models import QueueCounts
 from arqscale.core.spec import QueueSpec
 
@@ -43,6 +43,9 @@ class Snapshot:
     monotonic_at: float
     duration: float
     raw_bullmq: Mapping[str, bullmq_counts.BullmqCounts] = field(default_factory=dict)
+    # arq queues' counters (``arqscale:<queue>:totals``, written by the scripts): read, never kept here, so
+    # they survive exporter restarts and every replica serves the same numbers.
+    totals: Mapping[str, Mapping[str, int]] = field(default_factory=dict)
 
 
 @dataclass(slots=True)
@@ -72,6 +75,7 @@ class SnapshotCache:
     ) -> None:
         self.reader = counts.CountsReader(redis)
         self.specs = dict(specs)
+        self._arq_queues = [name for name, spec in self.specs.items() if spec.backend == "arq"]
         self.refresh_seconds = refresh_seconds
         # A refresh that hangs (Redis stalled, network partition) must end so the outage shows.
         self.timeout_seconds = timeout_seconds if timeout_seconds is not None else max(2.0, 2 * refresh_seconds)
@@ -119,7 +123,10 @@ class SnapshotCache:
         try:
             async with asyncio.timeout(self.timeout_seconds):
                 # round(), as arq's timestamp_ms does, so a job arq enqueued this millisecond is not "delayed".
-                values, raw = await self.reader.read_detailed(self.specs, round(taken_at * 1000))
+                (values, raw), totals = await asyncio.gather(
+                    self.reader.read_detailed(self.specs, round(taken_at * 1000)),
+                    event_stream.read_totals(self.reader.redis, self._arq_queues),
+                )
         except (RedisError, OSError, TimeoutError) as exc:
             await self._failed(exc, time.monotonic() - started)
             raise RedisUnavailable(self.health.last_error or "Redis is unavailable") from exc
@@ -129,6 +136,7 @@ class SnapshotCache:
             monotonic_at=started,
             duration=time.monotonic() - started,
             raw_bullmq=raw,
+            totals=totals,
         )
         if not self.health.redis_up and self.health.errors:
             log.info("Redis is reachable again; counts are being served")

@@ -519,10 +519,12 @@ class Worker:
         if job.job_id in self._cancelling and record.kind in ("ok", "retry", "dead", "back"):
             # Cancelled while it ran: whatever the task did next (returned, failed, swallowed the
             # cancellation), the job ends cancelled, as requested.
-            record = self._cancel(job, "cancelled while running")
+            record = dataclasses.replace(self._cancel(job, "cancelled while running"), ran_ms=record.ran_ms)
         self._cancelling.discard(job.job_id)
         held = self._picked.get(job.job_id, job)
-        self._finished.append(dataclasses.replace(record, token=held.token, done_at=time.monotonic()))
+        self._finished.append(
+            dataclasses.replace(record, token=held.token, done_at=time.monotonic(), job_try=held.job_try)
+        )
         self._forget(job.job_id)
         self._tick.set()
 
@@ -573,13 +575,17 @@ class Worker:
 
     async def _call(self, job: Picked, decoded: Decoded, fn: TaskFunction, job_try: int) -> Finish:
         log = self.job_logs.open(job.job_id, job_try)
+        started = time.monotonic()
         try:
-            return await self._call_logged(job, decoded, fn, job_try, log)
+            record = await self._run_task(job, decoded, fn, job_try, log)
+            # How long the task ran: the events' duration_ms and the queue's run_ms total.
+            ran_ms = round((time.monotonic() - started) * 1000)
         finally:
             # Before the outcome is sent: its script gives the log the result's TTL.
             await self.job_logs.close(log)
+        return dataclasses.replace(record, ran_ms=ran_ms)
 
-    async def _call_logged(self, job: Picked, decoded: Decoded, fn: TaskFunction, job_try: int, log: JobLog) -> Finish:
+    async def _run_task(self, job: Picked, decoded: Decoded, fn: TaskFunction, job_try: int, log: JobLog) -> Finish:
         ctx = {
             "redis": self._task_redis,
             "job_id": job.job_id,
@@ -588,7 +594,7 @@ class Worker:
             "score": job.score,
             "queue": self.spec.name,
             "worker_id": self.worker_id,
-            "progress": functools.partial(self._progress, job.job_id),
+            "progress": functools.partial(self._progress, job),
             "log": self.job_logs.ctx_log(log),
         }
         start_ms = _ms()
@@ -648,9 +654,10 @@ class Worker:
         )
         return data or ""
 
-    async def _progress(self, job_id: str, percent: float, message: str | None = None) -> None:
+    async def _progress(self, job: Picked, percent: float, message: str | None = None) -> None:
         progress = Progress(percent=percent, message=message, updated_at=time.time())
-        await self.redis.set(keys.progress_key(job_id), progress.model_dump_json(), px=PROGRESS_TTL_MS)
+        stored = progress.model_dump_json()
+        await self.ops.progress(job.job_id, job.job_try, stored, PROGRESS_TTL_MS, progress.percent, progress.message)
 
     # ----------------------------------------------------------------- outcomes (records: see ``outcomes``)
 

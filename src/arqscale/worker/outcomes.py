@@ -72,7 +72,7 @@ def retry(
     # Capped and escaped like a dead-letter entry's: the error text comes from the task (any str at all).
     error, tb = clipped(error, ERROR_CHARS), clipped(tb, TRACEBACK_CHARS) if tb is not None else None
     last_error = json.dumps({"error": error, "attempt": job_try, "at": now_ms / 1000, "traceback": tb})
-    return Finish("retry", job.job_id, max(defer_ms, 0), last_error, token=job.token), defer_ms
+    return Finish("retry", job.job_id, max(defer_ms, 0), last_error, token=job.token, note=error), defer_ms
 
 
 def dead(
@@ -118,7 +118,7 @@ def dead(
     result = failed_result(
         spec, job.job_id, decoded, tries, error, exc, now_ms if start_ms is None else start_ms, now_ms, job.payload
     )
-    return Finish("dead", job.job_id, a, result, token=job.token)
+    return Finish("dead", job.job_id, a, result, token=job.token, note=error)
 
 
 def unstorable(spec: QueueSpec, job: Picked, record: Finish, exc: Exception, now_ms: int) -> Finish:
@@ -196,7 +196,7 @@ def cancelled(spec: QueueSpec, job: Picked, reason: str, now_ms: int, start_ms: 
     """The record of a job cancelled on request (before it ran, or while it ran): arq's cancelled result."""
     keep = spec.retention.failed_seconds > 0
     result = cancellation.cancelled_result(spec, job.job_id, job.payload, job.job_try, reason, now_ms, start_ms)
-    return Finish("cancel", job.job_id, result if keep else b"", token=job.token)
+    return Finish("cancel", job.job_id, result if keep else b"", token=job.token, note=reason)
 
 
 def back(job: Picked) -> Finish:

@@ -38,7 +38,8 @@ from redis.exceptions import NoScriptError, RedisError
 
 from arqscale.core import scores
 from arqscale.core.cancellation import ABORT_KEY, ABORT_MAX_AGE_MS
-from arqscale.core.keys import ERROR_PREFIX, GROUP_PREFIX, LOGS_PREFIX, PROGRESS_PREFIX, QueueKeys
+from arqscale.core.events import ERROR_EVENT_CHARS, MESSAGE_EVENT_CHARS
+from arqscale.core.keys import ERROR_PREFIX, GROUP_PREFIX, LOGS_PREFIX, PROGRESS_PREFIX, QueueKeys, progress_key
 from arqscale.core.lua import LEASE_LUA, NOW_LUA
 from arqscale.core.spec import QueueSpec
 
@@ -56,7 +57,7 @@ MAX_RECORDS = 500  # outcomes written by one finish call
 MAX_HEARTBEAT = 2000  # leases renewed by one heartbeat call
 HOLD_MAX = 1000  # jobs of keys at their limit moved to their key's waiting set by one call
 TIMERS_MAX = 100  # keys whose held jobs one call looks at again
-BANDS_ARG = 15  # ARGV index of PICKUP_LUA's first band low
+BANDS_ARG = 16  # ARGV index of PICKUP_LUA's first band low
 
 _PREFIXES = {
     "IP": in_progress_key_prefix,
@@ -80,10 +81,12 @@ def _lua(source: str) -> str:
     return source.replace("@PARK@", str(scores.PARK)).replace("@ABORT_AGE@", str(ABORT_MAX_AGE_MS))
 
 
-# KEYS: queue, active, paused, starts (rate window), pick (this worker's last pickup), group prefix (optional)
+# KEYS: queue, active, paused, starts (rate window), pick (this worker's last pickup), group prefix,
+#       events stream, totals hash
 # ARGV: wanted, token, lease ms, rate max (0 = none), rate interval ms, retry ttl ms, in-progress ttl ms,
 #       sweep max, skip max, per-key concurrency (0 = none), per-key rate max (0 = none), per-key rate
-#       interval ms, key kwarg ('' = none), hold max, band lows... (from ARGV[BANDS_ARG])
+#       interval ms, key kwarg ('' = none), hold max, events max len (0 = none), band lows... (from ARGV[BANDS_ARG])
+# Events: `active` per job taken (after `waiting` for a job no event announced: a plain arq producer's).
 # Returns {status, wait_ms, swept, then per job: id, payload|nil, try, score, last error|nil, aborted 0|1}
 #   aborted: a cancel request (arq's abort set) names the job: the worker ends it cancelled, unrun.
 #   status 0 = ran, 1 = paused, 2 = rate window used up (jobs may still have been taken up to the limit),
@@ -93,12 +96,27 @@ def _lua(source: str) -> str:
 PICKUP_LUA = _lua("""
 local want = tonumber(ARGV[1])
 local token = ARGV[2]
+local worker = worker_of(token)
+events_to(KEYS[7], KEYS[8], ARGV[15])
+-- The enqueue time in a plain arq payload (ms), for its `waiting` event: arq writes `et` last, so it is read
+-- from the payload's tail: JSON `"et": <ms>}`, or a pickle's `et` followed by its 6-byte integer.
+local function enqueued_of(p)
+  if not p then return nil end
+  local tail = string.sub(p, -48)
+  local ms = string.match(tail, '"et":%s*(%d+)%s*}%s*$')
+  if ms then return ms end
+  local b = string.match(tail, "\\140\\002et\\148\\138\\006(......)u%.$")
+  if not b then return nil end
+  local v = 0
+  for i = 6, 1, -1 do v = v * 256 + string.byte(b, i) end
+  return string.format('%d', v)
+end
 local out = {0, -1, 0}
 local aborting = redis.call('EXISTS', '@ABORT@') == 1
 gbase = KEYS[6] or ''
 local gconc, grate, gwin, gkw = tonumber(ARGV[10]), tonumber(ARGV[11]), tonumber(ARGV[12]), ARGV[13]
 local limited = gbase ~= '' and (gconc > 0 or grate > 0)
-local function emit(id, try, score, payload)
+local function hand_out(id, try, score, payload)
   local err = false
   if try > 1 then err = redis.call('GET', '@ERR@' .. id) end
   out[#out+1] = id
@@ -113,7 +131,7 @@ if redis.call('LINDEX', KEYS[5], 0) == token then
   out[1] = 3
   for _, id in ipairs(redis.call('LRANGE', KEYS[5], 1, -1)) do
     local score, owner = lease_of(id)
-    if owner == token then emit(id, tonumber(redis.call('GET', '@RETRY@' .. id) or '1'), score) end
+    if owner == token then hand_out(id, tonumber(redis.call('GET', '@RETRY@' .. id) or '1'), score) end
   end
   return out
 end
@@ -175,6 +193,7 @@ if rate_max > 0 then
 end
 local expiry = now + tonumber(ARGV[3])
 local taken, skip_left, hold_left, hold_max = {}, tonumber(ARGV[9]), tonumber(ARGV[14]), tonumber(ARGV[14])
+local announced_here = 0
 for b = @BANDS@, #ARGV do
   if #taken >= want or hold_left <= 0 then break end
   local low = tonumber(ARGV[b])
@@ -220,9 +239,18 @@ for b = @BANDS@, #ARGV do
         redis.call('SET', ip, score .. ' ' .. token, 'PX', ARGV[7])
         redis.call('ZADD', KEYS[2], expiry, id)
         local rk = '@RETRY@' .. id
-        local try = redis.call('INCR', rk)
-        redis.call('PEXPIRE', rk, ARGV[6])
-        emit(id, try, score, payload)
+        -- GET + SET rather than INCR + PEXPIRE (same cost): a missing counter tells a job no event announced,
+        -- a plain arq producer's (ours start at 0), which gets its `waiting` event here, before `active`.
+        local before = redis.call('GET', rk)
+        local try = (tonumber(before) or 0) + 1
+        redis.call('SET', rk, try, 'PX', ARGV[6])
+        if not before then
+          payload = payload or redis.call('GET', '@JOB@' .. id)
+          emit('waiting', id, 'enqueued', enqueued_of(payload))
+          announced_here = announced_here + 1
+        end
+        emit('active', id, 'try', try, 'worker', worker)
+        hand_out(id, try, score, payload)
         taken[#taken+1] = id
       end
     end
@@ -230,6 +258,9 @@ for b = @BANDS@, #ARGV do
   end
 end
 if #taken > 0 then
+  -- Counted once per call, not per job.
+  tally('started', #taken)
+  if announced_here > 0 then tally('enqueued', announced_here) end
   redis.call('DEL', KEYS[5])
   redis.call('RPUSH', KEYS[5], token, unpack(taken))
   redis.call('PEXPIRE', KEYS[5], ARGV[3])
@@ -264,9 +295,13 @@ end
 return out
 """)
 
-# KEYS: queue, active, completed, dlq, dlq_index, group prefix (optional)
-# ARGV: completed ttl ms, completed max, failed ttl ms, failed max, error ttl ms,
-#       then records of six: kind, id, token, a, b, ago
+# KEYS: queue, active, completed, dlq, dlq_index, group prefix, events stream, totals hash
+# ARGV: completed ttl ms, completed max, failed ttl ms, failed max, error ttl ms, events max len (0 = none),
+#       then records of nine: kind, id, token, a, b, ago, try, ran ms, note
+#   try, ran: the try number and how long it ran (ms; -1 = it never ran); note: the error (retry, dead) or the
+#          reason (cancel) its event carries
+# Events per kind: ok `completed`; retry `failed` + `retrying`; dead `failed` + `dead` (`failed` only when a try
+# ran); cancel `cancelled`; back `requeued` (reason drain). The totals count each.
 #   ago:   ms since the try ended: each job's own time in `completed` and the dead-letter index (Redis' clock
 #          less how long the record waited in the worker), not the batch's
 #   ok:    a = serialized result ('' = keep none)
@@ -284,9 +319,18 @@ FINISH_LUA = _lua("""
 local n_ok, n_dead = 0, 0
 local stale = {}
 gbase = KEYS[6] or ''
-for i = 6, #ARGV, 6 do
+events_to(KEYS[7], KEYS[8], ARGV[6])
+-- The totals are added once per call (one HINCRBY per field), not per record.
+local counted = {}
+local function count(field, n)
+  if n ~= 0 then counted[field] = (counted[field] or 0) + (n or 1) end
+end
+for i = 7, #ARGV, 9 do
   local kind, id, token, a, b = ARGV[i], ARGV[i+1], ARGV[i+2], ARGV[i+3], ARGV[i+4]
   local at = now - math.max(tonumber(ARGV[i+5]) or 0, 0)
+  local try, ran, note = ARGV[i+6], tonumber(ARGV[i+7]) or -1, ARGV[i+8]
+  local w = worker_of(token)
+  local dur = ran >= 0 and ran or nil  -- nil: the task never ran (unknown function, undecodable payload, ...)
   local score, owner = lease_of(id)
   -- Every outcome ends the lease: the job's key gets its slot back (once: the token check drops a resend).
   if owner == token then group_release(KEYS[1], id) end
@@ -304,11 +348,19 @@ for i = 6, #ARGV, 6 do
     redis.call('PEXPIRE', '@PROG@' .. id, ARGV[1])
     redis.call('PEXPIRE', '@LOGS@' .. id, ARGV[1])
     n_ok = n_ok + 1
+    emit('completed', id, 'try', try, 'worker', w, 'duration_ms', dur)
+    count('completed')
+    if ran > 0 then count('run_ms', ran) end
   elseif kind == 'retry' then
     redis.call('ZADD', KEYS[1], string.format('%d', band_of(tonumber(score)) + now + tonumber(a)), id)
     redis.call('DEL', '@IP@' .. id)
     redis.call('ZREM', KEYS[2], id)
     redis.call('SET', '@ERR@' .. id, b, 'PX', ARGV[5])
+    emit('failed', id, 'try', try, 'worker', w, 'error', note, 'duration_ms', dur)
+    emit('retrying', id, 'try', try, 'delay_ms', a)
+    count('failed')
+    count('retried')
+    if ran > 0 then count('run_ms', ran) end
   elseif kind == 'dead' then
     redis.call('HSET', KEYS[4], id, a)
     redis.call('ZADD', KEYS[5], at, id)
@@ -322,6 +374,13 @@ for i = 6, #ARGV, 6 do
     redis.call('PEXPIRE', '@LOGS@' .. id, ARGV[3])
     redis.call('ZREM', '@ABORT@', id)
     n_dead = n_dead + 1
+    if dur then
+      emit('failed', id, 'try', try, 'worker', w, 'error', note, 'duration_ms', dur)
+      count('failed')
+      if ran > 0 then count('run_ms', ran) end
+    end
+    emit('dead', id, 'try', try, 'worker', w, 'error', note)
+    count('dead')
   elseif kind == 'cancel' then
     if a ~= '' then redis.call('SET', '@RESULT@' .. id, a, 'PX', ARGV[3]) end
     redis.call('DEL', '@JOB@' .. id, '@IP@' .. id, '@RETRY@' .. id, '@ERR@' .. id, '@GROUP@' .. id)
@@ -330,15 +389,17 @@ for i = 6, #ARGV, 6 do
     redis.call('ZREM', '@ABORT@', id)
     redis.call('PEXPIRE', '@PROG@' .. id, ARGV[3])
     redis.call('PEXPIRE', '@LOGS@' .. id, ARGV[3])
+    emit('cancelled', id, 'try', try, 'worker', w, 'reason', note, 'duration_ms', dur)
+    count('cancelled')
+    if ran > 0 then count('run_ms', ran) end
   elseif kind == 'back' then
     redis.call('ZADD', KEYS[1], score, id)
     redis.call('DEL', '@IP@' .. id)
     redis.call('ZREM', KEYS[2], id)
-    if tonumber(a) > 0 then
-      redis.call('SET', '@RETRY@' .. id, a, 'KEEPTTL')
-    else
-      redis.call('DEL', '@RETRY@' .. id)
-    end
+    -- Kept at 0 rather than deleted: the counter also says an event announced the job (see PICKUP_LUA).
+    redis.call('SET', '@RETRY@' .. id, math.max(tonumber(a) or 0, 0), 'KEEPTTL')
+    emit('requeued', id, 'try', try, 'worker', w, 'reason', 'drain')
+    count('requeued')
   end
 end
 if n_ok > 0 then
@@ -368,18 +429,20 @@ if n_dead > 0 then
     for _, id in ipairs(old) do redis.call('DEL', '@RESULT@' .. id, '@LOGS@' .. id) end
   end
 end
+for field, n in pairs(counted) do tally(field, n) end
 return stale
 """)
 
-# KEYS: active, workers, queue, wake channel, group prefix (optional)
-# ARGV: lease ms, worker id, worker heartbeat ttl ms, sweep max, then pairs: job id, token
+# KEYS: active, workers, queue, wake channel, group prefix, events stream, totals hash
+# ARGV: lease ms, worker id, worker heartbeat ttl ms, sweep max, events max len, then pairs: job id, token
 # Returns {lost ids, swept}: lost = jobs this worker no longer owns (swept back after its lease ran out,
 # and maybe taken by another worker); swept = expired leases of any worker returned to the queue.
 HEARTBEAT_LUA = _lua("""
 gbase = KEYS[5] or ''
+events_to(KEYS[6], KEYS[7], ARGV[5])
 local expiry = now + tonumber(ARGV[1])
 local lost = {}
-for i = 5, #ARGV, 2 do
+for i = 6, #ARGV, 2 do
   local id, token = ARGV[i], ARGV[i+1]
   local _, owner = lease_of(id)
   if owner == token then
@@ -395,6 +458,16 @@ redis.call('ZREMRANGEBYSCORE', '@ABORT@', '-inf', '(' .. (now - @ABORT_AGE@))
 local swept = sweep(KEYS[3], KEYS[1], tonumber(ARGV[4]))
 if swept > 0 then redis.call('PUBLISH', KEYS[4], '1') end
 return {lost, swept}
+""")
+
+
+# KEYS: the job's progress key, events stream, totals hash
+# ARGV: Progress JSON, ttl ms, events max len, job id, try, worker id, percent, message
+# The stored progress and its `progress` event, together.
+PROGRESS_LUA = _lua("""
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+events_to(KEYS[2], KEYS[3], ARGV[3])
+emit('progress', ARGV[4], 'try', ARGV[5], 'worker', ARGV[6], 'progress', ARGV[7], 'message', ARGV[8])
 """)
 
 
@@ -434,6 +507,9 @@ class Finish:
     b: bytes | str | int = ""
     token: str = ""  # the pickup token the job is held by (set when the record is queued for writing)
     done_at: float = 0.0  # time.monotonic() when the try ended: its place in ``completed`` or the dead letters
+    job_try: int = 0  # the try number its events carry
+    ran_ms: int = -1  # how long the task ran (-1: it never ran); events' duration_ms and the run_ms total
+    note: str = ""  # the error (retry, dead) or reason (cancel) its event carries, capped (events.ERROR_EVENT_CHARS)
 
     def wire(self) -> list[bytes | str | int]:
         """The record as ``FINISH_LUA`` reads it."""
@@ -444,7 +520,8 @@ class Finish:
         # fields must be valid UTF-8; the worker checks that when it builds the record (``Worker._storable``).
         a = self.a.encode() if isinstance(self.a, str) else self.a
         b = b.encode() if isinstance(b, str) else b
-        return [self.kind, _raw(self.job_id), _raw(self.token), a, b, ago]
+        note = self.note[:ERROR_EVENT_CHARS].encode("utf-8", "replace")
+        return [self.kind, _raw(self.job_id), _raw(self.token), a, b, ago, self.job_try, self.ran_ms, note]
 
 
 def _raw(text: str) -> bytes:
@@ -470,6 +547,7 @@ class QueueOps:
         self._pickup = redis.register_script(PICKUP_LUA)
         self._finish = redis.register_script(FINISH_LUA)
         self._heartbeat = redis.register_script(HEARTBEAT_LUA)
+        self._progress = redis.register_script(PROGRESS_LUA)
         self._pick_key = self.keys.pick(worker_id)
 
     def _pickup_args(self, wanted: int, token: str) -> list[int | str]:
@@ -490,6 +568,7 @@ class QueueOps:
             group.rate_limit.interval_ms if group and group.rate_limit else 0,
             group.key or "" if group else "",
             HOLD_MAX,
+            self.spec.events.stream_max,
             *self._band_lows,
         ]
 
@@ -502,6 +581,7 @@ class QueueOps:
             max(ret.failed_seconds * 1000, 1),
             ret.failed_max,
             RETRY_TTL_MS,
+            self.spec.events.stream_max,
         ]
         for r in records:
             args += r.wire()
@@ -571,28 +651,48 @@ class QueueOps:
         lost: list[str] = []
         swept = 0
         chunks = [held[i : i + MAX_HEARTBEAT] for i in range(0, len(held), MAX_HEARTBEAT)] or [[]]
+        k = self.keys
         for chunk in chunks:
-            args: list[str | int] = [self.lease_ms, self.worker_id, worker_ttl_ms, SWEEP_MAX]
+            stream_max = self.spec.events.stream_max
+            args: list[str | int] = [self.lease_ms, self.worker_id, worker_ttl_ms, SWEEP_MAX, stream_max]
             for job_id, token in chunk:
                 args += [job_id, token]
             raw_lost, raw_swept = await self._heartbeat(
-                keys=[self.keys.active, self.keys.workers, self.keys.queue, self.keys.wake, self.keys.groups],
+                keys=[k.active, k.workers, k.queue, k.wake, k.groups, k.events, k.totals],
                 args=args,
             )
             lost += [x.decode(errors="surrogateescape") for x in raw_lost]
             swept += int(raw_swept)
         return Heartbeat(lost, swept)
 
+    async def progress(
+        self, job_id: str, job_try: int, stored: str, ttl_ms: int, percent: float, message: str | None
+    ) -> None:
+        """Store a running job's progress (``arqscale:progress:<id>``) and write its ``progress`` event."""
+        k = self.keys
+        args: list[bytes | str | int] = [
+            stored,
+            ttl_ms,
+            self.spec.events.stream_max,
+            _raw(job_id),
+            job_try,
+            self.worker_id,
+            repr(float(percent)),
+            (message or "")[:MESSAGE_EVENT_CHARS].encode("utf-8", "replace"),
+        ]
+        await self._progress(keys=[progress_key(job_id), k.events, k.totals], args=args)
+
     async def leave(self) -> None:
         """Remove this worker from the ``workers`` set on a clean exit."""
         await self.redis.zrem(self.keys.workers, self.worker_id)
 
     def _pickup_keys(self) -> list[str]:
-        return [self.keys.queue, self.keys.active, self.keys.paused, self.keys.starts, self._pick_key, self.keys.groups]
+        k = self.keys
+        return [k.queue, k.active, k.paused, k.starts, self._pick_key, k.groups, k.events, k.totals]
 
     def _finish_keys(self) -> list[str]:
         k = self.keys
-        return [k.queue, k.active, k.completed, k.dlq, k.dlq_index, k.groups]
+        return [k.queue, k.active, k.completed, k.dlq, k.dlq_index, k.groups, k.events, k.totals]
 
 
 def parse_pickup(raw: Sequence[object], token: str) -> PickupResult:

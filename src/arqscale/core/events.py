@@ -1,0 +1,237 @@
+"""Job events: what happened to each job, as a capped Redis stream per queue, plus per-queue totals.
+
+Every change of a job's state is recorded in ``arqscale:<queue>:events`` by the same Lua script that makes
+the change (enqueue, pickup, finish, sweep, cancel, dead-letter requeue, schedule tick, progress), so Redis
+never holds a change without its event or an event without its change (docs/events.md).
+
+Entries are written with ``XADD ... MAXLEN ~ <max_len> *``: Redis gives each one an id
+(``<ms>-<seq>``) that only grows, so a reader resumes after the last id it saw (an SSE ``Last-Event-ID``,
+a consumer group's position). Fields of every entry: ``event`` (one of ``EVENT_NAMES``), ``job`` (the job
+id) and ``at`` (Redis' clock, ms). Optional ones (absent when they do not apply):
+
+========== ================================================ ================================
+field      meaning                                          on
+========== ================================================ ================================
+try        the try number (1-based)                         active, progress, retrying,
+                                                            completed, failed, dead, cancelled,
+                                                            requeued
+worker     the worker id holding the job                    active, completed, failed, dead,
+                                                            cancelled, requeued (drain)
+func       the task's name                                  waiting, delayed
+delay_ms   ms from ``at`` until the job is ready            delayed, retrying
+enqueued   the job's enqueue time (ms), when readable       waiting written by the pickup
+error      the error text (capped, ``ERROR_EVENT_CHARS``)   failed, dead
+duration_ms how long the try ran                            completed, failed, cancelled
+reason     why: ``stalled``, ``drain``, ``dead_letter``     requeued; cancelled
+           (requeued); the cancel's reason (cancelled)
+progress   percent (0-100)                                  progress
+message    the task's progress message                      progress
+========== ================================================ ================================
+
+``failed`` means one try failed; the same script then writes ``retrying`` or ``dead``. ``requeued`` puts a
+job back in line without a failure (a stalled worker's lease swept, a draining worker's put-back, a dead
+letter requeued). A plain arq producer's enqueue cannot write an event: the pickup writes its ``waiting``
+(``announced`` below) just before its ``active``.
+
+The totals hash ``arqscale:<queue>:totals`` is incremented by the same scripts (``TOTAL_FIELDS``), so the
+counts survive exporter restarts and every exporter replica reads the same numbers.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Final
+
+EVENT_NAMES: Final = (
+    "waiting",
+    "delayed",
+    "active",
+    "progress",
+    "retrying",
+    "completed",
+    "failed",
+    "dead",
+    "cancelled",
+    "requeued",
+)
+# Terminal events: the job is over (its result, if kept, is readable).
+FINAL_EVENTS: Final = frozenset({"completed", "dead", "cancelled"})
+REQUEUE_REASONS: Final = ("stalled", "drain", "dead_letter")
+
+# The per-queue counters: jobs enqueued (ours, schedules, and plain arq jobs when first picked up), tries
+# started, completed, failed (tries), retried, dead, cancelled, requeued, and ``run_ms``: the summed run time
+# of the tries that finished (completed, failed, cancelled while running), in ms.
+TOTAL_FIELDS: Final = (
+    "enqueued",
+    "started",
+    "completed",
+    "failed",
+    "retried",
+    "dead",
+    "cancelled",
+    "requeued",
+    "run_ms",
+)
+
+DEFAULT_MAX_LEN: Final = 10_000
+ERROR_EVENT_CHARS: Final = 1000  # an event carries the error's first characters; the full text is in the job
+MESSAGE_EVENT_CHARS: Final = 500
+
+_STREAM_ID = re.compile(r"^\d{1,20}-\d{1,20}$")
+
+
+def events_key(queue: str) -> str:
+    return f"arqscale:{queue}:events"
+
+
+def totals_key(queue: str) -> str:
+    return f"arqscale:{queue}:totals"
+
+
+def is_stream_id(text: str) -> bool:
+    """A complete Redis stream id (``<ms>-<seq>``), as used for ``after`` and ``Last-Event-ID``."""
+    if not _STREAM_ID.match(text):
+        return False
+    ms, seq = text.split("-")
+    return int(ms) < 2**64 and int(seq) < 2**64
+
+
+# The Lua every state-changing script includes (after ``lua.NOW_LUA``: it uses ``now``).
+# ``events_to(stream, totals, max_len)`` names this call's queue (max_len 0: no events, counters only);
+# ``emit(event, id, name, value, ...)`` appends one entry (pairs whose value is nil, false or '' are left out);
+# ``tally(field, n)`` adds to the totals hash; ``worker_of(token)`` is the worker id in a pickup token
+# (``<worker id>.<n>``); ``announced(try_before)``: a job our paths wrote an event for has a try counter
+# (0 from our enqueue, a schedule or a requeue); a plain arq producer's job has none.
+EVENTS_LUA: Final = """
+local ev_stream, ev_totals, ev_max = '', '', 0
+local function events_to(stream, totals, max_len)
+  ev_stream, ev_totals, ev_max = stream or '', totals or '', tonumber(max_len) or 0
+end
+local function emit(event, id, ...)
+  if ev_max <= 0 or ev_stream == '' then return end
+  local f = {'XADD', ev_stream, 'MAXLEN', '~', ev_max, '*', 'event', event, 'job', id, 'at', now}
+  local n = select('#', ...)
+  local a = {...}
+  for i = 1, n, 2 do
+    local v = a[i + 1]
+    if v ~= nil and v ~= false and v ~= '' then
+      f[#f + 1] = a[i]
+      f[#f + 1] = v
+    end
+  end
+  redis.call(unpack(f))
+end
+local function tally(field, n)
+  if ev_totals ~= '' then redis.call('HINCRBY', ev_totals, field, n or 1) end
+end
+local function worker_of(token)
+  return string.match(token or '', '^(.*)%.%d+$') or token
+end
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """One entry of a queue's event stream."""
+
+    id: str  # the stream id, ``<ms>-<seq>``: resume after it
+    queue: str
+    event: str
+    job: str
+    at_ms: int
+    job_try: int | None = None  # ``try`` in the stream and in JSON
+    worker: str | None = None
+    func: str | None = None
+    delay_ms: int | None = None
+    enqueued_ms: int | None = None
+    error: str | None = None
+    duration_ms: int | None = None
+    reason: str | None = None
+    progress: float | None = None
+    message: str | None = None
+
+    @property
+    def final(self) -> bool:
+        """The job is over: completed, dead or cancelled."""
+        return self.event in FINAL_EVENTS
+
+    def as_dict(self) -> dict[str, Any]:
+        """The JSON shape (API, SSE, CLI): ``try`` for ``job_try``, ``at`` for ``at_ms``; absent fields left out."""
+        out: dict[str, Any] = {"id": self.id, "queue": self.queue, "event": self.event, "job": self.job}
+        out["at"] = self.at_ms
+        for name, key in _OPTIONAL:
+            value = getattr(self, name)
+            if value is not None:
+                out[key] = value
+        return out
+
+    @classmethod
+    def parse(cls, queue: str, entry_id: bytes | str, fields: Mapping[bytes | str, bytes | str]) -> Event:
+        """An entry as XRANGE/XREAD return it. Unknown fields are ignored (a newer writer may add some);
+        values that do not parse are left out rather than failing the whole stream."""
+        text = {_text(k): _text(v) for k, v in fields.items()}
+        return cls(
+            id=_text(entry_id),
+            queue=queue,
+            event=text.get("event", ""),
+            job=text.get("job", ""),
+            at_ms=_int(text.get("at")) or 0,
+            job_try=_int(text.get("try")),
+            worker=text.get("worker"),
+            func=text.get("func"),
+            delay_ms=_int(text.get("delay_ms")),
+            enqueued_ms=_int(text.get("enqueued")),
+            error=text.get("error"),
+            duration_ms=_int(text.get("duration_ms")),
+            reason=text.get("reason"),
+            progress=_float(text.get("progress")),
+            message=text.get("message"),
+        )
+
+
+_OPTIONAL: Final = (
+    ("job_try", "try"),
+    ("worker", "worker"),
+    ("func", "func"),
+    ("delay_ms", "delay_ms"),
+    ("enqueued_ms", "enqueued"),
+    ("error", "error"),
+    ("duration_ms", "duration_ms"),
+    ("reason", "reason"),
+    ("progress", "progress"),
+    ("message", "message"),
+)
+
+
+def _text(value: bytes | str) -> str:
+    # Job ids are any bytes arq accepts: keep them round-trippable, as the rest of arqscale does.
+    return value.decode("utf-8", "surrogateescape") if isinstance(value, bytes) else value
+
+
+def _int(value: str | None) -> int | None:
+    if value is None:
+        return None
+    try:
+        return int(value)
+    except ValueError:
+        try:
+            return int(float(value))
+        except (ValueError, OverflowError):
+            return None
+
+
+def _float(value: str | None) -> float | None:
+    if value is None:
+        return None
+    try:
+        return float(value)
+    except ValueError:
+        return None
+
+
+def parse_totals(raw: Mapping[bytes | str, bytes | str]) -> dict[str, int]:
+    """The totals hash as ints, every field of ``TOTAL_FIELDS`` present (0 when never counted)."""
+    text = {_text(k): _text(v) for k, v in raw.items()}
+    return {name: _int(text.get(name)) or 0 for name in TOTAL_FIELDS}
