@@ -143,3 +143,23 @@ async def test_names_are_resolved_checked_and_pinned() -> None:
     results = await PinnedResolver(parse_networks("127.0.0.0/8,::1/128")).resolve("localhost", 80, 0)  # type: ignore[arg-type]
     assert results and all(ipaddress.ip_address(r["host"]).is_loopback for r in results)
     assert all(r["hostname"] == "localhost" for r in results)
+
+
+def test_queues_with_webhooks_keep_more_events_by_default() -> None:
+    from arqscale.core.spec import WEBHOOK_EVENTS_MAX_LEN, parse_queues
+
+    hooks = {"callbacks": {"secret_env": "S"}}
+    specs = parse_queues(
+        {
+            "queues": {
+                "plain": {"functions": ["m.f"]},
+                "hooked": {"functions": ["m.f"], "webhooks": hooks},
+                "chosen": {"functions": ["m.f"], "webhooks": hooks, "events": {"max_len": 5000}},
+            }
+        }
+    )
+    assert specs["plain"].events.max_len == 10_000
+    assert specs["hooked"].events.max_len == WEBHOOK_EVENTS_MAX_LEN
+    assert specs["chosen"].events.max_len == 5000
+    with pytest.raises(ValueError, match="events.enabled"):
+        parse_queues({"queues": {"off": {"functions": ["m.f"], "webhooks": hooks, "events": {"enabled": False}}}})

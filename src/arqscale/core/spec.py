@@ -122,6 +122,11 @@ class EventSettings(_Model):
         return self.max_len if self.enabled else 0
 
 
+# The event stream's default cap on a queue with webhooks. The stream is trimmed by length (Redis 7.0 cannot
+# trim by acknowledgement), so events written while no deliverer runs are lost to webhooks once trimmed: 100,000
+# entries (about 9 MB, docs/webhooks.md) outlast a 10-minute outage at 50 jobs/s.
+WEBHOOK_EVENTS_MAX_LEN = 100_000
+
 AutoscalingMetric = Literal["waiting", "backlog", "oldest_waiting"]
 
 
@@ -181,6 +186,18 @@ class QueueSpec(_Model):
         default_factory=dict,
         description="jobs enqueued on a cron expression or an interval by this queue's workers, keyed by name",
     )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _webhook_stream_cap(cls, data: Any) -> Any:
+        """A queue with webhooks keeps more events unless its spec says how many (see WEBHOOK_EVENTS_MAX_LEN)."""
+        if not isinstance(data, dict):
+            return data
+        hooks, events = data.get("webhooks"), data.get("events")
+        declared = isinstance(hooks, dict) and (hooks.get("endpoints") or hooks.get("callbacks"))
+        if declared and (events is None or (isinstance(events, dict) and "max_len" not in events)):
+            data = {**data, "events": {**(events or {}), "max_len": WEBHOOK_EVENTS_MAX_LEN}}
+        return data
 
     @model_validator(mode="after")
     def _consistent(self) -> QueueSpec:
