@@ -161,5 +161,5 @@ def test_queues_with_webhooks_keep_more_events_by_default() -> None:
     assert specs["plain"].events.max_len == 10_000
     assert specs["hooked"].events.max_len == WEBHOOK_EVENTS_MAX_LEN
     assert specs["chosen"].events.max_len == 5000
-    with pytest.raises(ValueError, match="events.enabled"):
+    with pytest.raises(ValueError, match=r"events\.enabled"):
         parse_queues({"queues": {"off": {"functions": ["m.f"], "webhooks": hooks, "events": {"enabled": False}}}})
