@@ -19,7 +19,7 @@ from redis.asyncio import Redis
 from arqscale.api.app import create_app
 from arqscale.core import job_logs
 from arqscale.core.dead_letters import DeadLetters
-from arqscale.core.keys import logs_key, result_key
+from arqscale.core.keys import in_progress_key, logs_key, result_key
 from arqscale.core.models import JobRequest
 from arqscale.core.producer import Producer
 from arqscale.core.spec import QueueSpec, parse_queues
@@ -201,3 +201,24 @@ async def test_api_pages_the_log(redis: Redis, workers: StartWorker, api: TestCl
     assert missing.status == 404 and (await missing.json())["error"] == "not_found"
     bad = await api.get("/v1/jobs/a%3Ab/logs", params={"limit": "0"})
     assert bad.status == 422
+
+
+async def test_a_cancelled_waiting_job_keeps_its_log_as_long_as_its_result(redis: Redis, workers: StartWorker) -> None:
+    """A job that failed a try and waits for the next keeps its log; cancelled then, the log gets the result's TTL."""
+    from arqscale.core.cancellation import CancelOutcome
+
+    queues = queue(max_tries=3, backoff={"strategy": "fixed", "delay": 3600}, retention={"failed_seconds": 120})
+    spec = spec_of(queues)
+    worker = await workers(queues).ready()
+    await Producer(redis, {"q": spec}).enqueue("q", "fail_once", job_id="w")
+
+    async def failed_once() -> bool:
+        # The retry is written: the job waits in the queue again, no worker holds it.
+        queued = await redis.zscore(spec.queue_key, "w") is not None
+        return queued and not await redis.exists(in_progress_key("w")) and "try 1 failed" in worker.output()
+
+    await wait_until(failed_once, 20, "the first try to fail")
+    assert await redis.pttl(logs_key("w")) > 86_400_000  # the live job's long TTL
+    assert await Producer(redis, {"q": spec}).cancel("w", "q") is CancelOutcome.CANCELLED
+    assert 0 < await redis.pttl(logs_key("w")) <= 120_000
+    assert await redis.pttl(result_key("w")) > 0
