@@ -222,3 +222,29 @@ async def test_a_cancelled_waiting_job_keeps_its_log_as_long_as_its_result(redis
     assert await Producer(redis, {"q": spec}).cancel("w", "q") is CancelOutcome.CANCELLED
     assert 0 < await redis.pttl(logs_key("w")) <= 120_000
     assert await redis.pttl(result_key("w")) > 0
+
+
+async def test_two_workers_in_one_process_write_each_line_once(redis: Redis, caplog: pytest.LogCaptureFixture) -> None:
+    import log_tasks
+
+    caplog.set_level("INFO", logger="app.tasks")  # records pass their logger's level before any handler
+    from arqscale.worker.loop import Worker
+
+    specs = parse_queues({"queues": {n: {**queue()["q"], "lease_seconds": 2} for n in ("a", "b")}})
+    workers = [Worker(specs[n], redis, functions={"chatty": log_tasks.chatty}) for n in ("a", "b")]
+    runs = [asyncio.create_task(w.run()) for w in workers]
+    try:
+        for n in ("a", "b"):
+            await Producer(redis, specs).enqueue(n, "chatty", n, 3, job_id=f"two-{n}")
+
+        async def both_done() -> bool:
+            return bool(await redis.exists(result_key("two-a")) and await redis.exists(result_key("two-b")))
+
+        await wait_until(both_done, 20, "both jobs")
+    finally:
+        for w in workers:
+            w.request_drain()
+        await asyncio.gather(*runs)
+    for n in ("a", "b"):
+        got = await lines(redis, f"two-{n}")
+        assert len(got) == len(set(got)) == 7, got

@@ -136,15 +136,17 @@ class JobLogSink:
 
 
 class JobLogHandler(logging.Handler):
-    """Copies records emitted while a job's task runs into that job's log."""
+    """Copies records emitted while a job's task runs into that job's log (only its own worker's jobs: several
+    workers in one process each have a handler, and a record must land once)."""
 
-    def __init__(self, level: str) -> None:
+    def __init__(self, sink: JobLogSink, level: str) -> None:
         super().__init__(level)
+        self.sink = sink
         self.setFormatter(logging.Formatter("%(name)s: %(message)s"))
 
     def emit(self, record: logging.LogRecord) -> None:
         log = _current.get()
-        if log is None:
+        if log is None or log.sink is not self.sink:
             return
         try:
             log.add(record.levelname, self.format(record))

@@ -158,7 +158,7 @@ class Worker:
         self.scheduler = Scheduler(spec, redis)  # the queue's schedules: every worker fires due ticks (one wins each)
         self.job_logs = JobLogSink(redis, spec.logs)  # ctx["log"] and `logging` while a task runs
         capture = spec.logs.capture_logging and self.job_logs.enabled
-        self._log_handler = JobLogHandler(spec.logs.level) if capture else None
+        self._log_handler = JobLogHandler(self.job_logs, spec.logs.level) if capture else None
 
     # ----------------------------------------------------------------- life cycle
 
