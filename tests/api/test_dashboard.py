@@ -23,7 +23,7 @@ from redis.asyncio import Redis
 
 from arqscale.api.app import create_app
 from arqscale.api.dashboard import PATHS
-from arqscale.core import keys, queue_control
+from arqscale.core import job_logs, keys, queue_control
 from arqscale.core.dead_letters import DeadLetters
 from arqscale.core.job_status import JobStatusReader
 from arqscale.core.models import JobState, Progress
@@ -599,6 +599,40 @@ async def test_cancel_buttons_schedules_view_and_held_jobs(redis: Redis, browser
         await page.screenshot(path=str(tmp_path / "schedules.png"), full_page=True)
         assert await page.locator("script:not([src]), #schedules img, #job b").count() == 0
         assert await page.evaluate("window.pwned") is None
+        assert problems == []
+    finally:
+        await page.close()
+        await server.close()
+
+
+async def test_job_view_shows_the_log_as_text(redis: Redis, browser: Browser) -> None:
+    producer = Producer(redis, SPECS)
+    await producer.enqueue("email", "send_email", "a@example.com", job_id="logged")
+    await pick_up(redis, SPECS["email"], "logged")
+    limits = SPECS["email"].logs
+    lines = [
+        job_logs.entry(1_700_000_000_000, 1, "INFO", "rendering template", limits),
+        job_logs.entry(1_700_000_000_500, 1, "WARNING", HOSTILE + "\nsecond line", limits),
+    ]
+    await job_logs.append(redis, "logged", lines, limits)
+    server = await _serve(redis)
+    page = await browser.new_page()
+    problems = _watch(page)
+    try:
+        await page.goto(str(server.make_url("/dashboard")))
+        await page.locator("#lookup-id").fill("logged")
+        await page.locator("#lookup-id").press("Enter")
+        logs = page.locator('#job pre[data-field="logs"]')
+        await expect(logs).to_contain_text("try 1 INFO: rendering template")
+        await expect(logs).to_contain_text("try 1 WARNING: " + HOSTILE)
+        await expect(logs).to_contain_text("\n    second line")
+        assert await page.locator("#job script, #job img").count() == 0
+        assert await page.evaluate("window.pwned") is None
+        # A job without a log says so.
+        await producer.enqueue("email", "send_email", "b@example.com", job_id="quiet")
+        await page.locator("#lookup-id").fill("quiet")
+        await page.locator("#lookup-id").press("Enter")
+        await expect(page.locator('#job pre[data-field="logs"]')).to_have_text("(no log lines)")
         assert problems == []
     finally:
         await page.close()

@@ -383,6 +383,7 @@ def test_probe_ports_are_the_ports_the_processes_listen_on(helm: str, values: st
         "worker": ("ARQSCALE_WORKER_PORT", default_port("worker_port")),
         "exporter": ("ARQSCALE_EXPORTER_PORT", default_port("exporter_port")),
         "api": ("ARQSCALE_API_PORT", default_port("api_port")),
+        "webhooks": ("ARQSCALE_WEBHOOKS_PORT", default_port("webhooks_port")),
     }
     seen = set()
     for deployment in by_kind(docs, "Deployment"):
@@ -404,7 +405,9 @@ def test_probe_ports_are_the_ports_the_processes_listen_on(helm: str, values: st
             assert container_port(container, probe["port"]) == port
         if kind == "worker" and "startupProbe" in container:
             assert container_port(container, container["startupProbe"]["httpGet"]["port"]) == port
-    assert seen == ({"worker", "exporter", "api"} if chart_values(values)["api"]["enabled"] else {"worker", "exporter"})
+    running = {"worker", "exporter"} | ({"api"} if chart_values(values)["api"]["enabled"] else set())
+    assert seen - {"webhooks"} == running
+    assert ("webhooks" in seen) == (values == "webhooks")  # on when a queue declares webhooks
 
 
 @pytest.mark.parametrize(("helm", "values"), CASES, ids=CASE_IDS)
@@ -809,7 +812,7 @@ def test_network_policy_lets_only_arqscale_reach_redis(helm: str) -> None:
     assert expressions == {
         "app.kubernetes.io/name": ["arqscale"],
         "app.kubernetes.io/instance": [RELEASE],
-        "app.kubernetes.io/component": ["worker", "api", "exporter", "test"],
+        "app.kubernetes.io/component": ["worker", "api", "exporter", "webhooks", "test"],
     }
     assert rule["ports"] == [{"port": "redis", "protocol": "TCP"}]
     assert not by_kind(render(helm, "defaults"), "NetworkPolicy")

@@ -1,8 +1,8 @@
 """The package layout is the architecture: one folder per process around a shared core.
 
 Reads every module's imports (the ``ast``, not a regex) and holds the layering docs/design.md draws:
-``core`` imports no process package; ``worker``, ``api``, ``exporter``, ``autoscaler``, ``chart`` and ``demo`` import
-``core`` and themselves only; ``cli`` may import any of them (it starts them).
+``core`` imports no process package; ``worker``, ``api``, ``exporter``, ``autoscaler``, ``webhooks``, ``chart``
+and ``demo`` import ``core`` and themselves only; ``cli`` may import any of them (it starts them).
 """
 
 from __future__ import annotations
@@ -13,12 +13,13 @@ from pathlib import Path
 import pytest
 
 PKG = Path(__file__).resolve().parents[2] / "src" / "arqscale"
-ROOMS = {"core", "worker", "api", "exporter", "cli", "demo", "chart", "autoscaler"}
+ROOMS = {"core", "worker", "api", "exporter", "webhooks", "cli", "demo", "chart", "autoscaler"}
 MAY_IMPORT = {
     "core": {"core"},
     "worker": {"core", "worker"},
     "api": {"core", "api"},
     "exporter": {"core", "exporter"},
+    "webhooks": {"core", "webhooks"},
     "chart": {"core", "chart"},
     "demo": {"core", "demo"},
     "autoscaler": {"core", "autoscaler"},

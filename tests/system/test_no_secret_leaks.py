@@ -1,6 +1,6 @@
 """Secrets never reach logs, reprs or error messages, even when start-up goes wrong.
 
-Every process (``worker``, ``api``, ``exporter``, ``status``) is started with DEBUG logging and a
+Every process (``worker``, ``api``, ``exporter``, ``webhooks``, ``status``) is started with DEBUG logging and a
 distinctive Redis password (and API token) in a configuration that cannot work: Redis unreachable,
 a wrong password against a real server, an invalid queues file, an invalid environment variable.
 Everything it prints is grepped: the secrets never appear, and the output names what is wrong.
@@ -33,12 +33,18 @@ SECRET = "Zq7-leak-canary-PASSWORD-4711"
 TOKEN = "api-token-canary-Xy42-secret"
 ENCODED_SECRET = SECRET.replace("-", "%2D")  # in case anything prints the URL-encoded form
 
-LONG_RUNNING = ["worker", "api", "exporter"]
-PORT_VARIABLE = {"worker": "ARQSCALE_WORKER_PORT", "api": "ARQSCALE_API_PORT", "exporter": "ARQSCALE_EXPORTER_PORT"}
+LONG_RUNNING = ["worker", "api", "exporter", "webhooks"]
+PORT_VARIABLE = {
+    "worker": "ARQSCALE_WORKER_PORT",
+    "api": "ARQSCALE_API_PORT",
+    "exporter": "ARQSCALE_EXPORTER_PORT",
+    "webhooks": "ARQSCALE_WEBHOOKS_PORT",
+}
 PROBED_PATHS = {
     "worker": ["/livez", "/readyz", "/metrics"],
     "api": ["/healthz", "/readyz", "/v1/queues"],
     "exporter": ["/readyz", "/metrics", "/keda/v1/queues/conn"],
+    "webhooks": ["/readyz", "/metrics"],
 }
 COMMANDS = [*LONG_RUNNING, "status"]
 
@@ -60,6 +66,7 @@ def _ports() -> dict[str, str]:
         "ARQSCALE_API_PORT": str(free_port()),
         "ARQSCALE_EXPORTER_PORT": str(free_port()),
         "ARQSCALE_METRICS_API_PORT": str(free_port()),
+        "ARQSCALE_WEBHOOKS_PORT": str(free_port()),
     }
 
 

@@ -374,3 +374,16 @@ one template that writes the Secret, the APIService and the pod checksum: genCA 
 {{- define "arqscale.metricsApiNamespaces" -}}
 {{- .Values.metricsApi.namespaces | default (list .Release.Namespace) | join "," -}}
 {{- end -}}
+
+{{/* "true" when the webhook deliverer runs: webhooks.enabled, or (when null) any queue declaring webhooks */}}
+{{- define "arqscale.webhooksEnabled" -}}
+{{- $on := .Values.webhooks.enabled -}}
+{{- if kindIs "invalid" $on -}}
+{{- $on = false -}}
+{{- range $name, $q := include "arqscale.queues" . | fromYaml -}}
+{{- $hooks := (($q | default dict).webhooks | default dict) -}}
+{{- if or $hooks.endpoints $hooks.callbacks -}}{{- $on = true -}}{{- end -}}
+{{- end -}}
+{{- end -}}
+{{- ternary "true" "false" (and $on true) -}}
+{{- end -}}

@@ -52,7 +52,7 @@ from arqscale.api.openapi import (
     RequeueResponse,
     build_document,
 )
-from arqscale.core import queue_control, scores, tracing
+from arqscale.core import job_logs, queue_control, scores, tracing
 from arqscale.core.cancellation import CancelOutcome
 from arqscale.core.config import Config
 from arqscale.core.connection import create_redis
@@ -65,7 +65,7 @@ from arqscale.core.job_listing import MAX_LIMIT, MAX_OFFSET, JobLister, ListStat
 from arqscale.core.job_status import JobStatusReader
 from arqscale.core.live_workers import live_workers
 from arqscale.core.models import EnqueueResult, JobRequest, JobState, QueueCounts
-from arqscale.core.producer import GroupError, Producer
+from arqscale.core.producer import CallbackError, GroupError, Producer
 from arqscale.core.safe_data import UnsafeArguments, model_json
 from arqscale.core.spec import QueueSpec
 
@@ -329,7 +329,9 @@ async def _enqueue(
         else:
             results = await state.producer.enqueue_many(spec.name, jobs)
     except ValueError as exc:  # arguments the queue's serializer cannot encode, or too deep, or too large
-        field = exc.field if isinstance(exc, UnsafeArguments) else "group" if isinstance(exc, GroupError) else "args"
+        field = exc.field if isinstance(exc, UnsafeArguments) else "args"
+        if isinstance(exc, GroupError | CallbackError):
+            field = "group" if isinstance(exc, GroupError) else "callback_url"
         raise Problem(422, "invalid_arguments", str(exc), [FieldError(field=field, message=str(exc))]) from None
     return await existing_states(state.statuses, results)
 
@@ -373,6 +375,17 @@ async def enqueue_batch(request: web.Request) -> web.StreamResponse:
 async def job_status(request: web.Request) -> web.StreamResponse:
     status = await request.app[STATE].statuses.read(_job_id(request))
     return _json(status, 404 if status.state is JobState.NOT_FOUND else 200)
+
+
+async def job_log(request: web.Request) -> web.StreamResponse:
+    state = request.app[STATE]
+    job_id = _job_id(request)
+    offset = _query_int(request, "offset", 0, 0, 10**9)
+    limit = _query_int(request, "limit", 1000, 1, job_logs.MAX_PAGE)
+    page = await job_logs.read(state.redis, job_id, offset, limit)
+    if page.total == 0 and (await state.statuses.read(job_id)).state is JobState.NOT_FOUND:
+        raise Problem(404, "not_found", f"no job {job_id!r}")
+    return _json(page)
 
 
 async def cancel_job(request: web.Request) -> web.StreamResponse:
@@ -578,6 +591,7 @@ HANDLERS: dict[str, Handler] = {
     "enqueue_batch": enqueue_batch,
     "job_status": job_status,
     "cancel_job": cancel_job,
+    "job_logs": job_log,
     "list_jobs": list_jobs,
     "list_queues": list_queues,
     "get_queue": get_queue,
@@ -624,10 +638,11 @@ def create_app(
     from arqscale.api import event_routes
     from arqscale.api.event_routes import HANDLERS as EVENT_HANDLERS
     from arqscale.api.schedule_routes import HANDLERS as SCHEDULE_HANDLERS
+    from arqscale.api.webhook_routes import HANDLERS as WEBHOOK_HANDLERS
 
     event_routes.install(app)
 
-    handlers = {**HANDLERS, **SCHEDULE_HANDLERS, **EVENT_HANDLERS}
+    handlers = {**HANDLERS, **SCHEDULE_HANDLERS, **EVENT_HANDLERS, **WEBHOOK_HANDLERS}
     for op in OPERATIONS:
         # aiohttp's default segment pattern, [^{}/]+, is matched on the decoded path: an id holding "{" or
         # "}" (%7B, %7D) would find no route. Any segment is an id; _job_id decodes it from the raw path.

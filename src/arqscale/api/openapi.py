@@ -16,10 +16,13 @@ from arqscale import __version__
 from arqscale.core.groups import MAX_PAGE as MAX_GROUP_PAGE
 from arqscale.core.groups import GroupPage
 from arqscale.core.job_listing import DEFAULT_LIMIT, MAX_LIMIT, MAX_OFFSET, JobList, ListState
-from arqscale.core.models import DeadJob, EnqueueResult, JobRequest, JobState, JobStatus
+from arqscale.core.job_logs import MAX_PAGE as MAX_LOG_PAGE
+from arqscale.core.models import DeadJob, EnqueueResult, JobLogPage, JobRequest, JobState, JobStatus
 from arqscale.core.schedule_spec import SCHEDULE_NAME_RE, ScheduleFields
 from arqscale.core.schedules import ScheduleChange, ScheduleList, ScheduleView
 from arqscale.core.spec import QUEUE_NAME_RE
+from arqscale.core.webhook_store import MAX_PAGE as MAX_WEBHOOK_PAGE
+from arqscale.core.webhook_store import DeadDelivery, DeadDeliveryList, DeadDeliveryPurge, DeadDeliveryRetry
 
 MAX_BATCH_JOBS = 1000
 # The dead-letter routes' bounds: the handlers enforce them, the document declares them (issue 10).
@@ -196,6 +199,9 @@ JOB_ID_FORM = (
     "that keeps the path as given (curl --path-as-is) or use the CLI"
 )
 JOB_ID = Param("job_id", "path", {"type": "string", "minLength": 1}, JOB_ID_FORM)
+DELIVERY = Param(
+    "delivery_id", "path", {"type": "string", "minLength": 1}, "the webhook's id (its webhook-id header), as listed"
+)
 SCHEDULE = Param("name", "path", {"type": "string", "pattern": SCHEDULE_NAME_RE.pattern}, "schedule name")
 STREAM_ID_PATTERN = r"^[0-9]{1,20}-[0-9]{1,20}$"
 MAX_EVENT_PAGE = 1000
@@ -261,6 +267,14 @@ OPERATIONS: tuple[Operation, ...] = (
               "ends cancelled (not retried); 409 when it already finished",
               {202: CancelResponse, 404: ApiError, 409: ApiError, 401: ApiError, 422: ApiError, 503: ApiError},
               params=(JOB_ID,)),
+    Operation("job_logs", "GET", "/v1/jobs/{job_id}/logs",
+              "The lines the job's tasks wrote (ctx['log'] and logging while they ran), oldest first, a page at a "
+              "time; kept as long as the job's result; 404 when neither the job nor a log is known",
+              {200: JobLogPage, **_ERR_READ},
+              params=(JOB_ID,
+                      Param("offset", "query", {"type": "integer", "minimum": 0, "maximum": 10**9, "default": 0}),
+                      Param("limit", "query",
+                            {"type": "integer", "minimum": 1, "maximum": MAX_LOG_PAGE, "default": 1000}))),
     Operation("list_queues", "GET", "/v1/queues", "Counts per state of every queue",
               {200: QueueList, 401: ApiError, 503: ApiError}),
     Operation("get_queue", "GET", "/v1/queues/{queue}", "Counts per state of one queue", {200: QueueView, **_ERR_READ},
@@ -331,6 +345,27 @@ OPERATIONS: tuple[Operation, ...] = (
               params=(JOB_ID, Param("queue", "query", {"type": "string", "pattern": QUEUE_NAME_RE.pattern},
                                     "the job's queue, when it cannot be looked up"), *_EVENT_PARAMS),
               stream=True),
+    Operation("list_dead_webhooks", "GET", "/v1/queues/{queue}/webhooks/dead",
+              "Undeliverable webhooks (attempts used up, or the address refused), newest first",
+              {200: DeadDeliveryList, **_ERR_READ},
+              params=(QUEUE,
+                      Param("offset", "query", {"type": "integer", "minimum": 0, "maximum": 10**9, "default": 0}),
+                      Param("limit", "query",
+                            {"type": "integer", "minimum": 1, "maximum": MAX_WEBHOOK_PAGE, "default": 50}))),
+    Operation("purge_dead_webhooks", "DELETE", "/v1/queues/{queue}/webhooks/dead",
+              "Delete every undeliverable webhook of the queue; all=true is required",
+              {200: DeadDeliveryPurge, **_ERR_READ},
+              params=(QUEUE, Param("all", "query", {"type": "boolean"}, "must be true"))),
+    Operation("retry_dead_webhooks", "POST", "/v1/queues/{queue}/webhooks/dead/retry",
+              "Send every undeliverable webhook again (same ids and bodies, attempts from 0)",
+              {202: DeadDeliveryRetry, **_ERR_READ}, params=(QUEUE,)),
+    Operation("get_dead_webhook", "GET", "/v1/queues/{queue}/webhooks/dead/{delivery_id}",
+              "One undeliverable webhook", {200: DeadDelivery, **_ERR_READ}, params=(QUEUE, DELIVERY)),
+    Operation("purge_dead_webhook", "DELETE", "/v1/queues/{queue}/webhooks/dead/{delivery_id}",
+              "Delete one undeliverable webhook", {200: DeadDeliveryPurge, **_ERR_READ}, params=(QUEUE, DELIVERY)),
+    Operation("retry_dead_webhook", "POST", "/v1/queues/{queue}/webhooks/dead/{delivery_id}/retry",
+              "Send one undeliverable webhook again (same id and body, attempts from 0)",
+              {202: DeadDeliveryRetry, **_ERR_READ}, params=(QUEUE, DELIVERY)),
     Operation("openapi", "GET", "/openapi.json", "This document", {}, open=True),
 )  # fmt: skip
 

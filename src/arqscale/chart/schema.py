@@ -72,7 +72,7 @@ def _obj(properties: dict[str, Schema], description: str | None = None, *, requi
     return schema
 
 
-def _t(kind: str, description: str | None = None, **extra: Any) -> Schema:
+def _t(kind: str | list[str], description: str | None = None, **extra: Any) -> Schema:
     schema: Schema = {"type": kind, **extra}
     if description:
         schema["description"] = description
@@ -82,6 +82,7 @@ def _t(kind: str, description: str | None = None, **extra: Any) -> Schema:
 _PORT = _t("integer", minimum=1, maximum=65535)
 _K8S_OBJECT = _t("object", "a Kubernetes object of this field's type, as in a pod spec")
 _K8S_LIST = _t("array", items={"type": "object"})
+_SECRET_NAME = _t("string", "a Secret's name", pattern=r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$", maxLength=253)
 _STRING_MAP = _t("object", additionalProperties={"type": "string"})
 _NAME = _t("string", pattern=r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?)?$", maxLength=253)
 
@@ -298,6 +299,31 @@ def build() -> Schema:
             "auth": _obj({"existingSecret": _NAME, "existingSecretKey": _t("string", minLength=1)}),
         }
     )
+    webhooks = _obj(
+        {
+            "enabled": _t(["boolean", "null"], "null: on when any queue declares webhooks"),
+            **{
+                k: v for k, v in _process("ARQSCALE_WEBHOOKS_PORT: /livez, /readyz, /metrics").items() if k != "service"
+            },
+            "allowNetworks": _t(
+                "array",
+                "non-public networks webhooks may reach (ARQSCALE_WEBHOOKS_ALLOW_NETWORKS)",
+                items={"type": "string", "pattern": r"^[0-9a-fA-F:.]+(/[0-9]{1,3})?$"},
+            ),
+            "concurrency": _t("integer", minimum=1, maximum=10000),
+            "drainSeconds": _t("integer", minimum=0),
+            "secrets": _obj(
+                {
+                    "envFrom": _t("array", "Secrets whose keys become environment variables", items=_SECRET_NAME),
+                    "files": _t(
+                        "array",
+                        "Secrets mounted at /etc/arqscale/webhook-secrets/<name>/",
+                        items=_SECRET_NAME,
+                    ),
+                }
+            ),
+        }
+    )
     metrics_api = _obj(
         {
             "enabled": _t("boolean"),
@@ -414,6 +440,7 @@ def build() -> Schema:
         "exporter": exporter,
         "metricsApi": metrics_api,
         "api": api,
+        "webhooks": webhooks,
         "redis": redis,
         "externalRedis": external_redis,
         "networkPolicy": _obj({"enabled": _t("boolean")}),

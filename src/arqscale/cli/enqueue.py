@@ -27,6 +27,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--group", metavar="KEY", help="the job's key for the queue's per-key limits (user, tenant, account)"
     )
+    parser.add_argument(
+        "--callback-url", metavar="URL", help="send this job's events to URL as signed webhooks (webhooks.callbacks)"
+    )
     parser.add_argument("--json", action="store_true", help="print the result as JSON")
 
 
@@ -40,10 +43,11 @@ def _request(args: argparse.Namespace) -> JobRequest:
             defer_seconds=args.defer,
             priority=args.priority,
             group=args.group,
+            callback_url=args.callback_url,
         )
     except ValidationError as exc:
         err = exc.errors(include_url=False, include_input=False)[0]
-        flags = {"defer_seconds": "--defer", "job_id": "--job-id", "group": "--group"}
+        flags = {"defer_seconds": "--defer", "job_id": "--job-id", "group": "--group", "callback_url": "--callback-url"}
         field = flags.get(str(err["loc"][0]), str(err["loc"][0]))
         raise UsageError(f"{field}: {err['msg']}") from None
 

@@ -22,10 +22,12 @@ COMMANDS: dict[str, str] = {
     "enqueue": "arqscale.cli.enqueue",
     "status": "arqscale.cli.status",
     "cancel": "arqscale.cli.cancel",
+    "logs": "arqscale.cli.logs",
     "events": "arqscale.cli.events",
     "dlq": "arqscale.cli.dlq",
     "queue": "arqscale.cli.queue",
     "schedule": "arqscale.cli.schedule",
+    "webhooks": "arqscale.cli.webhooks",
     "demo": "arqscale.cli.demo",
     "schema": "arqscale.cli.schema",
 }

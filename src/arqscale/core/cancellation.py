@@ -43,7 +43,7 @@ class CancelOutcome(StrEnum):
 
 
 # KEYS: queue, job, result, retry, error, in-progress, abort set, dead-letter hash, the queue's group prefix,
-#       the job's group key, events stream, totals hash.
+#       the job's group key, events stream, totals hash, the job's log (lines of earlier tries: the result's TTL).
 # ARGV: job id, cancelled result ('' = keep none), result ttl ms, wake channel, events max len, reason.
 # A waiting job's `cancelled` event is written here; a running one's by its worker's outcome.
 # Returns 1 cancelled, 2 cancelling (running: the worker acts), 3 finished, 0 not found.
@@ -82,6 +82,7 @@ tally('cancelled')
 redis.call('DEL', KEYS[2], KEYS[4], KEYS[5], KEYS[10])
 redis.call('ZREM', KEYS[7], ARGV[1])
 if ARGV[2] ~= '' then redis.call('SET', KEYS[3], ARGV[2], 'PX', ARGV[3]) end
+if KEYS[13] then redis.call('PEXPIRE', KEYS[13], ARGV[3]) end
 return 1
 """.replace("@FLOOR@", str(PARKED_FLOOR))
 )
@@ -148,6 +149,7 @@ async def cancel(redis: Redis, spec: QueueSpec, job_id: str, reason: str = "canc
                     keys.group_key(job_id),
                     qkeys.events,
                     qkeys.totals,
+                    keys.logs_key(job_id),
                 ],
                 [
                     job_id,

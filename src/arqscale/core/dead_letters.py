@@ -70,32 +70,40 @@ _PURGE_ONE = """
 local function purge(id)
   redis.call('ZREM', KEYS[2], id)
   if redis.call('HDEL', KEYS[1], id) == 0 then return 0 end
-  redis.call('DEL', '@RESULT@' .. id)
+  redis.call('DEL', '@RESULT@' .. id, '@LOGS@' .. id)
   return 1
 end
 """
 
 # KEYS: dlq, dlq index.  ARGV: job ids.  Returns how many entries were deleted.
 PURGE_IDS_LUA = (
-    _PURGE_ONE
-    + """
+    (
+        _PURGE_ONE
+        + """
 local n = 0
 for i = 1, #ARGV do n = n + purge(ARGV[i]) end
 return n
 """
-).replace("@RESULT@", result_key_prefix)
+    )
+    .replace("@RESULT@", result_key_prefix)
+    .replace("@LOGS@", keys.LOGS_PREFIX)
+)
 
 # KEYS: dlq, dlq index.  ARGV: max failure time (ZRANGEBYSCORE syntax: '(ms' or '+inf'), batch size.
 # Returns {ids taken from the index, entries deleted}.
 PURGE_RANGE_LUA = (
-    _PURGE_ONE
-    + """
+    (
+        _PURGE_ONE
+        + """
 local ids = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', ARGV[1], 'LIMIT', 0, tonumber(ARGV[2]))
 local n = 0
 for _, id in ipairs(ids) do n = n + purge(id) end
 return {#ids, n}
 """
-).replace("@RESULT@", result_key_prefix)
+    )
+    .replace("@RESULT@", result_key_prefix)
+    .replace("@LOGS@", keys.LOGS_PREFIX)
+)
 
 BATCH = 500
 

@@ -24,7 +24,8 @@ arqscale adds, per queue, under ``arqscale:<queue>:``:
   ``g:timers``, ``g:index`` (described in ``lua.LEASE_LUA``).
 
 and per job ``arqscale:group:<id>`` (the key given at enqueue), ``arqscale:progress:<id>`` (JSON progress
-reported by the task) and ``arqscale:error:<id>`` (the last error while a retry is pending).
+reported by the task), ``arqscale:logs:<id>`` (the job's log lines, kept as long as its result) and
+``arqscale:error:<id>`` (the last error while a retry is pending).
 
 The in-progress key holds the job's ownership record, ``"<queue score> <pickup token>"``: arq only checks
 that it exists (``Job.status()`` says in progress), arqscale's scripts honour an outcome or a heartbeat
@@ -41,6 +42,10 @@ PROGRESS_PREFIX = "arqscale:progress:"
 ERROR_PREFIX = "arqscale:error:"
 # A job's key for per-key limits when given at enqueue (``group=``); same TTL as its payload.
 GROUP_PREFIX = "arqscale:group:"
+# A job's log lines (list of JSON entries, see ``job_logs``); expires and is deleted with its result.
+LOGS_PREFIX = "arqscale:logs:"
+# A job's callback URL (given at enqueue, queues with webhooks.callbacks); same TTL as its payload.
+CALLBACK_PREFIX = "arqscale:callback:"
 
 
 def job_key(job_id: str) -> str:
@@ -62,6 +67,16 @@ def retry_key(job_id: str) -> str:
 def group_key(job_id: str) -> str:
     """The per-key-limit key a job was given at enqueue (absent: none, or derived from a keyword argument)."""
     return GROUP_PREFIX + job_id
+
+
+def logs_key(job_id: str) -> str:
+    """The log lines a job's tasks wrote (``arqscale.core.job_logs``)."""
+    return LOGS_PREFIX + job_id
+
+
+def callback_key(job_id: str) -> str:
+    """The URL that gets this job's events as webhooks (absent: none)."""
+    return CALLBACK_PREFIX + job_id
 
 
 def progress_key(job_id: str) -> str:

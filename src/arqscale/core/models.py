@@ -5,7 +5,9 @@ from __future__ import annotations
 from enum import StrEnum
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from arqscale.core.webhook_spec import check_url
 
 # The ids our own enqueue paths accept: 1-128 of A-Z a-z 0-9 _ . : - but not "." or "..", which URL clients
 # drop as dot segments, so no browser could name them in a path (issue 10). Written without look-ahead,
@@ -38,6 +40,18 @@ class JobRequest(BaseModel):
         max_length=200,
         description="the job's key for the queue's per-key limits (user, tenant, account); see the queue's group",
     )
+    callback_url: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=2048,
+        description="an https:// (or http://) URL that gets this job's events as signed webhooks; the queue must "
+        "allow callbacks (webhooks.callbacks in its spec)",
+    )
+
+    @field_validator("callback_url")
+    @classmethod
+    def _callback_url(cls, value: str | None) -> str | None:
+        return None if value is None else check_url(value)
 
 
 class JobState(StrEnum):
@@ -140,3 +154,22 @@ class DeadJob(BaseModel):
     failed_at: float
     priority: int | None = None
     payload_b64: str | None = None
+
+
+class JobLogLine(BaseModel):
+    """One line a task wrote to its job's log (``ctx["log"]`` or a ``logging`` record while it ran)."""
+
+    at: float = Field(description="when the worker took the line, epoch seconds (the worker's clock)")
+    attempt: int | None = Field(default=None, description="the try that wrote it (1-based)")
+    level: str = Field(description="INFO, WARNING, ... (the logging level name), or TRUNCATED for the cap's mark")
+    message: str
+
+
+class JobLogPage(BaseModel):
+    """What ``GET /v1/jobs/{job_id}/logs`` answers: a page of the job's log lines, oldest first."""
+
+    job_id: str
+    total: int = Field(description="lines stored for the job (the truncation mark included)")
+    offset: int
+    lines: list[JobLogLine]
+    truncated: bool = Field(description="the job wrote more than its queue's logs.max_lines or max_bytes keep")

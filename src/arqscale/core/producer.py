@@ -28,11 +28,12 @@ from arqscale.core.spec import QueueSpec, arq_queue
 PAYLOAD_TTL_MS = 14 * 86_400_000
 
 # KEYS: job, result, queue, the job's group key, the queue's group prefix, the job's try counter, events stream,
-#       totals hash.
+#       totals hash, the job's callback key.
 # ARGV: job id, payload, band offset ms, delay ms, ttl ms, wake channel,
 #       job's key ('' = none), store it (1: given at enqueue; 0: the pickup derives it from a kwarg),
 #       per-key concurrency, per-key rate max, per-key rate interval ms, lease ms (all 0 without limits),
-#       function name, events max len (0 = none).
+#       function name, events max len (0 = none),
+#       callback URL ('' = none; stored with the payload's TTL, read by the webhook deliverer).
 # Writes the job's `waiting` (or `delayed`) event and its try counter at 0: the counter tells the pickup that an
 # event announced the job (a plain arq producer's job has none; the pickup writes its `waiting` then).
 # The score is Redis' clock plus the delay, in the job's band: a producer whose clock runs ahead must not
@@ -45,6 +46,7 @@ ENQUEUE = LuaScript(
     + """
 if redis.call('EXISTS', KEYS[1], KEYS[2]) > 0 then return 0 end
 redis.call('PSETEX', KEYS[1], ARGV[5], ARGV[2])
+if ARGV[15] ~= '' then redis.call('PSETEX', KEYS[9], ARGV[5], ARGV[15]) end
 local score = string.format('%d', tonumber(ARGV[3]) + now + tonumber(ARGV[4]))
 redis.call('SET', KEYS[6], 0, 'PX', ARGV[5])
 events_to(KEYS[7], KEYS[8], ARGV[14])
@@ -129,6 +131,20 @@ def job_payload(
         raise SerializationError(f'unable to serialize job "{function}"') from exc
 
 
+class CallbackError(ValueError):
+    """A ``callback_url`` on a queue that allows none (no ``webhooks.callbacks`` in its spec)."""
+
+
+def callback_of(spec: QueueSpec, request: JobRequest) -> str:
+    if request.callback_url is None:
+        return ""
+    if spec.webhooks is None or spec.webhooks.callbacks is None:
+        raise CallbackError(
+            f"queue {spec.name!r} allows no callback URLs (webhooks.callbacks in its spec): nothing would deliver it"
+        )
+    return request.callback_url
+
+
 class UnknownFunctionError(ValueError):
     def __init__(self, function: str, spec: QueueSpec) -> None:
         super().__init__(
@@ -160,12 +176,14 @@ class Producer:
         defer_seconds: float | None = None,
         priority: int | None = None,
         group: str | None = None,
+        callback_url: str | None = None,
         **kwargs: Any,
     ) -> EnqueueResult:
         """Enqueue one job. The same ``job_id`` twice is one job: the second call returns ``created=False``.
 
         ``group``: the job's key for the queue's per-key limits (a user, tenant or account id); without it
-        the key comes from the keyword argument named in the queue's ``group.key``, if any."""
+        the key comes from the keyword argument named in the queue's ``group.key``, if any.
+        ``callback_url``: gets this job's events as signed webhooks (queues with ``webhooks.callbacks``)."""
         request = JobRequest(
             function=function,
             args=list(args),
@@ -174,6 +192,7 @@ class Producer:
             defer_seconds=defer_seconds,
             priority=priority,
             group=group,
+            callback_url=callback_url,
         )
         return (await self.enqueue_many(queue, [request]))[0]
 
@@ -213,8 +232,9 @@ class Producer:
             ttl = delay_ms + PAYLOAD_TTL_MS
             state = JobState.DEFERRED if delay_ms > 0 else JobState.QUEUED
             group, store = group_of(spec, req)
+            callback = callback_of(spec, req)
             placement = (scores.band_offset(priority, spec), delay_ms)
-            prepared.append((job_id, payload, placement, ttl, state, group, store, req.function))
+            prepared.append((job_id, payload, placement, ttl, state, group, store, req.function, callback))
         limits = spec.group
         rate = limits.rate_limit if limits else None
         group_args = [
@@ -238,6 +258,7 @@ class Producer:
                         keys.retry_key(job_id),
                         qkeys.events,
                         qkeys.totals,
+                        keys.callback_key(job_id),
                     ],
                     [
                         job_id,
@@ -250,14 +271,15 @@ class Producer:
                         *group_args,
                         function,
                         spec.events.stream_max,
+                        callback,
                     ],
                 )
-                for job_id, payload, placement, ttl, _, group, store, function in prepared
+                for job_id, payload, placement, ttl, _, group, store, function, callback in prepared
             ],
         )
         return [
             EnqueueResult(job_id=job_id, queue=spec.name, status=state, created=bool(flag))
-            for (job_id, _, _, _, state, _, _, _), flag in zip(prepared, created, strict=True)
+            for (job_id, _, _, _, state, _, _, _, _), flag in zip(prepared, created, strict=True)
         ]
 
     async def cancel(self, job_id: str, queue: str | None = None) -> CancelOutcome:

@@ -153,6 +153,30 @@ class ArqscaleSettings(QueuesFileSettings):
     metrics_api_namespaces: str = Field(default="", description="comma-separated namespaces served; empty = all")
     metrics_api_tls_reload_seconds: float = Field(default=10.0, ge=0, description="0: never re-read the TLS files")
 
+    # Webhook deliverer (`arqscale webhooks`): probes and metrics, and what it may call.
+    webhooks_host: str = "0.0.0.0"
+    webhooks_port: int = Field(default=8090, ge=1, le=65535)
+    webhooks_allow_networks: str = Field(
+        default="", description="comma-separated CIDRs webhooks may reach although not public (e.g. 10.0.0.0/8)"
+    )
+    webhooks_concurrency: int = Field(default=50, ge=1, le=10_000, description="delivery attempts at once")
+    webhooks_consumer: str = Field(default="", description="consumer name in the group; default POD_NAME or host")
+    webhooks_claim_idle_seconds: float = Field(default=60.0, gt=0, description="claim a dead deliverer's reads after")
+    webhooks_drain_seconds: float = Field(default=10.0, ge=0, description="SIGTERM grace for attempts under way")
+
+    @field_validator("webhooks_allow_networks")
+    @classmethod
+    def _networks(cls, value: str) -> str:
+        import ipaddress
+
+        for part in value.split(","):
+            if part.strip():
+                try:
+                    ipaddress.ip_network(part.strip(), strict=False)
+                except ValueError:
+                    raise ValueError(f"not a network (CIDR such as 10.0.0.0/8 or ::1/128): {part.strip()!r}") from None
+        return value
+
     @field_validator("api_token", mode="before")
     @classmethod
     def _empty_token_is_none(cls, value: object) -> object:

@@ -22,6 +22,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from arqscale.core.schedule_spec import SCHEDULE_NAME_RE, Schedule, ScheduleFields
+from arqscale.core.webhook_spec import Webhooks
 
 QUEUE_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,62}$")
 FUNCTION_PATH_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)+$")
@@ -90,6 +91,19 @@ class Retention(_Model):
     failed_max: int = Field(default=10_000, ge=0, description="keep at most this many dead-letter entries")
 
 
+class JobLogSettings(_Model):
+    """Lines a task writes to its job's log (``await ctx["log"](text)`` and the ``logging`` module while the
+    job runs), capped per job across all its tries; kept and deleted with the job's result."""
+
+    max_lines: int = Field(default=1000, ge=0, le=100_000, description="lines kept per job (0 = keep no log)")
+    max_bytes: int = Field(default=262_144, ge=0, le=16_777_216, description="bytes kept per job, all lines")
+    max_line_chars: int = Field(default=8192, ge=1, le=1_048_576, description="a longer line is clipped")
+    level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = Field(
+        default="INFO", description="least level of `logging` records copied to the job's log"
+    )
+    capture_logging: bool = Field(default=True, description="copy `logging` records emitted while the job runs")
+
+
 class EventSettings(_Model):
     """The queue's event stream (docs/events.md): every change of a job's state, written by the script that
     makes it, in ``arqscale:<queue>:events``. The totals hash is kept whatever this says."""
@@ -107,6 +121,11 @@ class EventSettings(_Model):
         """What the scripts get: 0 writes no events."""
         return self.max_len if self.enabled else 0
 
+
+# The event stream's default cap on a queue with webhooks. The stream is trimmed by length (Redis 7.0 cannot
+# trim by acknowledgement), so events written while no deliverer runs are lost to webhooks once trimmed: 100,000
+# entries (about 9 MB, docs/webhooks.md) outlast a 10-minute outage at 50 jobs/s.
+WEBHOOK_EVENTS_MAX_LEN = 100_000
 
 AutoscalingMetric = Literal["waiting", "backlog", "oldest_waiting", "wait_target"]
 
@@ -156,6 +175,8 @@ class QueueSpec(_Model):
     rate_limit: RateLimit | None = None
     group: GroupLimits | None = Field(default=None, description="limits per job key (user, tenant, account)")
     retention: Retention = Field(default_factory=Retention)
+    logs: JobLogSettings = Field(default_factory=JobLogSettings, description="per-job log lines from tasks")
+    webhooks: Webhooks | None = Field(default=None, description="signed HTTP calls on this queue's job events")
     events: EventSettings = Field(default_factory=EventSettings)
     autoscaling: Autoscaling = Field(default_factory=Autoscaling)
     serializer: Literal["json", "pickle"] = Field(
@@ -168,6 +189,18 @@ class QueueSpec(_Model):
         default_factory=dict,
         description="jobs enqueued on a cron expression or an interval by this queue's workers, keyed by name",
     )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _webhook_stream_cap(cls, data: Any) -> Any:
+        """A queue with webhooks keeps more events unless its spec says how many (see WEBHOOK_EVENTS_MAX_LEN)."""
+        if not isinstance(data, dict):
+            return data
+        hooks, events = data.get("webhooks"), data.get("events")
+        declared = isinstance(hooks, dict) and (hooks.get("endpoints") or hooks.get("callbacks"))
+        if declared and (events is None or (isinstance(events, dict) and "max_len" not in events)):
+            data = {**data, "events": {**(events or {}), "max_len": WEBHOOK_EVENTS_MAX_LEN}}
+        return data
 
     @model_validator(mode="after")
     def _consistent(self) -> QueueSpec:
@@ -195,6 +228,11 @@ class QueueSpec(_Model):
             # The signal needs the arq worker scripts' counters; BullMQ's Node workers write none of ours.
             raise ValueError("autoscaling.metrics: wait_target needs an arq queue (backend: arq)")
         self._check_schedules()
+        if self.webhooks is not None and self.webhooks.active:
+            if self.backend != "arq":
+                raise ValueError("webhooks: only arq queues have job events")
+            if not self.events.enabled:
+                raise ValueError("webhooks: they are made from the queue's events; set events.enabled: true")
         return self
 
     def _check_schedules(self) -> None:

@@ -49,6 +49,7 @@ from arqscale.core.queue_control import RESUME, stranded
 from arqscale.core.schedules import SCHEDULES_WAKE
 from arqscale.core.spec import QueueSpec
 from arqscale.worker import outcomes
+from arqscale.worker.job_log import JobLog, JobLogHandler, JobLogSink
 from arqscale.worker.metrics import WorkerMetrics
 from arqscale.worker.outcomes import Decoded, decode_payload
 from arqscale.worker.pickup import RETRY_TTL_MS, Finish, Picked, PickupResult, QueueOps
@@ -161,6 +162,9 @@ class Worker:
         self._hold_until = 0.0  # monotonic: paused or rate window used up, wake-ups before this are pointless
         self._renew_now = asyncio.Event()  # Redis is back: renew leases at once, not at the next interval
         self.scheduler = Scheduler(spec, redis)  # the queue's schedules: every worker fires due ticks (one wins each)
+        self.job_logs = JobLogSink(redis, spec.logs)  # ctx["log"] and `logging` while a task runs
+        capture = spec.logs.capture_logging and self.job_logs.enabled
+        self._log_handler = JobLogHandler(self.job_logs, spec.logs.level) if capture else None
 
     # ----------------------------------------------------------------- life cycle
 
@@ -173,7 +177,10 @@ class Worker:
             asyncio.create_task(self._pulse(), name="pulse"),
             asyncio.create_task(self._abort_watch(), name="cancel"),
             asyncio.create_task(self.scheduler.run(), name="scheduler"),
+            asyncio.create_task(self.job_logs.run(), name="job-logs"),
         ]
+        if self._log_handler is not None:
+            logging.getLogger().addHandler(self._log_handler)
         for task in background:
             task.add_done_callback(self._background_ended)
         drain_timer: asyncio.Task[None] | None = None
@@ -191,6 +198,8 @@ class Worker:
                         async with asyncio.timeout(wait):
                             await self._tick.wait()
         finally:
+            if self._log_handler is not None:
+                logging.getLogger().removeHandler(self._log_handler)
             self._watchdog.stop()
             if drain_timer is not None:
                 background.append(drain_timer)
@@ -580,17 +589,23 @@ class Worker:
         return await self._call(job, decoded, fn, job_try)
 
     async def _call(self, job: Picked, decoded: Decoded, fn: TaskFunction, job_try: int) -> Finish:
+        log = self.job_logs.open(job.job_id, job_try)
         started = time.monotonic()
-        if not self._tracing:
-            record = await self._run_task(job, decoded, fn, job_try)
-        else:
-            with tracing.process_span(self.spec.name, job.job_id, decoded.function, job_try, decoded.trace) as span:
-                record = await self._run_task(job, decoded, fn, job_try)
-                tracing.end_try(span, TRY_OUTCOMES[record.kind])
-        # How long the task ran: the events' duration_ms and the queue's run_ms total.
-        return dataclasses.replace(record, ran_ms=round((time.monotonic() - started) * 1000))
+        try:
+            if not self._tracing:
+                record = await self._run_task(job, decoded, fn, job_try, log)
+            else:
+                with tracing.process_span(self.spec.name, job.job_id, decoded.function, job_try, decoded.trace) as span:
+                    record = await self._run_task(job, decoded, fn, job_try, log)
+                    tracing.end_try(span, TRY_OUTCOMES[record.kind])
+            # How long the task ran: the events' duration_ms and the queue's run_ms total.
+            ran_ms = round((time.monotonic() - started) * 1000)
+        finally:
+            # Before the outcome is sent: its script gives the log the result's TTL.
+            await self.job_logs.close(log)
+        return dataclasses.replace(record, ran_ms=ran_ms)
 
-    async def _run_task(self, job: Picked, decoded: Decoded, fn: TaskFunction, job_try: int) -> Finish:
+    async def _run_task(self, job: Picked, decoded: Decoded, fn: TaskFunction, job_try: int, log: JobLog) -> Finish:
         ctx = {
             "redis": self._task_redis,
             "job_id": job.job_id,
@@ -600,6 +615,7 @@ class Worker:
             "queue": self.spec.name,
             "worker_id": self.worker_id,
             "progress": functools.partial(self._progress, job),
+            "log": self.job_logs.ctx_log(log),
         }
         start_ms = _ms()
         self.metrics.wait_q.observe(max(start_ms - scores.split_score(job.score, self.spec)[1], 0) / 1000)
@@ -607,7 +623,11 @@ class Worker:
         t0 = time.perf_counter()
         try:
             async with timeout:
-                result = await fn(ctx, *decoded.args, **decoded.kwargs)
+                bound = self.job_logs.bind(log)
+                try:
+                    result = await fn(ctx, *decoded.args, **decoded.kwargs)
+                finally:
+                    self.job_logs.unbind(bound)
         except asyncio.CancelledError:
             if job.job_id in self._cancelling:
                 return self._cancel(job, "cancelled while running", start_ms=start_ms)

@@ -39,7 +39,7 @@ from redis.exceptions import NoScriptError, RedisError
 from arqscale.core import scores
 from arqscale.core.cancellation import ABORT_KEY, ABORT_MAX_AGE_MS
 from arqscale.core.events import ERROR_EVENT_CHARS, MESSAGE_EVENT_CHARS
-from arqscale.core.keys import ERROR_PREFIX, GROUP_PREFIX, PROGRESS_PREFIX, QueueKeys, progress_key
+from arqscale.core.keys import ERROR_PREFIX, GROUP_PREFIX, LOGS_PREFIX, PROGRESS_PREFIX, QueueKeys, progress_key
 from arqscale.core.lua import LEASE_LUA, NOW_LUA
 from arqscale.core.spec import QueueSpec
 
@@ -66,6 +66,7 @@ _PREFIXES = {
     "RESULT": result_key_prefix,
     "ERR": ERROR_PREFIX,
     "PROG": PROGRESS_PREFIX,
+    "LOGS": LOGS_PREFIX,
     "ABORT": ABORT_KEY,
     "GROUP": GROUP_PREFIX,
 }
@@ -348,6 +349,7 @@ for i = 7, #ARGV, 9 do
     redis.call('HDEL', KEYS[4], id)
     redis.call('ZREM', KEYS[5], id)
     redis.call('PEXPIRE', '@PROG@' .. id, ARGV[1])
+    redis.call('PEXPIRE', '@LOGS@' .. id, ARGV[1])
     n_ok = n_ok + 1
     emit('completed', id, 'try', try, 'worker', w, 'duration_ms', dur)
     count('completed')
@@ -372,6 +374,7 @@ for i = 7, #ARGV, 9 do
     redis.call('ZREM', KEYS[1], id)
     redis.call('ZREM', KEYS[2], id)
     redis.call('PEXPIRE', '@PROG@' .. id, ARGV[3])
+    redis.call('PEXPIRE', '@LOGS@' .. id, ARGV[3])
     redis.call('ZREM', '@ABORT@', id)
     n_dead = n_dead + 1
     if dur then
@@ -388,6 +391,7 @@ for i = 7, #ARGV, 9 do
     redis.call('ZREM', KEYS[2], id)
     redis.call('ZREM', '@ABORT@', id)
     redis.call('PEXPIRE', '@PROG@' .. id, ARGV[3])
+    redis.call('PEXPIRE', '@LOGS@' .. id, ARGV[3])
     emit('cancelled', id, 'try', try, 'worker', w, 'reason', note, 'duration_ms', dur)
     count('cancelled')
     if ran > 0 then count('run_ms', ran) end
@@ -412,7 +416,7 @@ if n_ok > 0 then
   end
   if #old > 0 then
     redis.call('ZREM', KEYS[3], unpack(old))
-    for _, id in ipairs(old) do redis.call('DEL', '@RESULT@' .. id) end
+    for _, id in ipairs(old) do redis.call('DEL', '@RESULT@' .. id, '@LOGS@' .. id) end
   end
 end
 if n_dead > 0 then
@@ -425,7 +429,7 @@ if n_dead > 0 then
   if #old > 0 then
     redis.call('HDEL', KEYS[4], unpack(old))
     redis.call('ZREM', KEYS[5], unpack(old))
-    for _, id in ipairs(old) do redis.call('DEL', '@RESULT@' .. id) end
+    for _, id in ipairs(old) do redis.call('DEL', '@RESULT@' .. id, '@LOGS@' .. id) end
   end
 end
 for field, n in pairs(counted) do tally(field, n) end

@@ -556,6 +556,15 @@ async function lookup(id) {
     if (err.status !== 401) out.replaceChildren(...fields([["Job", id], ["Error", describe(err)]]));
     return;
   }
+  // The job's log (ctx["log"] and logging while its tasks ran), as plain text in a <pre>: never markup.
+  let logs = null;
+  if (job.state !== "not_found") {
+    try {
+      logs = logText(await api("GET", `v1/jobs/${enc(id)}/logs?limit=1000`));
+    } catch (err) {
+      logs = `(log not available: ${describe(err)})`;
+    }
+  }
   if (asked !== looked.asked) return;
   const signature = JSON.stringify(job);
   const same = looked.id === id && looked.drawn === signature && !out.hidden;
@@ -587,7 +596,20 @@ async function lookup(id) {
     ["Started", when(job.started_at)],
     ["Finished", when(job.finished_at)],
     ["Note", job.note],
+    ["Logs", logs === null ? null : el("pre", {class: "logs", "data-field": "logs"}, logs)],
   ]));
+}
+
+// A page of log lines as text: time, try, level, message (later lines of a message indented).
+function logText(page) {
+  if (!page.total) return "(no log lines)";
+  const lines = page.lines.map((l) => {
+    const at = l.at ? new Date(l.at * 1000).toISOString() : "-";
+    const attempt = l.attempt === null || l.attempt === undefined ? "-" : `try ${l.attempt}`;
+    return `${at} ${attempt} ${l.level}: ${l.message.replace(/\n/g, "\n    ")}`;
+  });
+  const more = page.total > page.offset + page.lines.length ? `\n... ${page.total - page.lines.length} more line(s): arqscale logs JOB` : "";
+  return lines.join("\n") + more;
 }
 
 // ---- formatting ------------------------------------------------------------------------------------------

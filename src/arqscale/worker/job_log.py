@@ -1,0 +1,154 @@
+"""Tasks write to their job's log: ``await ctx["log"](text)`` and any ``logging`` record while they run.
+
+One ``JobLogHandler`` sits on the root logger of a worker process. Which job a record belongs to is a
+context variable set around the task call: each job runs in its own asyncio task (and ``asyncio.to_thread``
+copies the context), so concurrent jobs in one process never see each other's lines, and the worker's own
+records (outside any task call) go to no job.
+
+Lines are buffered per job (``logging`` calls are synchronous and may come from threads) and written in
+batches by the worker's flusher, by ``await ctx["log"](...)`` (which returns once its line is stored, as
+BullMQ's ``job.log()`` does) and once more when the try ends, before its outcome is sent: the outcome's script
+then gives the log the result's TTL. Storage and caps: ``arqscale.core.job_logs``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import contextvars
+import logging
+import threading
+import time
+from collections.abc import Awaitable, Callable
+
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
+
+from arqscale.core import job_logs
+from arqscale.core.spec import JobLogSettings
+
+logger = logging.getLogger("arqscale.worker")
+
+FLUSH_SECONDS = 0.25
+# Lines kept in memory per job while Redis does not answer; more are dropped (and counted) until it does.
+BUFFER_MAX = 10_000
+
+_current: contextvars.ContextVar[JobLog | None] = contextvars.ContextVar("arqscale_job_log", default=None)
+
+
+class JobLog:
+    """The log of one try of one job, as its worker buffers it."""
+
+    def __init__(self, sink: JobLogSink, job_id: str, attempt: int) -> None:
+        self.sink = sink
+        self.job_id = job_id
+        self.attempt = attempt
+        self._lines: list[str] = []
+        self._guard = threading.Lock()  # logging may call from threads (asyncio.to_thread copies the context)
+        self._writing = asyncio.Lock()  # one flush at a time per job, so batches land in order
+        self.dropped = 0
+
+    def add(self, level: str, message: str) -> None:
+        line = job_logs.entry(int(time.time() * 1000), self.attempt, level, message, self.sink.limits)
+        with self._guard:
+            if len(self._lines) >= BUFFER_MAX:
+                self.dropped += 1
+                return
+            self._lines.append(line)
+        self.sink.dirty(self)
+
+    async def log(self, message: object, level: str = "INFO") -> None:
+        """``ctx["log"]``: append a line and return once it is stored (or Redis failed to take it)."""
+        self.add(str(level).upper(), str(message))
+        await self.flush()
+
+    async def flush(self) -> None:
+        token = _current.set(None)  # whatever logs while we write (redis-py, our warnings) is not the job's
+        try:
+            async with self._writing:
+                with self._guard:
+                    lines, self._lines = self._lines, []
+                if not lines:
+                    return
+                try:
+                    await job_logs.append(self.sink.redis, self.job_id, lines, self.sink.limits)
+                except (RedisError, OSError) as exc:
+                    with self._guard:
+                        room = max(BUFFER_MAX - len(self._lines), 0)
+                        self.dropped += max(len(lines) - room, 0)
+                        self._lines[:0] = lines[:room]  # kept for the next flush, in order
+                    logger.debug("job %s: log lines not stored yet: %s", self.job_id, exc)
+        finally:
+            _current.reset(token)
+
+
+class JobLogSink:
+    """A worker's job logs: the buffers of its running tries and the task that writes them."""
+
+    def __init__(self, redis: Redis, limits: JobLogSettings) -> None:
+        self.redis = redis
+        self.limits = limits
+        self.enabled = limits.max_lines > 0 and limits.max_bytes > 0
+        self._dirty: set[JobLog] = set()
+        self._guard = threading.Lock()
+
+    def open(self, job_id: str, attempt: int) -> JobLog:
+        return JobLog(self, job_id, attempt)
+
+    def dirty(self, log: JobLog) -> None:
+        with self._guard:
+            self._dirty.add(log)
+
+    async def close(self, log: JobLog) -> None:
+        """The try ended: store what is left before its outcome is sent."""
+        with self._guard:
+            self._dirty.discard(log)
+        await log.flush()
+        if log.dropped:
+            logger.warning("job %s: %d log line(s) could not be stored (Redis unavailable)", log.job_id, log.dropped)
+
+    async def run(self) -> None:
+        """Write buffered lines every ``FLUSH_SECONDS``."""
+        while True:
+            await asyncio.sleep(FLUSH_SECONDS)
+            with self._guard:
+                logs, self._dirty = list(self._dirty), set()
+            for log in logs:
+                await log.flush()
+
+    def bind(self, log: JobLog) -> contextvars.Token[JobLog | None]:
+        """Route ``logging`` records of the current context (the task call) to ``log``."""
+        return _current.set(log if self.enabled else None)
+
+    @staticmethod
+    def unbind(token: contextvars.Token[JobLog | None]) -> None:
+        with contextlib.suppress(ValueError):
+            _current.reset(token)
+
+    def ctx_log(self, log: JobLog) -> Callable[..., Awaitable[None]]:
+        if self.enabled:
+            return log.log
+
+        async def disabled(message: object, level: str = "INFO") -> None:
+            return None
+
+        return disabled
+
+
+class JobLogHandler(logging.Handler):
+    """Copies records emitted while a job's task runs into that job's log (only its own worker's jobs: several
+    workers in one process each have a handler, and a record must land once)."""
+
+    def __init__(self, sink: JobLogSink, level: str) -> None:
+        super().__init__(level)
+        self.sink = sink
+        self.setFormatter(logging.Formatter("%(name)s: %(message)s"))
+
+    def emit(self, record: logging.LogRecord) -> None:
+        log = _current.get()
+        if log is None or log.sink is not self.sink:
+            return
+        try:
+            log.add(record.levelname, self.format(record))
+        except Exception:  # a record whose message cannot be formatted must not fail the task
+            self.handleError(record)
