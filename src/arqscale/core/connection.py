@@ -1,12 +1,37 @@
-"""Redis clients built from ``RedisSettings``: password, ACL user and TLS handled in one place."""
+"""Redis clients built from ``RedisSettings``: topology, password, ACL user and TLS handled in one place.
+
+Every client of every process comes from here (the worker's loop and its wake-channel pub/sub, the
+scheduler, the API, the exporter, the CLI, the demo), so the topology is decided once. With sentinels
+(``REDIS_SENTINELS``) a client is redis-py's ``Sentinel.master_for``: each new connection asks the
+sentinels where the primary is, a connection whose server went away or turned into a replica
+(``READONLY``) is dropped, and the next command connects to the new primary. The processes already
+treat a failed call as an outage (503 in the API, ``redis_up 0`` in the exporter, retry in the
+worker), so a failover is a short outage to them, followed without a restart.
+"""
 
 from __future__ import annotations
 
 from typing import Any
 
+import redis as sync_redis
+import redis.sentinel as sync_sentinel
 from redis.asyncio import Redis
+from redis.asyncio import sentinel as async_sentinel
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import ResponseError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from arqscale.core.settings import RedisSettings
+
+
+class MasterNotFound(async_sentinel.MasterNotFoundError, sync_sentinel.MasterNotFoundError):
+    """No primary to connect to: the message says whether the sentinels are unreachable, know no master
+    of that name, or report it down (a failover in progress). A ``ConnectionError``: an outage to callers."""
+
+
+class SentinelConfigError(MasterNotFound):
+    """The sentinels answer but cannot serve these settings (unknown master name, not a sentinel): no
+    retry will help, so start-up stops on it (``check_sentinels``)."""
 
 
 def client_kwargs(settings: RedisSettings) -> dict[str, Any]:
@@ -18,22 +43,189 @@ def client_kwargs(settings: RedisSettings) -> dict[str, Any]:
     """
     kwargs: dict[str, Any] = {"socket_connect_timeout": 5, "socket_timeout": 5, "health_check_interval": 30}
     if settings.uses_tls:
-        # redis-py's asyncio client takes the names, not ``ssl.VerifyMode``: given ``ssl.CERT_REQUIRED`` it
-        # silently leaves its context half-built and every TLS connection fails (tests/system/test_redis_tls.py).
-        kwargs["ssl_cert_reqs"] = "none" if settings.tls_insecure else "required"
-        kwargs["ssl_check_hostname"] = not settings.tls_insecure
-        if settings.tls_ca_file is not None:
-            kwargs["ssl_ca_certs"] = str(settings.tls_ca_file)
-        if settings.tls_cert_file is not None:
-            kwargs["ssl_certfile"] = str(settings.tls_cert_file)
-        if settings.tls_key_file is not None:
-            kwargs["ssl_keyfile"] = str(settings.tls_key_file)
+        kwargs |= _tls_kwargs(settings)
     return kwargs
+
+
+def _tls_kwargs(settings: RedisSettings) -> dict[str, Any]:
+    # redis-py's asyncio client takes the names, not ``ssl.VerifyMode``: given ``ssl.CERT_REQUIRED`` it
+    # silently leaves its context half-built and every TLS connection fails (tests/system/test_redis_tls.py).
+    kwargs: dict[str, Any] = {
+        "ssl_cert_reqs": "none" if settings.tls_insecure else "required",
+        "ssl_check_hostname": not settings.tls_insecure,
+    }
+    if settings.tls_ca_file is not None:
+        kwargs["ssl_ca_certs"] = str(settings.tls_ca_file)
+    if settings.tls_cert_file is not None:
+        kwargs["ssl_certfile"] = str(settings.tls_cert_file)
+    if settings.tls_key_file is not None:
+        kwargs["ssl_keyfile"] = str(settings.tls_key_file)
+    return kwargs
+
+
+def _sentinel_parts(settings: RedisSettings, kwargs: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(keyword arguments for the primary's connections, for the sentinels' connections)."""
+    data = {k: v for k, v in kwargs.items() if not k.startswith("ssl_")}
+    data |= {"db": settings.db, "username": settings.username}
+    data["password"] = settings.password.get_secret_value() if settings.password is not None else None
+    if settings.tls:
+        data |= {"ssl": True} | {k: v for k, v in kwargs.items() if k.startswith("ssl_")}
+    # The sentinels answer one small command each: the same timeouts, their own credentials and TLS.
+    sentinel = {k: v for k, v in kwargs.items() if k in ("socket_connect_timeout", "socket_timeout")}
+    sentinel["username"] = settings.sentinel_username
+    if settings.sentinel_password is not None:
+        sentinel["password"] = settings.sentinel_password.get_secret_value()
+    if settings.sentinel_tls:
+        sentinel |= {"ssl": True} | _tls_kwargs(settings)
+    return data, sentinel
+
+
+def master_problem(
+    settings: RedisSettings, errors: list[str], known: set[str], down: bool, not_sentinels: list[str]
+) -> MasterNotFound:
+    """The error for a lookup that found no primary, naming what is wrong (never a password)."""
+    name = settings.sentinel_master
+    where = ", ".join(f"{h}:{p}" for h, p in settings.sentinel_addresses())
+    if down:
+        return MasterNotFound(
+            f"the sentinels ({where}) report master {name!r} down: a failover is in progress, "
+            "or no replica can take over"
+        )
+    if known or (not errors and not not_sentinels):
+        watched = ", ".join(repr(k) for k in sorted(known)) or "none"
+        return SentinelConfigError(
+            f"the sentinels ({where}) watch no master named {name!r} (they watch: {watched}); "
+            "check REDIS_SENTINEL_MASTER"
+        )
+    if not_sentinels and not errors:
+        return SentinelConfigError(
+            f"{', '.join(not_sentinels)}: not a Redis Sentinel (SENTINEL MASTERS refused); "
+            "REDIS_SENTINELS must list the sentinels' addresses, not the data nodes'"
+        )
+    return MasterNotFound(f"no sentinel answers ({'; '.join(errors + not_sentinels)}); check REDIS_SENTINELS")
+
+
+def _address(client: Any) -> str:
+    kwargs = client.connection_pool.connection_kwargs
+    return f"{kwargs.get('host')}:{kwargs.get('port')}"
+
+
+class _AsyncSentinel(async_sentinel.Sentinel):
+    settings: RedisSettings
+
+    async def discover_master(self, service_name: str) -> tuple[str, int]:
+        errors: list[str] = []
+        refused: list[str] = []
+        known: set[str] = set()
+        down = False
+        for number, sentinel in enumerate(self.sentinels):
+            try:
+                masters = await sentinel.sentinel_masters()
+            except (RedisConnectionError, RedisTimeoutError) as exc:
+                errors.append(f"{_address(sentinel)}: {type(exc).__name__}: {exc}")
+                continue
+            except ResponseError:
+                refused.append(_address(sentinel))
+                continue
+            known.update(masters)
+            state = masters.get(service_name)
+            if state and self.check_master_state(state, service_name):
+                # Ask the sentinel that answered first next time (as redis-py does).
+                self.sentinels[0], self.sentinels[number] = sentinel, self.sentinels[0]
+                return state["ip"], state["port"]
+            down = down or bool(state)
+        raise master_problem(self.settings, errors, known, down, refused)
+
+
+class _AsyncPool(async_sentinel.SentinelConnectionPool):
+    async def disconnect(self, inuse_connections: bool = True) -> None:
+        await super().disconnect(inuse_connections)
+        if inuse_connections:  # the client is closing: close the sentinels' connections too
+            for sentinel in self.sentinel_manager.sentinels:
+                await sentinel.connection_pool.disconnect()
+
+
+class _SyncSentinel(sync_sentinel.Sentinel):
+    settings: RedisSettings
+
+    def discover_master(self, service_name: str) -> tuple[str, int]:
+        errors: list[str] = []
+        refused: list[str] = []
+        known: set[str] = set()
+        down = False
+        for number, sentinel in enumerate(self.sentinels):
+            try:
+                masters = sentinel.sentinel_masters()
+            except (RedisConnectionError, RedisTimeoutError) as exc:
+                errors.append(f"{_address(sentinel)}: {type(exc).__name__}: {exc}")
+                continue
+            except ResponseError:
+                refused.append(_address(sentinel))
+                continue
+            known.update(masters)
+            state = masters.get(service_name)
+            if state and self.check_master_state(state, service_name):
+                self.sentinels[0], self.sentinels[number] = sentinel, self.sentinels[0]
+                return state["ip"], state["port"]
+            down = down or bool(state)
+        raise master_problem(self.settings, errors, known, down, refused)
+
+
+class _SyncPool(sync_sentinel.SentinelConnectionPool):
+    def disconnect(self, inuse_connections: bool = True) -> None:
+        super().disconnect(inuse_connections)
+        if inuse_connections:
+            for sentinel in self.sentinel_manager.sentinels:
+                sentinel.connection_pool.disconnect()
 
 
 def create_redis(settings: RedisSettings, **overrides: Any) -> Redis:
     """An asyncio Redis client. Errors it raises name ``settings.display_url()``, never the password."""
     kwargs = client_kwargs(settings)
     kwargs.update(overrides)
+    if settings.topology == "sentinel":
+        data, sentinel_kwargs = _sentinel_parts(settings, kwargs)
+        manager = _AsyncSentinel(settings.sentinel_addresses(), sentinel_kwargs=sentinel_kwargs, **data)
+        manager.settings = settings
+        master: Redis = manager.master_for(settings.sentinel_master, connection_pool_class=_AsyncPool)
+        return master
     client: Redis = Redis.from_url(settings.connection_url(), **kwargs)
     return client
+
+
+def create_sync_redis(settings: RedisSettings, **overrides: Any) -> sync_redis.Redis:
+    """A blocking client (the worker's loop watchdog thread, the demo's checks), built as ``create_redis``."""
+    kwargs = client_kwargs(settings)
+    kwargs.update(overrides)
+    if settings.topology == "sentinel":
+        data, sentinel_kwargs = _sentinel_parts(settings, kwargs)
+        manager = _SyncSentinel(settings.sentinel_addresses(), sentinel_kwargs=sentinel_kwargs, **data)
+        manager.settings = settings
+        master: sync_redis.Redis = manager.master_for(settings.sentinel_master, connection_pool_class=_SyncPool)
+        return master
+    client: sync_redis.Redis = sync_redis.Redis.from_url(settings.connection_url(), **kwargs)
+    return client
+
+
+def check_sentinels(settings: RedisSettings, timeout: float = 2.0) -> str | None:
+    """At start-up: the problem with sentinel settings that no retry can fix, or None.
+
+    Unreachable sentinels are not such a problem (they may be starting beside us; the process retries
+    and says so), but sentinels that answer and know no master of that name are."""
+    if settings.topology != "sentinel":
+        return None
+    data, sentinel_kwargs = _sentinel_parts(
+        settings, client_kwargs(settings) | {"socket_connect_timeout": timeout, "socket_timeout": timeout}
+    )
+    manager = _SyncSentinel(settings.sentinel_addresses(), sentinel_kwargs=sentinel_kwargs, **data)
+    manager.settings = settings
+    try:
+        manager.discover_master(settings.sentinel_master)
+    except SentinelConfigError as exc:
+        return str(exc)
+    except MasterNotFound:
+        return None
+    finally:
+        for sentinel in manager.sentinels:
+            sentinel.close()
+    return None
