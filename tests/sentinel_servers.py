@@ -90,7 +90,9 @@ class SentinelSetup:
         for port in self.sentinel_ports:
             conf = self._sentinel_conf(port)
             self.sentinel_procs.append(
-                subprocess.Popen([binary, str(conf), "--sentinel"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                subprocess.Popen(
+                    [binary, str(conf), "--sentinel"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+                )
             )
         self.wait_until_watched(within)
         return self

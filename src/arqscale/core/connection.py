@@ -120,7 +120,7 @@ class _AsyncSentinel(async_sentinel.Sentinel):
         down = False
         for number, sentinel in enumerate(self.sentinels):
             try:
-                masters = await sentinel.sentinel_masters()
+                masters = await sentinel.sentinel_masters()  # type: ignore[no-untyped-call]
             except (RedisConnectionError, RedisTimeoutError) as exc:
                 errors.append(f"{_address(sentinel)}: {type(exc).__name__}: {exc}")
                 continue
@@ -155,7 +155,7 @@ class _SyncSentinel(sync_sentinel.Sentinel):
         down = False
         for number, sentinel in enumerate(self.sentinels):
             try:
-                masters = sentinel.sentinel_masters()
+                masters = sentinel.sentinel_masters()  # type: ignore[no-untyped-call]
             except (RedisConnectionError, RedisTimeoutError) as exc:
                 errors.append(f"{_address(sentinel)}: {type(exc).__name__}: {exc}")
                 continue
@@ -164,7 +164,7 @@ class _SyncSentinel(sync_sentinel.Sentinel):
                 continue
             known.update(masters)
             state = masters.get(service_name)
-            if state and self.check_master_state(state, service_name):
+            if state and self.check_master_state(state, service_name):  # type: ignore[no-untyped-call]
                 self.sentinels[0], self.sentinels[number] = sentinel, self.sentinels[0]
                 return state["ip"], state["port"]
             down = down or bool(state)
@@ -185,7 +185,7 @@ def create_redis(settings: RedisSettings, **overrides: Any) -> Redis:
     kwargs.update(overrides)
     if settings.topology == "sentinel":
         data, sentinel_kwargs = _sentinel_parts(settings, kwargs)
-        manager = _AsyncSentinel(settings.sentinel_addresses(), sentinel_kwargs=sentinel_kwargs, **data)
+        manager = _AsyncSentinel(settings.sentinel_addresses(), sentinel_kwargs=sentinel_kwargs, **data)  # type: ignore[no-untyped-call]
         manager.settings = settings
         master: Redis = manager.master_for(settings.sentinel_master, connection_pool_class=_AsyncPool)
         return master
@@ -199,9 +199,9 @@ def create_sync_redis(settings: RedisSettings, **overrides: Any) -> sync_redis.R
     kwargs.update(overrides)
     if settings.topology == "sentinel":
         data, sentinel_kwargs = _sentinel_parts(settings, kwargs)
-        manager = _SyncSentinel(settings.sentinel_addresses(), sentinel_kwargs=sentinel_kwargs, **data)
+        manager = _SyncSentinel(settings.sentinel_addresses(), sentinel_kwargs=sentinel_kwargs, **data)  # type: ignore[no-untyped-call]
         manager.settings = settings
-        master: sync_redis.Redis = manager.master_for(settings.sentinel_master, connection_pool_class=_SyncPool)
+        master: sync_redis.Redis = manager.master_for(settings.sentinel_master, connection_pool_class=_SyncPool)  # type: ignore[no-untyped-call]
         return master
     client: sync_redis.Redis = sync_redis.Redis.from_url(settings.connection_url(), **kwargs)
     return client
@@ -217,7 +217,7 @@ def check_sentinels(settings: RedisSettings, timeout: float = 2.0) -> str | None
     data, sentinel_kwargs = _sentinel_parts(
         settings, client_kwargs(settings) | {"socket_connect_timeout": timeout, "socket_timeout": timeout}
     )
-    manager = _SyncSentinel(settings.sentinel_addresses(), sentinel_kwargs=sentinel_kwargs, **data)
+    manager = _SyncSentinel(settings.sentinel_addresses(), sentinel_kwargs=sentinel_kwargs, **data)  # type: ignore[no-untyped-call]
     manager.settings = settings
     try:
         manager.discover_master(settings.sentinel_master)

@@ -113,7 +113,9 @@ class RedisSettings(BaseSettings):
         named = {"host", "port"} & self.model_fields_set
         if named:
             fields = " and ".join(f"REDIS_{n.upper()}" for n in sorted(named))
-            raise ValueError(f"{fields} and REDIS_SENTINELS are both set: the sentinels name the primary, so unset {fields}")
+            raise ValueError(
+                f"{fields} and REDIS_SENTINELS are both set: the sentinels name the primary, so unset {fields}"
+            )
         return self
 
     @property

@@ -193,7 +193,9 @@ async def start_redis(env: Mapping[str, str], data_dir: Path, out: TextIO) -> Re
     if configured:
         settings = RedisSettings()
         if await asyncio.to_thread(_answers, settings):
-            return RedisHandle(settings.connection_url(), settings.display_url(), "configured", dict(env), None, settings)
+            return RedisHandle(
+                settings.connection_url(), settings.display_url(), "configured", dict(env), None, settings
+            )
         print(f"Redis at {settings.display_url()} does not answer; starting a private one", file=out)
     binary = redis_binary()
     if binary is None:
