@@ -1,0 +1,162 @@
+"""Sentinel settings and clients against real sentinels on loopback: clear errors for settings that
+cannot work, no secret in any of them, and durable enqueue (``WAIT``) with its stated behaviour."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from aiohttp.test_utils import TestClient, TestServer
+from hypothesis import given
+from hypothesis import strategies as st
+from pydantic import ValidationError
+
+from arqscale.api.app import create_app
+from arqscale.core.connection import MasterNotFound, check_sentinels, create_redis, create_sync_redis
+from arqscale.core.models import JobRequest
+from arqscale.core.producer import NotReplicated, Producer
+from arqscale.core.settings import RedisSettings, parse_addresses
+from arqscale.core.spec import parse_queues
+from sentinel_servers import SentinelSetup
+
+PASSWORD, SENTINEL_PASSWORD = "data-pw-7Qx", "sentinel-pw-9Zk"
+SPECS = parse_queues({"queues": {"q": {"functions": ["tests.tasks.send_email"]}}})
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SentinelSetup]:
+    servers = SentinelSetup(
+        tmp_path_factory.mktemp("sentinel"), password=PASSWORD, sentinel_password=SENTINEL_PASSWORD
+    ).start()
+    try:
+        yield servers
+    finally:
+        servers.stop()
+
+
+def settings_for(setup: SentinelSetup, **changes: object) -> RedisSettings:
+    fields: dict[str, object] = {
+        "sentinels": setup.sentinels,
+        "password": PASSWORD,
+        "sentinel_password": SENTINEL_PASSWORD,
+    }
+    return RedisSettings(**(fields | changes))  # type: ignore[arg-type]
+
+
+# ---- settings ----------------------------------------------------------------------------------
+
+
+def test_url_and_sentinels_together_are_refused() -> None:
+    with pytest.raises(ValidationError) as info:
+        RedisSettings(url="redis://:hunter2@h:6379/0", sentinels="127.0.0.1:26379")
+    assert "REDIS_URL and REDIS_SENTINELS are both set" in str(info.value)
+    assert "hunter2" not in str(info.value)
+
+
+def test_host_and_sentinels_together_are_refused() -> None:
+    with pytest.raises(ValidationError, match="REDIS_HOST and REDIS_SENTINELS"):
+        RedisSettings(host="redis", sentinels="127.0.0.1:26379")
+
+
+def test_display_url_names_the_sentinels_never_a_password() -> None:
+    settings = RedisSettings(
+        sentinels="a:1, [::1]:2,b", sentinel_master="jobs", password="p@ss", sentinel_password="sp", db=3
+    )
+    assert settings.display_url() == "redis+sentinel://:***@a:1,::1:2,b:26379/jobs/3"
+    assert settings.topology == "sentinel"
+    assert {"p@ss", "sp"} <= set(settings.secrets())
+
+
+@given(st.lists(st.tuples(st.from_regex(r"[a-z][a-z0-9.-]{0,20}", fullmatch=True), st.integers(1, 65535)), min_size=1))
+def test_addresses_round_trip(addresses: list[tuple[str, int]]) -> None:
+    assert parse_addresses(",".join(f"{h}:{p}" for h, p in addresses)) == addresses
+
+
+@pytest.mark.parametrize("text", ["", ",", "h:0", "h:70000", "h:x", "[::1]x"])
+def test_bad_addresses_name_the_setting(text: str) -> None:
+    with pytest.raises(ValueError, match="REDIS_SENTINELS"):
+        parse_addresses(text)
+
+
+# ---- clear errors against real sentinels ---------------------------------------------------------
+
+
+def test_unknown_master_is_named(setup: SentinelSetup) -> None:
+    problem = check_sentinels(settings_for(setup, sentinel_master="jobs"))
+    assert problem is not None
+    assert "watch no master named 'jobs' (they watch: 'mymaster'); check REDIS_SENTINEL_MASTER" in problem
+
+
+def test_wrong_sentinel_password_is_an_outage_naming_the_sentinels(setup: SentinelSetup) -> None:
+    client = create_sync_redis(settings_for(setup, sentinel_password="wrong-pw"))
+    with pytest.raises(MasterNotFound) as info:
+        client.ping()
+    message = str(info.value)
+    assert "no sentinel answers" in message and "AuthenticationError" in message and "REDIS_SENTINELS" in message
+    assert "wrong-pw" not in message and PASSWORD not in message
+
+
+def test_data_nodes_listed_as_sentinels(setup: SentinelSetup) -> None:
+    settings = RedisSettings(sentinels=f"127.0.0.1:{setup.primary.port}", sentinel_password=PASSWORD)
+    problem = check_sentinels(settings)
+    assert problem is not None and "not a Redis Sentinel" in problem
+
+
+def test_cli_stops_at_start_up_on_an_unknown_master(setup: SentinelSetup, tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("REDIS_", "ARQSCALE_"))}
+    env |= setup.env() | {"REDIS_SENTINEL_MASTER": "jobs"}
+    done = subprocess.run(
+        [sys.executable, "-m", "arqscale", "status"], env=env, capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 2, done
+    assert "no master named 'jobs'" in done.stderr
+    assert PASSWORD not in done.stderr + done.stdout and SENTINEL_PASSWORD not in done.stderr + done.stdout
+
+
+async def test_client_reaches_the_primary(setup: SentinelSetup) -> None:
+    assert check_sentinels(settings_for(setup)) is None
+    redis = create_redis(settings_for(setup))
+    try:
+        await redis.set("k", "v")
+        assert (await redis.info("replication"))["role"] == "master"
+    finally:
+        await redis.aclose()
+
+
+# ---- durable enqueue -----------------------------------------------------------------------------
+
+
+async def test_durable_enqueue_waits_for_the_replica(setup: SentinelSetup) -> None:
+    redis = create_redis(settings_for(setup))
+    try:
+        [result] = await Producer(redis, SPECS, wait_replicas=1).enqueue_many(
+            "q", [JobRequest(function="send_email", job_id="durable-1")]
+        )
+        assert result.created
+        # Asking for more replicas than exist: the job is enqueued, and the error says so with its id.
+        with pytest.raises(NotReplicated) as info:
+            await Producer(redis, SPECS, wait_replicas=2, wait_timeout_ms=50).enqueue("q", "send_email", job_id="d-2")
+        assert info.value.acknowledged == 1 and info.value.results[0].job_id == "d-2"
+        assert "d-2 enqueued on the primary, but 1 of the 2 replica(s)" in str(info.value)
+        assert await redis.exists("arq:job:d-2")
+    finally:
+        await redis.aclose()
+
+
+async def test_api_answers_503_not_replicated(setup: SentinelSetup) -> None:
+    redis = create_redis(settings_for(setup))
+    app = create_app(SPECS, redis, max_body_bytes=1 << 20, wait_replicas=2, wait_timeout_ms=50)
+    async with TestClient(TestServer(app)) as client:
+        response = await client.post("/v1/queues/q/jobs", json={"function": "send_email", "job_id": "api-1"})
+        body = await response.json()
+        assert response.status == 503 and body["error"] == "not_replicated", body
+        assert "api-1" in body["message"]
+        # Enqueueing again with the same id is safe: one job.
+        again = await client.post("/v1/queues/q/jobs", json={"function": "send_email", "job_id": "api-1"})
+        assert again.status == 503
+    assert await redis.exists("arq:job:api-1")
+    await redis.aclose()
