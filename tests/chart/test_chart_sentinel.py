@@ -5,10 +5,16 @@ strict schema check of ci/external-redis-sentinel-values.yaml run with every oth
 from __future__ import annotations
 
 import base64
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
 from chart_support import HELMS, RELEASE, by_kind, env_of, one, parse_docs, pod_spec, render, template_with
+from redis_server import free_port
+from sentinel_servers import SentinelSetup
 
 SENTINELS = "redis-node-0.redis-headless:26379,redis-node-1.redis-headless:26379,redis-node-2.redis-headless:26379"
 
@@ -70,3 +76,23 @@ def test_bad_sentinel_values_name_the_field(helm: str, sets: list[str], message:
     result = template_with(helm, args)
     assert result.returncode != 0, f"rendered despite {sets}"
     assert message in result.stderr, result.stderr
+
+
+def test_helm_test_script_pings_the_primary_through_real_sentinels(tmp_path: Path) -> None:
+    """The `helm test` pod's script, from the sentinel render with its own environment, against a real
+    primary, replica and three sentinels (only the addresses and the Secrets' values are loopback's)."""
+    (pod,) = by_kind(render("helm3", "external-redis-sentinel"), "Pod")
+    (container,) = pod["spec"]["containers"]
+    env = {name: e["value"] for name, e in env_of(container).items() if "value" in e}
+    assert env["REDIS_SENTINELS"] == SENTINELS
+    setup = SentinelSetup(tmp_path / "sentinel", password="data-pw", sentinel_password="sentinel-pw").start()
+    try:
+        base = {k: v for k, v in os.environ.items() if not k.startswith(("REDIS_", "ARQSCALE_"))}
+        env |= setup.env() | {"EXPORTER_URL": f"http://127.0.0.1:{free_port()}"}  # no exporter: stops after the ping
+        result = subprocess.run(
+            [sys.executable, "-c", container["args"][0]], env=base | env, capture_output=True, text=True, timeout=60
+        )
+        assert f"ok   redis PING redis+sentinel://:***@{setup.sentinels}/mymaster/0" in result.stdout, result
+        assert "data-pw" not in result.stdout + result.stderr and "sentinel-pw" not in result.stdout + result.stderr
+    finally:
+        setup.stop()
