@@ -2,7 +2,7 @@
 
 from arqscale.core.connection import create_redis
 from arqscale.core.models import EnqueueResult, JobRequest, JobState, JobStatus, QueueCounts
-from arqscale.core.producer import Producer, UnknownFunctionError
+from arqscale.core.producer import NotReplicated, Producer, UnknownFunctionError
 from arqscale.core.schedule_spec import Schedule, from_arq_cron
 from arqscale.core.schedules import Schedules, ScheduleView
 from arqscale.core.settings import ArqscaleSettings, RedisSettings
@@ -16,6 +16,7 @@ __all__ = [
     "JobRequest",
     "JobState",
     "JobStatus",
+    "NotReplicated",
     "Producer",
     "QueueConfigError",
     "QueueCounts",

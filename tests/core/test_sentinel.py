@@ -3,6 +3,7 @@ cannot work, no secret in any of them, and durable enqueue (``WAIT``) with its s
 
 from __future__ import annotations
 
+import asyncio
 import os
 import subprocess
 import sys
@@ -14,6 +15,8 @@ from aiohttp.test_utils import TestClient, TestServer
 from hypothesis import given
 from hypothesis import strategies as st
 from pydantic import ValidationError
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from arqscale.api.app import create_app
 from arqscale.core.connection import MasterNotFound, check_sentinels, create_redis, create_sync_redis
@@ -160,3 +163,46 @@ async def test_api_answers_503_not_replicated(setup: SentinelSetup) -> None:
         assert again.status == 503
     assert await redis.exists("arq:job:api-1")
     await redis.aclose()
+
+
+# ---- following a failover (the old primary alive and demoted: the READONLY path) ------------------
+
+
+async def test_clients_follow_a_manual_failover(tmp_path: Path) -> None:
+    setup = SentinelSetup(tmp_path / "failover", password=PASSWORD, sentinel_password=SENTINEL_PASSWORD).start()
+    settings = settings_for(setup)
+    redis = create_redis(settings, socket_timeout=2, socket_connect_timeout=2)
+    blocking = create_sync_redis(settings, socket_timeout=2, socket_connect_timeout=2)
+    try:
+        await redis.set("before", 1)
+        assert blocking.set("before-sync", 1)
+        old = setup.master_port()
+        with setup.sentinel_client() as sentinel:
+            sentinel.execute_command("SENTINEL", "FAILOVER", "mymaster")
+        new = await asyncio.to_thread(setup.wait_for_promotion, old, 60)
+        # Pooled connections still point at the old primary. Until the sentinels turn it into a replica
+        # it accepts writes (they are lost when it resyncs: docs/reliability.md); then it answers READONLY,
+        # which the Sentinel connection turns into a ConnectionError, and the next connection asks the
+        # sentinels and lands on the new primary. Nothing is restarted or rebuilt.
+        outcomes = []
+        for attempt in range(100):
+            try:
+                await redis.set("after", attempt)
+                blocking.set("after-sync", attempt)
+                if int((await redis.info("server"))["tcp_port"]) == new:
+                    break
+                outcomes.append("old primary")
+            except (RedisConnectionError, RedisTimeoutError) as exc:
+                outcomes.append(type(exc).__name__)
+            await asyncio.sleep(0.1)
+        else:
+            raise AssertionError(f"never wrote to the new primary: {outcomes}")
+        assert await redis.get("before") == b"1"  # replicated before the switch
+        assert set(outcomes) <= {"old primary", "ConnectionError", "MasterNotFound", "TimeoutError"}, outcomes
+        with setup.sentinel_client() as sentinel:
+            assert int(sentinel.sentinel_get_master_addr_by_name("mymaster")[1]) == new
+        print(f"\nmanual failover: {outcomes} before the new primary took the writes")
+    finally:
+        await redis.aclose()
+        blocking.close()
+        setup.stop()

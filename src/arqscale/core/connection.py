@@ -11,6 +11,9 @@ worker), so a failover is a short outage to them, followed without a restart.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import time
 from typing import Any
 
 import redis as sync_redis
@@ -138,11 +141,44 @@ class _AsyncSentinel(async_sentinel.Sentinel):
 
 
 class _AsyncPool(async_sentinel.SentinelConnectionPool):
+    """redis-py's pool asks the sentinels only when it opens a connection, so pooled connections keep
+    writing to an old primary that is still alive (a manual failover, a partition) until the sentinels
+    demote it, 8 to 10 s later, and those writes are lost when it resyncs. This pool also asks every
+    ``recheck_seconds`` in the background (never making a command wait on the sentinels) and drops
+    connections to an address that is no longer the primary before handing them out."""
+
+    recheck_seconds: float = 1.0
+    _next_check: float = 0.0
+    _check: asyncio.Task[None] | None = None
+
+    async def get_connection(self, command_name: Any = None, *keys: Any, **options: Any) -> Any:
+        now = time.monotonic()
+        if self.recheck_seconds and now >= self._next_check and (self._check is None or self._check.done()):
+            self._next_check = now + self.recheck_seconds
+            self._check = asyncio.ensure_future(self._recheck())
+        connection = await super().get_connection()  # redis-py 5.3 deprecates passing the command
+        if (
+            self.master_address is not None
+            and connection.host
+            and (connection.host, connection.port) != self.master_address
+        ):
+            await connection.disconnect()  # was in use when the primary changed: reconnect to the new one
+            await connection.connect()
+        return connection
+
+    async def _recheck(self) -> None:
+        # Unreachable sentinels, or a primary they report down, change nothing here: the connections'
+        # own errors show an outage. A new address drops the idle connections (redis-py's own step).
+        with contextlib.suppress(RedisConnectionError, RedisTimeoutError, OSError):
+            await self.get_master_address()  # type: ignore[no-untyped-call]
+
     async def disconnect(self, inuse_connections: bool = True) -> None:
         await super().disconnect(inuse_connections)
         if inuse_connections:  # the client is closing: close the sentinels' connections too
             for sentinel in self.sentinel_manager.sentinels:
                 await sentinel.connection_pool.disconnect()
+        if inuse_connections and self._check is not None:
+            self._check.cancel()
 
 
 class _SyncSentinel(sync_sentinel.Sentinel):
@@ -188,6 +224,9 @@ def create_redis(settings: RedisSettings, **overrides: Any) -> Redis:
         manager = _AsyncSentinel(settings.sentinel_addresses(), sentinel_kwargs=sentinel_kwargs, **data)  # type: ignore[no-untyped-call]
         manager.settings = settings
         master: Redis = manager.master_for(settings.sentinel_master, connection_pool_class=_AsyncPool)
+        pool = master.connection_pool
+        assert isinstance(pool, _AsyncPool)
+        pool.recheck_seconds = settings.sentinel_recheck_seconds
         return master
     client: Redis = Redis.from_url(settings.connection_url(), **kwargs)
     return client

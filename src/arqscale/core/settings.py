@@ -51,6 +51,9 @@ class RedisSettings(BaseSettings):
     # TLS to the sentinels (they often listen in plain text beside TLS data nodes); the CA and client
     # certificate files are the data nodes' (REDIS_TLS_*).
     sentinel_tls: bool = False
+    # How often a client asks the sentinels whether the primary moved, besides on every new connection:
+    # bounds how long pooled connections keep writing to a demoted but living primary. 0: on connect only.
+    sentinel_recheck_seconds: float = Field(default=1.0, ge=0)
 
     # Durable enqueue: after writing a job, WAIT until this many replicas have it (0: do not wait).
     wait_replicas: int = Field(default=0, ge=0)
