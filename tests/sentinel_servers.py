@@ -8,10 +8,12 @@ import contextlib
 import subprocess
 import time
 from pathlib import Path
+from typing import Any
 
 import redis as sync_redis
 
 from redis_server import RedisServer, free_port
+from tls_material import TlsFiles, TlsRedisServer
 
 MASTER = "mymaster"
 
@@ -26,19 +28,32 @@ class SentinelSetup:
         down_after_ms: int = 1000,
         failover_timeout_ms: int = 10_000,
         sentinels: int = 3,
+        tls: TlsFiles | None = None,
     ) -> None:
+        """``tls``: every node and sentinel speaks only TLS (replication and the sentinels' own links too)."""
         self.workdir = workdir
+        self.tls = tls
         self.password = password
         self.sentinel_password = sentinel_password
         self.down_after_ms = down_after_ms
         self.failover_timeout_ms = failover_timeout_ms
         auth = ["--masterauth", password] if password else []
-        self.primary = RedisServer(workdir / "primary", password=password, extra_args=auth)
-        self.replica = RedisServer(
-            workdir / "replica",
-            password=password,
-            extra_args=[*auth, "--replicaof", "127.0.0.1", str(self.primary.port)],
-        )
+        if tls is None:
+            self.primary = RedisServer(workdir / "primary", password=password, extra_args=auth)
+            self.replica = RedisServer(
+                workdir / "replica",
+                password=password,
+                extra_args=[*auth, "--replicaof", "127.0.0.1", str(self.primary.port)],
+            )
+        else:
+            auth += ["--tls-replication", "yes"]
+            self.primary = TlsRedisServer(workdir / "primary", tls, password=password, extra_args=auth)
+            self.replica = TlsRedisServer(
+                workdir / "replica",
+                tls,
+                password=password,
+                extra_args=[*auth, "--replicaof", "127.0.0.1", str(self.primary.port)],
+            )
         self.sentinel_ports = [free_port() for _ in range(sentinels)]
         self.sentinel_procs: list[subprocess.Popen[bytes]] = []
 
@@ -54,13 +69,26 @@ class SentinelSetup:
             env["REDIS_PASSWORD"] = self.password
         if self.sentinel_password:
             env["REDIS_SENTINEL_PASSWORD"] = self.sentinel_password
+        if self.tls is not None:
+            env |= {"REDIS_TLS": "true", "REDIS_SENTINEL_TLS": "true", "REDIS_TLS_CA_FILE": str(self.tls.ca_cert)}
         return env
 
     def _sentinel_conf(self, port: int) -> Path:
         directory = self.workdir / f"sentinel-{port}"
         directory.mkdir(parents=True, exist_ok=True)
+        listen = [f"port {port}"]
+        if self.tls is not None:
+            listen = [
+                "port 0",
+                f"tls-port {port}",
+                f"tls-cert-file {self.tls.server_cert}",
+                f"tls-key-file {self.tls.server_key}",
+                f"tls-ca-cert-file {self.tls.ca_cert}",
+                "tls-auth-clients no",
+                "tls-replication yes",  # the sentinels' links to the nodes and to each other
+            ]
         lines = [
-            f"port {port}",
+            *listen,
             "bind 127.0.0.1",
             f"dir {directory}",
             f"logfile {directory / 'sentinel.log'}",
@@ -78,9 +106,18 @@ class SentinelSetup:
         conf.write_text("\n".join(lines) + "\n")
         return conf
 
+    def tls_kwargs(self) -> dict[str, Any]:
+        if self.tls is None:
+            return {}
+        return {"ssl": True, "ssl_ca_certs": str(self.tls.ca_cert)}
+
     def sentinel_client(self, index: int = 0) -> sync_redis.Redis:
         return sync_redis.Redis(
-            port=self.sentinel_ports[index], password=self.sentinel_password, socket_timeout=2, decode_responses=True
+            port=self.sentinel_ports[index],
+            password=self.sentinel_password,
+            socket_timeout=2,
+            decode_responses=True,
+            **self.tls_kwargs(),
         )
 
     def start(self, within: float = 30.0) -> SentinelSetup:

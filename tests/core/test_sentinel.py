@@ -206,3 +206,24 @@ async def test_clients_follow_a_manual_failover(tmp_path: Path) -> None:
         await redis.aclose()
         blocking.close()
         setup.stop()
+
+
+def test_cli_enqueue_waits_for_replicas_and_says_when_they_do_not_confirm(setup: SentinelSetup, tmp_path: Path) -> None:
+    queues = tmp_path / "queues.yaml"
+    queues.write_text("queues:\n  q:\n    functions: [tests.tasks.send_email]\n")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("REDIS_", "ARQSCALE_"))}
+    env |= setup.env() | {"ARQSCALE_QUEUES_FILE": str(queues), "REDIS_WAIT_TIMEOUT_MS": "50"}
+
+    def enqueue(job_id: str, replicas: int) -> subprocess.CompletedProcess[str]:
+        cmd = [sys.executable, "-m", "arqscale", "enqueue", "q", "send_email", "--job-id", job_id]
+        run_env = env | {"REDIS_WAIT_REPLICAS": str(replicas)}
+        return subprocess.run(cmd, env=run_env, capture_output=True, text=True, timeout=60)
+
+    done = enqueue("cli-durable-1", 1)
+    assert done.returncode == 0, done
+    assert "enqueued cli-durable-1" in done.stdout
+    short = enqueue("cli-durable-2", 2)  # one replica exists: never confirmed by two
+    assert short.returncode == 1, short
+    assert "enqueued cli-durable-2" in short.stdout
+    assert "1 of the 2 replica(s)" in short.stderr and "REDIS_WAIT_REPLICAS" in short.stderr
+    assert PASSWORD not in short.stdout + short.stderr and SENTINEL_PASSWORD not in short.stdout + short.stderr
