@@ -83,29 +83,53 @@ def _sentinel_parts(settings: RedisSettings, kwargs: dict[str, Any]) -> tuple[di
     return data, sentinel
 
 
-def master_problem(
-    settings: RedisSettings, errors: list[str], known: set[str], down: bool, not_sentinels: list[str]
-) -> MasterNotFound:
-    """The error for a lookup that found no primary, naming what is wrong (never a password)."""
-    name = settings.sentinel_master
-    where = ", ".join(f"{h}:{p}" for h, p in settings.sentinel_addresses())
-    if down:
-        return MasterNotFound(
-            f"the sentinels ({where}) report master {name!r} down: a failover is in progress, "
-            "or no replica can take over"
-        )
-    if known or (not errors and not not_sentinels):
-        watched = ", ".join(repr(k) for k in sorted(known)) or "none"
-        return SentinelConfigError(
-            f"the sentinels ({where}) watch no master named {name!r} (they watch: {watched}); "
-            "check REDIS_SENTINEL_MASTER"
-        )
-    if not_sentinels and not errors:
-        return SentinelConfigError(
-            f"{', '.join(not_sentinels)}: not a Redis Sentinel (SENTINEL MASTERS refused); "
-            "REDIS_SENTINELS must list the sentinels' addresses, not the data nodes'"
-        )
-    return MasterNotFound(f"no sentinel answers ({'; '.join(errors + not_sentinels)}); check REDIS_SENTINELS")
+class _Survey:
+    """The sentinels' answers to ``SENTINEL MASTERS``, one by one, until one names a primary that is up;
+    shared by the asyncio and the blocking lookups."""
+
+    def __init__(self, settings: RedisSettings, check: Any) -> None:
+        self.settings, self.check = settings, check
+        self.errors: list[str] = []
+        self.refused: list[str] = []
+        self.known: set[str] = set()
+        self.down = False
+
+    def add(self, address: str, answer: Any) -> tuple[str, int] | None:
+        if isinstance(answer, ResponseError) and "unknown command" in str(answer).lower():
+            self.refused.append(address)  # not a sentinel: a data node knows no SENTINEL command
+            return None
+        if isinstance(answer, BaseException):
+            self.errors.append(f"{address}: {type(answer).__name__}: {answer}")
+            return None
+        name = self.settings.sentinel_master
+        self.known.update(answer)
+        state = answer.get(name)
+        if state and self.check(state, name):
+            return state["ip"], state["port"]
+        self.down = self.down or bool(state)
+        return None
+
+    def problem(self) -> MasterNotFound:
+        """The error for a lookup that found no primary, naming what is wrong (never a password)."""
+        name = self.settings.sentinel_master
+        where = ", ".join(f"{h}:{p}" for h, p in self.settings.sentinel_addresses())
+        if self.down:
+            return MasterNotFound(
+                f"the sentinels ({where}) report master {name!r} down: a failover is in progress, "
+                "or no replica can take over"
+            )
+        if self.known or (not self.errors and not self.refused):
+            watched = ", ".join(repr(k) for k in sorted(self.known)) or "none"
+            return SentinelConfigError(
+                f"the sentinels ({where}) watch no master named {name!r} (they watch: {watched}); "
+                "check REDIS_SENTINEL_MASTER"
+            )
+        if self.refused and not self.errors:
+            return SentinelConfigError(
+                f"{', '.join(self.refused)}: not a Redis Sentinel (SENTINEL MASTERS refused); "
+                "REDIS_SENTINELS must list the sentinels' addresses, not the data nodes'"
+            )
+        return MasterNotFound(f"no sentinel answers ({'; '.join(self.errors + self.refused)}); check REDIS_SENTINELS")
 
 
 def _address(client: Any) -> str:
@@ -117,27 +141,18 @@ class _AsyncSentinel(async_sentinel.Sentinel):
     settings: RedisSettings
 
     async def discover_master(self, service_name: str) -> tuple[str, int]:
-        errors: list[str] = []
-        refused: list[str] = []
-        known: set[str] = set()
-        down = False
+        survey = _Survey(self.settings, self.check_master_state)
         for number, sentinel in enumerate(self.sentinels):
             try:
-                masters = await sentinel.sentinel_masters()  # type: ignore[no-untyped-call]
-            except (RedisConnectionError, RedisTimeoutError) as exc:
-                errors.append(f"{_address(sentinel)}: {type(exc).__name__}: {exc}")
-                continue
-            except ResponseError:
-                refused.append(_address(sentinel))
-                continue
-            known.update(masters)
-            state = masters.get(service_name)
-            if state and self.check_master_state(state, service_name):
+                answer: Any = await sentinel.sentinel_masters()  # type: ignore[no-untyped-call]
+            except (RedisConnectionError, RedisTimeoutError, ResponseError) as exc:
+                answer = exc
+            found = survey.add(_address(sentinel), answer)
+            if found is not None:
                 # Ask the sentinel that answered first next time (as redis-py does).
                 self.sentinels[0], self.sentinels[number] = sentinel, self.sentinels[0]
-                return state["ip"], state["port"]
-            down = down or bool(state)
-        raise master_problem(self.settings, errors, known, down, refused)
+                return found
+        raise survey.problem()
 
 
 class _AsyncPool(async_sentinel.SentinelConnectionPool):
@@ -185,26 +200,17 @@ class _SyncSentinel(sync_sentinel.Sentinel):
     settings: RedisSettings
 
     def discover_master(self, service_name: str) -> tuple[str, int]:
-        errors: list[str] = []
-        refused: list[str] = []
-        known: set[str] = set()
-        down = False
+        survey = _Survey(self.settings, self.check_master_state)
         for number, sentinel in enumerate(self.sentinels):
             try:
-                masters = sentinel.sentinel_masters()  # type: ignore[no-untyped-call]
-            except (RedisConnectionError, RedisTimeoutError) as exc:
-                errors.append(f"{_address(sentinel)}: {type(exc).__name__}: {exc}")
-                continue
-            except ResponseError:
-                refused.append(_address(sentinel))
-                continue
-            known.update(masters)
-            state = masters.get(service_name)
-            if state and self.check_master_state(state, service_name):  # type: ignore[no-untyped-call]
+                answer: Any = sentinel.sentinel_masters()  # type: ignore[no-untyped-call]
+            except (RedisConnectionError, RedisTimeoutError, ResponseError) as exc:
+                answer = exc
+            found = survey.add(_address(sentinel), answer)
+            if found is not None:
                 self.sentinels[0], self.sentinels[number] = sentinel, self.sentinels[0]
-                return state["ip"], state["port"]
-            down = down or bool(state)
-        raise master_problem(self.settings, errors, known, down, refused)
+                return found
+        raise survey.problem()
 
 
 class _SyncPool(sync_sentinel.SentinelConnectionPool):

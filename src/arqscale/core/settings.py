@@ -163,8 +163,8 @@ class RedisSettings(BaseSettings):
     def display_url(self) -> str:
         """The URL with any password replaced by ``***``: safe for logs and errors.
 
-        With sentinels: ``redis+sentinel://[user:***@]h1:p1,h2:p2/<master>/<db>`` (the form arq and
-        Bitnami's docs use), naming where the primary is looked up."""
+        With sentinels: ``redis+sentinel://[user:***@]h1:p1,h2:p2/<master>/<db>``, naming where the
+        primary is looked up (only shown, never parsed: the settings are the separate fields)."""
         if self.sentinels is not None:
             scheme = "rediss+sentinel" if self.tls else "redis+sentinel"
             auth = ""
