@@ -22,6 +22,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
+from redis.asyncio import Redis
+
 from arqscale.core.connection import create_redis
 from arqscale.core.producer import Producer
 from arqscale.core.settings import RedisSettings
@@ -84,46 +86,53 @@ async def failover_round(workdir: Path) -> dict[str, float]:
         setup.stop()
 
 
-async def durable_cost(workdir: Path, jobs: int) -> dict[int, dict[str, float]]:
+async def _one_mode(redis: Redis, wait: int, jobs: int, tag: str) -> dict[str, float]:
+    producer = Producer(redis, SPECS, wait_replicas=wait, wait_timeout_ms=1000)
+    latencies = []
+    for i in range(jobs // 4):  # one at a time: the latency a caller waits
+        started = time.perf_counter()
+        await producer.enqueue("q", "noop", job_id=f"lat-{tag}-{i}")
+        latencies.append(time.perf_counter() - started)
+    latencies.sort()
+
+    async def lane(lane_no: int) -> None:
+        for i in range(jobs // 32):
+            await producer.enqueue("q", "noop", job_id=f"thr-{tag}-{lane_no}-{i}")
+
+    started = time.perf_counter()
+    await asyncio.gather(*(lane(n) for n in range(32)))  # 32 concurrent producers: throughput
+    elapsed = time.perf_counter() - started
+    return {
+        "p50_ms": statistics.median(latencies) * 1000,
+        "p99_ms": latencies[int(len(latencies) * 0.99)] * 1000,
+        "jobs_per_s": (jobs // 32 * 32) / elapsed,
+    }
+
+
+async def durable_cost(workdir: Path, jobs: int, reps: int) -> dict[int, dict[str, float]]:
+    """Both modes in each repetition, in alternating order (the machine's noise hits both alike);
+    the median of each figure over the repetitions."""
     setup = SentinelSetup(workdir).start()
-    results: dict[int, dict[str, float]] = {}
+    runs: dict[int, list[dict[str, float]]] = {0: [], 1: []}
     try:
         redis = create_redis(settings_of(setup))
         try:
-            for rep in range(2):  # interleaved, twice: the machine's noise hits both alike
-                for wait in (0, 1):
-                    producer = Producer(redis, SPECS, wait_replicas=wait, wait_timeout_ms=1000)
-                    latencies = []
-                    for i in range(jobs // 4):
-                        started = time.perf_counter()
-                        await producer.enqueue("q", "noop", job_id=f"lat-{rep}-{wait}-{i}")
-                        latencies.append(time.perf_counter() - started)
-                    started = time.perf_counter()
-
-                    async def lane(
-                        lane_no: int, producer: Producer = producer, rep: int = rep, wait: int = wait
-                    ) -> None:
-                        for i in range(jobs // 32):
-                            await producer.enqueue("q", "noop", job_id=f"thr-{rep}-{wait}-{lane_no}-{i}")
-
-                    await asyncio.gather(*(lane(n) for n in range(32)))
-                    elapsed = time.perf_counter() - started
-                    row = results.setdefault(wait, {"p50_ms": 0, "p99_ms": 0, "jobs_per_s": 0})
-                    latencies.sort()
-                    row["p50_ms"] += statistics.median(latencies) * 1000 / 2
-                    row["p99_ms"] += latencies[int(len(latencies) * 0.99)] * 1000 / 2
-                    row["jobs_per_s"] += (jobs // 32 * 32) / elapsed / 2
+            for rep in range(reps):
+                for wait in (0, 1) if rep % 2 == 0 else (1, 0):
+                    runs[wait].append(await _one_mode(redis, wait, jobs, f"{rep}-{wait}"))
+                    await redis.flushdb()
         finally:
             await redis.aclose()
     finally:
         setup.stop()
-    return results
+    return {wait: {k: statistics.median(r[k] for r in rows) for k in rows[0]} for wait, rows in runs.items()}
 
 
 async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--jobs", type=int, default=2000)
+    parser.add_argument("--reps", type=int, default=5, help="durable enqueue: repetitions of both modes")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         rows = [await failover_round(Path(tmp) / f"round-{n}") for n in range(args.rounds)]
@@ -134,11 +143,15 @@ async def main() -> None:
                 f"{n:>5} {r['promoted_s']:>11.2f} {r['writes_back_s']:>14.2f} "
                 f"{int(r['acknowledged_before_kill']):>18} {int(r['lost']):>5}"
             )
-        cost = await durable_cost(Path(tmp) / "durable", args.jobs)
-        print(f"\ndurable enqueue ({args.jobs} jobs per mode; one replica on loopback):")
+        cost = await durable_cost(Path(tmp) / "durable", args.jobs, args.reps)
+        print(f"\ndurable enqueue ({args.jobs} jobs per mode and repetition, median of {args.reps}; one replica):")
         print(f"{'REDIS_WAIT_REPLICAS':>20} {'p50 ms':>8} {'p99 ms':>8} {'jobs/s (32 concurrent)':>24}")
         for wait, row in cost.items():
             print(f"{wait:>20} {row['p50_ms']:>8.3f} {row['p99_ms']:>8.3f} {row['jobs_per_s']:>24.0f}")
+        ratio = cost[1]["jobs_per_s"] / cost[0]["jobs_per_s"]
+        print(
+            f"throughput with WAIT 1 / without: {ratio:.2f}; p50 latency: {cost[1]['p50_ms'] / cost[0]['p50_ms']:.2f}x"
+        )
 
 
 if __name__ == "__main__":
