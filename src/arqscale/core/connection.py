@@ -158,7 +158,8 @@ class _AsyncSentinel(async_sentinel.Sentinel):
 class _AsyncPool(async_sentinel.SentinelConnectionPool):
     """redis-py's pool asks the sentinels only when it opens a connection, so pooled connections keep
     writing to an old primary that is still alive (a manual failover, a partition) until the sentinels
-    demote it, 8 to 10 s later, and those writes are lost when it resyncs. This pool also asks every
+    demote it, seconds later (9.3 s in tests/core/test_sentinel.py), and those writes are lost when it
+    resyncs. This pool also asks every
     ``recheck_seconds`` in the background (never making a command wait on the sentinels) and drops
     connections to an address that is no longer the primary before handing them out."""
 
@@ -177,8 +178,12 @@ class _AsyncPool(async_sentinel.SentinelConnectionPool):
             and connection.host
             and (connection.host, connection.port) != self.master_address
         ):
-            await connection.disconnect()  # was in use when the primary changed: reconnect to the new one
-            await connection.connect()
+            try:  # it was in use when the primary changed: reconnect it to the new one
+                await connection.disconnect()
+                await connection.connect()
+            except BaseException:
+                await self.release(connection)  # as redis-py does when a checkout fails
+                raise
         return connection
 
     async def _recheck(self) -> None:
@@ -214,6 +219,9 @@ class _SyncSentinel(sync_sentinel.Sentinel):
 
 
 class _SyncPool(sync_sentinel.SentinelConnectionPool):
+    """No background re-check here: the blocking clients (the loop watchdog's reports, the demo's
+    checks) write rarely, and leave a demoted primary on its first READONLY."""
+
     def disconnect(self, inuse_connections: bool = True) -> None:
         super().disconnect(inuse_connections)
         if inuse_connections:
