@@ -158,7 +158,7 @@ class _AsyncSentinel(async_sentinel.Sentinel):
 class _AsyncPool(async_sentinel.SentinelConnectionPool):
     """redis-py's pool asks the sentinels only when it opens a connection, so pooled connections keep
     writing to an old primary that is still alive (a manual failover, a partition) until the sentinels
-    demote it, seconds later (9.3 s in tests/core/test_sentinel.py), and those writes are lost when it
+    demote it, seconds later (9.3 s measured on loopback), and those writes are lost when it
     resyncs. This pool also asks every
     ``recheck_seconds`` in the background (never making a command wait on the sentinels) and drops
     connections to an address that is no longer the primary before handing them out."""
