@@ -4,7 +4,9 @@
    enqueues every 5 ms through a Sentinel-managed client; the primary is SIGKILLed. Measured per round:
    when the sentinels promote the replica, when the first enqueue after the kill succeeds, and how
    many acknowledged jobs the new primary does not have (lost to asynchronous replication).
-2. Durable enqueue: the same jobs enqueued with ``wait_replicas`` 0 and 1, in one run, side by side:
+2. A manual failover (the old primary alive): how long writes still reach it, and how many are lost,
+   with redis-py's behaviour (``REDIS_SENTINEL_RECHECK_SECONDS=0``) and arqscale's default (1 s).
+3. Durable enqueue: the same jobs enqueued with ``wait_replicas`` 0 and 1, in one run, side by side:
    per-enqueue latency (one at a time) and throughput (32 concurrent producers).
 
     .venv/bin/python bench/failover.py [--rounds 3] [--jobs 2000]
@@ -41,7 +43,7 @@ async def failover_round(workdir: Path) -> dict[str, float]:
     setup = SentinelSetup(workdir).start()
     redis = create_redis(settings_of(setup), socket_timeout=1, socket_connect_timeout=1)
     producer = Producer(redis, SPECS)
-    acknowledged: dict[str, float] = {}
+    acknowledged: dict[str, tuple[float, float]] = {}  # job id -> (sent, acknowledged)
     stop = asyncio.Event()
     wrote_after_kill = asyncio.Event()
     killed = float("inf")
@@ -50,12 +52,13 @@ async def failover_round(workdir: Path) -> dict[str, float]:
         n = 0
         while not stop.is_set():
             n += 1
+            sent = time.monotonic()
             try:
                 await producer.enqueue("q", "noop", job_id=f"j{n}")
-                acknowledged[f"j{n}"] = now = time.monotonic()
-                if now > killed:
+                acknowledged[f"j{n}"] = (sent, time.monotonic())
+                if sent > killed:  # sent after the kill: the new primary took it
                     wrote_after_kill.set()
-            except Exception:
+            except Exception:  # the outage itself: not acknowledged, not counted
                 pass
             await asyncio.sleep(0.005)
 
@@ -67,10 +70,10 @@ async def failover_round(workdir: Path) -> dict[str, float]:
         new = await asyncio.to_thread(setup.wait_for_promotion, old, 60)
         promoted = time.monotonic()
         await asyncio.wait_for(wrote_after_kill.wait(), 60)
-        first_write = min(t for t in acknowledged.values() if t > killed)
+        first_write = min(done for sent, done in acknowledged.values() if sent > killed)
         stop.set()
         await task
-        before = [j for j, t in acknowledged.items() if t <= killed]
+        before = [j for j, (sent, _) in acknowledged.items() if sent <= killed]
         async with create_redis(settings_of(setup)) as check:
             present = await check.exists(*(f"arq:job:{j}" for j in before)) if before else 0
         assert new == setup.replica.port
@@ -82,6 +85,35 @@ async def failover_round(workdir: Path) -> dict[str, float]:
         }
     finally:
         stop.set()
+        await redis.aclose()
+        setup.stop()
+
+
+async def manual_failover(workdir: Path, recheck: float) -> dict[str, float]:
+    """``SENTINEL FAILOVER`` with the old primary alive: writes every 100 ms, each to its own key; once
+    the old primary has been demoted, how many acknowledged writes the new primary lacks, and for how
+    long writes still went to the old one."""
+    setup = SentinelSetup(workdir).start()
+    redis = create_redis(settings_of(setup, sentinel_recheck_seconds=recheck))
+    try:
+        old = setup.master_port()
+        with setup.sentinel_client() as sentinel:
+            sentinel.execute_command("SENTINEL", "FAILOVER", "mymaster")
+        switched = time.monotonic()
+        acknowledged, last_old = [], switched
+        for i in range(200):  # 20 s: longer than the sentinels take to demote the old primary
+            try:
+                await redis.set(f"w{i}", 1)
+                acknowledged.append(f"w{i}")
+                if int((await redis.info("server"))["tcp_port"]) == old:
+                    last_old = time.monotonic()
+            except Exception:
+                pass
+            await asyncio.sleep(0.1)
+        async with create_redis(settings_of(setup)) as check:
+            present = await check.exists(*acknowledged)
+        return {"to_old_s": last_old - switched, "acknowledged": len(acknowledged), "lost": len(acknowledged) - present}
+    finally:
         await redis.aclose()
         setup.stop()
 
@@ -143,6 +175,13 @@ async def main() -> None:
                 f"{n:>5} {r['promoted_s']:>11.2f} {r['writes_back_s']:>14.2f} "
                 f"{int(r['acknowledged_before_kill']):>18} {int(r['lost']):>5}"
             )
+        print("\nmanual SENTINEL FAILOVER, old primary alive (a write every 100 ms for 20 s):")
+        print(
+            f"{'REDIS_SENTINEL_RECHECK_SECONDS':>31} {'writes to the old primary for s':>32} {'acked':>6} {'lost':>5}"
+        )
+        for recheck in (0.0, 1.0):
+            m = await manual_failover(Path(tmp) / f"manual-{recheck}", recheck)
+            print(f"{recheck:>31g} {m['to_old_s']:>32.2f} {int(m['acknowledged']):>6} {int(m['lost']):>5}")
         cost = await durable_cost(Path(tmp) / "durable", args.jobs, args.reps)
         print(f"\ndurable enqueue ({args.jobs} jobs per mode and repetition, median of {args.reps}; one replica):")
         print(f"{'REDIS_WAIT_REPLICAS':>20} {'p50 ms':>8} {'p99 ms':>8} {'jobs/s (32 concurrent)':>24}")
