@@ -4,7 +4,7 @@ from arqscale.core.connection import create_redis
 from arqscale.core.event_stream import Events, JobCancelled, JobFailed, WaitTimeout
 from arqscale.core.events import EVENT_NAMES, Event
 from arqscale.core.models import EnqueueResult, JobRequest, JobState, JobStatus, QueueCounts
-from arqscale.core.producer import Producer, UnknownFunctionError
+from arqscale.core.producer import NotReplicated, Producer, UnknownFunctionError
 from arqscale.core.schedule_spec import Schedule, from_arq_cron
 from arqscale.core.schedules import Schedules, ScheduleView
 from arqscale.core.settings import ArqscaleSettings, RedisSettings
@@ -23,6 +23,7 @@ __all__ = [
     "JobRequest",
     "JobState",
     "JobStatus",
+    "NotReplicated",
     "Producer",
     "QueueConfigError",
     "QueueCounts",

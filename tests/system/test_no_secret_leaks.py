@@ -117,15 +117,25 @@ def queues(tmp_path: Path) -> Path:
 
 
 @pytest.mark.parametrize("command", COMMANDS)
-@pytest.mark.parametrize("form", ["url", "fields"])
+@pytest.mark.parametrize("form", ["url", "fields", "sentinel"])
 def test_unreachable_redis(command: str, form: str, queues: Path, tmp_path: Path) -> None:
     _require(command)
     port = free_port()  # nothing listens there
-    redis_env = (
-        {"REDIS_URL": f"redis://app:{SECRET}@127.0.0.1:{port}/0"}
-        if form == "url"
-        else {"REDIS_HOST": "127.0.0.1", "REDIS_PORT": str(port), "REDIS_USERNAME": "app", "REDIS_PASSWORD": SECRET}
-    )
+    redis_env = {
+        "url": {"REDIS_URL": f"redis://app:{SECRET}@127.0.0.1:{port}/0"},
+        "fields": {
+            "REDIS_HOST": "127.0.0.1",
+            "REDIS_PORT": str(port),
+            "REDIS_USERNAME": "app",
+            "REDIS_PASSWORD": SECRET,
+        },
+        # Both passwords: the data nodes' and the sentinels' own.
+        "sentinel": {
+            "REDIS_SENTINELS": f"127.0.0.1:{port}",
+            "REDIS_PASSWORD": SECRET,
+            "REDIS_SENTINEL_PASSWORD": SECRET,
+        },
+    }[form]
     env = clean_env(ARQSCALE_QUEUES_FILE=str(queues), **redis_env)
     output = _run(command, env, tmp_path, expect=[f"127.0.0.1:{port}"])
     _assert_clean(output)

@@ -130,8 +130,14 @@ arqscale.io/queue: {{ .queue | quote }}
 {{- define "arqscale.validateRedis" -}}
 {{- if not .Values.redis.enabled -}}
 {{- $x := .Values.externalRedis -}}
-{{- if not (or $x.url $x.host $x.existingSecretUrlKey) -}}
-{{- fail "externalRedis: redis.enabled is false, so set externalRedis.url, externalRedis.host or externalRedis.existingSecret with existingSecretUrlKey" -}}
+{{- if not (or $x.url $x.host $x.existingSecretUrlKey $x.sentinel.addresses) -}}
+{{- fail "externalRedis: redis.enabled is false, so set externalRedis.url, externalRedis.host, externalRedis.sentinel.addresses or externalRedis.existingSecret with existingSecretUrlKey" -}}
+{{- end -}}
+{{- if and $x.sentinel.addresses (or $x.url $x.host $x.existingSecretUrlKey) -}}
+{{- fail "externalRedis.sentinel.addresses: the sentinels name the primary, so leave externalRedis.url, externalRedis.host and existingSecretUrlKey empty" -}}
+{{- end -}}
+{{- if and $x.sentinel.existingSecretPasswordKey (not $x.existingSecret) -}}
+{{- fail "externalRedis.sentinel.existingSecretPasswordKey: needs externalRedis.existingSecret" -}}
 {{- end -}}
 {{- if and $x.existingSecretUrlKey (not $x.existingSecret) -}}
 {{- fail "externalRedis.existingSecretUrlKey: needs externalRedis.existingSecret" -}}
@@ -170,10 +176,38 @@ arqscale.io/queue: {{ .queue | quote }}
       name: {{ include "arqscale.componentName" (dict "root" . "component" "redis-external") }}
       key: redis-url
 {{- else }}
+{{- if $x.sentinel.addresses }}
+- name: REDIS_SENTINELS
+  value: {{ join "," $x.sentinel.addresses | quote }}
+- name: REDIS_SENTINEL_MASTER
+  value: {{ $x.sentinel.masterName | quote }}
+{{- with $x.sentinel.username }}
+- name: REDIS_SENTINEL_USERNAME
+  value: {{ . | quote }}
+{{- end }}
+{{- if and $x.existingSecret $x.sentinel.existingSecretPasswordKey }}
+- name: REDIS_SENTINEL_PASSWORD
+  valueFrom:
+    secretKeyRef:
+      name: {{ $x.existingSecret }}
+      key: {{ $x.sentinel.existingSecretPasswordKey }}
+{{- else if $x.sentinel.password }}
+- name: REDIS_SENTINEL_PASSWORD
+  valueFrom:
+    secretKeyRef:
+      name: {{ include "arqscale.componentName" (dict "root" . "component" "redis-external") }}
+      key: sentinel-password
+{{- end }}
+{{- if $x.sentinel.tls }}
+- name: REDIS_SENTINEL_TLS
+  value: "true"
+{{- end }}
+{{- else }}
 - name: REDIS_HOST
   value: {{ $x.host | quote }}
 - name: REDIS_PORT
   value: {{ $x.port | toString | quote }}
+{{- end }}
 - name: REDIS_DB
   value: {{ $x.db | toString | quote }}
 {{- with $x.username }}
@@ -193,6 +227,12 @@ arqscale.io/queue: {{ .queue | quote }}
       name: {{ include "arqscale.componentName" (dict "root" . "component" "redis-external") }}
       key: redis-password
 {{- end }}
+{{- end }}
+{{- if gt (int $x.waitReplicas) 0 }}
+- name: REDIS_WAIT_REPLICAS
+  value: {{ $x.waitReplicas | toString | quote }}
+- name: REDIS_WAIT_TIMEOUT_MS
+  value: {{ $x.waitTimeoutMs | toString | quote }}
 {{- end }}
 {{- if $x.tls.enabled }}
 - name: REDIS_TLS

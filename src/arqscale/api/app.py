@@ -65,7 +65,7 @@ from arqscale.core.job_listing import MAX_LIMIT, MAX_OFFSET, JobLister, ListStat
 from arqscale.core.job_status import JobStatusReader
 from arqscale.core.live_workers import live_workers
 from arqscale.core.models import EnqueueResult, JobRequest, JobState, QueueCounts
-from arqscale.core.producer import CallbackError, GroupError, Producer
+from arqscale.core.producer import CallbackError, GroupError, NotReplicated, Producer
 from arqscale.core.safe_data import UnsafeArguments, model_json
 from arqscale.core.spec import QueueSpec
 
@@ -160,6 +160,11 @@ async def errors_middleware(request: web.Request, handler: Handler) -> web.Strea
             message = f"no route {request.method} {request.path}"
         headers = {"Allow": _allowed(request, exc.headers["Allow"])} if "Allow" in exc.headers else None
         return _problem(Problem(exc.status, code, message), headers)
+    except NotReplicated as exc:
+        # The primary holds the jobs; the replicas asked for did not confirm them in time. Retrying with
+        # the same job id is safe (no second copy), so this is 503 with the ids, not 500.
+        log.warning("durable enqueue not confirmed during %s %s: %s", request.method, request.path, exc)
+        return _problem(Problem(503, "not_replicated", str(exc)))
     except (RedisConnectionError, RedisTimeoutError) as exc:
         # redis-py's messages name host and port only; the password is never in them.
         log.warning("Redis unavailable during %s %s: %s", request.method, request.path, exc)
@@ -615,8 +620,12 @@ def create_app(
     max_body_bytes: int,
     token: str | None = None,
     traced: bool = False,
+    wait_replicas: int = 0,
+    wait_timeout_ms: int = 1000,
 ) -> web.Application:
-    """The API as an aiohttp application on an existing Redis client (the caller closes it)."""
+    """The API as an aiohttp application on an existing Redis client (the caller closes it).
+
+    ``wait_replicas``: durable enqueue (``REDIS_WAIT_REPLICAS``); see ``Producer``."""
     arq_specs = {name: s for name, s in specs.items() if s.backend == "arq"}
     # The dashboard's static page comes before the token check: it holds nothing and asks for the token.
     middlewares = [errors_middleware, dashboard_middleware, auth_middleware]
@@ -625,7 +634,7 @@ def create_app(
     app[STATE] = State(
         specs=arq_specs,
         redis=redis,
-        producer=Producer(redis, arq_specs),
+        producer=Producer(redis, arq_specs, wait_replicas=wait_replicas, wait_timeout_ms=wait_timeout_ms),
         counts=CountsReader(redis),
         statuses=JobStatusReader(redis, arq_specs),
         lister=JobLister(redis),
@@ -657,7 +666,15 @@ async def serve(config: Config, *, host: str | None = None, port: int | None = N
     token = settings.api_token.get_secret_value() if settings.api_token is not None else None
     # A data route answers 503 within REDIS_TIMEOUT of Redis freezing, not after the freeze (issue 10).
     redis = create_redis(config.redis, socket_timeout=REDIS_TIMEOUT, socket_connect_timeout=REDIS_TIMEOUT)
-    app = create_app(config.queues, redis, max_body_bytes=settings.api_max_body_bytes, token=token, traced=traced)
+    app = create_app(
+        config.queues,
+        redis,
+        max_body_bytes=settings.api_max_body_bytes,
+        token=token,
+        traced=traced,
+        wait_replicas=config.redis.wait_replicas,
+        wait_timeout_ms=config.redis.wait_timeout_ms,
+    )
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     bind_host, bind_port = host or settings.api_host, port or settings.api_port

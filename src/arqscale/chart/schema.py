@@ -406,6 +406,22 @@ def build() -> Schema:
                     "clientCertSecret": _NAME,
                 }
             ),
+            "sentinel": _obj(
+                {
+                    "addresses": {
+                        "type": "array",
+                        "description": "Redis Sentinels as host:port; set: the primary is found through them",
+                        "items": {"type": "string", "pattern": r"^(\[[0-9A-Fa-f:.]+\]|[^\s:,\[\]]+)(:[0-9]{1,5})?$"},
+                    },
+                    "masterName": _t("string", minLength=1),
+                    "username": _t("string"),
+                    "password": _t("string"),
+                    "existingSecretPasswordKey": _t("string"),
+                    "tls": _t("boolean"),
+                }
+            ),
+            "waitReplicas": _t("integer", "durable enqueue: WAIT for this many replicas (0: do not wait)", minimum=0),
+            "waitTimeoutMs": _t("integer", minimum=1),
         }
     )
     queues: Schema = {

@@ -82,11 +82,10 @@ def parse_json(option: str, text: str | None, kind: type[list[Any]] | type[dict[
 
 
 def _redact(text: str, config: Config) -> str:
-    secrets = [s.get_secret_value() for s in (config.redis.password, config.redis.url) if s is not None]
     url = config.redis.connection_url()
-    for secret in [*secrets, url]:
-        if secret:
-            text = text.replace(secret, config.redis.display_url() if secret == url else "***")
+    # Longest first: a URL holds its password, and must be replaced whole before the password is.
+    for secret in sorted(config.redis.secrets(), key=len, reverse=True):
+        text = text.replace(secret, config.redis.display_url() if secret == url else "***")
     return text
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 
 from pydantic import ValidationError
 from redis.asyncio import Redis
@@ -11,7 +12,7 @@ from arqscale.cli._common import UsageError, arq_spec, parse_json, run_with_redi
 from arqscale.core.config import Config
 from arqscale.core.job_status import JobStatusReader
 from arqscale.core.models import JobRequest
-from arqscale.core.producer import Producer, UnknownFunctionError
+from arqscale.core.producer import NotReplicated, Producer, UnknownFunctionError
 
 HELP = "enqueue one job: arqscale enqueue QUEUE FUNCTION --args JSON --kwargs JSON"
 
@@ -56,7 +57,14 @@ async def _enqueue(args: argparse.Namespace, config: Config, redis: Redis) -> in
     spec = arq_spec(config, args.queue)
     request = _request(args)
     try:
-        [result] = await Producer(redis, config.queues).enqueue_many(spec.name, [request])
+        try:
+            [result] = await Producer.from_settings(redis, config.queues, config.redis).enqueue_many(
+                spec.name, [request]
+            )
+        except NotReplicated as exc:  # enqueued, not confirmed durable: say so, exit 1 (the id is safe to reuse)
+            print(exc.results[0].model_dump_json() if args.json else f"enqueued {exc.results[0].job_id}", flush=True)
+            print(f"arqscale enqueue: {exc}", file=sys.stderr)
+            return 1
         if not result.created:  # say what the existing job is doing, not what a new one would
             result.status = (await JobStatusReader(redis, config.queues).read(result.job_id)).state
     except UnknownFunctionError as exc:

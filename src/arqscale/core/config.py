@@ -11,6 +11,7 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
+from arqscale.core.connection import check_sentinels
 from arqscale.core.logs import setup_logging
 from arqscale.core.settings import ArqscaleSettings, RedisSettings
 from arqscale.core.spec import QueueConfigError, QueueSpec, demo_queues, load_queues
@@ -82,7 +83,9 @@ def load_config(*, find_demo: bool = False) -> Config:
                 source = "the default: no REDIS_URL or REDIS_HOST set"
     except ValidationError as exc:
         problems = "; ".join(
-            f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors(include_url=False, include_input=False)
+            # A check across fields (REDIS_URL with REDIS_SENTINELS) has no location; its message names them.
+            f"{'.'.join(map(str, e['loc']))}: {e['msg']}" if e["loc"] else e["msg"].removeprefix("Value error, ")
+            for e in exc.errors(include_url=False, include_input=False)
         )
         raise ConfigError(f"invalid environment settings: {problems}") from None
     try:
@@ -103,6 +106,10 @@ def load_config_or_exit() -> Config:
     except ConfigError as exc:
         print(f"arqscale: {exc}", file=sys.stderr)
         raise SystemExit(2) from None
+    problem = check_sentinels(config.redis)
+    if problem is not None:
+        print(f"arqscale: Redis {config.redis.display_url()}: {problem}", file=sys.stderr)
+        raise SystemExit(2)
     setup_logging(config.settings.log_level, config.settings.log_format)
     if config.redis_source is not None:
         print(f"arqscale: Redis {config.redis.display_url()}: {config.redis_source}", file=sys.stderr)

@@ -1,12 +1,40 @@
-"""Redis clients built from ``RedisSettings``: password, ACL user and TLS handled in one place."""
+"""Redis clients built from ``RedisSettings``: topology, password, ACL user and TLS handled in one place.
+
+Every client of every process comes from here (the worker's loop and its wake-channel pub/sub, the
+scheduler, the API, the exporter, the CLI, the demo), so the topology is decided once. With sentinels
+(``REDIS_SENTINELS``) a client is redis-py's ``Sentinel.master_for``: each new connection asks the
+sentinels where the primary is, a connection whose server went away or turned into a replica
+(``READONLY``) is dropped, and the next command connects to the new primary. The processes already
+treat a failed call as an outage (503 in the API, ``redis_up 0`` in the exporter, retry in the
+worker), so a failover is a short outage to them, followed without a restart.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import time
 from typing import Any
 
+import redis as sync_redis
+import redis.sentinel as sync_sentinel
 from redis.asyncio import Redis
+from redis.asyncio import sentinel as async_sentinel
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import ResponseError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from arqscale.core.settings import RedisSettings
+
+
+class MasterNotFound(async_sentinel.MasterNotFoundError, sync_sentinel.MasterNotFoundError):
+    """No primary to connect to: the message says whether the sentinels are unreachable, know no master
+    of that name, or report it down (a failover in progress). A ``ConnectionError``: an outage to callers."""
+
+
+class SentinelConfigError(MasterNotFound):
+    """The sentinels answer but cannot serve these settings (unknown master name, not a sentinel): no
+    retry will help, so start-up stops on it (``check_sentinels``)."""
 
 
 def client_kwargs(settings: RedisSettings) -> dict[str, Any]:
@@ -18,22 +46,239 @@ def client_kwargs(settings: RedisSettings) -> dict[str, Any]:
     """
     kwargs: dict[str, Any] = {"socket_connect_timeout": 5, "socket_timeout": 5, "health_check_interval": 30}
     if settings.uses_tls:
-        # redis-py's asyncio client takes the names, not ``ssl.VerifyMode``: given ``ssl.CERT_REQUIRED`` it
-        # silently leaves its context half-built and every TLS connection fails (tests/system/test_redis_tls.py).
-        kwargs["ssl_cert_reqs"] = "none" if settings.tls_insecure else "required"
-        kwargs["ssl_check_hostname"] = not settings.tls_insecure
-        if settings.tls_ca_file is not None:
-            kwargs["ssl_ca_certs"] = str(settings.tls_ca_file)
-        if settings.tls_cert_file is not None:
-            kwargs["ssl_certfile"] = str(settings.tls_cert_file)
-        if settings.tls_key_file is not None:
-            kwargs["ssl_keyfile"] = str(settings.tls_key_file)
+        kwargs |= _tls_kwargs(settings)
     return kwargs
+
+
+def _tls_kwargs(settings: RedisSettings) -> dict[str, Any]:
+    # redis-py's asyncio client takes the names, not ``ssl.VerifyMode``: given ``ssl.CERT_REQUIRED`` it
+    # silently leaves its context half-built and every TLS connection fails (tests/system/test_redis_tls.py).
+    kwargs: dict[str, Any] = {
+        "ssl_cert_reqs": "none" if settings.tls_insecure else "required",
+        "ssl_check_hostname": not settings.tls_insecure,
+    }
+    if settings.tls_ca_file is not None:
+        kwargs["ssl_ca_certs"] = str(settings.tls_ca_file)
+    if settings.tls_cert_file is not None:
+        kwargs["ssl_certfile"] = str(settings.tls_cert_file)
+    if settings.tls_key_file is not None:
+        kwargs["ssl_keyfile"] = str(settings.tls_key_file)
+    return kwargs
+
+
+def _sentinel_parts(settings: RedisSettings, kwargs: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(keyword arguments for the primary's connections, for the sentinels' connections)."""
+    data = {k: v for k, v in kwargs.items() if not k.startswith("ssl_")}
+    data |= {"db": settings.db, "username": settings.username}
+    data["password"] = settings.password.get_secret_value() if settings.password is not None else None
+    if settings.tls:
+        data |= {"ssl": True} | {k: v for k, v in kwargs.items() if k.startswith("ssl_")}
+    # The sentinels answer one small command each: the same timeouts, their own credentials and TLS.
+    sentinel = {k: v for k, v in kwargs.items() if k in ("socket_connect_timeout", "socket_timeout")}
+    sentinel["username"] = settings.sentinel_username
+    if settings.sentinel_password is not None:
+        sentinel["password"] = settings.sentinel_password.get_secret_value()
+    if settings.sentinel_tls:
+        sentinel |= {"ssl": True} | _tls_kwargs(settings)
+    return data, sentinel
+
+
+class _Survey:
+    """The sentinels' answers to ``SENTINEL MASTERS``, one by one, until one names a primary that is up;
+    shared by the asyncio and the blocking lookups."""
+
+    def __init__(self, settings: RedisSettings, check: Any) -> None:
+        self.settings, self.check = settings, check
+        self.errors: list[str] = []
+        self.refused: list[str] = []
+        self.known: set[str] = set()
+        self.down = False
+
+    def add(self, address: str, answer: Any) -> tuple[str, int] | None:
+        if isinstance(answer, ResponseError) and "unknown command" in str(answer).lower():
+            self.refused.append(address)  # not a sentinel: a data node knows no SENTINEL command
+            return None
+        if isinstance(answer, BaseException):
+            self.errors.append(f"{address}: {type(answer).__name__}: {answer}")
+            return None
+        name = self.settings.sentinel_master
+        self.known.update(answer)
+        state = answer.get(name)
+        if state and self.check(state, name):
+            return state["ip"], state["port"]
+        self.down = self.down or bool(state)
+        return None
+
+    def problem(self) -> MasterNotFound:
+        """The error for a lookup that found no primary, naming what is wrong (never a password)."""
+        name = self.settings.sentinel_master
+        where = ", ".join(f"{h}:{p}" for h, p in self.settings.sentinel_addresses())
+        if self.down:
+            return MasterNotFound(
+                f"the sentinels ({where}) report master {name!r} down: a failover is in progress, "
+                "or no replica can take over"
+            )
+        if self.known or (not self.errors and not self.refused):
+            watched = ", ".join(repr(k) for k in sorted(self.known)) or "none"
+            return SentinelConfigError(
+                f"the sentinels ({where}) watch no master named {name!r} (they watch: {watched}); "
+                "check REDIS_SENTINEL_MASTER"
+            )
+        if self.refused and not self.errors:
+            return SentinelConfigError(
+                f"{', '.join(self.refused)}: not a Redis Sentinel (SENTINEL MASTERS refused); "
+                "REDIS_SENTINELS must list the sentinels' addresses, not the data nodes'"
+            )
+        return MasterNotFound(f"no sentinel answers ({'; '.join(self.errors + self.refused)}); check REDIS_SENTINELS")
+
+
+def _address(client: Any) -> str:
+    kwargs = client.connection_pool.connection_kwargs
+    return f"{kwargs.get('host')}:{kwargs.get('port')}"
+
+
+class _AsyncSentinel(async_sentinel.Sentinel):
+    settings: RedisSettings
+
+    async def discover_master(self, service_name: str) -> tuple[str, int]:
+        survey = _Survey(self.settings, self.check_master_state)
+        for number, sentinel in enumerate(self.sentinels):
+            try:
+                answer: Any = await sentinel.sentinel_masters()  # type: ignore[no-untyped-call]
+            except (RedisConnectionError, RedisTimeoutError, ResponseError) as exc:
+                answer = exc
+            found = survey.add(_address(sentinel), answer)
+            if found is not None:
+                # Ask the sentinel that answered first next time (as redis-py does).
+                self.sentinels[0], self.sentinels[number] = sentinel, self.sentinels[0]
+                return found
+        raise survey.problem()
+
+
+class _AsyncPool(async_sentinel.SentinelConnectionPool):
+    """redis-py's pool asks the sentinels only when it opens a connection, so pooled connections keep
+    writing to an old primary that is still alive (a manual failover, a partition) until the sentinels
+    demote it, seconds later (9.3 s measured on loopback), and those writes are lost when it
+    resyncs. This pool also asks every
+    ``recheck_seconds`` in the background (never making a command wait on the sentinels) and drops
+    connections to an address that is no longer the primary before handing them out."""
+
+    recheck_seconds: float = 1.0
+    _next_check: float = 0.0
+    _check: asyncio.Task[None] | None = None
+
+    async def get_connection(self, command_name: Any = None, *keys: Any, **options: Any) -> Any:
+        now = time.monotonic()
+        if self.recheck_seconds and now >= self._next_check and (self._check is None or self._check.done()):
+            self._next_check = now + self.recheck_seconds
+            self._check = asyncio.ensure_future(self._recheck())
+        connection = await super().get_connection()  # redis-py 5.3 deprecates passing the command
+        if (
+            self.master_address is not None
+            and connection.host
+            and (connection.host, connection.port) != self.master_address
+        ):
+            try:  # it was in use when the primary changed: reconnect it to the new one
+                await connection.disconnect()
+                await connection.connect()
+            except BaseException:
+                await self.release(connection)  # as redis-py does when a checkout fails
+                raise
+        return connection
+
+    async def _recheck(self) -> None:
+        # Unreachable sentinels, or a primary they report down, change nothing here: the connections'
+        # own errors show an outage. A new address drops the idle connections (redis-py's own step).
+        with contextlib.suppress(RedisConnectionError, RedisTimeoutError, OSError):
+            await self.get_master_address()  # type: ignore[no-untyped-call]
+
+    async def disconnect(self, inuse_connections: bool = True) -> None:
+        await super().disconnect(inuse_connections)
+        if inuse_connections:  # the client is closing: close the sentinels' connections too
+            for sentinel in self.sentinel_manager.sentinels:
+                await sentinel.connection_pool.disconnect()
+        if inuse_connections and self._check is not None:
+            self._check.cancel()
+
+
+class _SyncSentinel(sync_sentinel.Sentinel):
+    settings: RedisSettings
+
+    def discover_master(self, service_name: str) -> tuple[str, int]:
+        survey = _Survey(self.settings, self.check_master_state)
+        for number, sentinel in enumerate(self.sentinels):
+            try:
+                answer: Any = sentinel.sentinel_masters()  # type: ignore[no-untyped-call]
+            except (RedisConnectionError, RedisTimeoutError, ResponseError) as exc:
+                answer = exc
+            found = survey.add(_address(sentinel), answer)
+            if found is not None:
+                self.sentinels[0], self.sentinels[number] = sentinel, self.sentinels[0]
+                return found
+        raise survey.problem()
+
+
+class _SyncPool(sync_sentinel.SentinelConnectionPool):
+    """No background re-check here: the blocking clients (the loop watchdog's reports, the demo's
+    checks) write rarely, and leave a demoted primary on its first READONLY."""
+
+    def disconnect(self, inuse_connections: bool = True) -> None:
+        super().disconnect(inuse_connections)
+        if inuse_connections:
+            for sentinel in self.sentinel_manager.sentinels:
+                sentinel.connection_pool.disconnect()
 
 
 def create_redis(settings: RedisSettings, **overrides: Any) -> Redis:
     """An asyncio Redis client. Errors it raises name ``settings.display_url()``, never the password."""
     kwargs = client_kwargs(settings)
     kwargs.update(overrides)
+    if settings.topology == "sentinel":
+        data, sentinel_kwargs = _sentinel_parts(settings, kwargs)
+        manager = _AsyncSentinel(settings.sentinel_addresses(), sentinel_kwargs=sentinel_kwargs, **data)  # type: ignore[no-untyped-call]
+        manager.settings = settings
+        master: Redis = manager.master_for(settings.sentinel_master, connection_pool_class=_AsyncPool)
+        pool = master.connection_pool
+        assert isinstance(pool, _AsyncPool)
+        pool.recheck_seconds = settings.sentinel_recheck_seconds
+        return master
     client: Redis = Redis.from_url(settings.connection_url(), **kwargs)
     return client
+
+
+def create_sync_redis(settings: RedisSettings, **overrides: Any) -> sync_redis.Redis:
+    """A blocking client (the worker's loop watchdog thread, the demo's checks), built as ``create_redis``."""
+    kwargs = client_kwargs(settings)
+    kwargs.update(overrides)
+    if settings.topology == "sentinel":
+        data, sentinel_kwargs = _sentinel_parts(settings, kwargs)
+        manager = _SyncSentinel(settings.sentinel_addresses(), sentinel_kwargs=sentinel_kwargs, **data)  # type: ignore[no-untyped-call]
+        manager.settings = settings
+        master: sync_redis.Redis = manager.master_for(settings.sentinel_master, connection_pool_class=_SyncPool)  # type: ignore[no-untyped-call]
+        return master
+    client: sync_redis.Redis = sync_redis.Redis.from_url(settings.connection_url(), **kwargs)
+    return client
+
+
+def check_sentinels(settings: RedisSettings, timeout: float = 2.0) -> str | None:
+    """At start-up: the problem with sentinel settings that no retry can fix, or None.
+
+    Unreachable sentinels are not such a problem (they may be starting beside us; the process retries
+    and says so), but sentinels that answer and know no master of that name are."""
+    if settings.topology != "sentinel":
+        return None
+    data, sentinel_kwargs = _sentinel_parts(
+        settings, client_kwargs(settings) | {"socket_connect_timeout": timeout, "socket_timeout": timeout}
+    )
+    manager = _SyncSentinel(settings.sentinel_addresses(), sentinel_kwargs=sentinel_kwargs, **data)  # type: ignore[no-untyped-call]
+    manager.settings = settings
+    try:
+        manager.discover_master(settings.sentinel_master)
+    except SentinelConfigError as exc:
+        return str(exc)
+    except MasterNotFound:
+        return None
+    finally:
+        for sentinel in manager.sentinels:
+            sentinel.close()
+    return None

@@ -33,12 +33,17 @@ class LuaScript:
 Call = tuple[LuaScript, Sequence[Any], Sequence[Any]]  # script, keys, args
 
 
-async def run_scripts(redis: Redis, calls: Sequence[Call]) -> list[Any]:
-    """Run the calls in one pipelined round trip (two when a script had to be loaded first)."""
+async def run_scripts(redis: Redis, calls: Sequence[Call], then: Sequence[Sequence[Any]] = ()) -> list[Any]:
+    """Run the calls in one pipelined round trip (two when a script had to be loaded first).
+
+    ``then``: plain commands sent after the scripts on the same connection, their replies appended (a
+    ``WAIT`` must follow the writes on their own connection: it counts that connection's writes only)."""
     for attempt in (1, 2):
         pipe = redis.pipeline(transaction=False)
         for script, keys, args in calls:
             pipe.evalsha(script.sha, len(keys), *keys, *args)
+        for command in then:
+            pipe.execute_command(*command)
         try:
             return list(await pipe.execute())
         except NoScriptError:

@@ -21,6 +21,7 @@ from arqscale.core.job_status import JobStatusReader
 from arqscale.core.lua import LEASE_LUA, NOW_LUA, LuaScript, run_scripts
 from arqscale.core.models import EnqueueResult, JobRequest, JobState
 from arqscale.core.safe_data import MAX_PAYLOAD_BYTES, UnsafeArguments, check_arguments, check_payload_size
+from arqscale.core.settings import RedisSettings
 from arqscale.core.spec import QueueSpec, arq_queue
 
 # How long a job payload outlives its scheduled time. arq uses one day and then drops the job; a
@@ -153,16 +154,48 @@ class UnknownFunctionError(ValueError):
         self.function = function
 
 
+class NotReplicated(RuntimeError):
+    """A durable enqueue (``wait_replicas``) whose jobs the primary holds but fewer replicas acknowledged
+    within the timeout. The jobs are enqueued and will run unless the primary fails before it copies
+    them; enqueueing again with the same job ids is safe (an existing id is not enqueued twice)."""
+
+    def __init__(self, results: list[EnqueueResult], acknowledged: int, wanted: int, timeout_ms: int) -> None:
+        self.results, self.acknowledged, self.wanted, self.timeout_ms = results, acknowledged, wanted, timeout_ms
+        ids = ", ".join(r.job_id for r in results[:5]) + (f" and {len(results) - 5} more" if len(results) > 5 else "")
+        super().__init__(
+            f"job(s) {ids} enqueued on the primary, but {acknowledged} of the {wanted} replica(s) asked for "
+            f"(REDIS_WAIT_REPLICAS) acknowledged them within {timeout_ms} ms: a failover now could lose them; "
+            "enqueueing again with the same job id is safe"
+        )
+
+
 class Producer:
-    """Enqueues jobs onto the queues it knows. Cheap to create; share one per process."""
+    """Enqueues jobs onto the queues it knows. Cheap to create; share one per process.
+
+    ``wait_replicas``: durable enqueue. After writing, ``WAIT`` until that many replicas hold the jobs
+    (at most ``wait_timeout_ms``); fewer raise ``NotReplicated``. Replication is asynchronous, so
+    without it a job the primary acknowledged can be lost if the primary dies before copying it."""
 
     def __init__(
-        self, redis: Redis, specs: Mapping[str, QueueSpec], *, max_payload_bytes: int = MAX_PAYLOAD_BYTES
+        self,
+        redis: Redis,
+        specs: Mapping[str, QueueSpec],
+        *,
+        max_payload_bytes: int = MAX_PAYLOAD_BYTES,
+        wait_replicas: int = 0,
+        wait_timeout_ms: int = 1000,
     ) -> None:
         self.redis = redis
         self.specs = dict(specs)
         # Every enqueue path (API, CLI, Python) comes through here, so the limit holds for all of them.
         self.max_payload_bytes = max_payload_bytes
+        self.wait_replicas = wait_replicas
+        self.wait_timeout_ms = wait_timeout_ms
+
+    @classmethod
+    def from_settings(cls, redis: Redis, specs: Mapping[str, QueueSpec], settings: RedisSettings) -> Producer:
+        """With the durability asked for in the settings (``REDIS_WAIT_REPLICAS``, ``REDIS_WAIT_TIMEOUT_MS``)."""
+        return cls(redis, specs, wait_replicas=settings.wait_replicas, wait_timeout_ms=settings.wait_timeout_ms)
 
     def spec(self, queue: str) -> QueueSpec:
         return arq_queue(self.specs, queue)
@@ -243,8 +276,10 @@ class Producer:
             rate.interval_ms if rate else 0,
             int(spec.lease_seconds * 1000),
         ]
+        # WAIT rides in the same pipeline: it counts the writes of its own connection only.
+        wait = [("WAIT", self.wait_replicas, self.wait_timeout_ms)] if self.wait_replicas else []
         # The script refuses an id that exists, so running it again after NOSCRIPT enqueues nothing twice.
-        created = await run_scripts(
+        replies = await run_scripts(
             self.redis,
             [
                 (
@@ -276,11 +311,16 @@ class Producer:
                 )
                 for job_id, payload, placement, ttl, _, group, store, function, callback in prepared
             ],
+            wait,
         )
-        return [
+        created = replies[: len(prepared)]
+        results = [
             EnqueueResult(job_id=job_id, queue=spec.name, status=state, created=bool(flag))
             for (job_id, _, _, _, state, _, _, _, _), flag in zip(prepared, created, strict=True)
         ]
+        if wait and int(replies[-1]) < self.wait_replicas:
+            raise NotReplicated(results, int(replies[-1]), self.wait_replicas, self.wait_timeout_ms)
+        return results
 
     async def cancel(self, job_id: str, queue: str | None = None) -> CancelOutcome:
         """Cancel a job: a waiting or delayed one never runs; a running one is stopped by its worker

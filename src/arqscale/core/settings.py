@@ -12,12 +12,20 @@ import re
 from pathlib import Path
 from urllib.parse import quote, urlsplit, urlunsplit
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
 class RedisSettings(BaseSettings):
-    """Where Redis is and how to authenticate. ``REDIS_URL`` wins over the host/port fields."""
+    """Where Redis is and how to authenticate. ``REDIS_URL`` wins over the host/port fields.
+
+    The topology is chosen by what is set (``topology``): one server (``REDIS_URL`` or
+    ``REDIS_HOST``/``REDIS_PORT``), or a Sentinel-managed primary (``REDIS_SENTINELS`` and
+    ``REDIS_SENTINEL_MASTER``), whose address every client asks the sentinels for on each new
+    connection, so it follows a failover without a restart. The data-node fields (password, user,
+    db, TLS) apply to the primary in both; the sentinels have their own password and user. A future
+    cluster mode takes its own field (a list of seed nodes) beside these, exclusive in the same way.
+    """
 
     # hide_input_in_errors: a refused REDIS_URL is the secret itself; str(ValidationError) must not echo it.
     model_config = SettingsConfigDict(env_prefix="REDIS_", extra="ignore", hide_input_in_errors=True)
@@ -34,6 +42,22 @@ class RedisSettings(BaseSettings):
     tls_key_file: Path | None = None
     # Only for self-signed test servers; never the default.
     tls_insecure: bool = False
+
+    # Sentinel: comma-separated host:port of the sentinels; the primary's address comes from them.
+    sentinels: str | None = Field(default=None, description="host:port,host:port of the Redis Sentinels")
+    sentinel_master: str = Field(default="mymaster", min_length=1, description="the master name the sentinels watch")
+    sentinel_username: str | None = None
+    sentinel_password: SecretStr | None = None
+    # TLS to the sentinels (they often listen in plain text beside TLS data nodes); the CA and client
+    # certificate files are the data nodes' (REDIS_TLS_*).
+    sentinel_tls: bool = False
+    # How often a client asks the sentinels whether the primary moved, besides on every new connection:
+    # bounds how long pooled connections keep writing to a demoted but living primary. 0: on connect only.
+    sentinel_recheck_seconds: float = Field(default=1.0, ge=0)
+
+    # Durable enqueue: after writing a job, WAIT until this many replicas have it (0: do not wait).
+    wait_replicas: int = Field(default=0, ge=0)
+    wait_timeout_ms: int = Field(default=1000, ge=1)
 
     @field_validator("url", mode="before")
     @classmethod
@@ -68,10 +92,49 @@ class RedisSettings(BaseSettings):
             raise ValueError("REDIS_URL names no host")
         return value
 
-    @field_validator("password", mode="before")
+    @field_validator("password", "sentinel_password", "sentinels", mode="before")
     @classmethod
     def _empty_password_is_none(cls, value: object) -> object:
         return None if value == "" else value
+
+    @field_validator("sentinels")
+    @classmethod
+    def _sentinels_are_addresses(cls, value: str | None) -> str | None:
+        if value is not None:
+            parse_addresses(value)
+        return value
+
+    @model_validator(mode="after")
+    def _one_topology(self) -> RedisSettings:
+        if self.sentinels is None:
+            return self
+        if self.url is not None:
+            raise ValueError(
+                "REDIS_URL and REDIS_SENTINELS are both set: the sentinels name the primary, so unset REDIS_URL "
+                "(its password, user and db go in REDIS_PASSWORD, REDIS_USERNAME and REDIS_DB)"
+            )
+        named = {"host", "port"} & self.model_fields_set
+        if named:
+            fields = " and ".join(f"REDIS_{n.upper()}" for n in sorted(named))
+            raise ValueError(
+                f"{fields} and REDIS_SENTINELS are both set: the sentinels name the primary, so unset {fields}"
+            )
+        return self
+
+    @property
+    def topology(self) -> str:
+        """``standalone`` (one server) or ``sentinel`` (a primary found through the sentinels)."""
+        return "sentinel" if self.sentinels is not None else "standalone"
+
+    def sentinel_addresses(self) -> list[tuple[str, int]]:
+        return parse_addresses(self.sentinels) if self.sentinels is not None else []
+
+    def secrets(self) -> list[str]:
+        """Every secret these settings hold (passwords, a URL with its password): what output must never show."""
+        values = [s.get_secret_value() for s in (self.url, self.password, self.sentinel_password) if s is not None]
+        if self.topology == "standalone":
+            values.append(self.connection_url())
+        return [v for v in values if v]
 
     @property
     def uses_tls(self) -> bool:
@@ -80,7 +143,10 @@ class RedisSettings(BaseSettings):
         return self.tls
 
     def connection_url(self) -> str:
-        """The full URL, secret included: hand it to a client, never to a logger."""
+        """The full URL, secret included: hand it to a client, never to a logger.
+
+        With sentinels, the URL of the primary as configured before any lookup (host left as the master
+        name): only its scheme, user, password and db are used (``arqscale.core.connection``)."""
         if self.url is not None:
             return self.url.get_secret_value()
         scheme = "rediss" if self.tls else "redis"
@@ -90,11 +156,48 @@ class RedisSettings(BaseSettings):
             auth = f"{user}:{quote(self.password.get_secret_value(), safe='')}@"
         elif self.username:
             auth = f"{quote(self.username, safe='')}@"
+        if self.sentinels is not None:
+            return f"{scheme}://{auth}{quote(self.sentinel_master, safe='')}/{self.db}"
         return f"{scheme}://{auth}{self.host}:{self.port}/{self.db}"
 
     def display_url(self) -> str:
-        """The URL with any password replaced by ``***``: safe for logs and errors."""
+        """The URL with any password replaced by ``***``: safe for logs and errors.
+
+        With sentinels: ``redis+sentinel://[user:***@]h1:p1,h2:p2/<master>/<db>``, naming where the
+        primary is looked up (only shown, never parsed: the settings are the separate fields)."""
+        if self.sentinels is not None:
+            scheme = "rediss+sentinel" if self.tls else "redis+sentinel"
+            auth = ""
+            if self.password is not None:
+                auth = f"{quote(self.username or '', safe='')}:***@"
+            elif self.username:
+                auth = f"{quote(self.username, safe='')}@"
+            hosts = ",".join(f"{h}:{p}" for h, p in self.sentinel_addresses())
+            return f"{scheme}://{auth}{hosts}/{quote(self.sentinel_master, safe='')}/{self.db}"
         return redact_url(self.connection_url())
+
+
+def parse_addresses(text: str) -> list[tuple[str, int]]:
+    """``host:port,host:port`` (IPv6 as ``[::1]:26379``); a port defaults to 26379, the sentinel port."""
+    addresses = []
+    for item in (part.strip() for part in text.split(",")):
+        if not item:
+            continue
+        host, port_text = item, "26379"
+        if item.startswith("["):
+            host, _, rest = item[1:].partition("]")
+            if rest:
+                if not rest.startswith(":"):
+                    raise ValueError(f"REDIS_SENTINELS: {item!r} is not host:port")
+                port_text = rest[1:]
+        elif ":" in item:
+            host, _, port_text = item.rpartition(":")
+        if not host or not port_text.isdigit() or not 1 <= int(port_text) <= 65535:
+            raise ValueError(f"REDIS_SENTINELS: {item!r} is not host:port with a port from 1 to 65535")
+        addresses.append((host, int(port_text)))
+    if not addresses:
+        raise ValueError("REDIS_SENTINELS names no sentinel: give host:port,host:port")
+    return addresses
 
 
 def redact_url(url: str) -> str:

@@ -37,7 +37,7 @@ from redis.asyncio import Redis
 
 from arqscale.core import counts_table
 from arqscale.core.config import DEMO_STATE_FILE
-from arqscale.core.connection import client_kwargs
+from arqscale.core.connection import create_redis, create_sync_redis
 from arqscale.core.counts import CountsReader
 from arqscale.core.job_status import JobStatusReader
 from arqscale.core.keys import QueueKeys
@@ -85,6 +85,11 @@ class RedisHandle:
     source: str
     env: dict[str, str]
     proc: subprocess.Popen[bytes] | None = None
+    # Someone else's Redis: how to reach it (a URL cannot say "through these sentinels").
+    settings: RedisSettings | None = None
+
+    def client(self) -> Redis:
+        return create_redis(self.settings) if self.settings is not None else Redis.from_url(self.url)
 
     def stop(self) -> None:
         """SIGTERM: redis-server writes its append-only file and exits."""
@@ -152,8 +157,7 @@ def redis_binary() -> tuple[str, str] | None:
 
 
 def _answers(settings: RedisSettings) -> bool:
-    kwargs = client_kwargs(settings) | {"socket_connect_timeout": 2, "socket_timeout": 2}
-    client = redis_sync.Redis.from_url(settings.connection_url(), **kwargs)
+    client = create_sync_redis(settings, socket_connect_timeout=2, socket_timeout=2)
     try:
         return bool(client.ping())
     except Exception:  # any failure means "not usable": refused, auth, TLS, timeout
@@ -185,11 +189,13 @@ async def start_redis(env: Mapping[str, str], data_dir: Path, out: TextIO) -> Re
     Blocking waits run in a thread; the private redis-server is started from the caller's (main) thread,
     so its parent-death signal fires when the demo dies (see ``parent_death_signal``).
     """
-    configured = any(env.get(name) for name in ("REDIS_URL", "REDIS_HOST"))
+    configured = any(env.get(name) for name in ("REDIS_URL", "REDIS_HOST", "REDIS_SENTINELS"))
     if configured:
         settings = RedisSettings()
         if await asyncio.to_thread(_answers, settings):
-            return RedisHandle(settings.connection_url(), settings.display_url(), "configured", dict(env))
+            return RedisHandle(
+                settings.connection_url(), settings.display_url(), "configured", dict(env), None, settings
+            )
         print(f"Redis at {settings.display_url()} does not answer; starting a private one", file=out)
     binary = redis_binary()
     if binary is None:
@@ -428,7 +434,7 @@ class LocalStack:
         try:
             await self._start()
             assert self.redis_handle is not None
-            redis = Redis.from_url(self.redis_handle.url)
+            redis = self.redis_handle.client()
             try:
                 outcome.enqueued = await self._enqueue(redis)
                 outcome.drained = await self._watch(redis)

@@ -12,11 +12,9 @@ import time
 import uuid
 from collections.abc import Callable, Mapping
 
-import redis as sync_redis
-
 from arqscale.core import tracing
 from arqscale.core.config import Config
-from arqscale.core.connection import client_kwargs, create_redis
+from arqscale.core.connection import create_redis, create_sync_redis
 from arqscale.core.spec import QueueSpec
 from arqscale.worker.loop import TaskFunction, Worker
 from arqscale.worker.metrics import WorkerMetrics
@@ -71,9 +69,7 @@ async def serve(
 ) -> int:
     redis = create_redis(config.redis, socket_timeout=REDIS_SOCKET_TIMEOUT)
     # The loop watchdog reports a blocked loop from its own thread, so it needs a client of its own.
-    reporter = sync_redis.Redis.from_url(
-        config.redis.connection_url(), **(client_kwargs(config.redis) | {"socket_timeout": REDIS_SOCKET_TIMEOUT})
-    )
+    reporter = create_sync_redis(config.redis, socket_timeout=REDIS_SOCKET_TIMEOUT)
     metrics = WorkerMetrics(spec.name, spec.concurrency)
     health = Health(redis_unreachable_seconds=config.settings.redis_unreachable_seconds)
     patcher = None
