@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 
 from redis.asyncio import Redis
 
@@ -13,6 +15,7 @@ from arqscale.core.spec import parse_queues
 from arqscale.exporter.external_metrics import BASE
 from arqscale.exporter.quantities import parse_quantity
 from arqscale.exporter.wait_target import KEDA_FIELD, METRIC
+from arqscale.worker.loop import Worker
 from exporter_support import get, parse_exposition, running_exporter
 
 SPECS = parse_queues(
@@ -74,3 +77,46 @@ async def test_the_totals_hash_gives_the_rates(redis: Redis, redis_url: str) -> 
         estimate = exporter.cache.wait_target.estimates["reports"]
         assert estimate.service_seconds is not None and abs(estimate.service_seconds - 0.4) < 0.05
         assert 0.5 < estimate.raw_workers < 1.5
+
+
+@asynccontextmanager
+async def running(worker: Worker) -> AsyncIterator[Worker]:
+    task = asyncio.create_task(worker.run())
+    try:
+        yield worker
+    finally:
+        worker.request_drain()
+        await asyncio.wait_for(task, 10)
+
+
+async def test_real_workers_feed_the_signal_through_their_totals(redis: Redis, redis_url: str) -> None:
+    """End to end: real worker scripts count into the totals hash (events issue), the exporter turns them into
+    the arrival rate and the service time: about 20 jobs/s of 0.1 s each, one worker of concurrency 4
+    (Little's law: 20 * 0.1 / 4 = 0.5 workers busy)."""
+    specs = parse_queues(
+        {
+            "queues": {
+                "steady": {
+                    "functions": ["worker_tasks.sleep"],
+                    "concurrency": 4,
+                    "poll_interval": 0.05,
+                    "autoscaling": {"metrics": ["wait_target"], "target_wait_seconds": 30},
+                }
+            }
+        }
+    )
+    producer = Producer(redis, specs)
+    async with (
+        running_exporter(redis_url, specs, refresh_seconds=0.2) as exporter,
+        running(Worker(specs["steady"], redis)),
+    ):
+        for _ in range(120):  # 6 s at 20 jobs/s
+            await producer.enqueue("steady", "sleep", 0.1)
+            await asyncio.sleep(0.05)
+        estimate = exporter.cache.wait_target.estimates["steady"]
+    totals = await redis.hgetall("arqscale:steady:totals")
+    assert int(totals[b"completed"]) >= 80
+    assert estimate.service_seconds is not None and 0.08 < estimate.service_seconds < 0.5
+    # A loaded machine enqueues slower than asked: the rate is what arrived, at most the 20/s asked for.
+    assert 5 < estimate.arrival_rate < 25
+    assert 0 < estimate.busy_workers < 3
