@@ -8,19 +8,46 @@ validation error.
 
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
+from typing import Any, ClassVar
 from urllib.parse import quote, urlsplit, urlunsplit
 
-from pydantic import Field, SecretStr, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 
 
-class RedisSettings(BaseSettings):
+class EnvSettings(BaseModel):
+    """A model whose fields default to environment variables ``<env_prefix><FIELD>`` (any letter case), as
+    pydantic-settings' ``BaseSettings`` reads them; keyword arguments win over the environment.
+
+    Hand-written rather than pydantic-settings: importing that package cost a worker about 0.1 s of its cold
+    start (bench/cold_start.py), and these models need only flat fields read from the environment.
+    """
+
+    env_prefix: ClassVar[str] = ""
+
+    def __init__(self, **data: Any) -> None:
+        super().__init__(**{**self.from_environment(), **data})
+
+    @classmethod
+    def from_environment(cls) -> dict[str, str]:
+        prefix = cls.env_prefix.lower()
+        wanted = {prefix + name: name for name in cls.model_fields}
+        found: dict[str, str] = {}
+        for key, value in os.environ.items():
+            name = wanted.get(key.lower())
+            if name is not None:
+                found[name] = value
+        return found
+
+
+class RedisSettings(EnvSettings):
     """Where Redis is and how to authenticate. ``REDIS_URL`` wins over the host/port fields."""
 
+    env_prefix: ClassVar[str] = "REDIS_"
     # hide_input_in_errors: a refused REDIS_URL is the secret itself; str(ValidationError) must not echo it.
-    model_config = SettingsConfigDict(env_prefix="REDIS_", extra="ignore", hide_input_in_errors=True)
+    model_config = ConfigDict(extra="ignore", hide_input_in_errors=True)
 
     url: SecretStr | None = Field(default=None, description="redis:// or rediss:// URL; may carry the password")
     host: str = "localhost"
@@ -113,11 +140,12 @@ def redact_url(url: str) -> str:
     return urlunsplit((parts.scheme, f"{user}:***@{host}", parts.path, parts.query, parts.fragment))
 
 
-class QueuesFileSettings(BaseSettings):
+class QueuesFileSettings(EnvSettings):
     """``ARQSCALE_QUEUES_FILE`` alone: what ``load_queues()`` reads in a producer's process, where an
     unrelated bad ``ARQSCALE_*`` setting (a port, a token) must not stop it from finding its queues."""
 
-    model_config = SettingsConfigDict(env_prefix="ARQSCALE_", extra="ignore")
+    env_prefix: ClassVar[str] = "ARQSCALE_"
+    model_config = ConfigDict(extra="ignore")
 
     queues_file: Path | None = Field(default=None, description="YAML file with a `queues:` map; demo queues if unset")
 

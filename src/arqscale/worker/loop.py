@@ -165,7 +165,9 @@ class Worker:
     # ----------------------------------------------------------------- life cycle
 
     async def run(self) -> None:
-        await self._startup_checks()
+        # The checks only warn: they run beside the first pickup rather than before it (cold start,
+        # bench/cold_start.py), and end on their own.
+        checks = asyncio.create_task(self._startup_checks(), name="startup-checks")
         self._watchdog.start()
         background = [
             asyncio.create_task(self._heartbeat_loop(), name="heartbeat"),
@@ -192,6 +194,7 @@ class Worker:
                             await self._tick.wait()
         finally:
             self._watchdog.stop()
+            background.append(checks)
             if drain_timer is not None:
                 background.append(drain_timer)
             for task in background:
