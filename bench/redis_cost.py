@@ -34,7 +34,10 @@ from run import ROOT, private_redis  # bench/ is sys.path[0] when run as a scrip
 
 BATCH = 100
 # What the worker stores for a no-op job's result (arq's result format, JSON queue): about this size.
-RESULT = b'{"t":1,"f":"noop","a":[],"k":{},"et":1764864000000,"s":true,"r":null,"st":1764864000001,"ft":1764864000001,"q":"bench"}'
+RESULT = (
+    b'{"t":1,"f":"noop","a":[],"k":{},"et":1764864000000,"s":true,"r":null,"st":1764864000001,'
+    b'"ft":1764864000001,"q":"bench"}'
+)
 
 
 def redis_cpu(r: redis.Redis) -> float:
@@ -92,7 +95,8 @@ def child(port: int, queue: str, n: int, events: bool) -> dict[str, Any]:
             picked = (await ops.pickup(BATCH, f"bench-worker.{i}")).jobs
             if not picked:
                 break
-            await ops.finish([Finish("ok", j.job_id, RESULT, token=j.token, job_try=j.job_try, ran_ms=1) for j in picked])
+            done = [Finish("ok", j.job_id, RESULT, token=j.token, job_try=j.job_try, ran_ms=1) for j in picked]
+            await ops.finish(done)
         cpu3, calls3 = redis_cpu(r), command_calls(r)
         out["run_cpu_us"] = (cpu3 - cpu2) / n * 1e6
         out["run_usec"] = (calls3["evalsha"][1] - calls2["evalsha"][1]) / n

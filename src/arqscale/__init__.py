@@ -14,7 +14,14 @@ if TYPE_CHECKING:
     from arqscale.core.schedule_spec import Schedule, from_arq_cron
     from arqscale.core.schedules import Schedules, ScheduleView
     from arqscale.core.settings import ArqscaleSettings, RedisSettings
-    from arqscale.core.spec import QueueConfigError, QueueSpec, UnknownQueueError, demo_queues, load_queues, parse_queues
+    from arqscale.core.spec import (
+        QueueConfigError,
+        QueueSpec,
+        UnknownQueueError,
+        demo_queues,
+        load_queues,
+        parse_queues,
+    )
 
 __version__ = "0.1.0"
 

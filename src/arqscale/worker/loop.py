@@ -49,6 +49,7 @@ from arqscale.core.queue_control import RESUME, stranded
 from arqscale.core.schedules import SCHEDULES_WAKE
 from arqscale.core.spec import QueueSpec
 from arqscale.worker import outcomes
+from arqscale.worker.invalidation import QueueWatch
 from arqscale.worker.metrics import WorkerMetrics
 from arqscale.worker.outcomes import Decoded, decode_payload
 from arqscale.worker.pickup import RETRY_TTL_MS, Finish, Picked, PickupResult, QueueOps
@@ -436,16 +437,28 @@ class Worker:
         self._tick.set()
 
     async def _wake_listener(self) -> None:
-        """Our producer publishes on the wake channel: pick up at once instead of at the next poll."""
+        """Our producer publishes on the wake channel: pick up at once instead of at the next poll. Plain arq
+        producers publish nothing: their enqueues arrive as client-tracking invalidations of the queue key
+        (``invalidation.QueueWatch``) on the same subscription."""
         while True:
             pubsub = self.redis.pubsub()
+            watch = QueueWatch(self.redis, self.spec.queue_key)
             try:
+                await watch.start(pubsub)
                 await pubsub.subscribe(self.ops.keys.wake)
                 self._tick.set()  # anything published while we were not subscribed
                 self.scheduler.wake()
-                while True:
+                while not watch.broken:
                     message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=5.0)
                     if message is None or self._draining:
+                        continue
+                    invalidated = watch.concerns_queue(message)
+                    if invalidated is not None:
+                        # The queue key changed: a plain arq enqueue, or another worker's pickup or finish.
+                        # Only worth a pickup when this worker has room (the pickup answers empty otherwise).
+                        room = len(self._running) < self.spec.concurrency
+                        if invalidated and room and time.monotonic() >= self._hold_until:
+                            self._tick.set()
                         continue
                     if message.get("data") == b"cancel":
                         self._abort_check.set()
@@ -460,6 +473,7 @@ class Worker:
             except (RedisError, OSError):
                 await asyncio.sleep(0.5)  # the loop's own calls report the outage; polling covers the gap
             finally:
+                await watch.close()
                 with contextlib.suppress(Exception):
                     await pubsub.aclose()  # type: ignore[no-untyped-call]
 
