@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from arq.connections import ArqRedis
 from redis.asyncio import Redis
+from test_worker import make_spec, running, wait_for
 
 from arqscale.worker.invalidation import QueueWatch
 from arqscale.worker.loop import Worker
-from test_worker import make_spec, running, wait_for
 
 
 async def test_plain_arq_enqueue_is_picked_up_without_polling(redis: Redis) -> None:

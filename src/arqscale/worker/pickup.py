@@ -124,7 +124,10 @@ local function hand_out(id, try, score, payload)
   out[#out+1] = try
   out[#out+1] = score
   out[#out+1] = err
-  out[#out+1] = (aborting and redis.call('ZSCORE', '@ABORT@', id)) and 1 or 0
+  -- Score 1 is arq's own abort mark: Job.abort() of a deferred job moves it to score 1 and writes the abort set
+  -- in its next round trip; a pickup in between (a worker woken by the queue key's invalidation) must not run
+  -- the job it is cancelling. No producer writes a ready time of 1 ms after 1970.
+  out[#out+1] = (score == '1' or (aborting and redis.call('ZSCORE', '@ABORT@', id))) and 1 or 0
 end
 -- A resend of a pickup whose reply was lost: hand back what it took, charge nothing again.
 if redis.call('LINDEX', KEYS[5], 0) == token then
