@@ -42,7 +42,7 @@ class QueueWatch:
     async def start(self, pubsub: PubSub) -> bool:
         """Before ``pubsub`` subscribes to anything: track the queue key, redirected to it. False: not
         available here (the worker polls, as before)."""
-        await pubsub.connect()
+        await pubsub.connect()  # type: ignore[no-untyped-call]
         conn = pubsub.connection
         assert conn is not None
         await conn.send_command("CLIENT", "ID")
