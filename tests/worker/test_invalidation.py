@@ -47,3 +47,24 @@ async def test_the_watch_names_only_its_queue_key(redis: Redis) -> None:
         await pubsub.aclose()  # type: ignore[no-untyped-call]
     # The tracking state went with its connection: no client tracks any more.
     assert not any("t" in c.get("flags", "") for c in await redis.client_list())
+
+
+async def test_a_user_denied_client_commands_still_gets_wake_signals(redis: Redis, redis_url: str) -> None:
+    # An ACL user without CLIENT: the watch is refused, the wake channel still works (the worker polls for arq).
+    await redis.acl_setuser("nocli", enabled=True, passwords=["+pw"], keys=["*"], channels=["*"],
+                            commands=["+@all", "-client"])  # fmt: skip
+    limited = Redis.from_url(redis_url.replace("redis://", "redis://nocli:pw@"))
+    watch = QueueWatch(limited, "arq:queue:a")
+    pubsub = limited.pubsub()
+    try:
+        assert not await watch.start(pubsub)
+        await pubsub.subscribe("arqscale:a:wake")
+        await pubsub.get_message(timeout=1.0)
+        await redis.publish("arqscale:a:wake", "1")
+        message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=5.0)
+        assert message is not None and message["data"] == b"1"
+    finally:
+        await watch.close()
+        await pubsub.aclose()  # type: ignore[no-untyped-call]
+        await limited.aclose()
+        await redis.acl_deluser("nocli")
