@@ -26,6 +26,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from arqscale.core.lazy_imports import defer
+
+    defer("jwt")  # before redis is imported: see arqscale.core.lazy_imports (cold start)
     from arqscale.core.config import load_config_or_exit
 
     config = load_config_or_exit()

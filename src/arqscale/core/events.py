@@ -105,23 +105,32 @@ def is_stream_id(text: str) -> bool:
 # (``<worker id>.<n>``); ``announced(try_before)``: a job our paths wrote an event for has a try counter
 # (0 from our enqueue, a schedule or a requeue); a plain arq producer's job has none.
 EVENTS_LUA: Final = """
-local ev_stream, ev_totals, ev_max = '', '', 0
+local ev_stream, ev_totals, ev_max, ev_max_s, ev_now_s = '', '', 0, '0', nil
 local function events_to(stream, totals, max_len)
   ev_stream, ev_totals, ev_max = stream or '', totals or '', tonumber(max_len) or 0
+  ev_max_s = string.format('%d', ev_max)
 end
-local function emit(event, id, ...)
+-- Written for speed (it runs once or twice per job): up to four pairs as plain parameters, no vararg table, the
+-- numbers shared by every entry formatted once per call, so Redis does not convert them per XADD
+-- (bench/redis_cost.py: about a quarter less script time per event than the general loop).
+local function emit(event, id, k1, v1, k2, v2, k3, v3, k4, v4, ...)
   if ev_max <= 0 or ev_stream == '' then return end
-  local f = {'XADD', ev_stream, 'MAXLEN', '~', ev_max, '*', 'event', event, 'job', id, 'at', now}
-  local n = select('#', ...)
-  local a = {...}
-  for i = 1, n, 2 do
-    local v = a[i + 1]
-    if v ~= nil and v ~= false and v ~= '' then
-      f[#f + 1] = a[i]
-      f[#f + 1] = v
+  if not ev_now_s then ev_now_s = string.format('%d', now) end
+  local f = {'XADD', ev_stream, 'MAXLEN', '~', ev_max_s, '*', 'event', event, 'job', id, 'at', ev_now_s}
+  local n = 12
+  if v1 ~= nil and v1 ~= false and v1 ~= '' then f[n + 1] = k1; f[n + 2] = v1; n = n + 2 end
+  if v2 ~= nil and v2 ~= false and v2 ~= '' then f[n + 1] = k2; f[n + 2] = v2; n = n + 2 end
+  if v3 ~= nil and v3 ~= false and v3 ~= '' then f[n + 1] = k3; f[n + 2] = v3; n = n + 2 end
+  if v4 ~= nil and v4 ~= false and v4 ~= '' then f[n + 1] = k4; f[n + 2] = v4; n = n + 2 end
+  local more = select('#', ...)
+  if more > 0 then
+    local a = {...}
+    for i = 1, more, 2 do
+      local v = a[i + 1]
+      if v ~= nil and v ~= false and v ~= '' then f[n + 1] = a[i]; f[n + 2] = v; n = n + 2 end
     end
   end
-  redis.call(unpack(f))
+  redis.call(unpack(f, 1, n))
 end
 local function tally(field, n)
   if ev_totals ~= '' then redis.call('HINCRBY', ev_totals, field, n or 1) end

@@ -116,8 +116,13 @@ local function group_unpend(id)
   if redis.call('HINCRBY', gbase .. 'pending', k, -1) <= 0 then redis.call('HDEL', gbase .. 'pending', k) end
 end
 -- A lease ended (any outcome, or the sweep): free its key's slot and let one held job of the key back.
+-- Whether `run` exists, read once per call: a queue without `group:` (or with no keyed job running) then pays
+-- no HGET per outcome or swept lease. Within one call `run` only grows where grun_live is set to true below.
+local grun_live = nil
 local function group_release(kq, id)
   if gbase == '' then return end
+  if grun_live == nil then grun_live = redis.call('EXISTS', gbase .. 'run') == 1 end
+  if not grun_live then return end
   local k = redis.call('HGET', gbase .. 'run', id)
   if not k then return end
   redis.call('HDEL', gbase .. 'run', id)

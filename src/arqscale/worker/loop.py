@@ -49,6 +49,7 @@ from arqscale.core.queue_control import RESUME, stranded
 from arqscale.core.schedules import SCHEDULES_WAKE
 from arqscale.core.spec import QueueSpec
 from arqscale.worker import outcomes
+from arqscale.worker.invalidation import QueueWatch
 from arqscale.worker.job_log import JobLog, JobLogHandler, JobLogSink
 from arqscale.worker.metrics import WorkerMetrics
 from arqscale.worker.outcomes import Decoded, decode_payload
@@ -169,7 +170,9 @@ class Worker:
     # ----------------------------------------------------------------- life cycle
 
     async def run(self) -> None:
-        await self._startup_checks()
+        # The checks only warn: they run beside the first pickup rather than before it (cold start,
+        # bench/cold_start.py), and end on their own.
+        checks = asyncio.create_task(self._startup_checks(), name="startup-checks")
         self._watchdog.start()
         background = [
             asyncio.create_task(self._heartbeat_loop(), name="heartbeat"),
@@ -201,6 +204,7 @@ class Worker:
             if self._log_handler is not None:
                 logging.getLogger().removeHandler(self._log_handler)
             self._watchdog.stop()
+            background.append(checks)
             if drain_timer is not None:
                 background.append(drain_timer)
             for task in background:
@@ -442,16 +446,28 @@ class Worker:
         self._tick.set()
 
     async def _wake_listener(self) -> None:
-        """Our producer publishes on the wake channel: pick up at once instead of at the next poll."""
+        """Our producer publishes on the wake channel: pick up at once instead of at the next poll. Plain arq
+        producers publish nothing: their enqueues arrive as client-tracking invalidations of the queue key
+        (``invalidation.QueueWatch``) on the same subscription."""
         while True:
             pubsub = self.redis.pubsub()
+            watch = QueueWatch(self.redis, self.spec.queue_key)
             try:
+                await watch.start(pubsub)
                 await pubsub.subscribe(self.ops.keys.wake)
                 self._tick.set()  # anything published while we were not subscribed
                 self.scheduler.wake()
-                while True:
+                while not watch.broken:
                     message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=5.0)
                     if message is None or self._draining:
+                        continue
+                    invalidated = watch.concerns_queue(message)
+                    if invalidated is not None:
+                        # The queue key changed: a plain arq enqueue, or another worker's pickup or finish.
+                        # Only worth a pickup when this worker has room (the pickup answers empty otherwise).
+                        room = len(self._running) < self.spec.concurrency
+                        if invalidated and room and time.monotonic() >= self._hold_until:
+                            self._tick.set()
                         continue
                     if message.get("data") == b"cancel":
                         self._abort_check.set()
@@ -466,6 +482,7 @@ class Worker:
             except (RedisError, OSError):
                 await asyncio.sleep(0.5)  # the loop's own calls report the outage; polling covers the gap
             finally:
+                await watch.close()
                 with contextlib.suppress(Exception):
                     await pubsub.aclose()  # type: ignore[no-untyped-call]
 

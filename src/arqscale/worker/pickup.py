@@ -125,7 +125,10 @@ local function hand_out(id, try, score, payload)
   out[#out+1] = try
   out[#out+1] = score
   out[#out+1] = err
-  out[#out+1] = (aborting and redis.call('ZSCORE', '@ABORT@', id)) and 1 or 0
+  -- Score 1 is arq's own abort mark: Job.abort() of a deferred job moves it to score 1 and writes the abort set
+  -- in its next round trip; a pickup in between (a worker woken by the queue key's invalidation) must not run
+  -- the job it is cancelling. No producer writes a ready time of 1 ms after 1970.
+  out[#out+1] = (score == '1' or (aborting and redis.call('ZSCORE', '@ABORT@', id))) and 1 or 0
 end
 -- A resend of a pickup whose reply was lost: hand back what it took, charge nothing again.
 if redis.call('LINDEX', KEYS[5], 0) == token then
@@ -195,6 +198,9 @@ end
 local expiry = now + tonumber(ARGV[3])
 local taken, skip_left, hold_left, hold_max = {}, tonumber(ARGV[9]), tonumber(ARGV[14]), tonumber(ARGV[14])
 local announced_here = 0
+-- Read once per call, not per job: nothing in the loop below adds to `pend` (a queue without `group:`, or whose
+-- keyed jobs were all picked, then runs no HGET per job).
+local pend_live = gbase ~= '' and redis.call('EXISTS', gbase .. 'pend') == 1
 for b = @BANDS@, #ARGV do
   if #taken >= want or hold_left <= 0 then break end
   local low = tonumber(ARGV[b])
@@ -209,8 +215,16 @@ for b = @BANDS@, #ARGV do
       local id, score = ids[i], ids[i+1]
       local ip = '@IP@' .. id
       local k, payload, due = nil, nil, nil
-      local arq_held = redis.call('EXISTS', ip) == 1
-      if gbase ~= '' and not arq_held then group_unpend(id) end
+      local owner_rec = score .. ' ' .. token
+      local arq_held
+      if limited then
+        arq_held = redis.call('EXISTS', ip) == 1
+      else
+        -- Without per-key limits a job not held by an arq-style worker is taken: claim it in the same command
+        -- that tells (SET NX fails when an in-progress key exists), one command per job instead of two.
+        arq_held = not redis.call('SET', ip, owner_rec, 'PX', ARGV[7], 'NX')
+      end
+      if pend_live and not arq_held then group_unpend(id) end
       if limited and not arq_held then
         k, payload = key_of(id)
         if k then due = group_full(k, gconc, grate, gwin, tonumber(ARGV[3])) end
@@ -229,6 +243,7 @@ for b = @BANDS@, #ARGV do
         if k then
           redis.call('HINCRBY', gbase .. 'running', k, 1)
           redis.call('HSET', gbase .. 'run', id, k)
+          grun_live = true
           redis.call('ZADD', gbase .. 'index', 0, k)
           if grate > 0 then
             local sk = gbase .. 'starts:' .. k
@@ -237,7 +252,7 @@ for b = @BANDS@, #ARGV do
           end
         end
         redis.call('ZADD', KEYS[1], string.format('%d', tonumber(score) + @PARK@), id)
-        redis.call('SET', ip, score .. ' ' .. token, 'PX', ARGV[7])
+        if limited then redis.call('SET', ip, owner_rec, 'PX', ARGV[7]) end
         redis.call('ZADD', KEYS[2], expiry, id)
         local rk = '@RETRY@' .. id
         -- GET + SET rather than INCR + PEXPIRE (same cost): a missing counter tells a job no event announced,
@@ -321,6 +336,10 @@ return out
 FINISH_LUA = _lua("""
 local n_ok, n_dead = 0, 0
 local stale = {}
+-- Read once per call rather than one command per job: most calls find no cancel request (arq's abort set) and
+-- no dead letter; nothing below adds to either, except a `dead` record (dlq_live set there).
+local aborting = redis.call('EXISTS', '@ABORT@') == 1
+local dlq_live = redis.call('EXISTS', KEYS[4]) == 1
 gbase = KEYS[6] or ''
 events_to(KEYS[7], KEYS[8], ARGV[6])
 -- The totals are added once per call (one HINCRBY per field), not per record.
@@ -345,9 +364,9 @@ for i = 7, #ARGV, 9 do
     redis.call('ZREM', KEYS[1], id)
     redis.call('ZREM', KEYS[2], id)
     redis.call('ZADD', KEYS[3], at, id)
-    redis.call('ZREM', '@ABORT@', id)
-    redis.call('HDEL', KEYS[4], id)
-    redis.call('ZREM', KEYS[5], id)
+    if aborting then redis.call('ZREM', '@ABORT@', id) end
+    -- The dead-letter hash and its index go together (dead_letters.py): the index only when the hash had it.
+    if dlq_live and redis.call('HDEL', KEYS[4], id) == 1 then redis.call('ZREM', KEYS[5], id) end
     redis.call('PEXPIRE', '@PROG@' .. id, ARGV[1])
     redis.call('PEXPIRE', '@LOGS@' .. id, ARGV[1])
     n_ok = n_ok + 1
@@ -366,6 +385,7 @@ for i = 7, #ARGV, 9 do
     if ran > 0 then count('run_ms', ran) end
   elseif kind == 'dead' then
     redis.call('HSET', KEYS[4], id, a)
+    dlq_live = true
     redis.call('ZADD', KEYS[5], at, id)
     -- The id's result key is the failed result now: a later trim of `completed` must not delete it.
     redis.call('ZREM', KEYS[3], id)
@@ -375,7 +395,7 @@ for i = 7, #ARGV, 9 do
     redis.call('ZREM', KEYS[2], id)
     redis.call('PEXPIRE', '@PROG@' .. id, ARGV[3])
     redis.call('PEXPIRE', '@LOGS@' .. id, ARGV[3])
-    redis.call('ZREM', '@ABORT@', id)
+    if aborting then redis.call('ZREM', '@ABORT@', id) end
     n_dead = n_dead + 1
     if dur then
       emit('failed', id, 'try', try, 'worker', w, 'error', note, 'duration_ms', dur)
@@ -389,7 +409,7 @@ for i = 7, #ARGV, 9 do
     redis.call('DEL', '@JOB@' .. id, '@IP@' .. id, '@RETRY@' .. id, '@ERR@' .. id, '@GROUP@' .. id)
     redis.call('ZREM', KEYS[1], id)
     redis.call('ZREM', KEYS[2], id)
-    redis.call('ZREM', '@ABORT@', id)
+    if aborting then redis.call('ZREM', '@ABORT@', id) end
     redis.call('PEXPIRE', '@PROG@' .. id, ARGV[3])
     redis.call('PEXPIRE', '@LOGS@' .. id, ARGV[3])
     emit('cancelled', id, 'try', try, 'worker', w, 'reason', note, 'duration_ms', dur)
