@@ -11,6 +11,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -633,6 +634,56 @@ async def test_job_view_shows_the_log_as_text(redis: Redis, browser: Browser) ->
         await page.locator("#lookup-id").fill("quiet")
         await page.locator("#lookup-id").press("Enter")
         await expect(page.locator('#job pre[data-field="logs"]')).to_have_text("(no log lines)")
+        assert problems == []
+    finally:
+        await page.close()
+        await server.close()
+
+
+async def test_charts_of_the_last_hour_and_redis_at_a_glance(redis: Redis, browser: Browser) -> None:
+    from arqscale.api.dashboard_routes import sample_once
+
+    producer = Producer(redis, SPECS)
+    email = SPECS["email"]
+    server = await _serve(redis)
+    now = time.time()
+    # Three samples a minute apart, as the API's sampler writes them: jobs arrive, a worker takes and
+    # finishes some (the worker protocol's own writes, so the totals counters move as in production).
+    for i in range(6):
+        await producer.enqueue("email", "send_email", f"u{i}@example.com", job_id=f"chart-{i}")
+    await redis.zadd(keys.QueueKeys.for_queue("email", email.queue_key).workers, {"w1": 10**15})
+    assert await sample_once(server.app, now - 120) == 2
+    for i in range(3):
+        await pick_up(redis, email, f"chart-{i}")
+        await finish(redis, email, f"chart-{i}", success=True, result=None)
+    await sample_once(server.app, now - 60)
+    await pick_up(redis, email, "chart-3")
+    await sample_once(server.app, now - 1)
+    page = await browser.new_page()
+    problems = _watch(page)
+    try:
+        await page.goto(str(server.make_url("/")))
+        await page.locator('tr[data-queue="email"] [data-action="charts"]').click()
+        charts = page.locator("#charts")
+        await expect(charts).to_be_visible()
+        await expect(page.locator("#charts-queue")).to_have_text("email")
+        counts = charts.locator('[data-chart="counts"]')
+        await expect(counts.locator('[data-series="waiting"]')).to_have_text("waiting 2")
+        await expect(counts.locator('[data-series="active"]')).to_have_text("active 1")
+        await expect(counts.locator("polyline")).to_have_count(3)
+        rates = charts.locator('[data-chart="rates"]')
+        # 3 completed between the first and second sample, none since: the last rate is 0.
+        await expect(rates.locator('[data-series="completed/s"]')).to_have_text("completed/s 0")
+        assert await rates.locator("polyline").count() == 2
+        await expect(charts.locator('[data-chart="workers"] [data-series="workers"]')).to_have_text("workers 1")
+        await expect(page.locator("#redis")).to_contain_text("commands/s")
+        await expect(page.locator("#redis")).to_contain_text("clients")
+        # Another queue, with no samples: said so, not an error.
+        await redis.delete("arqscale:verification:history")
+        await page.locator('tr[data-queue="verification"] [data-action="charts"]').click()
+        await expect(page.locator("#charts-queue")).to_have_text("verification")
+        await page.locator("#charts-close").click()
+        await expect(charts).to_be_hidden()
         assert problems == []
     finally:
         await page.close()

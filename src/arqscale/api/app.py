@@ -615,6 +615,7 @@ def create_app(
     max_body_bytes: int,
     token: str | None = None,
     traced: bool = False,
+    sample_history: bool = False,
 ) -> web.Application:
     """The API as an aiohttp application on an existing Redis client (the caller closes it)."""
     arq_specs = {name: s for name, s in specs.items() if s.backend == "arq"}
@@ -635,14 +636,17 @@ def create_app(
         traced=traced,
     )
     # The schedule routes live in their own module, which imports this one: loaded here, once it is complete.
-    from arqscale.api import event_routes
+    from arqscale.api import dashboard_routes, event_routes
+    from arqscale.api.dashboard_routes import HANDLERS as DASHBOARD_HANDLERS
     from arqscale.api.event_routes import HANDLERS as EVENT_HANDLERS
     from arqscale.api.schedule_routes import HANDLERS as SCHEDULE_HANDLERS
     from arqscale.api.webhook_routes import HANDLERS as WEBHOOK_HANDLERS
 
     event_routes.install(app)
 
-    handlers = {**HANDLERS, **SCHEDULE_HANDLERS, **EVENT_HANDLERS, **WEBHOOK_HANDLERS}
+    if sample_history:  # the served API keeps the dashboard's history; tests sample on their own clock
+        app.cleanup_ctx.append(dashboard_routes.sample_history)
+    handlers = {**HANDLERS, **SCHEDULE_HANDLERS, **EVENT_HANDLERS, **WEBHOOK_HANDLERS, **DASHBOARD_HANDLERS}
     for op in OPERATIONS:
         # aiohttp's default segment pattern, [^{}/]+, is matched on the decoded path: an id holding "{" or
         # "}" (%7B, %7D) would find no route. Any segment is an id; _job_id decodes it from the raw path.
@@ -657,7 +661,14 @@ async def serve(config: Config, *, host: str | None = None, port: int | None = N
     token = settings.api_token.get_secret_value() if settings.api_token is not None else None
     # A data route answers 503 within REDIS_TIMEOUT of Redis freezing, not after the freeze (issue 10).
     redis = create_redis(config.redis, socket_timeout=REDIS_TIMEOUT, socket_connect_timeout=REDIS_TIMEOUT)
-    app = create_app(config.queues, redis, max_body_bytes=settings.api_max_body_bytes, token=token, traced=traced)
+    app = create_app(
+        config.queues,
+        redis,
+        max_body_bytes=settings.api_max_body_bytes,
+        token=token,
+        traced=traced,
+        sample_history=True,
+    )
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     bind_host, bind_port = host or settings.api_host, port or settings.api_port

@@ -15,6 +15,8 @@ from pydantic.json_schema import models_json_schema
 from arqscale import __version__
 from arqscale.core.groups import MAX_PAGE as MAX_GROUP_PAGE
 from arqscale.core.groups import GroupPage
+from arqscale.core.history import KEEP_SECONDS as HISTORY_SECONDS
+from arqscale.core.history import History
 from arqscale.core.job_listing import DEFAULT_LIMIT, MAX_LIMIT, MAX_OFFSET, JobList, ListState
 from arqscale.core.job_logs import MAX_PAGE as MAX_LOG_PAGE
 from arqscale.core.models import DeadJob, EnqueueResult, JobLogPage, JobRequest, JobState, JobStatus
@@ -78,6 +80,17 @@ class QueueView(BaseModel):
 
 class QueueList(BaseModel):
     queues: list[QueueView]
+
+
+class RedisInfo(BaseModel):
+    """Redis at a glance (a few fields of INFO)."""
+
+    used_memory_bytes: int
+    maxmemory_bytes: int = Field(description="0: no limit")
+    connected_clients: int
+    commands_per_second: int = Field(description="Redis' instantaneous_ops_per_sec")
+    version: str
+    uptime_seconds: int
 
 
 class PauseResponse(BaseModel):
@@ -366,6 +379,15 @@ OPERATIONS: tuple[Operation, ...] = (
     Operation("retry_dead_webhook", "POST", "/v1/queues/{queue}/webhooks/dead/{delivery_id}/retry",
               "Send one undeliverable webhook again (same id and body, attempts from 0)",
               {202: DeadDeliveryRetry, **_ERR_READ}, params=(QUEUE, DELIVERY)),
+    Operation("queue_history", "GET", "/v1/queues/{queue}/history",
+              "The queue's samples (one per 10 s window, kept an hour): counts, oldest waiting age, live "
+              "workers, completed and failed per second; oldest first",
+              {200: History, **_ERR_READ},
+              params=(QUEUE, Param("since_seconds", "query",
+                                   {"type": "number", "minimum": 1, "maximum": HISTORY_SECONDS,
+                                    "default": HISTORY_SECONDS}, "how far back"))),
+    Operation("redis_info", "GET", "/v1/redis", "Redis at a glance: memory, clients, commands per second",
+              {200: RedisInfo, 401: ApiError, 503: ApiError}),
     Operation("openapi", "GET", "/openapi.json", "This document", {}, open=True),
 )  # fmt: skip
 

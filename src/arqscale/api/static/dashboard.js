@@ -165,6 +165,8 @@ async function refresh() {
     await loadJobs();
   }
   if (data.queues.some((q) => q.queue === schedules.queue)) await loadSchedules();
+  if (charts.queue && Date.now() - charts.loaded >= 10000) await loadCharts();
+  if (Date.now() - redisShown >= 5000) await loadRedis();
   if (looked.id && !SETTLED.has(looked.state)) await lookup(looked.id);
 }
 
@@ -186,7 +188,8 @@ function queueRow(name) {
   const jobsButton = button("Jobs", () => openJobs(name, "waiting"), {"data-action": "jobs"});
   const deadButton = button("Dead letters", () => openDead(name), {"data-action": "dead"});
   const schedulesButton = button("Schedules", () => openSchedules(name), {"data-action": "schedules"});
-  row.tr.append(el("td", {class: "actions"}, row.toggle, " ", jobsButton, " ", deadButton, " ", schedulesButton));
+  const chartsButton = button("Charts", () => openCharts(name), {"data-action": "charts"});
+  row.tr.append(el("td", {class: "actions"}, row.toggle, " ", jobsButton, " ", deadButton, " ", schedulesButton, " ", chartsButton));
   return row;
 }
 
@@ -217,6 +220,134 @@ function drawQueues(queues) {
       row.tr.remove();
       rows.delete(name);
     }
+  }
+}
+
+// ---- charts: the last hour of one queue, and Redis at a glance ---------------------------------------
+// Only the opened queue's history is read (lazily, every 10 s): a page with 100 queues costs one
+// history read per 10 s, not 100.
+
+const SVG = "http://www.w3.org/2000/svg";
+const HOUR = 3600;
+const CHARTS = [
+  {key: "counts", title: "Waiting, active, delayed", series: [
+    ["waiting", (s) => s.waiting], ["active", (s) => s.active], ["delayed", (s) => s.delayed]]},
+  {key: "rates", title: "Completed and failed per second", series: [
+    ["completed/s", (s) => s.completed_per_second, "s1"], ["failed/s", (s) => s.failed_per_second, "s3"]]},
+  {key: "oldest", title: "Oldest waiting job (s)", series: [["oldest", (s) => s.oldest_waiting_seconds]]},
+  {key: "workers", title: "Live workers (replicas)", series: [["workers", (s) => s.workers]]},
+];
+const charts = {queue: null, loaded: 0};
+let redisShown = 0;
+
+function svg(tag, attrs) {
+  const node = document.createElementNS(SVG, tag);
+  for (const [name, value] of Object.entries(attrs || {})) node.setAttribute(name, String(value));
+  return node;
+}
+
+function seriesClass(spec, i) {
+  return spec.series[i][2] || `s${i}`;
+}
+
+function niceMax(value) {
+  if (!(value > 0)) return 1;
+  const step = 10 ** Math.floor(Math.log10(value));
+  for (const m of [1, 2, 5, 10]) if (m * step >= value) return m * step;
+  return 10 * step;
+}
+
+function short(value) {
+  if (value === null || value === undefined) return "–";
+  return Number.isInteger(value) ? String(value) : value.toFixed(value < 10 ? 2 : 1);
+}
+
+// One chart: a line per series over the last hour; a missing value (no rate yet) breaks its line.
+function chart(spec, samples, now) {
+  const W = 360, H = 120, L = 36, B = 16;
+  const values = spec.series.map(([, pick]) => samples.map(pick));
+  const top = niceMax(Math.max(0, ...values.flat().filter((v) => v !== null && v !== undefined)));
+  const x = (at) => L + ((at - (now - HOUR)) / HOUR) * (W - L - 4);
+  const y = (v) => H - B - (v / top) * (H - B - 6);
+  const label = `${spec.title}: ` + spec.series.map(([name], i) => `${name} ${short(values[i].at(-1))}`).join(", ");
+  const root = svg("svg", {viewBox: `0 0 ${W} ${H}`, role: "img", "aria-label": label, class: "chart"});
+  const title = svg("title");
+  title.textContent = label;
+  root.append(title, svg("line", {x1: L, x2: W - 4, y1: H - B, y2: H - B, class: "axis"}));
+  for (const [v, text] of [[top, short(top)], [0, "0"]]) {
+    const t = svg("text", {x: L - 4, y: y(v) + 4, "text-anchor": "end", class: "tick"});
+    t.textContent = text;
+    root.append(t);
+  }
+  for (const [at, text, anchor] of [[now - HOUR, "-60 min", "start"], [now - HOUR / 2, "-30 min", "middle"], [now, "now", "end"]]) {
+    const t = svg("text", {x: x(at), y: H - 2, "text-anchor": anchor, class: "tick"});
+    t.textContent = text;
+    root.append(t);
+  }
+  values.forEach((series, i) => {
+    let points = [];
+    const flush = () => {
+      if (points.length) root.append(svg("polyline", {points: points.join(" "), class: `line ${seriesClass(spec, i)}`}));
+      points = [];
+    };
+    series.forEach((v, j) => {
+      if (v === null || v === undefined) return flush();
+      points.push(`${x(samples[j].at).toFixed(1)},${y(v).toFixed(1)}`);
+    });
+    flush();
+  });
+  const legend = el("figcaption", {});
+  spec.series.forEach(([name], i) => {
+    legend.append(el("span", {class: `key ${seriesClass(spec, i)}`, "data-series": name}, `${name} ${short(values[i].at(-1))}`), " ");
+  });
+  return el("figure", {"data-chart": spec.key}, el("h3", {}, spec.title), root, legend);
+}
+
+async function openCharts(queue) {
+  Object.assign(charts, {queue, loaded: 0});
+  $("charts-queue").textContent = queue;
+  try {
+    await loadCharts();
+    $("charts").hidden = false;
+  } catch (err) {
+    report(err);
+  }
+}
+
+async function loadCharts() {
+  const queue = charts.queue;
+  const data = await api("GET", `v1/queues/${enc(queue)}/history`);
+  if (queue !== charts.queue) return; // another queue was opened meanwhile
+  charts.loaded = Date.now();
+  const now = Date.now() / 1000;
+  $("charts-grid").replaceChildren(...CHARTS.map((spec) => chart(spec, data.samples, now)));
+  $("charts-empty").hidden = data.samples.length > 0;
+}
+
+$("charts-close").addEventListener("click", () => {
+  charts.queue = null;
+  $("charts").hidden = true;
+});
+
+function bytes(n) {
+  const units = ["B", "KiB", "MiB", "GiB", "TiB"];
+  let i = 0;
+  while (n >= 1024 && i < units.length - 1) {
+    n /= 1024;
+    i++;
+  }
+  return `${i ? n.toFixed(1) : n} ${units[i]}`;
+}
+
+async function loadRedis() {
+  redisShown = Date.now();
+  try {
+    const r = await api("GET", "v1/redis");
+    const limit = r.maxmemory_bytes ? ` of ${bytes(r.maxmemory_bytes)}` : "";
+    $("redis").textContent = `Redis ${r.version}: ${bytes(r.used_memory_bytes)}${limit}, ${r.connected_clients} clients, ${r.commands_per_second} commands/s`;
+  } catch (err) {
+    if (err.status === 401) throw err;
+    $("redis").textContent = "";
   }
 }
 
