@@ -36,6 +36,7 @@ from arqscale.core.spec import QueueSpec, parse_queues
 from arqscale.worker.scheduler import Scheduler
 from protocol_steps import bury, finish, pick_up
 from redis_server import RedisServer, free_port
+from worker_processes import stop_all, wait_until, worker_starter
 
 CHROMIUM = "/usr/bin/chromium"
 HAVE_CHROMIUM = Path(CHROMIUM).exists()
@@ -688,3 +689,52 @@ async def test_charts_of_the_last_hour_and_redis_at_a_glance(redis: Redis, brows
     finally:
         await page.close()
         await server.close()
+
+
+async def test_job_view_arguments_and_timeline_of_tries(
+    redis: Redis, browser: Browser, redis_env: dict[str, str], tmp_path: Path
+) -> None:
+    queues = {"t": {"functions": ["worker_tasks.fail_while"], "max_tries": 3, "backoff": {"delay": 0.2}}}
+    specs = parse_queues({"queues": queues})
+    flag = '<img src=x onerror="window.pwned = 3">'
+    start, started = worker_starter(redis_env, tmp_path)
+    await redis.set(flag, "1")
+    server = await _serve(redis, specs=specs)
+    page = await browser.new_page()
+    problems = _watch(page)
+    try:
+        await start(queues, "t").ready()
+        await Producer(redis, specs).enqueue("t", "fail_while", flag, job_id="tl-1")
+        statuses = JobStatusReader(redis, specs)
+
+        async def retrying() -> bool:
+            return (await statuses.read("tl-1")).attempts >= 1 and (await redis.exists(flag)) == 1
+
+        await wait_until(retrying, 20, "the first try to fail")
+        await redis.delete(flag)
+
+        async def done() -> bool:
+            return (await statuses.read("tl-1")).state is JobState.COMPLETED
+
+        await wait_until(done, 20, "the second try to complete")
+        await page.goto(str(server.make_url("/")))
+        await page.locator("#lookup-id").fill("tl-1")
+        await page.locator("#lookup-id").press("Enter")
+        job = page.locator("#job")
+        await expect(job.locator('[data-state="completed"]')).to_be_visible()
+        await expect(job).to_contain_text(flag)  # the argument, as text
+        events = job.locator('[data-field="timeline"] li')
+        await expect(events.first).to_have_attribute("data-event", "waiting")
+        names = [await e.get_attribute("data-event") for e in await events.all()]
+        assert names == ["waiting", "active", "failed", "retrying", "active", "completed"], names
+        failed = job.locator('[data-event="failed"]')
+        await expect(failed).to_contain_text("try 1")
+        await expect(failed).to_contain_text(f"{flag} is set")
+        await expect(job.locator('[data-event="completed"]')).to_contain_text("try 2")
+        await expect(job.locator('[data-event="completed"]')).to_contain_text("ran ")
+        assert await page.evaluate("window.pwned") is None
+        assert problems == []
+    finally:
+        await page.close()
+        await server.close()
+        stop_all(started)

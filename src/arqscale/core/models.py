@@ -93,6 +93,8 @@ class JobStatus(BaseModel):
     progress: Progress | None = None
     result: Any = None
     error: str | None = None
+    args: Any = Field(default=None, description="the positional arguments (JSON queues; absent for pickle queues)")
+    kwargs: Any = Field(default=None, description="the keyword arguments (JSON queues; absent for pickle queues)")
     enqueued_at: float | None = None
     scheduled_for: float | None = None
     started_at: float | None = None

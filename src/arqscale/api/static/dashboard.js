@@ -696,8 +696,18 @@ async function lookup(id) {
       logs = `(log not available: ${describe(err)})`;
     }
   }
+  // The timeline: the job's events from its queue's stream (enqueue, each try with its worker and
+  // duration, retries, the end). Trimmed streams keep fewer; the status above stays exact.
+  let events = null;
+  if (job.state !== "not_found") {
+    try {
+      events = (await api("GET", `v1/jobs/${enc(id)}/events?limit=1000`)).events;
+    } catch (err) {
+      events = null;
+    }
+  }
   if (asked !== looked.asked) return;
-  const signature = JSON.stringify(job);
+  const signature = JSON.stringify([job, logs, events]);
   const same = looked.id === id && looked.drawn === signature && !out.hidden;
   Object.assign(looked, {id, state: job.state, drawn: signature}); // redrawn every second until it settles
   if (same) return; // unchanged: keep the view (and a click on its Cancel button) as it is
@@ -720,6 +730,9 @@ async function lookup(id) {
     ["Key", job.group],
     ["Attempts", job.state === "not_found" ? null : job.attempts],
     ["Progress", progress],
+    ["Schedule", scheduleLink(job.job_id)],
+    ["Arguments", job.args === null || job.args === undefined ? null : block(job.args)],
+    ["Keyword arguments", job.kwargs === null || job.kwargs === undefined ? null : block(job.kwargs)],
     ["Result", job.result === null ? null : block(job.result)],
     ["Error", block(job.error)],
     ["Enqueued", when(job.enqueued_at)],
@@ -728,7 +741,38 @@ async function lookup(id) {
     ["Finished", when(job.finished_at)],
     ["Note", job.note],
     ["Logs", logs === null ? null : el("pre", {class: "logs", "data-field": "logs"}, logs)],
+    ["Timeline", events === null ? null : timeline(events)],
   ]));
+}
+
+// A schedule's jobs have ids sched:<queue>:<name>:<tick ms>: link back to the queue's schedules.
+function scheduleLink(id) {
+  const m = /^sched:([^:]+):(.+):(\d+)$/.exec(id);
+  if (!m) return null;
+  const [, queue, name, tick] = m;
+  return el("span", {},
+    button(name, () => openSchedules(queue), {class: "link", "data-action": "open-schedule"}),
+    ` in ${queue}, tick ${new Date(Number(tick)).toISOString()}`);
+}
+
+function eventLine(e) {
+  const parts = [new Date(e.at).toISOString().replace("T", " ").replace("Z", ""), e.event];
+  if (e.try) parts.push(`try ${e.try}`);
+  if (e.worker) parts.push(`on ${e.worker}`);
+  if (e.func) parts.push(e.func);
+  if (e.duration_ms !== null && e.duration_ms !== undefined) parts.push(e.duration_ms < 1000 ? `ran ${e.duration_ms} ms` : `ran ${duration(e.duration_ms / 1000)}`);
+  if (e.delay_ms) parts.push(`ready in ${duration(e.delay_ms / 1000)}`);
+  if (e.progress !== null && e.progress !== undefined) parts.push(`${e.progress}%`);
+  if (e.message) parts.push(e.message);
+  if (e.reason) parts.push(`(${e.reason})`);
+  if (e.error) parts.push(`: ${e.error.split("\n")[0]}`);
+  return parts.join(" ");
+}
+
+function timeline(events) {
+  if (!events.length) return el("span", {class: "muted"}, "no events kept for this job");
+  return el("ol", {class: "timeline", "data-field": "timeline"},
+    ...events.map((e) => el("li", {class: "ev " + e.event, "data-event": e.event}, eventLine(e))));
 }
 
 // A page of log lines as text: time, try, level, message (later lines of a message indented).
