@@ -33,6 +33,7 @@ from arqscale.core.schedule_spec import Schedule
 from arqscale.core.schedules import ScheduleKeys, ScheduleStore
 from arqscale.core.serializers import json_dumps
 from arqscale.core.spec import QueueSpec, parse_queues
+from arqscale.core.webhook_store import DeadDelivery, WebhookKeys
 from arqscale.worker.scheduler import Scheduler
 from protocol_steps import bury, finish, pick_up
 from redis_server import RedisServer, free_port
@@ -224,6 +225,7 @@ def api_with_token(redis_server: RedisServer, tmp_path: Path) -> Iterator[str]:
     env |= {
         "REDIS_URL": redis_server.url,
         "ARQSCALE_API_TOKEN": "right-token",
+        "ARQSCALE_API_READ_TOKEN": "look-token",
         "ARQSCALE_QUEUES_FILE": str(queues_file),
         "ARQSCALE_LOG_LEVEL": "WARNING",
     }
@@ -738,3 +740,137 @@ async def test_job_view_arguments_and_timeline_of_tries(
         await page.close()
         await server.close()
         stop_all(started)
+
+
+async def test_read_only_token_sees_everything_and_changes_nothing(
+    api_with_token: str, redis: Redis, browser: Browser
+) -> None:
+    await _wait_up(api_with_token)
+    await Producer(redis, SPECS).enqueue("email", "send_email", "x@example.com", job_id="ro-1", defer_seconds=600)
+    page = await browser.new_page()
+    problems = _watch(page)
+    try:
+        await page.goto(api_with_token + "/")
+        await page.locator("#token").fill("look-token")
+        await page.locator("#token").press("Enter")
+        row = page.locator('tr[data-queue="email"]')
+        await expect(row).to_be_visible()
+        await expect(page.locator("#read-only-note")).to_be_visible()
+        for hidden in ('[data-action="toggle"]', "#pause-all", "#add-open"):
+            await expect(page.locator(hidden).first).to_be_hidden()
+        await row.locator('[data-action="jobs"]').click()
+        await page.locator('#jobs-tabs [data-state="delayed"]').click()
+        job = page.locator('#jobs-list tr[data-job="ro-1"]')
+        await expect(job).to_be_visible()
+        await expect(job.locator('[data-action="promote"]')).to_be_hidden()
+        await expect(job.locator('[data-action="cancel"]')).to_be_hidden()
+        # The server refuses it whatever the page shows, on every mutating route.
+        async with aiohttp.ClientSession(headers={"Authorization": "Bearer look-token"}) as http:
+            for method, path in [
+                ("POST", "/v1/queues/email/pause"),
+                ("POST", "/v1/jobs/ro-1/cancel"),
+                ("POST", "/v1/jobs/ro-1/promote"),
+                ("POST", "/v1/queues/email/clean?state=completed&older_than_seconds=0"),
+                ("DELETE", "/v1/queues/email/dead-letters?all=true"),
+                ("PUT", "/v1/queues/email/schedules/x"),
+            ]:
+                async with http.request(method, api_with_token + path, json={}) as resp:
+                    assert resp.status == 403, (method, path, resp.status)
+                    assert (await resp.json())["error"] == "read_only"
+            async with http.get(api_with_token + "/v1/session") as resp:
+                assert (await resp.json()) == {"read_only": True}
+        async with aiohttp.ClientSession(headers={"Authorization": "Bearer right-token"}) as http:
+            async with http.get(api_with_token + "/v1/session") as resp:
+                assert (await resp.json()) == {"read_only": False}
+        assert not await queue_control.is_paused(redis, SPECS["email"])
+        assert (await JobStatusReader(redis, SPECS).read("ro-1")).state is JobState.DEFERRED
+        assert problems == []
+    finally:
+        await page.close()
+
+
+async def test_actions_promote_retry_clean_add_duplicate_pause_all_and_webhooks(redis: Redis, browser: Browser) -> None:
+    producer = Producer(redis, SPECS)
+    email, verification = SPECS["email"], SPECS["verification"]
+    statuses = JobStatusReader(redis, SPECS)
+    await producer.enqueue("email", "send_email", "later@example.com", job_id="later-1", defer_seconds=3600, priority=0)
+    await producer.enqueue("email", "send_email", "done@example.com", job_id="done-1")
+    await pick_up(redis, email, "done-1")
+    await finish(redis, email, "done-1", success=True, result={"sent": True})
+    await producer.enqueue("verification", "verify_document", {"doc": "x"}, job_id="broken-1")
+    await pick_up(redis, verification, "broken-1")
+    await bury(redis, verification, "broken-1", error=HOSTILE)
+    hook_keys = WebhookKeys.for_queue("verification")
+    for i in range(2):
+        dead = DeadDelivery(
+            id=f"verification:1-{i}:ops", queue="verification", endpoint="ops", event="dead", job_id="broken-1",
+            body="{}", attempts=5, created_at=time.time(), last_error=HOSTILE, failed_at=time.time(),
+        )  # fmt: skip
+        await redis.hset(hook_keys.dead, dead.id, dead.model_dump_json())
+        await redis.zadd(hook_keys.dead_index, {dead.id: int(time.time() * 1000) + i})
+
+    server = await _serve(redis)
+    page = await browser.new_page()
+    page.on("dialog", _accept)
+    problems = _watch(page)
+    try:
+        await page.goto(str(server.make_url("/")))
+        email_row = page.locator('tr[data-queue="email"]')
+        await email_row.locator('[data-action="jobs"]').click()
+        # Promote: the delayed job is ready now, still in its band (priority 0).
+        await page.locator('#jobs-tabs [data-state="delayed"]').click()
+        await page.locator('#jobs-list tr[data-job="later-1"] [data-action="promote"]').click()
+        await expect(page.locator("#flash")).to_contain_text("Promoted later-1")
+        promoted = await statuses.read("later-1")
+        assert promoted.state is JobState.QUEUED and promoted.priority == 0
+        # Clean completed jobs older than 0 s: the result is gone.
+        await page.locator('#jobs-tabs [data-state="completed"]').click()
+        await expect(page.locator('#jobs-list tr[data-job="done-1"]')).to_be_visible()
+        await page.locator("#clean-age").fill("0")
+        await page.locator("#clean-form button").click()
+        await expect(page.locator("#flash")).to_contain_text("Cleaned 1 completed job(s) of email")
+        assert not await redis.exists(keys.result_key("done-1"))
+        # Retry a failed job: back in its queue.
+        await page.locator('tr[data-queue="verification"] [data-action="jobs"]').click()
+        await page.locator('#jobs-tabs [data-state="failed"]').click()
+        await page.locator('#jobs-list tr[data-job="broken-1"] [data-action="retry"]').click()
+        await expect(page.locator("#flash")).to_contain_text("Retrying broken-1")
+        assert (await statuses.read("broken-1")).state is JobState.QUEUED
+        # Add a job from the form (markup in its arguments stays text), then duplicate it.
+        await page.locator("#add-open").click()
+        await page.locator("#add-queue").select_option("email")
+        await page.locator("#add-function").fill("send_email")
+        await page.locator("#add-args").fill(json.dumps([HOSTILE]))
+        await page.locator("#add-id").fill("added-1")
+        await page.locator("#add-id").press("Enter")
+        await expect(page.locator("#job")).to_contain_text("added-1")
+        await expect(page.locator("#job")).to_contain_text("<script>window.pwned = 1</script>")  # as JSON text
+        await page.locator('#job [data-action="duplicate"]').click()
+        await expect(page.locator("#add-args")).to_have_value(json.dumps([HOSTILE]))
+        await page.locator("#add-form button[type=submit]").click()
+        await expect(page.locator("#flash")).to_contain_text("Enqueued")
+        waiting = await redis.zrange(email.queue_key, 0, -1)
+        assert len(waiting) == 3  # later-1, added-1 and its duplicate
+        # Pause and resume every queue.
+        await page.locator("#pause-all").click()
+        await expect(page.locator("#flash")).to_contain_text("2 queue(s) paused")
+        assert await queue_control.is_paused(redis, email) and await queue_control.is_paused(redis, verification)
+        await page.locator("#resume-all").click()
+        await expect(page.locator("#flash")).to_contain_text("2 queue(s) resumed")
+        assert not await queue_control.is_paused(redis, email)
+        # Undeliverable webhooks: listed (errors as text), one retried, the rest deleted.
+        await page.locator('tr[data-queue="verification"] [data-action="webhooks"]').click()
+        hooks = page.locator("#webhooks-list tbody tr")
+        await expect(hooks).to_have_count(2)
+        await expect(hooks.first.locator(".error-cell")).to_have_text(HOSTILE)
+        await hooks.first.locator('[data-action="webhook-retry"]').click()
+        await expect(hooks).to_have_count(1)
+        assert await redis.zcard(hook_keys.due) == 1
+        await page.locator("#webhooks-purge-all").click()
+        await expect(page.locator("#webhooks-empty")).to_be_visible()
+        assert await redis.zcard(hook_keys.dead_index) == 0
+        assert await page.evaluate("window.pwned") is None
+        assert problems == []
+    finally:
+        await page.close()
+        await server.close()

@@ -17,9 +17,10 @@ from collections.abc import AsyncIterator
 from aiohttp import web
 from redis.exceptions import RedisError
 
-from arqscale.api.app import STATE, Handler, _json, _query_number, _spec
-from arqscale.api.openapi import RedisInfo
-from arqscale.core import event_stream, history
+from arqscale.api.app import STATE, Handler, Problem, _job_id, _json, _query_int, _query_number, _spec, read_only
+from arqscale.api.openapi import MAX_PURGE_AGE, CleanResponse, FieldError, PromoteResponse, RedisInfo, SessionView
+from arqscale.core import event_stream, history, job_actions
+from arqscale.core.dead_letters import DeadLetters
 from arqscale.core.live_workers import live_workers
 
 log = logging.getLogger("arqscale.api")
@@ -77,4 +78,56 @@ async def redis_info(request: web.Request) -> web.StreamResponse:
     return _json(RedisInfo.model_validate(values))
 
 
-HANDLERS: dict[str, Handler] = {"queue_history": queue_history, "redis_info": redis_info}
+async def session(request: web.Request) -> web.StreamResponse:
+    return _json(SessionView(read_only=read_only(request, request.app[STATE])))
+
+
+async def promote_job(request: web.Request) -> web.StreamResponse:
+    state = request.app[STATE]
+    job_id = _job_id(request)
+    status = await state.statuses.read(job_id)
+    if status.queue is None or status.queue not in state.specs:
+        raise Problem(404, "not_found", f"no job {job_id!r}")
+    outcome = await job_actions.promote(state.redis, state.specs[status.queue], job_id)
+    if outcome is job_actions.PromoteOutcome.NOT_FOUND:
+        raise Problem(404, "not_found", f"job {job_id!r} is not in its queue (finished, held or gone)")
+    if outcome is job_actions.PromoteOutcome.NOT_DELAYED:
+        raise Problem(409, "not_delayed", f"job {job_id!r} is not delayed: it is ready or running already")
+    return _json(PromoteResponse(queue=status.queue, job_id=job_id, status="promoted"), 202)
+
+
+async def clean_queue(request: web.Request) -> web.StreamResponse:
+    spec = _spec(request)
+    redis = request.app[STATE].redis
+    which = request.query.get("state", "")
+    if which not in ("completed", "failed"):
+        raise Problem(
+            422,
+            "validation_error",
+            "invalid query parameter state: completed or failed",
+            [FieldError(field="state", message="completed or failed")],
+        )
+    older = _query_number(request, "older_than_seconds", None, 0, MAX_PURGE_AGE)
+    if older is None:
+        raise Problem(
+            422,
+            "validation_error",
+            "older_than_seconds is required",
+            [FieldError(field="older_than_seconds", message="required: seconds since the job ended")],
+        )
+    limit = _query_int(request, "limit", job_actions.MAX_CLEAN, 1, job_actions.MAX_CLEAN)
+    if which == "failed":  # failed jobs are the dead-letter store: its own purge, in batches
+        deleted = await DeadLetters(redis, spec).purge(older_than_seconds=older)
+        return _json(CleanResponse(queue=spec.name, state=which, deleted=deleted, more=False))
+    now_ms = int((await redis.time())[0]) * 1000
+    cleaned = await job_actions.clean_completed(redis, spec, now_ms - int(older * 1000), limit)
+    return _json(CleanResponse(queue=spec.name, state=which, deleted=cleaned.deleted, more=cleaned.more))
+
+
+HANDLERS: dict[str, Handler] = {
+    "queue_history": queue_history,
+    "redis_info": redis_info,
+    "session": session,
+    "promote_job": promote_job,
+    "clean_queue": clean_queue,
+}

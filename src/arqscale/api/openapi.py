@@ -82,6 +82,25 @@ class QueueList(BaseModel):
     queues: list[QueueView]
 
 
+class SessionView(BaseModel):
+    """What the caller's token may do."""
+
+    read_only: bool = Field(description="true with ARQSCALE_API_READ_TOKEN: every mutating route answers 403")
+
+
+class PromoteResponse(BaseModel):
+    queue: str
+    job_id: str
+    status: Literal["promoted"]
+
+
+class CleanResponse(BaseModel):
+    queue: str
+    state: Literal["completed", "failed"]
+    deleted: int = Field(description="jobs whose results (completed) or dead-letter entries (failed) were deleted")
+    more: bool = Field(description="older jobs remain: call again (completed jobs go at most 1000 per call)")
+
+
 class RedisInfo(BaseModel):
     """Redis at a glance (a few fields of INFO)."""
 
@@ -388,6 +407,20 @@ OPERATIONS: tuple[Operation, ...] = (
                                     "default": HISTORY_SECONDS}, "how far back"))),
     Operation("redis_info", "GET", "/v1/redis", "Redis at a glance: memory, clients, commands per second",
               {200: RedisInfo, 401: ApiError, 503: ApiError}),
+    Operation("session", "GET", "/v1/session", "What this token may do (read-only or not)",
+              {200: SessionView, 401: ApiError}),
+    Operation("promote_job", "POST", "/v1/jobs/{job_id}/promote",
+              "Make a delayed job ready now, in its priority band (409 when it is not delayed)",
+              {202: PromoteResponse, 409: ApiError, 403: ApiError, **_ERR_READ}, params=(JOB_ID,)),
+    Operation("clean_queue", "POST", "/v1/queues/{queue}/clean",
+              "Delete completed jobs' results, or failed jobs' dead-letter entries, older than an age "
+              "(completed: oldest first, at most limit per call; repeat while more is true)",
+              {200: CleanResponse, 403: ApiError, **_ERR_READ},
+              params=(QUEUE,
+                      Param("state", "query", {"type": "string", "enum": ["completed", "failed"]}, "which jobs"),
+                      Param("older_than_seconds", "query",
+                            {"type": "number", "minimum": 0, "maximum": MAX_PURGE_AGE}, "ended more than this ago"),
+                      Param("limit", "query", {"type": "integer", "minimum": 1, "maximum": 1000, "default": 1000}))),
     Operation("openapi", "GET", "/openapi.json", "This document", {}, open=True),
 )  # fmt: skip
 
@@ -397,6 +430,7 @@ _DESCRIPTIONS = {
     202: "Accepted",
     400: "Invalid JSON",
     401: "Missing or wrong bearer token",
+    403: "The read-only token may not change anything",
     404: "Unknown queue, job or entry (for a job: its status, state not_found)",
     409: "Conflict",
     413: "Body too large",

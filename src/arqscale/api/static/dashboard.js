@@ -20,8 +20,13 @@ function el(tag, attrs, ...children) {
   return node;
 }
 
+// Actions that change something: hidden for a read-only token (the API refuses them anyway, 403).
+const MUTATING = new Set(["cancel", "delete", "remove", "requeue", "toggle", "promote", "retry", "duplicate",
+  "webhook-retry", "webhook-delete"]);
+
 function button(label, onClick, attrs) {
-  const b = el("button", {type: "button", ...attrs}, label);
+  const extra = attrs && MUTATING.has(attrs["data-action"]) ? {class: `${attrs.class || ""} mutate`.trim()} : {};
+  const b = el("button", {type: "button", ...attrs, ...extra}, label);
   b.addEventListener("click", () => onClick(b));
   return b;
 }
@@ -41,13 +46,18 @@ class ApiError extends Error {
   }
 }
 
-async function api(method, path) {
+async function api(method, path, json) {
   const token = sessionStorage.getItem(TOKEN_KEY);
   const headers = {Accept: "application/json"};
   if (token) headers.Authorization = "Bearer " + token;
+  const init = {method, headers, cache: "no-store"};
+  if (json !== undefined) {
+    headers["Content-Type"] = "application/json";
+    init.body = JSON.stringify(json);
+  }
   let response;
   try {
-    response = await fetch(path, {method, headers, cache: "no-store"});
+    response = await fetch(path, init);
   } catch (err) {
     throw new ApiError(0, {message: `the API does not answer (${err.message})`});
   }
@@ -126,6 +136,9 @@ $("sign-out").addEventListener("click", () => askForToken(""));
 
 async function start() {
   try {
+    const session = await api("GET", "v1/session");
+    document.body.classList.toggle("read-only", session.read_only);
+    $("read-only-note").hidden = !session.read_only;
     await refresh();
   } catch (err) {
     if (err.status === 401) return;
@@ -189,7 +202,9 @@ function queueRow(name) {
   const deadButton = button("Dead letters", () => openDead(name), {"data-action": "dead"});
   const schedulesButton = button("Schedules", () => openSchedules(name), {"data-action": "schedules"});
   const chartsButton = button("Charts", () => openCharts(name), {"data-action": "charts"});
-  row.tr.append(el("td", {class: "actions"}, row.toggle, " ", jobsButton, " ", deadButton, " ", schedulesButton, " ", chartsButton));
+  const hooksButton = button("Webhooks", () => openWebhooks(name), {"data-action": "webhooks"});
+  row.tr.append(el("td", {class: "actions"}, row.toggle, " ", jobsButton, " ", deadButton, " ", schedulesButton,
+    " ", chartsButton, " ", hooksButton));
   return row;
 }
 
@@ -222,6 +237,124 @@ function drawQueues(queues) {
     }
   }
 }
+
+// ---- all queues at once, and a job from a form ------------------------------------------------------
+
+async function everyQueue(btn, verb) {
+  if (!confirm(`${verb === "pause" ? "Pause" : "Resume"} every queue?`)) return;
+  btn.disabled = true;
+  try {
+    const names = [...rows.keys()];
+    for (const name of names) await api("POST", `v1/queues/${enc(name)}/${verb}`);
+    flash(`${names.length} queue(s) ${verb === "pause" ? "paused" : "resumed"}`, false);
+    await refresh();
+  } catch (err) {
+    report(err);
+  } finally {
+    btn.disabled = false;
+  }
+}
+
+$("pause-all").addEventListener("click", (e) => everyQueue(e.currentTarget, "pause"));
+$("resume-all").addEventListener("click", (e) => everyQueue(e.currentTarget, "resume"));
+
+// Opened empty, or filled from a job (Duplicate): the same function and arguments, a new id.
+function openAdd(job) {
+  const select = $("add-queue");
+  select.replaceChildren(...[...rows.keys()].map((name) => el("option", {value: name}, name)));
+  if (job && job.queue) select.value = job.queue;
+  $("add-function").value = (job && job.function) || "";
+  $("add-args").value = JSON.stringify((job && job.args) || []);
+  $("add-kwargs").value = JSON.stringify((job && job.kwargs) || {});
+  $("add-priority").value = job && job.priority !== null && job.priority !== undefined ? job.priority : "";
+  $("add-defer").value = "";
+  $("add-id").value = "";
+  show($("add-error"), "");
+  $("add").hidden = false;
+  $("add-function").focus();
+}
+
+$("add-open").addEventListener("click", () => openAdd(null));
+$("add-close").addEventListener("click", () => { $("add").hidden = true; });
+
+$("add-form").addEventListener("submit", async (event) => {
+  event.preventDefault();
+  const body = {function: $("add-function").value.trim()};
+  try {
+    body.args = JSON.parse($("add-args").value || "[]");
+    body.kwargs = JSON.parse($("add-kwargs").value || "{}");
+  } catch (err) {
+    return show($("add-error"), `Arguments are not JSON: ${err.message}`);
+  }
+  if ($("add-priority").value !== "") body.priority = Number($("add-priority").value);
+  if ($("add-defer").value !== "") body.defer_seconds = Number($("add-defer").value);
+  if ($("add-id").value.trim()) body.job_id = $("add-id").value.trim();
+  const queue = $("add-queue").value;
+  try {
+    const r = await api("POST", `v1/queues/${enc(queue)}/jobs`, body);
+    show($("add-error"), "");
+    flash(`Enqueued ${r.job_id} in ${queue}`, false);
+    $("add").hidden = true;
+    showJob(r.job_id);
+  } catch (err) {
+    if (err.status !== 401) show($("add-error"), describe(err));
+  }
+});
+
+// ---- undeliverable webhooks of a queue ------------------------------------------------------------------
+
+const hooks = {queue: null};
+
+async function openWebhooks(queue) {
+  hooks.queue = queue;
+  $("webhooks-queue").textContent = queue;
+  try {
+    await loadWebhooks();
+    $("webhooks").hidden = false;
+  } catch (err) {
+    report(err);
+  }
+}
+
+async function loadWebhooks() {
+  const queue = hooks.queue;
+  const page = await api("GET", `v1/queues/${enc(queue)}/webhooks/dead?limit=100`);
+  if (queue !== hooks.queue) return;
+  $("webhooks-total").textContent = `(${page.total})`;
+  $("webhooks-list").tBodies[0].replaceChildren(...page.items.map((d) => el("tr", {"data-delivery": d.id},
+    el("td", {class: "nowrap"}, d.id),
+    el("td", {}, d.endpoint),
+    el("td", {}, d.event),
+    el("td", {}, button(d.job_id, () => showJob(d.job_id), {class: "link", "data-action": "view"})),
+    el("td", {class: "n"}, String(d.attempts)),
+    el("td", {class: "error-cell", title: d.last_error || ""}, d.last_error || "-"),
+    el("td", {class: "nowrap"}, when(d.failed_at) || "-"),
+    el("td", {class: "nowrap"},
+      button("Retry", (b) => hookAct(b, "POST", `/${enc(d.id)}/retry`, `Sending ${d.id} again`), {"data-action": "webhook-retry"}),
+      button("Delete", (b) => hookAct(b, "DELETE", `/${enc(d.id)}`, `Deleted ${d.id}`), {class: "danger", "data-action": "webhook-delete"})))));
+  $("webhooks-empty").hidden = page.items.length > 0;
+}
+
+async function hookAct(btn, method, suffix, said) {
+  if (method === "DELETE" && !confirm("Delete this undeliverable webhook? It will not be sent.")) return;
+  btn.disabled = true;
+  try {
+    await api(method, `v1/queues/${enc(hooks.queue)}/webhooks/dead${suffix}`);
+    flash(said, false);
+    await loadWebhooks();
+  } catch (err) {
+    report(err);
+  } finally {
+    btn.disabled = false;
+  }
+}
+
+$("webhooks-retry-all").addEventListener("click", (e) => hookAct(e.currentTarget, "POST", "/retry", "Sending every undeliverable webhook again"));
+$("webhooks-purge-all").addEventListener("click", (e) => hookAct(e.currentTarget, "DELETE", "?all=true", "Deleted every undeliverable webhook"));
+$("webhooks-close").addEventListener("click", () => {
+  hooks.queue = null;
+  $("webhooks").hidden = true;
+});
 
 // ---- charts: the last hour of one queue, and Redis at a glance ---------------------------------------
 // Only the opened queue's history is read (lazily, every 10 s): a page with 100 queues costs one
@@ -413,6 +546,8 @@ async function loadJobs() {
   $("jobs-total").textContent = `(${page.total} ${state})`;
   $("jobs-when").textContent = info.when;
   const held = page.held ? ` ${page.held} more are held back by their keys' limits (not listed; they run as their keys free up).` : "";
+  $("clean-form").hidden = !(state === "completed" || state === "failed");
+  $("clean-state").textContent = state;
   $("jobs-hint").textContent = info.hint + (state === "waiting" && jobs.paused ? " The queue is paused: they wait until it is resumed." : "") + held;
   $("jobs-list").tBodies[0].replaceChildren(...page.items.map((item) => jobRow(queue, state, item)));
   $("jobs-list").hidden = !page.items.length;
@@ -422,6 +557,27 @@ async function loadJobs() {
   $("jobs-prev").disabled = offset === 0;
   $("jobs-next").disabled = last >= page.total;
 }
+
+// Completed: their results go, oldest first, 1000 a call (repeated while more remain). Failed: the dead letters.
+$("clean-form").addEventListener("submit", async (event) => {
+  event.preventDefault();
+  const {queue, state} = jobs;
+  const age = Number($("clean-age").value);
+  if (!confirm(`Delete ${state} jobs of ${queue} that ended more than ${age} s ago?`)) return;
+  let deleted = 0;
+  try {
+    for (let more = true; more;) {
+      const r = await api("POST", `v1/queues/${enc(queue)}/clean?state=${state}&older_than_seconds=${age}`);
+      deleted += r.deleted;
+      more = r.more;
+    }
+    flash(`Cleaned ${deleted} ${state} job(s) of ${queue}`, false);
+    jobs.drawn = null;
+    await refresh();
+  } catch (err) {
+    report(err);
+  }
+});
 
 function jobRow(queue, state, item) {
   const at = STATES[state].at(item);
@@ -440,6 +596,12 @@ function jobRow(queue, state, item) {
   if (state === "failed") {
     actions.push(" ", button("Dead letter", () => showDetail(queue, item.job_id), {"data-action": "dead-letter"}));
   }
+  if (state === "failed") {
+    actions.push(" ", button("Retry", (b) => retryJob(b, queue, item.job_id), {"data-action": "retry"}));
+  }
+  if (state === "delayed") {
+    actions.push(" ", button("Promote", (b) => promoteJob(b, item.job_id), {"data-action": "promote"}));
+  }
   if (CANCELLABLE.has(state)) {
     actions.push(" ", button("Cancel", (b) => cancelJob(b, item.job_id), {class: "danger", "data-action": "cancel"}));
   }
@@ -451,6 +613,15 @@ function jobRow(queue, state, item) {
     el("td", {class: "nowrap"}, when(item.enqueued_at) || "-"),
     el("td", {class: "nowrap", title: at ? iso(at) : ""}, when(at) || "-"),
     el("td", cls ? {class: cls, title: item.error} : {}, details));
+}
+
+// A failed job is a dead letter: retrying it requeues it under its id, tries reset.
+function retryJob(btn, queue, id) {
+  act(btn, "POST", `v1/queues/${enc(queue)}/dead-letters/${enc(id)}/requeue`, () => `Retrying ${id}`);
+}
+
+function promoteJob(btn, id) {
+  act(btn, "POST", `v1/jobs/${enc(id)}/promote`, () => `Promoted ${id}: it runs next in its priority`);
 }
 
 // Waiting or delayed: it never runs. Running: its worker stops it within a second. Either way it ends cancelled.
@@ -717,12 +888,18 @@ async function lookup(id) {
   const cancel = ["queued", "deferred", "active"].includes(job.state)
     ? button("Cancel", (b) => cancelJob(b, job.job_id), {class: "danger", "data-action": "cancel"})
     : null;
+  const extra = [];
+  if (job.state === "deferred") extra.push(" ", button("Promote", (b) => promoteJob(b, job.job_id), {"data-action": "promote"}));
+  if (job.state === "dead") extra.push(" ", button("Retry", (b) => retryJob(b, job.queue, job.job_id), {"data-action": "retry"}));
+  if (job.queue && job.function && job.args !== null && job.args !== undefined) {
+    extra.push(" ", button("Duplicate", () => openAdd(job), {"data-action": "duplicate"}));
+  }
   out.replaceChildren(...fields([
     ["Job", job.job_id],
     ["State", el("span", {},
       el("span", {class: "state " + job.state, "data-state": job.state}, job.state),
       job.held ? el("span", {class: "muted", "data-held": "true"}, " held back by its key's limit") : null,
-      cancel ? " " : null, cancel)],
+      cancel ? " " : null, cancel, ...extra)],
     ["", job.state === "not_found" ? "No job with this id (or its result has expired)." : null],
     ["Queue", job.queue],
     ["Function", job.function],
