@@ -779,9 +779,11 @@ async def test_read_only_token_sees_everything_and_changes_nothing(
                     assert (await resp.json())["error"] == "read_only"
             async with http.get(api_with_token + "/v1/session") as resp:
                 assert (await resp.json()) == {"read_only": True}
-        async with aiohttp.ClientSession(headers={"Authorization": "Bearer right-token"}) as http:
-            async with http.get(api_with_token + "/v1/session") as resp:
-                assert (await resp.json()) == {"read_only": False}
+        async with (
+            aiohttp.ClientSession(headers={"Authorization": "Bearer right-token"}) as http,
+            http.get(api_with_token + "/v1/session") as resp,
+        ):
+            assert (await resp.json()) == {"read_only": False}
         assert not await queue_control.is_paused(redis, SPECS["email"])
         assert (await JobStatusReader(redis, SPECS).read("ro-1")).state is JobState.DEFERRED
         assert problems == []

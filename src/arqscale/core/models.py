@@ -84,6 +84,8 @@ class Progress(BaseModel):
 class JobStatus(BaseModel):
     """What ``GET /v1/jobs/{job_id}`` answers."""
 
+    model_config = ConfigDict(extra="forbid")  # and a field named kwargs is ours, not the constructor's
+
     job_id: str
     state: JobState
     queue: str | None = None
