@@ -14,6 +14,7 @@ import sys
 import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from urllib.parse import quote
 
 import aiohttp
 import pytest
@@ -871,6 +872,82 @@ async def test_actions_promote_retry_clean_add_duplicate_pause_all_and_webhooks(
         await page.locator("#webhooks-purge-all").click()
         await expect(page.locator("#webhooks-empty")).to_be_visible()
         assert await redis.zcard(hook_keys.dead_index) == 0
+        assert await page.evaluate("window.pwned") is None
+        assert problems == []
+    finally:
+        await page.close()
+        await server.close()
+
+
+async def test_search_routes_shared_links_and_the_back_button(redis: Redis, browser: Browser) -> None:
+    spec = SPECS["email"]
+    arq = ArqRedis(redis.connection_pool, job_serializer=json_dumps)
+    hostile_id = '<img src=x onerror="window.pwned = 4">/inv 1'
+    for job_id in (hostile_id, "<img-other"):
+        assert await arq.enqueue_job("send_email", "a@example.com", _job_id=job_id, _queue_name=spec.queue_key)
+    producer = Producer(redis, SPECS)
+    await producer.enqueue("email", "send_email", "b@example.com", job_id="inv-2", defer_seconds=600)
+    await producer.enqueue("email", "send_email", "c@example.com", job_id="inv-3")
+    await producer.enqueue("email", "send_email", "d@example.com", job_id="done-9")
+    await pick_up(redis, spec, "done-9")
+    await finish(redis, spec, "done-9", success=True, result=1)
+    server = await _serve(redis)
+    page = await browser.new_page()
+    problems = _watch(page)
+    base = str(server.make_url("/"))
+    try:
+        await page.goto(base)
+        await expect(page.locator('tr[data-queue="email"]')).to_be_visible()
+        # "/" jumps to the search; markup in a prefix is a literal prefix, and found ids are text.
+        await page.keyboard.press("/")
+        await expect(page.locator("#search-prefix")).to_be_focused()
+        await page.keyboard.type('<img src=x onerror="')
+        await page.keyboard.press("Enter")
+        found = page.locator("#search-list tbody tr")
+        await expect(found).to_have_count(1)
+        await expect(found.first).to_have_attribute("data-job", hostile_id)
+        assert "#/search?" in page.url
+        # By state and function: the delayed one only; then completed.
+        await page.locator("#search-prefix").fill("inv-")
+        await page.locator("#search-state").select_option("delayed")
+        await page.locator("#search-function").fill("send_email")
+        await page.locator("#search-form button").click()
+        await expect(found).to_have_count(1)
+        await expect(found.first).to_have_attribute("data-job", "inv-2")
+        await page.locator("#search-prefix").fill("")
+        await page.locator("#search-state").select_option("completed")
+        await page.locator("#search-function").fill("")
+        await page.locator("#search-form button").click()
+        await expect(found).to_have_count(1)
+        await expect(found.first).to_have_attribute("data-job", "done-9")
+        # A job opened from the results has its own URL; Back returns to the search.
+        await found.first.locator('[data-action="view"]').click()
+        await expect(page.locator('#job [data-state="completed"]')).to_be_visible()
+        assert page.url.endswith("#/job/done-9")
+        await page.locator('tr[data-queue="email"] [data-action="jobs"]').click()
+        await page.locator('#jobs-tabs [data-state="delayed"]').click()
+        assert page.url.endswith("#/queue/email/jobs/delayed/0")
+        await page.go_back()
+        await expect(page).to_have_url(base + "#/queue/email/jobs/waiting/0")
+        await expect(page.locator('#jobs-tabs [data-state="waiting"]')).to_have_attribute("aria-selected", "true")
+        await page.go_back()
+        await page.go_back()
+        await expect(page).to_have_url(base + "#/search?queue=email&state=completed")
+        # A shared link opens its view in a fresh page: a queue's tab, a job with markup in its id.
+        fresh = await browser.new_page()
+        try:
+            await fresh.goto(base + "#/queue/email/jobs/delayed/0")
+            await expect(fresh.locator("#jobs")).to_be_visible()
+            await expect(fresh.locator('#jobs-list tr[data-job="inv-2"]')).to_be_visible()
+            await fresh.goto("about:blank")
+            await fresh.goto(base + "#/job/" + quote(hostile_id, safe=""))
+            await expect(fresh.locator("#job")).to_contain_text(hostile_id)
+            await fresh.goto("about:blank")
+            await fresh.goto(base + "#/queue/email/charts")
+            await expect(fresh.locator("#charts")).to_be_visible()
+            assert await fresh.evaluate("window.pwned") is None
+        finally:
+            await fresh.close()
         assert await page.evaluate("window.pwned") is None
         assert problems == []
     finally:

@@ -19,7 +19,7 @@ from redis.exceptions import RedisError
 
 from arqscale.api.app import STATE, Handler, Problem, _job_id, _json, _query_int, _query_number, _spec, read_only
 from arqscale.api.openapi import MAX_PURGE_AGE, CleanResponse, FieldError, PromoteResponse, RedisInfo, SessionView
-from arqscale.core import event_stream, history, job_actions
+from arqscale.core import event_stream, history, job_actions, job_search
 from arqscale.core.dead_letters import DeadLetters
 from arqscale.core.live_workers import live_workers
 
@@ -124,7 +124,32 @@ async def clean_queue(request: web.Request) -> web.StreamResponse:
     return _json(CleanResponse(queue=spec.name, state=which, deleted=cleaned.deleted, more=cleaned.more))
 
 
+async def search_jobs(request: web.Request) -> web.StreamResponse:
+    spec = _spec(request)
+    state = request.app[STATE]
+    which = request.query.get("state") or None
+    if which is not None and which not in job_search.STATES:
+        raise Problem(
+            422,
+            "validation_error",
+            "invalid query parameter state",
+            [FieldError(field="state", message="one of " + ", ".join(job_search.STATES))],
+        )
+    limit = _query_int(request, "limit", 50, 1, job_search.MAX_RESULTS)
+    found = await job_search.search(
+        state.redis,
+        spec,
+        state.statuses,
+        prefix=request.query.get("prefix", ""),
+        function=request.query.get("function") or None,
+        state=which,
+        limit=limit,
+    )
+    return _json(found)
+
+
 HANDLERS: dict[str, Handler] = {
+    "search_jobs": search_jobs,
     "queue_history": queue_history,
     "redis_info": redis_info,
     "session": session,

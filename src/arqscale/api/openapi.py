@@ -19,6 +19,9 @@ from arqscale.core.history import KEEP_SECONDS as HISTORY_SECONDS
 from arqscale.core.history import History
 from arqscale.core.job_listing import DEFAULT_LIMIT, MAX_LIMIT, MAX_OFFSET, JobList, ListState
 from arqscale.core.job_logs import MAX_PAGE as MAX_LOG_PAGE
+from arqscale.core.job_search import MAX_RESULTS as MAX_SEARCH
+from arqscale.core.job_search import STATES as SEARCH_STATES
+from arqscale.core.job_search import JobSearch
 from arqscale.core.models import DeadJob, EnqueueResult, JobLogPage, JobRequest, JobState, JobStatus
 from arqscale.core.schedule_spec import SCHEDULE_NAME_RE, ScheduleFields
 from arqscale.core.schedules import ScheduleChange, ScheduleList, ScheduleView
@@ -407,6 +410,16 @@ OPERATIONS: tuple[Operation, ...] = (
                                     "default": HISTORY_SECONDS}, "how far back"))),
     Operation("redis_info", "GET", "/v1/redis", "Redis at a glance: memory, clients, commands per second",
               {200: RedisInfo, 401: ApiError, 503: ApiError}),
+    Operation("search_jobs", "GET", "/v1/queues/{queue}/search",
+              "Find jobs by id prefix, function and state (each index scanned for at most 10,000 entries: "
+              "complete says whether all were)",
+              {200: JobSearch, **_ERR_READ},
+              params=(QUEUE,
+                      Param("prefix", "query", {"type": "string"}, "the id starts with this"),
+                      Param("function", "query", {"type": "string"}, "the task's name"),
+                      Param("state", "query", {"type": "string", "enum": list(SEARCH_STATES)}, "BullMQ's state"),
+                      Param("limit", "query",
+                            {"type": "integer", "minimum": 1, "maximum": MAX_SEARCH, "default": 50}))),
     Operation("session", "GET", "/v1/session", "What this token may do (read-only or not)",
               {200: SessionView, 401: ApiError}),
     Operation("promote_job", "POST", "/v1/jobs/{job_id}/promote",

@@ -132,6 +132,102 @@ $("login-form").addEventListener("submit", (event) => {
 
 $("sign-out").addEventListener("click", () => askForToken(""));
 
+// ---- routes: every view has its own URL (#/queue/<q>/jobs/<state>/<offset>, #/job/<id>, ...) ----------
+// Opening a view pushes its URL, so links can be shared and Back returns to the previous view; opening
+// one from a URL (a pasted link, Back, Forward) pushes nothing.
+
+let routing = false;
+
+function setRoute(hash) {
+  if (!routing && location.hash !== hash) history.pushState(null, "", hash);
+}
+
+function jobsRoute() {
+  return `#/queue/${enc(jobs.queue)}/jobs/${jobs.state}/${jobs.offset}`;
+}
+
+function deadRoute() {
+  return `#/queue/${enc(dead.queue)}/dead/${dead.offset}`;
+}
+
+async function applyRoute() {
+  const hash = location.hash.replace(/^#\/?/, "");
+  routing = true;
+  try {
+    if (hash.startsWith("job/")) return showJob(decodeURIComponent(hash.slice(4)));
+    if (hash.startsWith("search?")) return await runSearch(new URLSearchParams(hash.slice(7)));
+    const [kind, rawQueue, view, a] = hash.split("/");
+    if (kind !== "queue" || !rawQueue) return;
+    const queue = decodeURIComponent(rawQueue);
+    const offset = Math.max(0, Number.parseInt(a, 10) || 0);
+    if (view === "jobs") await openJobs(queue, STATES[a] ? a : "waiting", Math.max(0, Number.parseInt(hash.split("/")[4], 10) || 0));
+    else if (view === "dead") await openDead(queue, offset);
+    else if (view === "charts") await openCharts(queue);
+    else if (view === "schedules") await openSchedules(queue);
+    else if (view === "webhooks") await openWebhooks(queue);
+  } finally {
+    routing = false;
+  }
+}
+
+window.addEventListener("popstate", () => applyRoute().catch(report));
+
+// Keyboard: "/" goes to the search, Escape leaves a field.
+document.addEventListener("keydown", (event) => {
+  const typing = /^(INPUT|SELECT|TEXTAREA)$/.test(document.activeElement.tagName);
+  if (event.key === "/" && !typing && !$("app").hidden) {
+    event.preventDefault();
+    $("search-prefix").focus();
+  } else if (event.key === "Escape" && typing) {
+    document.activeElement.blur();
+  }
+});
+
+// ---- search: a queue's jobs by id prefix, function and state -----------------------------------------
+
+function searchParams() {
+  const params = new URLSearchParams({queue: $("search-queue").value});
+  for (const [name, id] of [["prefix", "search-prefix"], ["function", "search-function"], ["state", "search-state"]]) {
+    if ($(id).value) params.set(name, $(id).value);
+  }
+  return params;
+}
+
+async function runSearch(params) {
+  const queue = params.get("queue") || [...rows.keys()][0];
+  if (!queue) return;
+  fillQueues($("search-queue"), queue);
+  $("search-prefix").value = params.get("prefix") || "";
+  $("search-function").value = params.get("function") || "";
+  $("search-state").value = params.get("state") || "";
+  setRoute("#/search?" + searchParams().toString());
+  const query = new URLSearchParams(searchParams());
+  query.delete("queue");
+  const found = await api("GET", `v1/queues/${enc(queue)}/search?${query}`);
+  const stateOf = {queued: "waiting", deferred: "delayed", dead: "failed"};
+  $("search-list").tBodies[0].replaceChildren(...found.items.map((j) => el("tr", {"data-job": j.job_id},
+    el("td", {}, button(j.job_id, () => showJob(j.job_id), {class: "link", "data-action": "view"})),
+    el("td", {}, el("span", {class: "state " + j.state}, stateOf[j.state] || j.state)),
+    el("td", {}, j.function || "-"),
+    el("td", {class: "n"}, String(j.attempts)),
+    el("td", {class: "nowrap"}, when(j.enqueued_at) || "-"))));
+  $("search-list").hidden = !found.items.length;
+  $("search-summary").textContent = `${found.items.length} found` +
+    (found.complete ? "" : " (stopped early: narrow the search for more)");
+}
+
+function fillQueues(select, chosen) {
+  const names = [...rows.keys()];
+  if (select.options.length !== names.length) select.replaceChildren(...names.map((n) => el("option", {value: n}, n)));
+  if (chosen) select.value = chosen;
+}
+
+$("search-form").addEventListener("submit", (event) => {
+  event.preventDefault();
+  runSearch(searchParams()).catch(report);
+});
+$("search-queue").addEventListener("focus", () => fillQueues($("search-queue")));
+
 // ---- the refresh loop ---------------------------------------------------------------------------
 
 async function start() {
@@ -140,6 +236,7 @@ async function start() {
     document.body.classList.toggle("read-only", session.read_only);
     $("read-only-note").hidden = !session.read_only;
     await refresh();
+    await applyRoute();
   } catch (err) {
     if (err.status === 401) return;
     show($("notice"), describe(err));
@@ -168,6 +265,7 @@ async function tick() {
 async function refresh() {
   const data = await api("GET", "v1/queues");
   drawQueues(data.queues);
+  fillQueues($("search-queue"), $("search-queue").value || undefined);
   show($("notice"), "");
   $("updated").textContent = "updated " + new Date().toLocaleTimeString();
   const shown = data.queues.find((q) => q.queue === dead.queue);
@@ -260,9 +358,7 @@ $("resume-all").addEventListener("click", (e) => everyQueue(e.currentTarget, "re
 
 // Opened empty, or filled from a job (Duplicate): the same function and arguments, a new id.
 function openAdd(job) {
-  const select = $("add-queue");
-  select.replaceChildren(...[...rows.keys()].map((name) => el("option", {value: name}, name)));
-  if (job && job.queue) select.value = job.queue;
+  fillQueues($("add-queue"), job && job.queue);
   $("add-function").value = (job && job.function) || "";
   $("add-args").value = JSON.stringify((job && job.args) || []);
   $("add-kwargs").value = JSON.stringify((job && job.kwargs) || {});
@@ -307,6 +403,7 @@ const hooks = {queue: null};
 
 async function openWebhooks(queue) {
   hooks.queue = queue;
+  setRoute(`#/queue/${enc(queue)}/webhooks`);
   $("webhooks-queue").textContent = queue;
   try {
     await loadWebhooks();
@@ -438,6 +535,7 @@ function chart(spec, samples, now) {
 
 async function openCharts(queue) {
   Object.assign(charts, {queue, loaded: 0});
+  setRoute(`#/queue/${enc(queue)}/charts`);
   $("charts-queue").textContent = queue;
   try {
     await loadCharts();
@@ -514,8 +612,9 @@ function drawTabs(q) {
   }
 }
 
-async function openJobs(queue, state) {
-  Object.assign(jobs, {queue, state, offset: 0, drawn: null});
+async function openJobs(queue, state, offset) {
+  Object.assign(jobs, {queue, state, offset: offset || 0, drawn: null});
+  setRoute(jobsRoute());
   const row = rows.get(queue);
   if (row && row.last) drawTabs(row.last);
   $("jobs-queue").textContent = queue;
@@ -632,6 +731,7 @@ function cancelJob(btn, id) {
 }
 
 function showJob(id) {
+  setRoute(`#/job/${enc(id)}`);
   $("lookup-id").value = id;
   lookup(id);
   $("lookup").scrollIntoView({block: "nearest"});
@@ -641,8 +741,8 @@ $("jobs-tabs").addEventListener("click", (event) => {
   const tab = event.target.closest("button[data-state]");
   if (tab) openJobs(jobs.queue, tab.dataset.state);
 });
-$("jobs-prev").addEventListener("click", () => { jobs.offset = Math.max(0, jobs.offset - PAGE_SIZE); loadJobs().catch(report); });
-$("jobs-next").addEventListener("click", () => { jobs.offset += PAGE_SIZE; loadJobs().catch(report); });
+$("jobs-prev").addEventListener("click", () => { jobs.offset = Math.max(0, jobs.offset - PAGE_SIZE); setRoute(jobsRoute()); loadJobs().catch(report); });
+$("jobs-next").addEventListener("click", () => { jobs.offset += PAGE_SIZE; setRoute(jobsRoute()); loadJobs().catch(report); });
 $("jobs-close").addEventListener("click", () => {
   Object.assign(jobs, {queue: null, drawn: null});
   $("jobs").hidden = true;
@@ -654,6 +754,7 @@ const schedules = {queue: null, drawn: null, asked: 0};
 
 async function openSchedules(queue) {
   Object.assign(schedules, {queue, drawn: null});
+  setRoute(`#/queue/${enc(queue)}/schedules`);
   $("schedules-queue").textContent = queue;
   try {
     await loadSchedules();
@@ -722,8 +823,9 @@ $("schedules-close").addEventListener("click", () => {
 
 const dead = {queue: null, offset: 0, total: null};
 
-async function openDead(queue) {
-  Object.assign(dead, {queue, offset: 0, total: null});
+async function openDead(queue, offset) {
+  Object.assign(dead, {queue, offset: offset || 0, total: null});
+  setRoute(deadRoute());
   $("detail").hidden = true;
   try {
     await loadDead();
@@ -791,8 +893,8 @@ $("dead-purge-all").addEventListener("click", (e) => {
   $("detail").hidden = true;
   act(e.target, "DELETE", `v1/queues/${enc(queue)}/dead-letters?all=true`, (r) => `Deleted ${r.purged} dead letter(s)`);
 });
-$("dead-prev").addEventListener("click", () => { dead.offset = Math.max(0, dead.offset - PAGE_SIZE); loadDead().catch(report); });
-$("dead-next").addEventListener("click", () => { dead.offset += PAGE_SIZE; loadDead().catch(report); });
+$("dead-prev").addEventListener("click", () => { dead.offset = Math.max(0, dead.offset - PAGE_SIZE); setRoute(deadRoute()); loadDead().catch(report); });
+$("dead-next").addEventListener("click", () => { dead.offset += PAGE_SIZE; setRoute(deadRoute()); loadDead().catch(report); });
 $("dead-close").addEventListener("click", () => {
   Object.assign(dead, {queue: null, total: null});
   $("dead").hidden = true;
