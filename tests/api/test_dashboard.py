@@ -953,3 +953,38 @@ async def test_search_routes_shared_links_and_the_back_button(redis: Redis, brow
     finally:
         await page.close()
         await server.close()
+
+
+async def test_workers_view_shows_each_live_worker(
+    redis: Redis, browser: Browser, redis_env: dict[str, str], tmp_path: Path
+) -> None:
+    queues = {"t": {"functions": ["worker_tasks.sleep"], "concurrency": 4, "lease_seconds": 3}}
+    specs = parse_queues({"queues": queues})
+    start, started = worker_starter(redis_env, tmp_path)
+    server = await _serve(redis, specs=specs)
+    page = await browser.new_page()
+    problems = _watch(page)
+    try:
+        await start(queues, "t", env={"POD_NAME": "web-<b>7</b>"}).ready()
+        await Producer(redis, specs).enqueue("t", "sleep", 30, job_id="long-1")
+        statuses = JobStatusReader(redis, specs)
+
+        async def running() -> bool:
+            return (await statuses.read("long-1")).state is JobState.ACTIVE
+
+        await wait_until(running, 20, "the job to start")
+        second = await start(queues, "t").ready()  # idle: it stops at once when asked
+        await page.goto(str(server.make_url("/")) + "#/queue/t/workers")
+        rows = page.locator("#workers-list tbody tr")
+        await expect(rows).to_have_count(2)
+        await expect(page.locator("#workers-list")).to_contain_text("web-<b>7</b>")  # the pod name, as text
+        # Within a heartbeat (lease_seconds / 3) the running job shows on its worker.
+        await expect(page.locator('#workers-list td[data-col="running"]', has_text="1 of 4")).to_have_count(1)
+        await expect(rows.first.locator('[data-col="heartbeat"]')).to_contain_text("ago")
+        second.proc.terminate()  # a clean exit removes its record and its heartbeat
+        await expect(rows).to_have_count(1, timeout=30_000)
+        assert problems == []
+    finally:
+        await page.close()
+        await server.close()
+        stop_all(started)

@@ -21,7 +21,7 @@ from arqscale.api.app import STATE, Handler, Problem, _job_id, _json, _query_int
 from arqscale.api.openapi import MAX_PURGE_AGE, CleanResponse, FieldError, PromoteResponse, RedisInfo, SessionView
 from arqscale.core import event_stream, history, job_actions, job_search
 from arqscale.core.dead_letters import DeadLetters
-from arqscale.core.live_workers import live_workers
+from arqscale.core.live_workers import list_workers, live_workers
 
 log = logging.getLogger("arqscale.api")
 
@@ -148,7 +148,13 @@ async def search_jobs(request: web.Request) -> web.StreamResponse:
     return _json(found)
 
 
+async def queue_workers(request: web.Request) -> web.StreamResponse:
+    spec = _spec(request)
+    return _json(await list_workers(request.app[STATE].redis, spec))
+
+
 HANDLERS: dict[str, Handler] = {
+    "queue_workers": queue_workers,
     "search_jobs": search_jobs,
     "queue_history": queue_history,
     "redis_info": redis_info,

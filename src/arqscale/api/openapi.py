@@ -22,6 +22,7 @@ from arqscale.core.job_logs import MAX_PAGE as MAX_LOG_PAGE
 from arqscale.core.job_search import MAX_RESULTS as MAX_SEARCH
 from arqscale.core.job_search import STATES as SEARCH_STATES
 from arqscale.core.job_search import JobSearch
+from arqscale.core.live_workers import WorkerList
 from arqscale.core.models import DeadJob, EnqueueResult, JobLogPage, JobRequest, JobState, JobStatus
 from arqscale.core.schedule_spec import SCHEDULE_NAME_RE, ScheduleFields
 from arqscale.core.schedules import ScheduleChange, ScheduleList, ScheduleView
@@ -420,6 +421,9 @@ OPERATIONS: tuple[Operation, ...] = (
                       Param("state", "query", {"type": "string", "enum": list(SEARCH_STATES)}, "BullMQ's state"),
                       Param("limit", "query",
                             {"type": "integer", "minimum": 1, "maximum": MAX_SEARCH, "default": 50}))),
+    Operation("queue_workers", "GET", "/v1/queues/{queue}/workers",
+              "The queue's live workers: id, host, pod, pid, jobs running, last heartbeat",
+              {200: WorkerList, **_ERR_READ}, params=(QUEUE,)),
     Operation("session", "GET", "/v1/session", "What this token may do (read-only or not)",
               {200: SessionView, 401: ApiError}),
     Operation("promote_job", "POST", "/v1/jobs/{job_id}/promote",

@@ -165,6 +165,7 @@ async function applyRoute() {
     else if (view === "charts") await openCharts(queue);
     else if (view === "schedules") await openSchedules(queue);
     else if (view === "webhooks") await openWebhooks(queue);
+    else if (view === "workers") await openWorkers(queue);
   } finally {
     routing = false;
   }
@@ -277,6 +278,7 @@ async function refresh() {
   }
   if (data.queues.some((q) => q.queue === schedules.queue)) await loadSchedules();
   if (charts.queue && Date.now() - charts.loaded >= 10000) await loadCharts();
+  if (crew.queue && Date.now() - crew.loaded >= 5000) await loadWorkers();
   if (Date.now() - redisShown >= 5000) await loadRedis();
   if (looked.id && !SETTLED.has(looked.state)) await lookup(looked.id);
 }
@@ -301,8 +303,9 @@ function queueRow(name) {
   const schedulesButton = button("Schedules", () => openSchedules(name), {"data-action": "schedules"});
   const chartsButton = button("Charts", () => openCharts(name), {"data-action": "charts"});
   const hooksButton = button("Webhooks", () => openWebhooks(name), {"data-action": "webhooks"});
+  const workersButton = button("Workers", () => openWorkers(name), {"data-action": "workers"});
   row.tr.append(el("td", {class: "actions"}, row.toggle, " ", jobsButton, " ", deadButton, " ", schedulesButton,
-    " ", chartsButton, " ", hooksButton));
+    " ", chartsButton, " ", workersButton, " ", hooksButton));
   return row;
 }
 
@@ -395,6 +398,50 @@ $("add-form").addEventListener("submit", async (event) => {
   } catch (err) {
     if (err.status !== 401) show($("add-error"), describe(err));
   }
+});
+
+// ---- a queue's live workers --------------------------------------------------------------------------------
+
+const crew = {queue: null, loaded: 0};
+
+async function openWorkers(queue) {
+  Object.assign(crew, {queue, loaded: 0});
+  setRoute(`#/queue/${enc(queue)}/workers`);
+  $("workers-queue").textContent = queue;
+  try {
+    await loadWorkers();
+    $("workers").hidden = false;
+  } catch (err) {
+    report(err);
+  }
+}
+
+function ago(seconds) {
+  if (!seconds) return "-";
+  return `${duration(Math.max(Date.now() / 1000 - seconds, 0.1))} ago`;
+}
+
+async function loadWorkers() {
+  const queue = crew.queue;
+  const list = await api("GET", `v1/queues/${enc(queue)}/workers`);
+  if (queue !== crew.queue) return;
+  crew.loaded = Date.now();
+  $("workers-total").textContent = `(${list.workers.length})`;
+  $("workers-list").tBodies[0].replaceChildren(...list.workers.map((w) => el("tr", {"data-worker": w.worker_id},
+    el("td", {class: "nowrap"}, w.worker_id),
+    el("td", {}, w.pod || w.host || "-"),
+    el("td", {class: "n"}, w.pid === null ? "-" : String(w.pid)),
+    el("td", {class: "n", "data-col": "running"},
+      w.running === null ? "-" : `${w.running}${w.concurrency ? ` of ${w.concurrency}` : ""}`),
+    el("td", {class: "nowrap", title: w.started_at ? iso(w.started_at) : ""}, when(w.started_at) || "-"),
+    el("td", {class: "nowrap", "data-col": "heartbeat"}, ago(w.heartbeat_at)))));
+  $("workers-list").hidden = !list.workers.length;
+  $("workers-empty").hidden = list.workers.length > 0;
+}
+
+$("workers-close").addEventListener("click", () => {
+  crew.queue = null;
+  $("workers").hidden = true;
 });
 
 // ---- undeliverable webhooks of a queue ------------------------------------------------------------------
