@@ -988,3 +988,40 @@ async def test_workers_view_shows_each_live_worker(
         await page.close()
         await server.close()
         stop_all(started)
+
+
+async def test_dark_scheme_and_keyboard_use(redis: Redis, browser: Browser) -> None:
+    await Producer(redis, SPECS).enqueue("email", "send_email", "a@example.com", job_id="kb-1")
+    server = await _serve(redis)
+    context = await browser.new_context(color_scheme="dark")
+    page = await context.new_page()
+    problems = _watch(page)
+    try:
+        await page.goto(str(server.make_url("/")))
+        await expect(page.locator('tr[data-queue="email"]')).to_be_visible()
+        colors = await page.evaluate(
+            """() => {
+              const s = (e) => getComputedStyle(e);
+              return {bg: s(document.documentElement).backgroundColor, fg: s(document.body).color,
+                      card: s(document.querySelector("section")).backgroundColor};
+            }"""
+        )
+        assert colors == {"bg": "rgb(11, 15, 23)", "fg": "rgb(229, 231, 235)", "card": "rgb(21, 27, 38)"}
+        # Keyboard only: Tab to the email queue's Jobs button, Enter opens the list; ids are buttons too.
+        jobs_button = page.locator('tr[data-queue="email"] [data-action="jobs"]')
+        for _ in range(40):
+            await page.keyboard.press("Tab")
+            if await jobs_button.evaluate("b => b === document.activeElement"):
+                break
+        else:
+            raise AssertionError("Tab never reached the Jobs button")
+        await page.keyboard.press("Enter")
+        view = page.locator('#jobs-list tr[data-job="kb-1"] [data-action="view"]')
+        await expect(view).to_be_visible()
+        await view.focus()
+        await page.keyboard.press("Enter")
+        await expect(page.locator('#job [data-state="queued"]')).to_be_visible()
+        assert problems == []
+    finally:
+        await context.close()
+        await server.close()
