@@ -43,6 +43,11 @@ CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-backg
                  "--disable-component-update", "--disable-sync"]  # fmt: skip
 
 
+def start_api(port: int, env: dict[str, str]) -> subprocess.Popen[bytes]:
+    argv = [sys.executable, "-m", "arqscale", "api", "--host", "127.0.0.1", "--port", str(port)]
+    return subprocess.Popen(argv, env=env)
+
+
 async def commands(redis: Redis) -> int:
     return int((await redis.info("stats"))["total_commands_processed"])
 
@@ -83,8 +88,7 @@ async def main_async(n_queues: int, seconds: float) -> None:
             port = free_port()
             env = {k: v for k, v in os.environ.items() if not k.startswith(("REDIS_", "ARQSCALE_"))}
             env |= {"REDIS_URL": server.url, "ARQSCALE_QUEUES_FILE": str(qfile), "ARQSCALE_LOG_LEVEL": "WARNING"}
-            api = subprocess.Popen([sys.executable, "-m", "arqscale", "api", "--host", "127.0.0.1", "--port", str(port)],
-                                   env=env)  # fmt: skip
+            api = start_api(port, env)
             try:
                 await asyncio.sleep(3)
                 alone = await rate(redis, seconds)
