@@ -53,7 +53,7 @@ async def capture(base: str) -> None:
         for scheme in ("light", "dark"):
             context = await browser.new_context(color_scheme=scheme, viewport={"width": 1400, "height": 900})
             page = await context.new_page()
-            await page.goto(base + "#/queue/email/charts")
+            await page.goto(base + "#/queue/email/charts/300")  # the demo is minutes long: the 5-minute span
             await page.locator("#charts figure").first.wait_for()
             await shoot(page, "charts" if scheme == "light" else "dark")
             if scheme == "light":

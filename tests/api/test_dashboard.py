@@ -680,6 +680,13 @@ async def test_charts_of_the_last_hour_and_redis_at_a_glance(redis: Redis, brows
         await expect(rates.locator('[data-series="completed/s"]')).to_have_text("completed/s 0")
         assert await rates.locator("polyline").count() == 2
         await expect(charts.locator('[data-chart="workers"] [data-series="workers"]')).to_have_text("workers 1")
+        assert page.url.endswith("#/queue/email/charts/3600")
+        # The 5-minute span: the sample two minutes old is in it, and the axis says so.
+        await page.locator('#charts-spans [data-span="300"]').click()
+        await expect(page.locator('#charts-spans [data-span="300"]')).to_have_attribute("aria-selected", "true")
+        await expect(counts.locator("text.tick").nth(2)).to_have_text("-5 min")
+        assert page.url.endswith("#/queue/email/charts/300")
+        await expect(counts.locator('[data-series="waiting"]')).to_have_text("waiting 2")
         await expect(page.locator("#redis")).to_contain_text("commands/s")
         await expect(page.locator("#redis")).to_contain_text("clients")
         # Another queue, with no samples: said so, not an error.

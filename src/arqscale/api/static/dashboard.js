@@ -162,7 +162,7 @@ async function applyRoute() {
     const offset = Math.max(0, Number.parseInt(a, 10) || 0);
     if (view === "jobs") await openJobs(queue, STATES[a] ? a : "waiting", Math.max(0, Number.parseInt(hash.split("/")[4], 10) || 0));
     else if (view === "dead") await openDead(queue, offset);
-    else if (view === "charts") await openCharts(queue);
+    else if (view === "charts") await openCharts(queue, Number.parseInt(a, 10));
     else if (view === "schedules") await openSchedules(queue);
     else if (view === "webhooks") await openWebhooks(queue);
     else if (view === "workers") await openWorkers(queue);
@@ -514,7 +514,8 @@ const CHARTS = [
   {key: "oldest", title: "Oldest waiting job (s)", series: [["oldest", (s) => s.oldest_waiting_seconds]]},
   {key: "workers", title: "Live workers (replicas)", series: [["workers", (s) => s.workers]]},
 ];
-const charts = {queue: null, loaded: 0};
+const SPANS = [300, 900, HOUR]; // what the chart shows: the last 5 min, 15 min or hour
+const charts = {queue: null, loaded: 0, span: HOUR};
 let redisShown = 0;
 
 function svg(tag, attrs) {
@@ -540,11 +541,11 @@ function short(value) {
 }
 
 // One chart: a line per series over the last hour; a missing value (no rate yet) breaks its line.
-function chart(spec, samples, now) {
+function chart(spec, samples, now, span) {
   const W = 360, H = 120, L = 36, B = 16;
   const values = spec.series.map(([, pick]) => samples.map(pick));
   const top = niceMax(Math.max(0, ...values.flat().filter((v) => v !== null && v !== undefined)));
-  const x = (at) => L + ((at - (now - HOUR)) / HOUR) * (W - L - 4);
+  const x = (at) => L + ((at - (now - span)) / span) * (W - L - 4);
   const y = (v) => H - B - (v / top) * (H - B - 6);
   const label = `${spec.title}: ` + spec.series.map(([name], i) => `${name} ${short(values[i].at(-1))}`).join(", ");
   const root = svg("svg", {viewBox: `0 0 ${W} ${H}`, role: "img", "aria-label": label, class: "chart"});
@@ -556,7 +557,8 @@ function chart(spec, samples, now) {
     t.textContent = text;
     root.append(t);
   }
-  for (const [at, text, anchor] of [[now - HOUR, "-60 min", "start"], [now - HOUR / 2, "-30 min", "middle"], [now, "now", "end"]]) {
+  const minutes = (s) => `-${s / 60} min`;
+  for (const [at, text, anchor] of [[now - span, minutes(span), "start"], [now - span / 2, minutes(span / 2), "middle"], [now, "now", "end"]]) {
     const t = svg("text", {x: x(at), y: H - 2, "text-anchor": anchor, class: "tick"});
     t.textContent = text;
     root.append(t);
@@ -580,9 +582,12 @@ function chart(spec, samples, now) {
   return el("figure", {"data-chart": spec.key}, el("h3", {}, spec.title), root, legend);
 }
 
-async function openCharts(queue) {
-  Object.assign(charts, {queue, loaded: 0});
-  setRoute(`#/queue/${enc(queue)}/charts`);
+async function openCharts(queue, span) {
+  Object.assign(charts, {queue, loaded: 0, span: SPANS.includes(span) ? span : HOUR});
+  setRoute(`#/queue/${enc(queue)}/charts/${charts.span}`);
+  for (const b of $("charts-spans").querySelectorAll("button")) {
+    b.setAttribute("aria-selected", String(Number(b.dataset.span) === charts.span));
+  }
   $("charts-queue").textContent = queue;
   try {
     await loadCharts();
@@ -594,13 +599,18 @@ async function openCharts(queue) {
 
 async function loadCharts() {
   const queue = charts.queue;
-  const data = await api("GET", `v1/queues/${enc(queue)}/history`);
+  const data = await api("GET", `v1/queues/${enc(queue)}/history?since_seconds=${charts.span}`);
   if (queue !== charts.queue) return; // another queue was opened meanwhile
   charts.loaded = Date.now();
   const now = Date.now() / 1000;
-  $("charts-grid").replaceChildren(...CHARTS.map((spec) => chart(spec, data.samples, now)));
+  $("charts-grid").replaceChildren(...CHARTS.map((spec) => chart(spec, data.samples, now, charts.span)));
   $("charts-empty").hidden = data.samples.length > 0;
 }
+
+$("charts-spans").addEventListener("click", (event) => {
+  const b = event.target.closest("button[data-span]");
+  if (b) openCharts(charts.queue, Number(b.dataset.span));
+});
 
 $("charts-close").addEventListener("click", () => {
   charts.queue = null;
