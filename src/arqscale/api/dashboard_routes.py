@@ -15,43 +15,55 @@ import time
 from collections.abc import AsyncIterator
 
 from aiohttp import web
+from redis.asyncio import ConnectionPool, Redis
 from redis.exceptions import RedisError
 
 from arqscale.api.app import STATE, Handler, Problem, _job_id, _json, _query_int, _query_number, _spec, read_only
 from arqscale.api.openapi import MAX_PURGE_AGE, CleanResponse, FieldError, PromoteResponse, RedisInfo, SessionView
 from arqscale.core import event_stream, history, job_actions, job_search
+from arqscale.core.counts import CountsReader
 from arqscale.core.dead_letters import DeadLetters
 from arqscale.core.live_workers import list_workers, live_workers
 
 log = logging.getLogger("arqscale.api")
 
 
-async def sample_once(app: web.Application, now: float | None = None) -> int:
+async def sample_once(app: web.Application, now: float | None = None, redis: Redis | None = None) -> int:
     """Record this window's sample of every queue; how many were new (0 when another sampler was first)."""
     state = app[STATE]
-    counts = await state.counts.read(state.specs)
-    workers = await live_workers(state.redis, state.specs)
-    totals = await event_stream.read_totals(state.redis, list(state.specs))
-    return await history.record(state.redis, counts, workers, totals, now)
+    client = state.redis if redis is None else redis
+    counts = await CountsReader(client).read(state.specs)
+    workers = await live_workers(client, state.specs)
+    totals = await event_stream.read_totals(client, list(state.specs))
+    return await history.record(client, counts, workers, totals, now)
 
 
-async def _sampler(app: web.Application) -> None:
+async def _sampler(app: web.Application, redis: Redis) -> None:
     while True:
         # Sleep to the next window's start, so replicas sample at the same moments.
         await asyncio.sleep(history.STEP_SECONDS - time.time() % history.STEP_SECONDS + 0.05)
         try:
-            await sample_once(app)
+            await sample_once(app, redis=redis)
         except (RedisError, OSError) as exc:  # Redis away: a gap in the charts, not a dead API
             log.warning("history sample skipped: %s", exc)
 
 
 async def sample_history(app: web.Application) -> AsyncIterator[None]:
-    """An aiohttp cleanup context: the sampler runs while the application does."""
-    task = asyncio.create_task(_sampler(app))
+    """An aiohttp cleanup context: the sampler runs while the application does.
+
+    It has its own connection: sharing the requests' pool, a sample waiting on a frozen Redis would hold
+    the idle connection and make the next request open a new one, doubling its time to answer 503.
+    """
+    pool = app[STATE].redis.connection_pool
+    own = ConnectionPool(connection_class=pool.connection_class, max_connections=1, **pool.connection_kwargs)
+    redis = Redis(connection_pool=own)
+    task = asyncio.create_task(_sampler(app, redis))
     yield
     task.cancel()
     with contextlib.suppress(asyncio.CancelledError):
         await task
+    await redis.aclose()
+    await own.aclose()
 
 
 async def queue_history(request: web.Request) -> web.StreamResponse:
