@@ -28,6 +28,7 @@ from arqscale.api.dashboard import PATHS
 from arqscale.core import job_logs, keys, queue_control
 from arqscale.core.dead_letters import DeadLetters
 from arqscale.core.job_status import JobStatusReader
+from arqscale.core.live_workers import list_workers
 from arqscale.core.models import JobState, Progress
 from arqscale.core.producer import Producer
 from arqscale.core.schedule_spec import Schedule
@@ -981,11 +982,16 @@ async def test_workers_view_shows_each_live_worker(
 
         await wait_until(running, 20, "the job to start")
         second = await start(queues, "t").ready()  # idle: it stops at once when asked
+
+        async def described() -> bool:  # both records written, the running job counted (the next heartbeat)
+            listed = (await list_workers(redis, specs["t"])).workers
+            return len(listed) == 2 and sorted(w.running or 0 for w in listed) == [0, 1]
+
+        await wait_until(described, 20, "both workers' records")
         await page.goto(str(server.make_url("/")) + "#/queue/t/workers")
         rows = page.locator("#workers-list tbody tr")
         await expect(rows).to_have_count(2)
         await expect(page.locator("#workers-list")).to_contain_text("web-<b>7</b>")  # the pod name, as text
-        # Within a heartbeat (lease_seconds / 3) the running job shows on its worker.
         await expect(page.locator('#workers-list td[data-col="running"]', has_text="1 of 4")).to_have_count(1)
         await expect(rows.first.locator('[data-col="heartbeat"]')).to_contain_text("ago")
         second.proc.terminate()  # a clean exit removes its record and its heartbeat
