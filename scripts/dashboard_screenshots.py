@@ -71,7 +71,7 @@ async def capture(base: str) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--wait", type=float, default=80, help="seconds of demo before the screenshots")
+    parser.add_argument("--wait", type=float, default=60, help="seconds of demo before the screenshots")
     args = parser.parse_args(argv)
     OUT.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp:
