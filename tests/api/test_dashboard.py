@@ -11,8 +11,10 @@ import json
 import os
 import subprocess
 import sys
+import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from urllib.parse import quote
 
 import aiohttp
 import pytest
@@ -26,15 +28,18 @@ from arqscale.api.dashboard import PATHS
 from arqscale.core import job_logs, keys, queue_control
 from arqscale.core.dead_letters import DeadLetters
 from arqscale.core.job_status import JobStatusReader
+from arqscale.core.live_workers import list_workers
 from arqscale.core.models import JobState, Progress
 from arqscale.core.producer import Producer
 from arqscale.core.schedule_spec import Schedule
 from arqscale.core.schedules import ScheduleKeys, ScheduleStore
 from arqscale.core.serializers import json_dumps
 from arqscale.core.spec import QueueSpec, parse_queues
+from arqscale.core.webhook_store import DeadDelivery, WebhookKeys
 from arqscale.worker.scheduler import Scheduler
 from protocol_steps import bury, finish, pick_up
 from redis_server import RedisServer, free_port
+from worker_processes import stop_all, wait_until, worker_starter
 
 CHROMIUM = "/usr/bin/chromium"
 HAVE_CHROMIUM = Path(CHROMIUM).exists()
@@ -222,6 +227,7 @@ def api_with_token(redis_server: RedisServer, tmp_path: Path) -> Iterator[str]:
     env |= {
         "REDIS_URL": redis_server.url,
         "ARQSCALE_API_TOKEN": "right-token",
+        "ARQSCALE_API_READ_TOKEN": "look-token",
         "ARQSCALE_QUEUES_FILE": str(queues_file),
         "ARQSCALE_LOG_LEVEL": "WARNING",
     }
@@ -636,4 +642,399 @@ async def test_job_view_shows_the_log_as_text(redis: Redis, browser: Browser) ->
         assert problems == []
     finally:
         await page.close()
+        await server.close()
+
+
+async def test_charts_of_the_last_hour_and_redis_at_a_glance(redis: Redis, browser: Browser) -> None:
+    from arqscale.api.dashboard_routes import sample_once
+
+    producer = Producer(redis, SPECS)
+    email = SPECS["email"]
+    server = await _serve(redis)
+    now = time.time()
+    # Three samples a minute apart, as the API's sampler writes them: jobs arrive, a worker takes and
+    # finishes some (the worker protocol's own writes, so the totals counters move as in production).
+    for i in range(6):
+        await producer.enqueue("email", "send_email", f"u{i}@example.com", job_id=f"chart-{i}")
+    await redis.zadd(keys.QueueKeys.for_queue("email", email.queue_key).workers, {"w1": 10**15})
+    assert await sample_once(server.app, now - 120) == 2
+    for i in range(3):
+        await pick_up(redis, email, f"chart-{i}")
+        await finish(redis, email, f"chart-{i}", success=True, result=None)
+    await sample_once(server.app, now - 60)
+    await pick_up(redis, email, "chart-3")
+    await sample_once(server.app, now - 1)
+    page = await browser.new_page()
+    problems = _watch(page)
+    try:
+        await page.goto(str(server.make_url("/")))
+        await page.locator('tr[data-queue="email"] [data-action="charts"]').click()
+        charts = page.locator("#charts")
+        await expect(charts).to_be_visible()
+        await expect(page.locator("#charts-queue")).to_have_text("email")
+        counts = charts.locator('[data-chart="counts"]')
+        await expect(counts.locator('[data-series="waiting"]')).to_have_text("waiting 2")
+        await expect(counts.locator('[data-series="active"]')).to_have_text("active 1")
+        await expect(counts.locator("polyline")).to_have_count(3)
+        rates = charts.locator('[data-chart="rates"]')
+        # 3 completed between the first and second sample, none since: the last rate is 0.
+        await expect(rates.locator('[data-series="completed/s"]')).to_have_text("completed/s 0")
+        assert await rates.locator("polyline").count() == 2
+        await expect(charts.locator('[data-chart="workers"] [data-series="workers"]')).to_have_text("workers 1")
+        assert page.url.endswith("#/queue/email/charts/3600")
+        # The 5-minute span: the sample two minutes old is in it, and the axis says so.
+        await page.locator('#charts-spans [data-span="300"]').click()
+        await expect(page.locator('#charts-spans [data-span="300"]')).to_have_attribute("aria-selected", "true")
+        await expect(counts.locator("text.tick").nth(2)).to_have_text("-5 min")
+        assert page.url.endswith("#/queue/email/charts/300")
+        await expect(counts.locator('[data-series="waiting"]')).to_have_text("waiting 2")
+        await expect(page.locator("#redis")).to_contain_text("commands/s")
+        await expect(page.locator("#redis")).to_contain_text("clients")
+        # Another queue, with no samples: said so, not an error.
+        await redis.delete("arqscale:verification:history")
+        await page.locator('tr[data-queue="verification"] [data-action="charts"]').click()
+        await expect(page.locator("#charts-queue")).to_have_text("verification")
+        await page.locator("#charts-close").click()
+        await expect(charts).to_be_hidden()
+        assert problems == []
+    finally:
+        await page.close()
+        await server.close()
+
+
+async def test_job_view_arguments_and_timeline_of_tries(
+    redis: Redis, browser: Browser, redis_env: dict[str, str], tmp_path: Path
+) -> None:
+    queues = {"t": {"functions": ["worker_tasks.fail_while"], "max_tries": 3, "backoff": {"delay": 0.2}}}
+    specs = parse_queues({"queues": queues})
+    flag = '<img src=x onerror="window.pwned = 3">'
+    start, started = worker_starter(redis_env, tmp_path)
+    await redis.set(flag, "1")
+    server = await _serve(redis, specs=specs)
+    page = await browser.new_page()
+    problems = _watch(page)
+    try:
+        await start(queues, "t").ready()
+        await Producer(redis, specs).enqueue("t", "fail_while", flag, job_id="tl-1")
+        statuses = JobStatusReader(redis, specs)
+
+        async def retrying() -> bool:
+            return (await statuses.read("tl-1")).attempts >= 1 and (await redis.exists(flag)) == 1
+
+        await wait_until(retrying, 20, "the first try to fail")
+        await redis.delete(flag)
+
+        async def done() -> bool:
+            return (await statuses.read("tl-1")).state is JobState.COMPLETED
+
+        await wait_until(done, 20, "the second try to complete")
+        await page.goto(str(server.make_url("/")))
+        await page.locator("#lookup-id").fill("tl-1")
+        await page.locator("#lookup-id").press("Enter")
+        job = page.locator("#job")
+        await expect(job.locator('[data-state="completed"]')).to_be_visible()
+        await expect(job).to_contain_text(flag)  # the argument, as text
+        events = job.locator('[data-field="timeline"] li')
+        await expect(events.first).to_have_attribute("data-event", "waiting")
+        names = [await e.get_attribute("data-event") for e in await events.all()]
+        assert names == ["waiting", "active", "failed", "retrying", "active", "completed"], names
+        failed = job.locator('[data-event="failed"]')
+        await expect(failed).to_contain_text("try 1")
+        await expect(failed).to_contain_text(f"{flag} is set")
+        await expect(job.locator('[data-event="completed"]')).to_contain_text("try 2")
+        await expect(job.locator('[data-event="completed"]')).to_contain_text("ran ")
+        assert await page.evaluate("window.pwned") is None
+        assert problems == []
+    finally:
+        await page.close()
+        await server.close()
+        stop_all(started)
+
+
+async def test_read_only_token_sees_everything_and_changes_nothing(
+    api_with_token: str, redis: Redis, browser: Browser
+) -> None:
+    await _wait_up(api_with_token)
+    await Producer(redis, SPECS).enqueue("email", "send_email", "x@example.com", job_id="ro-1", defer_seconds=600)
+    page = await browser.new_page()
+    problems = _watch(page)
+    try:
+        await page.goto(api_with_token + "/")
+        await page.locator("#token").fill("look-token")
+        await page.locator("#token").press("Enter")
+        row = page.locator('tr[data-queue="email"]')
+        await expect(row).to_be_visible()
+        await expect(page.locator("#read-only-note")).to_be_visible()
+        for hidden in ('[data-action="toggle"]', "#pause-all", "#add-open"):
+            await expect(page.locator(hidden).first).to_be_hidden()
+        await row.locator('[data-action="jobs"]').click()
+        await page.locator('#jobs-tabs [data-state="delayed"]').click()
+        job = page.locator('#jobs-list tr[data-job="ro-1"]')
+        await expect(job).to_be_visible()
+        await expect(job.locator('[data-action="promote"]')).to_be_hidden()
+        await expect(job.locator('[data-action="cancel"]')).to_be_hidden()
+        # The server refuses it whatever the page shows, on every mutating route.
+        async with aiohttp.ClientSession(headers={"Authorization": "Bearer look-token"}) as http:
+            for method, path in [
+                ("POST", "/v1/queues/email/pause"),
+                ("POST", "/v1/jobs/ro-1/cancel"),
+                ("POST", "/v1/jobs/ro-1/promote"),
+                ("POST", "/v1/queues/email/clean?state=completed&older_than_seconds=0"),
+                ("DELETE", "/v1/queues/email/dead-letters?all=true"),
+                ("PUT", "/v1/queues/email/schedules/x"),
+            ]:
+                async with http.request(method, api_with_token + path, json={}) as resp:
+                    assert resp.status == 403, (method, path, resp.status)
+                    assert (await resp.json())["error"] == "read_only"
+            async with http.get(api_with_token + "/v1/session") as resp:
+                assert (await resp.json()) == {"read_only": True}
+        async with (
+            aiohttp.ClientSession(headers={"Authorization": "Bearer right-token"}) as http,
+            http.get(api_with_token + "/v1/session") as resp,
+        ):
+            assert (await resp.json()) == {"read_only": False}
+        assert not await queue_control.is_paused(redis, SPECS["email"])
+        assert (await JobStatusReader(redis, SPECS).read("ro-1")).state is JobState.DEFERRED
+        assert problems == []
+    finally:
+        await page.close()
+
+
+async def test_actions_promote_retry_clean_add_duplicate_pause_all_and_webhooks(redis: Redis, browser: Browser) -> None:
+    producer = Producer(redis, SPECS)
+    email, verification = SPECS["email"], SPECS["verification"]
+    statuses = JobStatusReader(redis, SPECS)
+    await producer.enqueue("email", "send_email", "later@example.com", job_id="later-1", defer_seconds=3600, priority=0)
+    await producer.enqueue("email", "send_email", "done@example.com", job_id="done-1")
+    await pick_up(redis, email, "done-1")
+    await finish(redis, email, "done-1", success=True, result={"sent": True})
+    await producer.enqueue("verification", "verify_document", {"doc": "x"}, job_id="broken-1")
+    await pick_up(redis, verification, "broken-1")
+    await bury(redis, verification, "broken-1", error=HOSTILE)
+    hook_keys = WebhookKeys.for_queue("verification")
+    for i in range(2):
+        dead = DeadDelivery(
+            id=f"verification:1-{i}:ops", queue="verification", endpoint="ops", event="dead", job_id="broken-1",
+            body="{}", attempts=5, created_at=time.time(), last_error=HOSTILE, failed_at=time.time(),
+        )  # fmt: skip
+        await redis.hset(hook_keys.dead, dead.id, dead.model_dump_json())
+        await redis.zadd(hook_keys.dead_index, {dead.id: int(time.time() * 1000) + i})
+
+    server = await _serve(redis)
+    page = await browser.new_page()
+    page.on("dialog", _accept)
+    problems = _watch(page)
+    try:
+        await page.goto(str(server.make_url("/")))
+        email_row = page.locator('tr[data-queue="email"]')
+        await email_row.locator('[data-action="jobs"]').click()
+        # Promote: the delayed job is ready now, still in its band (priority 0).
+        await page.locator('#jobs-tabs [data-state="delayed"]').click()
+        await page.locator('#jobs-list tr[data-job="later-1"] [data-action="promote"]').click()
+        await expect(page.locator("#flash")).to_contain_text("Promoted later-1")
+        promoted = await statuses.read("later-1")
+        assert promoted.state is JobState.QUEUED and promoted.priority == 0
+        # Clean completed jobs older than 0 s: the result is gone.
+        await page.locator('#jobs-tabs [data-state="completed"]').click()
+        await expect(page.locator('#jobs-list tr[data-job="done-1"]')).to_be_visible()
+        await page.locator("#clean-age").fill("0")
+        await page.locator("#clean-form button").click()
+        await expect(page.locator("#flash")).to_contain_text("Cleaned 1 completed job(s) of email")
+        assert not await redis.exists(keys.result_key("done-1"))
+        # Retry a failed job: back in its queue.
+        await page.locator('tr[data-queue="verification"] [data-action="jobs"]').click()
+        await page.locator('#jobs-tabs [data-state="failed"]').click()
+        await page.locator('#jobs-list tr[data-job="broken-1"] [data-action="retry"]').click()
+        await expect(page.locator("#flash")).to_contain_text("Retrying broken-1")
+        assert (await statuses.read("broken-1")).state is JobState.QUEUED
+        # Add a job from the form (markup in its arguments stays text), then duplicate it.
+        await page.locator("#add-open").click()
+        await page.locator("#add-queue").select_option("email")
+        await page.locator("#add-function").fill("send_email")
+        await page.locator("#add-args").fill(json.dumps([HOSTILE]))
+        await page.locator("#add-id").fill("added-1")
+        await page.locator("#add-id").press("Enter")
+        await expect(page.locator("#job")).to_contain_text("added-1")
+        await expect(page.locator("#job")).to_contain_text("<script>window.pwned = 1</script>")  # as JSON text
+        await page.locator('#job [data-action="duplicate"]').click()
+        await expect(page.locator("#add-args")).to_have_value(json.dumps([HOSTILE]))
+        await page.locator("#add-form button[type=submit]").click()
+        await expect(page.locator("#flash")).to_contain_text("Enqueued")
+        waiting = await redis.zrange(email.queue_key, 0, -1)
+        assert len(waiting) == 3  # later-1, added-1 and its duplicate
+        # Pause and resume every queue.
+        await page.locator("#pause-all").click()
+        await expect(page.locator("#flash")).to_contain_text("2 queue(s) paused")
+        assert await queue_control.is_paused(redis, email) and await queue_control.is_paused(redis, verification)
+        await page.locator("#resume-all").click()
+        await expect(page.locator("#flash")).to_contain_text("2 queue(s) resumed")
+        assert not await queue_control.is_paused(redis, email)
+        # Undeliverable webhooks: listed (errors as text), one retried, the rest deleted.
+        await page.locator('tr[data-queue="verification"] [data-action="webhooks"]').click()
+        hooks = page.locator("#webhooks-list tbody tr")
+        await expect(hooks).to_have_count(2)
+        await expect(hooks.first.locator(".error-cell")).to_have_text(HOSTILE)
+        await hooks.first.locator('[data-action="webhook-retry"]').click()
+        await expect(hooks).to_have_count(1)
+        assert await redis.zcard(hook_keys.due) == 1
+        await page.locator("#webhooks-purge-all").click()
+        await expect(page.locator("#webhooks-empty")).to_be_visible()
+        assert await redis.zcard(hook_keys.dead_index) == 0
+        assert await page.evaluate("window.pwned") is None
+        assert problems == []
+    finally:
+        await page.close()
+        await server.close()
+
+
+async def test_search_routes_shared_links_and_the_back_button(redis: Redis, browser: Browser) -> None:
+    spec = SPECS["email"]
+    arq = ArqRedis(redis.connection_pool, job_serializer=json_dumps)
+    hostile_id = '<img src=x onerror="window.pwned = 4">/inv 1'
+    for job_id in (hostile_id, "<img-other"):
+        assert await arq.enqueue_job("send_email", "a@example.com", _job_id=job_id, _queue_name=spec.queue_key)
+    producer = Producer(redis, SPECS)
+    await producer.enqueue("email", "send_email", "b@example.com", job_id="inv-2", defer_seconds=600)
+    await producer.enqueue("email", "send_email", "c@example.com", job_id="inv-3")
+    await producer.enqueue("email", "send_email", "d@example.com", job_id="done-9")
+    await pick_up(redis, spec, "done-9")
+    await finish(redis, spec, "done-9", success=True, result=1)
+    server = await _serve(redis)
+    page = await browser.new_page()
+    problems = _watch(page)
+    base = str(server.make_url("/"))
+    try:
+        await page.goto(base)
+        await expect(page.locator('tr[data-queue="email"]')).to_be_visible()
+        # "/" jumps to the search; markup in a prefix is a literal prefix, and found ids are text.
+        await page.keyboard.press("/")
+        await expect(page.locator("#search-prefix")).to_be_focused()
+        await page.keyboard.type('<img src=x onerror="')
+        await page.keyboard.press("Enter")
+        found = page.locator("#search-list tbody tr")
+        await expect(found).to_have_count(1)
+        await expect(found.first).to_have_attribute("data-job", hostile_id)
+        assert "#/search?" in page.url
+        # By state and function: the delayed one only; then completed.
+        await page.locator("#search-prefix").fill("inv-")
+        await page.locator("#search-state").select_option("delayed")
+        await page.locator("#search-function").fill("send_email")
+        await page.locator("#search-form button").click()
+        await expect(found).to_have_count(1)
+        await expect(found.first).to_have_attribute("data-job", "inv-2")
+        await page.locator("#search-prefix").fill("")
+        await page.locator("#search-state").select_option("completed")
+        await page.locator("#search-function").fill("")
+        await page.locator("#search-form button").click()
+        await expect(found).to_have_count(1)
+        await expect(found.first).to_have_attribute("data-job", "done-9")
+        # A job opened from the results has its own URL; Back returns to the search.
+        await found.first.locator('[data-action="view"]').click()
+        await expect(page.locator('#job [data-state="completed"]')).to_be_visible()
+        assert page.url.endswith("#/job/done-9")
+        await page.locator('tr[data-queue="email"] [data-action="jobs"]').click()
+        await page.locator('#jobs-tabs [data-state="delayed"]').click()
+        assert page.url.endswith("#/queue/email/jobs/delayed/0")
+        await page.go_back()
+        await expect(page).to_have_url(base + "#/queue/email/jobs/waiting/0")
+        await expect(page.locator('#jobs-tabs [data-state="waiting"]')).to_have_attribute("aria-selected", "true")
+        await page.go_back()
+        await page.go_back()
+        await expect(page).to_have_url(base + "#/search?queue=email&state=completed")
+        # A shared link opens its view in a fresh page: a queue's tab, a job with markup in its id.
+        fresh = await browser.new_page()
+        try:
+            await fresh.goto(base + "#/queue/email/jobs/delayed/0")
+            await expect(fresh.locator("#jobs")).to_be_visible()
+            await expect(fresh.locator('#jobs-list tr[data-job="inv-2"]')).to_be_visible()
+            await fresh.goto("about:blank")
+            await fresh.goto(base + "#/job/" + quote(hostile_id, safe=""))
+            await expect(fresh.locator("#job")).to_contain_text(hostile_id)
+            await fresh.goto("about:blank")
+            await fresh.goto(base + "#/queue/email/charts")
+            await expect(fresh.locator("#charts")).to_be_visible()
+            assert await fresh.evaluate("window.pwned") is None
+        finally:
+            await fresh.close()
+        assert await page.evaluate("window.pwned") is None
+        assert problems == []
+    finally:
+        await page.close()
+        await server.close()
+
+
+async def test_workers_view_shows_each_live_worker(
+    redis: Redis, browser: Browser, redis_env: dict[str, str], tmp_path: Path
+) -> None:
+    queues = {"t": {"functions": ["worker_tasks.sleep"], "concurrency": 4, "lease_seconds": 3}}
+    specs = parse_queues({"queues": queues})
+    start, started = worker_starter(redis_env, tmp_path)
+    server = await _serve(redis, specs=specs)
+    page = await browser.new_page()
+    problems = _watch(page)
+    try:
+        await start(queues, "t", env={"POD_NAME": "web-<b>7</b>"}).ready()
+        await Producer(redis, specs).enqueue("t", "sleep", 30, job_id="long-1")
+        statuses = JobStatusReader(redis, specs)
+
+        async def running() -> bool:
+            return (await statuses.read("long-1")).state is JobState.ACTIVE
+
+        await wait_until(running, 20, "the job to start")
+        second = await start(queues, "t").ready()  # idle: it stops at once when asked
+
+        async def described() -> bool:  # both records written, the running job counted (the next heartbeat)
+            listed = (await list_workers(redis, specs["t"])).workers
+            return len(listed) == 2 and sorted(w.running or 0 for w in listed) == [0, 1]
+
+        await wait_until(described, 20, "both workers' records")
+        await page.goto(str(server.make_url("/")) + "#/queue/t/workers")
+        rows = page.locator("#workers-list tbody tr")
+        await expect(rows).to_have_count(2)
+        await expect(page.locator("#workers-list")).to_contain_text("web-<b>7</b>")  # the pod name, as text
+        await expect(page.locator('#workers-list td[data-col="running"]', has_text="1 of 4")).to_have_count(1)
+        await expect(rows.first.locator('[data-col="heartbeat"]')).to_contain_text("ago")
+        second.proc.terminate()  # a clean exit removes its record and its heartbeat
+        await expect(rows).to_have_count(1, timeout=30_000)
+        assert problems == []
+    finally:
+        await page.close()
+        await server.close()
+        stop_all(started)
+
+
+async def test_dark_scheme_and_keyboard_use(redis: Redis, browser: Browser) -> None:
+    await Producer(redis, SPECS).enqueue("email", "send_email", "a@example.com", job_id="kb-1")
+    server = await _serve(redis)
+    context = await browser.new_context(color_scheme="dark")
+    page = await context.new_page()
+    problems = _watch(page)
+    try:
+        await page.goto(str(server.make_url("/")))
+        await expect(page.locator('tr[data-queue="email"]')).to_be_visible()
+        colors = await page.evaluate(
+            """() => {
+              const s = (e) => getComputedStyle(e);
+              return {bg: s(document.documentElement).backgroundColor, fg: s(document.body).color,
+                      card: s(document.querySelector("section")).backgroundColor};
+            }"""
+        )
+        assert colors == {"bg": "rgb(11, 15, 23)", "fg": "rgb(229, 231, 235)", "card": "rgb(21, 27, 38)"}
+        # Keyboard only: Tab to the email queue's Jobs button, Enter opens the list; ids are buttons too.
+        jobs_button = page.locator('tr[data-queue="email"] [data-action="jobs"]')
+        for _ in range(40):
+            await page.keyboard.press("Tab")
+            if await jobs_button.evaluate("b => b === document.activeElement"):
+                break
+        else:
+            raise AssertionError("Tab never reached the Jobs button")
+        await page.keyboard.press("Enter")
+        view = page.locator('#jobs-list tr[data-job="kb-1"] [data-action="view"]')
+        await expect(view).to_be_visible()
+        await view.focus()
+        await page.keyboard.press("Enter")
+        await expect(page.locator('#job [data-state="queued"]')).to_be_visible()
+        assert problems == []
+    finally:
+        await context.close()
         await server.close()

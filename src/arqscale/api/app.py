@@ -100,6 +100,7 @@ class State:
     max_body_bytes: int
     token: bytes | None
     document: dict[str, Any]
+    read_token: bytes | None = None  # may use GET routes only
     traced: bool = False  # OpenTelemetry on: an enqueue joins the caller's trace (its traceparent header)
 
 
@@ -119,7 +120,7 @@ def _problem(problem: Problem, headers: Mapping[str, str] | None = None) -> web.
 # ---- middlewares --------------------------------------------------------------------------------
 
 _REDIS_REFUSALS = re.compile(r"\b(OOM|READONLY|LOADING|BUSY|MASTERDOWN|NOREPLICAS|MISCONF)\b")
-_HTTP_CODES = {404: "not_found", 405: "method_not_allowed", 413: "body_too_large", 400: "bad_request"}
+_HTTP_CODES = {403: "read_only", 404: "not_found", 405: "method_not_allowed", 413: "body_too_large", 400: "bad_request"}
 
 
 # Documented paths, literal segments first: .../dead-letters/requeue before .../dead-letters/{job_id}.
@@ -184,13 +185,33 @@ async def errors_middleware(request: web.Request, handler: Handler) -> web.Strea
 _OPEN_PATHS = frozenset(op.path for op in OPERATIONS if op.open)
 
 
-def _authorized(request: web.Request, state: State) -> bool:
-    """No token configured, or the request carries it as a bearer token."""
-    if state.token is None:
-        return True
+def _bearer(request: web.Request) -> bytes | None:
     scheme, _, given = request.headers.get("Authorization", "").partition(" ")
+    return given.strip().encode() if scheme.lower() == "bearer" else None
+
+
+def _authorized(request: web.Request, state: State) -> bool:
+    """No token configured, or the request carries it (or the read-only token) as a bearer token."""
+    if state.token is None and state.read_token is None:
+        return True
+    given = _bearer(request)
+    if given is None:
+        return False
     # compare_digest: the time taken does not tell how much of a guess was right.
-    return scheme.lower() == "bearer" and hmac.compare_digest(given.strip().encode(), state.token)
+    return any(t is not None and hmac.compare_digest(given, t) for t in (state.token, state.read_token))
+
+
+def read_only(request: web.Request, state: State) -> bool:
+    """The request carries the read-only token (and not the full one, should both be the same)."""
+    given = _bearer(request)
+    if state.read_token is None or given is None:
+        return False
+    if state.token is not None and hmac.compare_digest(given, state.token):
+        return False
+    return hmac.compare_digest(given, state.read_token)
+
+
+_READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
 
 @web.middleware
@@ -199,6 +220,9 @@ async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamR
     if request.path not in _OPEN_PATHS and not _authorized(request, state):
         problem = Problem(401, "unauthorized", "missing or wrong bearer token (Authorization: Bearer <token>)")
         return _problem(problem, {"WWW-Authenticate": 'Bearer realm="arqscale"'})
+    if request.method not in _READ_METHODS and request.path not in _OPEN_PATHS and read_only(request, state):
+        # Enforced here, for every route that changes anything, whatever the page shows.
+        raise Problem(403, "read_only", "this token may only read (ARQSCALE_API_READ_TOKEN); ask for the full token")
     length = request.content_length
     if length is not None and length > state.max_body_bytes:
         # Refuse before reading a byte; chunked bodies are capped by client_max_size while read.
@@ -619,9 +643,11 @@ def create_app(
     *,
     max_body_bytes: int,
     token: str | None = None,
+    read_token: str | None = None,
     traced: bool = False,
     wait_replicas: int = 0,
     wait_timeout_ms: int = 1000,
+    sample_history: bool = False,
 ) -> web.Application:
     """The API as an aiohttp application on an existing Redis client (the caller closes it).
 
@@ -640,18 +666,22 @@ def create_app(
         lister=JobLister(redis),
         max_body_bytes=max_body_bytes,
         token=token.encode() if token else None,
+        read_token=read_token.encode() if read_token else None,
         document=build_document(max_body_bytes),
         traced=traced,
     )
     # The schedule routes live in their own module, which imports this one: loaded here, once it is complete.
-    from arqscale.api import event_routes
+    from arqscale.api import dashboard_routes, event_routes
+    from arqscale.api.dashboard_routes import HANDLERS as DASHBOARD_HANDLERS
     from arqscale.api.event_routes import HANDLERS as EVENT_HANDLERS
     from arqscale.api.schedule_routes import HANDLERS as SCHEDULE_HANDLERS
     from arqscale.api.webhook_routes import HANDLERS as WEBHOOK_HANDLERS
 
     event_routes.install(app)
 
-    handlers = {**HANDLERS, **SCHEDULE_HANDLERS, **EVENT_HANDLERS, **WEBHOOK_HANDLERS}
+    if sample_history:  # the served API keeps the dashboard's history; tests sample on their own clock
+        app.cleanup_ctx.append(dashboard_routes.sample_history)
+    handlers = {**HANDLERS, **SCHEDULE_HANDLERS, **EVENT_HANDLERS, **WEBHOOK_HANDLERS, **DASHBOARD_HANDLERS}
     for op in OPERATIONS:
         # aiohttp's default segment pattern, [^{}/]+, is matched on the decoded path: an id holding "{" or
         # "}" (%7B, %7D) would find no route. Any segment is an id; _job_id decodes it from the raw path.
@@ -664,6 +694,7 @@ async def serve(config: Config, *, host: str | None = None, port: int | None = N
     """Serve until SIGTERM or SIGINT, then finish in-flight requests and close Redis."""
     settings = config.settings
     token = settings.api_token.get_secret_value() if settings.api_token is not None else None
+    read_token = settings.api_read_token.get_secret_value() if settings.api_read_token is not None else None
     # A data route answers 503 within REDIS_TIMEOUT of Redis freezing, not after the freeze (issue 10).
     redis = create_redis(config.redis, socket_timeout=REDIS_TIMEOUT, socket_connect_timeout=REDIS_TIMEOUT)
     app = create_app(
@@ -671,7 +702,9 @@ async def serve(config: Config, *, host: str | None = None, port: int | None = N
         redis,
         max_body_bytes=settings.api_max_body_bytes,
         token=token,
+        read_token=read_token,
         traced=traced,
+        sample_history=True,
         wait_replicas=config.redis.wait_replicas,
         wait_timeout_ms=config.redis.wait_timeout_ms,
     )

@@ -15,8 +15,14 @@ from pydantic.json_schema import models_json_schema
 from arqscale import __version__
 from arqscale.core.groups import MAX_PAGE as MAX_GROUP_PAGE
 from arqscale.core.groups import GroupPage
+from arqscale.core.history import KEEP_SECONDS as HISTORY_SECONDS
+from arqscale.core.history import History
 from arqscale.core.job_listing import DEFAULT_LIMIT, MAX_LIMIT, MAX_OFFSET, JobList, ListState
 from arqscale.core.job_logs import MAX_PAGE as MAX_LOG_PAGE
+from arqscale.core.job_search import MAX_RESULTS as MAX_SEARCH
+from arqscale.core.job_search import STATES as SEARCH_STATES
+from arqscale.core.job_search import JobSearch
+from arqscale.core.live_workers import WorkerList
 from arqscale.core.models import DeadJob, EnqueueResult, JobLogPage, JobRequest, JobState, JobStatus
 from arqscale.core.schedule_spec import SCHEDULE_NAME_RE, ScheduleFields
 from arqscale.core.schedules import ScheduleChange, ScheduleList, ScheduleView
@@ -78,6 +84,36 @@ class QueueView(BaseModel):
 
 class QueueList(BaseModel):
     queues: list[QueueView]
+
+
+class SessionView(BaseModel):
+    """What the caller's token may do."""
+
+    read_only: bool = Field(description="true with ARQSCALE_API_READ_TOKEN: every mutating route answers 403")
+
+
+class PromoteResponse(BaseModel):
+    queue: str
+    job_id: str
+    status: Literal["promoted"]
+
+
+class CleanResponse(BaseModel):
+    queue: str
+    state: Literal["completed", "failed"]
+    deleted: int = Field(description="jobs whose results (completed) or dead-letter entries (failed) were deleted")
+    more: bool = Field(description="older jobs remain: call again (completed jobs go at most 1000 per call)")
+
+
+class RedisInfo(BaseModel):
+    """Redis at a glance (a few fields of INFO)."""
+
+    used_memory_bytes: int
+    maxmemory_bytes: int = Field(description="0: no limit")
+    connected_clients: int
+    commands_per_second: int = Field(description="Redis' instantaneous_ops_per_sec")
+    version: str
+    uptime_seconds: int
 
 
 class PauseResponse(BaseModel):
@@ -366,6 +402,42 @@ OPERATIONS: tuple[Operation, ...] = (
     Operation("retry_dead_webhook", "POST", "/v1/queues/{queue}/webhooks/dead/{delivery_id}/retry",
               "Send one undeliverable webhook again (same id and body, attempts from 0)",
               {202: DeadDeliveryRetry, **_ERR_READ}, params=(QUEUE, DELIVERY)),
+    Operation("queue_history", "GET", "/v1/queues/{queue}/history",
+              "The queue's samples (one per 10 s window, kept an hour): counts, oldest waiting age, live "
+              "workers, completed and failed per second; oldest first",
+              {200: History, **_ERR_READ},
+              params=(QUEUE, Param("since_seconds", "query",
+                                   {"type": "number", "minimum": 1, "maximum": HISTORY_SECONDS,
+                                    "default": HISTORY_SECONDS}, "how far back"))),
+    Operation("redis_info", "GET", "/v1/redis", "Redis at a glance: memory, clients, commands per second",
+              {200: RedisInfo, 401: ApiError, 503: ApiError}),
+    Operation("search_jobs", "GET", "/v1/queues/{queue}/search",
+              "Find jobs by id prefix, function and state (each index scanned for at most 10,000 entries: "
+              "complete says whether all were)",
+              {200: JobSearch, **_ERR_READ},
+              params=(QUEUE,
+                      Param("prefix", "query", {"type": "string"}, "the id starts with this"),
+                      Param("function", "query", {"type": "string"}, "the task's name"),
+                      Param("state", "query", {"type": "string", "enum": list(SEARCH_STATES)}, "BullMQ's state"),
+                      Param("limit", "query",
+                            {"type": "integer", "minimum": 1, "maximum": MAX_SEARCH, "default": 50}))),
+    Operation("queue_workers", "GET", "/v1/queues/{queue}/workers",
+              "The queue's live workers: id, host, pod, pid, jobs running, last heartbeat",
+              {200: WorkerList, **_ERR_READ}, params=(QUEUE,)),
+    Operation("session", "GET", "/v1/session", "What this token may do (read-only or not)",
+              {200: SessionView, 401: ApiError}),
+    Operation("promote_job", "POST", "/v1/jobs/{job_id}/promote",
+              "Make a delayed job ready now, in its priority band (409 when it is not delayed)",
+              {202: PromoteResponse, 409: ApiError, 403: ApiError, **_ERR_READ}, params=(JOB_ID,)),
+    Operation("clean_queue", "POST", "/v1/queues/{queue}/clean",
+              "Delete completed jobs' results, or failed jobs' dead-letter entries, older than an age "
+              "(completed: oldest first, at most limit per call; repeat while more is true)",
+              {200: CleanResponse, 403: ApiError, **_ERR_READ},
+              params=(QUEUE,
+                      Param("state", "query", {"type": "string", "enum": ["completed", "failed"]}, "which jobs"),
+                      Param("older_than_seconds", "query",
+                            {"type": "number", "minimum": 0, "maximum": MAX_PURGE_AGE}, "ended more than this ago"),
+                      Param("limit", "query", {"type": "integer", "minimum": 1, "maximum": 1000, "default": 1000}))),
     Operation("openapi", "GET", "/openapi.json", "This document", {}, open=True),
 )  # fmt: skip
 
@@ -375,6 +447,7 @@ _DESCRIPTIONS = {
     202: "Accepted",
     400: "Invalid JSON",
     401: "Missing or wrong bearer token",
+    403: "The read-only token may not change anything",
     404: "Unknown queue, job or entry (for a job: its status, state not_found)",
     409: "Conflict",
     413: "Body too large",

@@ -22,8 +22,9 @@ delay_ms   ms from ``at`` until the job is ready            delayed, retrying
 enqueued   the job's enqueue time (ms), when readable       waiting written by the pickup
 error      the error text (capped, ``ERROR_EVENT_CHARS``)   failed, dead
 duration_ms how long the try ran                            completed, failed, cancelled
-reason     why: ``stalled``, ``drain``, ``dead_letter``     requeued; cancelled
-           (requeued); the cancel's reason (cancelled)
+reason     why: ``stalled``, ``drain``, ``dead_letter``     requeued; cancelled; waiting
+           (requeued); the cancel's reason (cancelled);
+           ``promoted`` (waiting: a delayed job made ready)
 progress   percent (0-100)                                  progress
 message    the task's progress message                      progress
 ========== ================================================ ================================

@@ -115,6 +115,8 @@ def _from_dead(job_id: str, queue: str, raw: bytes, base: dict[str, Any]) -> Job
         priority=entry.priority,
         attempts=entry.attempts,
         error=entry.error,
+        args=entry.args,
+        kwargs=entry.kwargs,
         enqueued_at=entry.enqueued_at,
         finished_at=entry.failed_at,
     )
@@ -138,6 +140,8 @@ def from_result(job_id: str, result: Decoded, specs: Mapping[str, QueueSpec], ba
         started_at=ms_to_s(d.get("st")),
         finished_at=ms_to_s(d.get("ft")),
     )
+    if not result.pickled:
+        status.args, status.kwargs = d.get("a"), d.get("k")
     if result.pickled:
         status.note = PICKLE_NOTE
         if cancelled:
@@ -202,6 +206,8 @@ def resolve(job_id: str, raw: RawJob, specs: Mapping[str, QueueSpec], now_ms: in
             status.enqueued_at = ms_to_s(payload.data.get("et"))
             if payload.pickled:
                 status.note = PICKLE_NOTE
+            else:
+                status.args, status.kwargs = payload.data.get("a"), payload.data.get("k")
         elif raw.payload is not None:
             status.note = "payload unreadable"
         elif state is not JobState.ACTIVE:

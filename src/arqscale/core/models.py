@@ -84,6 +84,8 @@ class Progress(BaseModel):
 class JobStatus(BaseModel):
     """What ``GET /v1/jobs/{job_id}`` answers."""
 
+    model_config = ConfigDict(extra="forbid")  # and a field named kwargs is ours, not the constructor's
+
     job_id: str
     state: JobState
     queue: str | None = None
@@ -93,6 +95,8 @@ class JobStatus(BaseModel):
     progress: Progress | None = None
     result: Any = None
     error: str | None = None
+    args: Any = Field(default=None, description="the positional arguments (JSON queues; absent for pickle queues)")
+    kwargs: Any = Field(default=None, description="the keyword arguments (JSON queues; absent for pickle queues)")
     enqueued_at: float | None = None
     scheduled_for: float | None = None
     started_at: float | None = None

@@ -235,6 +235,8 @@ class ArqscaleSettings(QueuesFileSettings):
     api_host: str = "0.0.0.0"
     api_port: int = Field(default=8000, ge=1, le=65535)
     api_token: SecretStr | None = None
+    # A second token that may only read: every mutating route answers 403 to it (the dashboard hides actions).
+    api_read_token: SecretStr | None = None
     api_max_body_bytes: int = Field(default=1_048_576, ge=1024)
 
     # Worker probes and metrics
@@ -280,7 +282,7 @@ class ArqscaleSettings(QueuesFileSettings):
                     raise ValueError(f"not a network (CIDR such as 10.0.0.0/8 or ::1/128): {part.strip()!r}") from None
         return value
 
-    @field_validator("api_token", mode="before")
+    @field_validator("api_token", "api_read_token", mode="before")
     @classmethod
     def _empty_token_is_none(cls, value: object) -> object:
         return None if value == "" else value

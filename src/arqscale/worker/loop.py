@@ -28,6 +28,8 @@ import inspect
 import itertools
 import json
 import logging
+import os
+import socket
 import time
 import traceback
 import uuid
@@ -42,7 +44,7 @@ from arq.worker import Retry
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-from arqscale.core import keys, scores, serializers, tracing
+from arqscale.core import keys, live_workers, scores, serializers, tracing
 from arqscale.core.cancellation import ABORT_KEY
 from arqscale.core.models import Progress
 from arqscale.core.queue_control import RESUME, stranded
@@ -130,6 +132,7 @@ class Worker:
         self.drain_timeout = spec.effective_drain_timeout if drain_timeout is None else drain_timeout
         self.deletion_cost = deletion_cost
         self.ops = QueueOps(redis, spec, self.worker_id)
+        self._started_at = round(time.time(), 3)
         self._dumps, self._loads = serializers.for_queue(spec.serializer)
         # Tasks get an ArqRedis on the same pool, as under arq: `ctx["redis"].enqueue_job(...)` chains a job
         # onto this queue, with this queue's serializer.
@@ -212,6 +215,7 @@ class Worker:
             await asyncio.gather(*background, return_exceptions=True)
             with contextlib.suppress(RedisError, OSError):
                 await self.ops.leave()
+                await self.redis.delete(live_workers.record_key(self.spec.name, self.worker_id))
         logger.info("worker %s drained and stopped", self.worker_id)
 
     async def _startup_checks(self) -> None:
@@ -408,6 +412,13 @@ class Worker:
                     held = [(job_id, job.token) for job_id, job in self._picked.items()]
                     held += [(r.job_id, r.token) for r in self._finished]
                     beat = await self.ops.heartbeat(held, int(self.spec.lease_seconds * 1000))
+                    await live_workers.describe(
+                        self.redis,
+                        self.spec.name,
+                        self.worker_id,
+                        self._identity(),
+                        int(self.spec.lease_seconds * 1000),
+                    )
             except (RedisError, OSError) as exc:
                 # Retry soon: the leases run out lease_seconds after the last renewal, outage or not.
                 self._redis_failed(exc)
@@ -421,6 +432,17 @@ class Worker:
             self._renew_now.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._renew_now.wait(), interval)
+
+    def _identity(self) -> dict[str, Any]:
+        """The worker's record for the dashboard's Workers view (``live_workers.describe``)."""
+        return {
+            "host": socket.gethostname(),
+            "pod": os.environ.get("POD_NAME"),
+            "pid": os.getpid(),
+            "started_at": self._started_at,
+            "running": len(self._running),
+            "concurrency": self.spec.concurrency,
+        }
 
     def _lost(self, job_ids: list[str]) -> None:
         """Leases that ran out while this worker was stalled or cut off: the jobs went back to the queue (and

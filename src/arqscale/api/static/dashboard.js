@@ -20,8 +20,13 @@ function el(tag, attrs, ...children) {
   return node;
 }
 
+// Actions that change something: hidden for a read-only token (the API refuses them anyway, 403).
+const MUTATING = new Set(["cancel", "delete", "remove", "requeue", "toggle", "promote", "retry", "duplicate",
+  "webhook-retry", "webhook-delete"]);
+
 function button(label, onClick, attrs) {
-  const b = el("button", {type: "button", ...attrs}, label);
+  const extra = attrs && MUTATING.has(attrs["data-action"]) ? {class: `${attrs.class || ""} mutate`.trim()} : {};
+  const b = el("button", {type: "button", ...attrs, ...extra}, label);
   b.addEventListener("click", () => onClick(b));
   return b;
 }
@@ -41,13 +46,18 @@ class ApiError extends Error {
   }
 }
 
-async function api(method, path) {
+async function api(method, path, json) {
   const token = sessionStorage.getItem(TOKEN_KEY);
   const headers = {Accept: "application/json"};
   if (token) headers.Authorization = "Bearer " + token;
+  const init = {method, headers, cache: "no-store"};
+  if (json !== undefined) {
+    headers["Content-Type"] = "application/json";
+    init.body = JSON.stringify(json);
+  }
   let response;
   try {
-    response = await fetch(path, {method, headers, cache: "no-store"});
+    response = await fetch(path, init);
   } catch (err) {
     throw new ApiError(0, {message: `the API does not answer (${err.message})`});
   }
@@ -122,11 +132,112 @@ $("login-form").addEventListener("submit", (event) => {
 
 $("sign-out").addEventListener("click", () => askForToken(""));
 
+// ---- routes: every view has its own URL (#/queue/<q>/jobs/<state>/<offset>, #/job/<id>, ...) ----------
+// Opening a view pushes its URL, so links can be shared and Back returns to the previous view; opening
+// one from a URL (a pasted link, Back, Forward) pushes nothing.
+
+let routing = false;
+
+function setRoute(hash) {
+  if (!routing && location.hash !== hash) history.pushState(null, "", hash);
+}
+
+function jobsRoute() {
+  return `#/queue/${enc(jobs.queue)}/jobs/${jobs.state}/${jobs.offset}`;
+}
+
+function deadRoute() {
+  return `#/queue/${enc(dead.queue)}/dead/${dead.offset}`;
+}
+
+async function applyRoute() {
+  const hash = location.hash.replace(/^#\/?/, "");
+  routing = true;
+  try {
+    if (hash.startsWith("job/")) return showJob(decodeURIComponent(hash.slice(4)));
+    if (hash.startsWith("search?")) return await runSearch(new URLSearchParams(hash.slice(7)));
+    const [kind, rawQueue, view, a] = hash.split("/");
+    if (kind !== "queue" || !rawQueue) return;
+    const queue = decodeURIComponent(rawQueue);
+    const offset = Math.max(0, Number.parseInt(a, 10) || 0);
+    if (view === "jobs") await openJobs(queue, STATES[a] ? a : "waiting", Math.max(0, Number.parseInt(hash.split("/")[4], 10) || 0));
+    else if (view === "dead") await openDead(queue, offset);
+    else if (view === "charts") await openCharts(queue, Number.parseInt(a, 10));
+    else if (view === "schedules") await openSchedules(queue);
+    else if (view === "webhooks") await openWebhooks(queue);
+    else if (view === "workers") await openWorkers(queue);
+  } finally {
+    routing = false;
+  }
+}
+
+window.addEventListener("popstate", () => applyRoute().catch(report));
+
+// Keyboard: "/" goes to the search, Escape leaves a field.
+document.addEventListener("keydown", (event) => {
+  const typing = /^(INPUT|SELECT|TEXTAREA)$/.test(document.activeElement.tagName);
+  if (event.key === "/" && !typing && !$("app").hidden) {
+    event.preventDefault();
+    $("search-prefix").focus();
+  } else if (event.key === "Escape" && typing) {
+    document.activeElement.blur();
+  }
+});
+
+// ---- search: a queue's jobs by id prefix, function and state -----------------------------------------
+
+function searchParams() {
+  const params = new URLSearchParams({queue: $("search-queue").value});
+  for (const [name, id] of [["prefix", "search-prefix"], ["function", "search-function"], ["state", "search-state"]]) {
+    if ($(id).value) params.set(name, $(id).value);
+  }
+  return params;
+}
+
+async function runSearch(params) {
+  const queue = params.get("queue") || [...rows.keys()][0];
+  if (!queue) return;
+  fillQueues($("search-queue"), queue);
+  $("search-prefix").value = params.get("prefix") || "";
+  $("search-function").value = params.get("function") || "";
+  $("search-state").value = params.get("state") || "";
+  setRoute("#/search?" + searchParams().toString());
+  const query = new URLSearchParams(searchParams());
+  query.delete("queue");
+  const found = await api("GET", `v1/queues/${enc(queue)}/search?${query}`);
+  const stateOf = {queued: "waiting", deferred: "delayed", dead: "failed"};
+  $("search-list").tBodies[0].replaceChildren(...found.items.map((j) => el("tr", {"data-job": j.job_id},
+    el("td", {}, button(j.job_id, () => showJob(j.job_id), {class: "link", "data-action": "view"})),
+    el("td", {}, el("span", {class: "state " + j.state}, stateOf[j.state] || j.state)),
+    el("td", {}, j.function || "-"),
+    el("td", {class: "n"}, String(j.attempts)),
+    el("td", {class: "nowrap"}, when(j.enqueued_at) || "-"))));
+  $("search-list").hidden = !found.items.length;
+  $("search-summary").textContent = `${found.items.length} found` +
+    (found.complete ? "" : " (stopped early: narrow the search for more)");
+}
+
+function fillQueues(select, chosen) {
+  const names = [...rows.keys()];
+  if (select.options.length !== names.length) select.replaceChildren(...names.map((n) => el("option", {value: n}, n)));
+  if (chosen) select.value = chosen;
+}
+
+$("search-form").addEventListener("submit", (event) => {
+  event.preventDefault();
+  runSearch(searchParams()).catch(report);
+});
+$("search-queue").addEventListener("focus", () => fillQueues($("search-queue")));
+
 // ---- the refresh loop ---------------------------------------------------------------------------
 
 async function start() {
   try {
+    const session = await api("GET", "v1/session");
+    document.body.classList.toggle("read-only", session.read_only);
+    $("read-only-note").hidden = !session.read_only;
     await refresh();
+    await applyRoute();
   } catch (err) {
     if (err.status === 401) return;
     show($("notice"), describe(err));
@@ -155,6 +266,7 @@ async function tick() {
 async function refresh() {
   const data = await api("GET", "v1/queues");
   drawQueues(data.queues);
+  fillQueues($("search-queue"), $("search-queue").value || undefined);
   show($("notice"), "");
   $("updated").textContent = "updated " + new Date().toLocaleTimeString();
   const shown = data.queues.find((q) => q.queue === dead.queue);
@@ -165,6 +277,9 @@ async function refresh() {
     await loadJobs();
   }
   if (data.queues.some((q) => q.queue === schedules.queue)) await loadSchedules();
+  if (charts.queue && Date.now() - charts.loaded >= 10000) await loadCharts();
+  if (crew.queue && Date.now() - crew.loaded >= 5000) await loadWorkers();
+  if (Date.now() - redisShown >= 5000) await loadRedis();
   if (looked.id && !SETTLED.has(looked.state)) await lookup(looked.id);
 }
 
@@ -186,7 +301,11 @@ function queueRow(name) {
   const jobsButton = button("Jobs", () => openJobs(name, "waiting"), {"data-action": "jobs"});
   const deadButton = button("Dead letters", () => openDead(name), {"data-action": "dead"});
   const schedulesButton = button("Schedules", () => openSchedules(name), {"data-action": "schedules"});
-  row.tr.append(el("td", {class: "actions"}, row.toggle, " ", jobsButton, " ", deadButton, " ", schedulesButton));
+  const chartsButton = button("Charts", () => openCharts(name), {"data-action": "charts"});
+  const hooksButton = button("Webhooks", () => openWebhooks(name), {"data-action": "webhooks"});
+  const workersButton = button("Workers", () => openWorkers(name), {"data-action": "workers"});
+  row.tr.append(el("td", {class: "actions"}, row.toggle, " ", jobsButton, " ", deadButton, " ", schedulesButton,
+    " ", chartsButton, " ", workersButton, " ", hooksButton));
   return row;
 }
 
@@ -220,6 +339,306 @@ function drawQueues(queues) {
   }
 }
 
+// ---- all queues at once, and a job from a form ------------------------------------------------------
+
+async function everyQueue(btn, verb) {
+  if (!confirm(`${verb === "pause" ? "Pause" : "Resume"} every queue?`)) return;
+  btn.disabled = true;
+  try {
+    const names = [...rows.keys()];
+    for (const name of names) await api("POST", `v1/queues/${enc(name)}/${verb}`);
+    flash(`${names.length} queue(s) ${verb === "pause" ? "paused" : "resumed"}`, false);
+    await refresh();
+  } catch (err) {
+    report(err);
+  } finally {
+    btn.disabled = false;
+  }
+}
+
+$("pause-all").addEventListener("click", (e) => everyQueue(e.currentTarget, "pause"));
+$("resume-all").addEventListener("click", (e) => everyQueue(e.currentTarget, "resume"));
+
+// Opened empty, or filled from a job (Duplicate): the same function and arguments, a new id.
+function openAdd(job) {
+  fillQueues($("add-queue"), job && job.queue);
+  $("add-function").value = (job && job.function) || "";
+  $("add-args").value = JSON.stringify((job && job.args) || []);
+  $("add-kwargs").value = JSON.stringify((job && job.kwargs) || {});
+  $("add-priority").value = job && job.priority !== null && job.priority !== undefined ? job.priority : "";
+  $("add-defer").value = "";
+  $("add-id").value = "";
+  show($("add-error"), "");
+  $("add").hidden = false;
+  $("add-function").focus();
+}
+
+$("add-open").addEventListener("click", () => openAdd(null));
+$("add-close").addEventListener("click", () => { $("add").hidden = true; });
+
+$("add-form").addEventListener("submit", async (event) => {
+  event.preventDefault();
+  const body = {function: $("add-function").value.trim()};
+  try {
+    body.args = JSON.parse($("add-args").value || "[]");
+    body.kwargs = JSON.parse($("add-kwargs").value || "{}");
+  } catch (err) {
+    return show($("add-error"), `Arguments are not JSON: ${err.message}`);
+  }
+  if ($("add-priority").value !== "") body.priority = Number($("add-priority").value);
+  if ($("add-defer").value !== "") body.defer_seconds = Number($("add-defer").value);
+  if ($("add-id").value.trim()) body.job_id = $("add-id").value.trim();
+  const queue = $("add-queue").value;
+  try {
+    const r = await api("POST", `v1/queues/${enc(queue)}/jobs`, body);
+    show($("add-error"), "");
+    flash(`Enqueued ${r.job_id} in ${queue}`, false);
+    $("add").hidden = true;
+    showJob(r.job_id);
+  } catch (err) {
+    if (err.status !== 401) show($("add-error"), describe(err));
+  }
+});
+
+// ---- a queue's live workers --------------------------------------------------------------------------------
+
+const crew = {queue: null, loaded: 0};
+
+async function openWorkers(queue) {
+  Object.assign(crew, {queue, loaded: 0});
+  setRoute(`#/queue/${enc(queue)}/workers`);
+  $("workers-queue").textContent = queue;
+  try {
+    await loadWorkers();
+    $("workers").hidden = false;
+  } catch (err) {
+    report(err);
+  }
+}
+
+function ago(seconds) {
+  if (!seconds) return "-";
+  return `${duration(Math.max(Date.now() / 1000 - seconds, 0.1))} ago`;
+}
+
+async function loadWorkers() {
+  const queue = crew.queue;
+  const list = await api("GET", `v1/queues/${enc(queue)}/workers`);
+  if (queue !== crew.queue) return;
+  crew.loaded = Date.now();
+  $("workers-total").textContent = `(${list.workers.length})`;
+  $("workers-list").tBodies[0].replaceChildren(...list.workers.map((w) => el("tr", {"data-worker": w.worker_id},
+    el("td", {class: "nowrap"}, w.worker_id),
+    el("td", {}, w.pod || w.host || "-"),
+    el("td", {class: "n"}, w.pid === null ? "-" : String(w.pid)),
+    el("td", {class: "n", "data-col": "running"},
+      w.running === null ? "-" : `${w.running}${w.concurrency ? ` of ${w.concurrency}` : ""}`),
+    el("td", {class: "nowrap", title: w.started_at ? iso(w.started_at) : ""}, when(w.started_at) || "-"),
+    el("td", {class: "nowrap", "data-col": "heartbeat"}, ago(w.heartbeat_at)))));
+  $("workers-list").hidden = !list.workers.length;
+  $("workers-empty").hidden = list.workers.length > 0;
+}
+
+$("workers-close").addEventListener("click", () => {
+  crew.queue = null;
+  $("workers").hidden = true;
+});
+
+// ---- undeliverable webhooks of a queue ------------------------------------------------------------------
+
+const hooks = {queue: null};
+
+async function openWebhooks(queue) {
+  hooks.queue = queue;
+  setRoute(`#/queue/${enc(queue)}/webhooks`);
+  $("webhooks-queue").textContent = queue;
+  try {
+    await loadWebhooks();
+    $("webhooks").hidden = false;
+  } catch (err) {
+    report(err);
+  }
+}
+
+async function loadWebhooks() {
+  const queue = hooks.queue;
+  const page = await api("GET", `v1/queues/${enc(queue)}/webhooks/dead?limit=100`);
+  if (queue !== hooks.queue) return;
+  $("webhooks-total").textContent = `(${page.total})`;
+  $("webhooks-list").tBodies[0].replaceChildren(...page.items.map((d) => el("tr", {"data-delivery": d.id},
+    el("td", {class: "nowrap"}, d.id),
+    el("td", {}, d.endpoint),
+    el("td", {}, d.event),
+    el("td", {}, button(d.job_id, () => showJob(d.job_id), {class: "link", "data-action": "view"})),
+    el("td", {class: "n"}, String(d.attempts)),
+    el("td", {class: "error-cell", title: d.last_error || ""}, d.last_error || "-"),
+    el("td", {class: "nowrap"}, when(d.failed_at) || "-"),
+    el("td", {class: "nowrap"},
+      button("Retry", (b) => hookAct(b, "POST", `/${enc(d.id)}/retry`, `Sending ${d.id} again`), {"data-action": "webhook-retry"}),
+      button("Delete", (b) => hookAct(b, "DELETE", `/${enc(d.id)}`, `Deleted ${d.id}`), {class: "danger", "data-action": "webhook-delete"})))));
+  $("webhooks-empty").hidden = page.items.length > 0;
+}
+
+async function hookAct(btn, method, suffix, said) {
+  if (method === "DELETE" && !confirm("Delete this undeliverable webhook? It will not be sent.")) return;
+  btn.disabled = true;
+  try {
+    await api(method, `v1/queues/${enc(hooks.queue)}/webhooks/dead${suffix}`);
+    flash(said, false);
+    await loadWebhooks();
+  } catch (err) {
+    report(err);
+  } finally {
+    btn.disabled = false;
+  }
+}
+
+$("webhooks-retry-all").addEventListener("click", (e) => hookAct(e.currentTarget, "POST", "/retry", "Sending every undeliverable webhook again"));
+$("webhooks-purge-all").addEventListener("click", (e) => hookAct(e.currentTarget, "DELETE", "?all=true", "Deleted every undeliverable webhook"));
+$("webhooks-close").addEventListener("click", () => {
+  hooks.queue = null;
+  $("webhooks").hidden = true;
+});
+
+// ---- charts: the last hour of one queue, and Redis at a glance ---------------------------------------
+// Only the opened queue's history is read (lazily, every 10 s): a page with 100 queues costs one
+// history read per 10 s, not 100.
+
+const SVG = "http://www.w3.org/2000/svg";
+const HOUR = 3600;
+const CHARTS = [
+  {key: "counts", title: "Waiting, active, delayed", series: [
+    ["waiting", (s) => s.waiting], ["active", (s) => s.active], ["delayed", (s) => s.delayed]]},
+  {key: "rates", title: "Completed and failed per second", series: [
+    ["completed/s", (s) => s.completed_per_second, "s1"], ["failed/s", (s) => s.failed_per_second, "s3"]]},
+  {key: "oldest", title: "Oldest waiting job (s)", series: [["oldest", (s) => s.oldest_waiting_seconds]]},
+  {key: "workers", title: "Live workers (replicas)", series: [["workers", (s) => s.workers]]},
+];
+const SPANS = [300, 900, HOUR]; // what the chart shows: the last 5 min, 15 min or hour
+const charts = {queue: null, loaded: 0, span: HOUR};
+let redisShown = 0;
+
+function svg(tag, attrs) {
+  const node = document.createElementNS(SVG, tag);
+  for (const [name, value] of Object.entries(attrs || {})) node.setAttribute(name, String(value));
+  return node;
+}
+
+function seriesClass(spec, i) {
+  return spec.series[i][2] || `s${i}`;
+}
+
+function niceMax(value) {
+  if (!(value > 0)) return 1;
+  const step = 10 ** Math.floor(Math.log10(value));
+  for (const m of [1, 2, 5, 10]) if (m * step >= value) return m * step;
+  return 10 * step;
+}
+
+function short(value) {
+  if (value === null || value === undefined) return "–";
+  return Number.isInteger(value) ? String(value) : value.toFixed(value < 10 ? 2 : 1);
+}
+
+// One chart: a line per series over the last hour; a missing value (no rate yet) breaks its line.
+function chart(spec, samples, now, span) {
+  const W = 360, H = 120, L = 36, B = 16;
+  const values = spec.series.map(([, pick]) => samples.map(pick));
+  const top = niceMax(Math.max(0, ...values.flat().filter((v) => v !== null && v !== undefined)));
+  const x = (at) => L + ((at - (now - span)) / span) * (W - L - 4);
+  const y = (v) => H - B - (v / top) * (H - B - 6);
+  const label = `${spec.title}: ` + spec.series.map(([name], i) => `${name} ${short(values[i].at(-1))}`).join(", ");
+  const root = svg("svg", {viewBox: `0 0 ${W} ${H}`, role: "img", "aria-label": label, class: "chart"});
+  const title = svg("title");
+  title.textContent = label;
+  root.append(title, svg("line", {x1: L, x2: W - 4, y1: H - B, y2: H - B, class: "axis"}));
+  for (const [v, text] of [[top, short(top)], [0, "0"]]) {
+    const t = svg("text", {x: L - 4, y: y(v) + 4, "text-anchor": "end", class: "tick"});
+    t.textContent = text;
+    root.append(t);
+  }
+  const minutes = (s) => `-${s / 60} min`;
+  for (const [at, text, anchor] of [[now - span, minutes(span), "start"], [now - span / 2, minutes(span / 2), "middle"], [now, "now", "end"]]) {
+    const t = svg("text", {x: x(at), y: H - 2, "text-anchor": anchor, class: "tick"});
+    t.textContent = text;
+    root.append(t);
+  }
+  values.forEach((series, i) => {
+    let points = [];
+    const flush = () => {
+      if (points.length) root.append(svg("polyline", {points: points.join(" "), class: `line ${seriesClass(spec, i)}`}));
+      points = [];
+    };
+    series.forEach((v, j) => {
+      if (v === null || v === undefined) return flush();
+      points.push(`${x(samples[j].at).toFixed(1)},${y(v).toFixed(1)}`);
+    });
+    flush();
+  });
+  const legend = el("figcaption", {});
+  spec.series.forEach(([name], i) => {
+    legend.append(el("span", {class: `key ${seriesClass(spec, i)}`, "data-series": name}, `${name} ${short(values[i].at(-1))}`), " ");
+  });
+  return el("figure", {"data-chart": spec.key}, el("h3", {}, spec.title), root, legend);
+}
+
+async function openCharts(queue, span) {
+  Object.assign(charts, {queue, loaded: 0, span: SPANS.includes(span) ? span : HOUR});
+  setRoute(`#/queue/${enc(queue)}/charts/${charts.span}`);
+  for (const b of $("charts-spans").querySelectorAll("button")) {
+    b.setAttribute("aria-selected", String(Number(b.dataset.span) === charts.span));
+  }
+  $("charts-queue").textContent = queue;
+  try {
+    await loadCharts();
+    $("charts").hidden = false;
+  } catch (err) {
+    report(err);
+  }
+}
+
+async function loadCharts() {
+  const queue = charts.queue;
+  const data = await api("GET", `v1/queues/${enc(queue)}/history?since_seconds=${charts.span}`);
+  if (queue !== charts.queue) return; // another queue was opened meanwhile
+  charts.loaded = Date.now();
+  const now = Date.now() / 1000;
+  $("charts-grid").replaceChildren(...CHARTS.map((spec) => chart(spec, data.samples, now, charts.span)));
+  $("charts-empty").hidden = data.samples.length > 0;
+}
+
+$("charts-spans").addEventListener("click", (event) => {
+  const b = event.target.closest("button[data-span]");
+  if (b) openCharts(charts.queue, Number(b.dataset.span));
+});
+
+$("charts-close").addEventListener("click", () => {
+  charts.queue = null;
+  $("charts").hidden = true;
+});
+
+function bytes(n) {
+  const units = ["B", "KiB", "MiB", "GiB", "TiB"];
+  let i = 0;
+  while (n >= 1024 && i < units.length - 1) {
+    n /= 1024;
+    i++;
+  }
+  return `${i ? n.toFixed(1) : n} ${units[i]}`;
+}
+
+async function loadRedis() {
+  redisShown = Date.now();
+  try {
+    const r = await api("GET", "v1/redis");
+    const limit = r.maxmemory_bytes ? ` of ${bytes(r.maxmemory_bytes)}` : "";
+    $("redis").textContent = `Redis ${r.version}: ${bytes(r.used_memory_bytes)}${limit}, ${r.connected_clients} clients, ${r.commands_per_second} commands/s`;
+  } catch (err) {
+    if (err.status === 401) throw err;
+    $("redis").textContent = "";
+  }
+}
+
 // ---- jobs by state -----------------------------------------------------------------------------------
 
 const STATES = {
@@ -250,8 +669,9 @@ function drawTabs(q) {
   }
 }
 
-async function openJobs(queue, state) {
-  Object.assign(jobs, {queue, state, offset: 0, drawn: null});
+async function openJobs(queue, state, offset) {
+  Object.assign(jobs, {queue, state, offset: offset || 0, drawn: null});
+  setRoute(jobsRoute());
   const row = rows.get(queue);
   if (row && row.last) drawTabs(row.last);
   $("jobs-queue").textContent = queue;
@@ -282,6 +702,8 @@ async function loadJobs() {
   $("jobs-total").textContent = `(${page.total} ${state})`;
   $("jobs-when").textContent = info.when;
   const held = page.held ? ` ${page.held} more are held back by their keys' limits (not listed; they run as their keys free up).` : "";
+  $("clean-form").hidden = !(state === "completed" || state === "failed");
+  $("clean-state").textContent = state;
   $("jobs-hint").textContent = info.hint + (state === "waiting" && jobs.paused ? " The queue is paused: they wait until it is resumed." : "") + held;
   $("jobs-list").tBodies[0].replaceChildren(...page.items.map((item) => jobRow(queue, state, item)));
   $("jobs-list").hidden = !page.items.length;
@@ -291,6 +713,27 @@ async function loadJobs() {
   $("jobs-prev").disabled = offset === 0;
   $("jobs-next").disabled = last >= page.total;
 }
+
+// Completed: their results go, oldest first, 1000 a call (repeated while more remain). Failed: the dead letters.
+$("clean-form").addEventListener("submit", async (event) => {
+  event.preventDefault();
+  const {queue, state} = jobs;
+  const age = Number($("clean-age").value);
+  if (!confirm(`Delete ${state} jobs of ${queue} that ended more than ${age} s ago?`)) return;
+  let deleted = 0;
+  try {
+    for (let more = true; more;) {
+      const r = await api("POST", `v1/queues/${enc(queue)}/clean?state=${state}&older_than_seconds=${age}`);
+      deleted += r.deleted;
+      more = r.more;
+    }
+    flash(`Cleaned ${deleted} ${state} job(s) of ${queue}`, false);
+    jobs.drawn = null;
+    await refresh();
+  } catch (err) {
+    report(err);
+  }
+});
 
 function jobRow(queue, state, item) {
   const at = STATES[state].at(item);
@@ -309,6 +752,12 @@ function jobRow(queue, state, item) {
   if (state === "failed") {
     actions.push(" ", button("Dead letter", () => showDetail(queue, item.job_id), {"data-action": "dead-letter"}));
   }
+  if (state === "failed") {
+    actions.push(" ", button("Retry", (b) => retryJob(b, queue, item.job_id), {"data-action": "retry"}));
+  }
+  if (state === "delayed") {
+    actions.push(" ", button("Promote", (b) => promoteJob(b, item.job_id), {"data-action": "promote"}));
+  }
   if (CANCELLABLE.has(state)) {
     actions.push(" ", button("Cancel", (b) => cancelJob(b, item.job_id), {class: "danger", "data-action": "cancel"}));
   }
@@ -322,6 +771,15 @@ function jobRow(queue, state, item) {
     el("td", cls ? {class: cls, title: item.error} : {}, details));
 }
 
+// A failed job is a dead letter: retrying it requeues it under its id, tries reset.
+function retryJob(btn, queue, id) {
+  act(btn, "POST", `v1/queues/${enc(queue)}/dead-letters/${enc(id)}/requeue`, () => `Retrying ${id}`);
+}
+
+function promoteJob(btn, id) {
+  act(btn, "POST", `v1/jobs/${enc(id)}/promote`, () => `Promoted ${id}: it runs next in its priority`);
+}
+
 // Waiting or delayed: it never runs. Running: its worker stops it within a second. Either way it ends cancelled.
 function cancelJob(btn, id) {
   if (!confirm(`Cancel job ${id}? It will not run (or, if running, is stopped) and is not retried.`)) return;
@@ -330,6 +788,7 @@ function cancelJob(btn, id) {
 }
 
 function showJob(id) {
+  setRoute(`#/job/${enc(id)}`);
   $("lookup-id").value = id;
   lookup(id);
   $("lookup").scrollIntoView({block: "nearest"});
@@ -339,8 +798,8 @@ $("jobs-tabs").addEventListener("click", (event) => {
   const tab = event.target.closest("button[data-state]");
   if (tab) openJobs(jobs.queue, tab.dataset.state);
 });
-$("jobs-prev").addEventListener("click", () => { jobs.offset = Math.max(0, jobs.offset - PAGE_SIZE); loadJobs().catch(report); });
-$("jobs-next").addEventListener("click", () => { jobs.offset += PAGE_SIZE; loadJobs().catch(report); });
+$("jobs-prev").addEventListener("click", () => { jobs.offset = Math.max(0, jobs.offset - PAGE_SIZE); setRoute(jobsRoute()); loadJobs().catch(report); });
+$("jobs-next").addEventListener("click", () => { jobs.offset += PAGE_SIZE; setRoute(jobsRoute()); loadJobs().catch(report); });
 $("jobs-close").addEventListener("click", () => {
   Object.assign(jobs, {queue: null, drawn: null});
   $("jobs").hidden = true;
@@ -352,6 +811,7 @@ const schedules = {queue: null, drawn: null, asked: 0};
 
 async function openSchedules(queue) {
   Object.assign(schedules, {queue, drawn: null});
+  setRoute(`#/queue/${enc(queue)}/schedules`);
   $("schedules-queue").textContent = queue;
   try {
     await loadSchedules();
@@ -420,8 +880,9 @@ $("schedules-close").addEventListener("click", () => {
 
 const dead = {queue: null, offset: 0, total: null};
 
-async function openDead(queue) {
-  Object.assign(dead, {queue, offset: 0, total: null});
+async function openDead(queue, offset) {
+  Object.assign(dead, {queue, offset: offset || 0, total: null});
+  setRoute(deadRoute());
   $("detail").hidden = true;
   try {
     await loadDead();
@@ -489,8 +950,8 @@ $("dead-purge-all").addEventListener("click", (e) => {
   $("detail").hidden = true;
   act(e.target, "DELETE", `v1/queues/${enc(queue)}/dead-letters?all=true`, (r) => `Deleted ${r.purged} dead letter(s)`);
 });
-$("dead-prev").addEventListener("click", () => { dead.offset = Math.max(0, dead.offset - PAGE_SIZE); loadDead().catch(report); });
-$("dead-next").addEventListener("click", () => { dead.offset += PAGE_SIZE; loadDead().catch(report); });
+$("dead-prev").addEventListener("click", () => { dead.offset = Math.max(0, dead.offset - PAGE_SIZE); setRoute(deadRoute()); loadDead().catch(report); });
+$("dead-next").addEventListener("click", () => { dead.offset += PAGE_SIZE; setRoute(deadRoute()); loadDead().catch(report); });
 $("dead-close").addEventListener("click", () => {
   Object.assign(dead, {queue: null, total: null});
   $("dead").hidden = true;
@@ -565,8 +1026,18 @@ async function lookup(id) {
       logs = `(log not available: ${describe(err)})`;
     }
   }
+  // The timeline: the job's events from its queue's stream (enqueue, each try with its worker and
+  // duration, retries, the end). Trimmed streams keep fewer; the status above stays exact.
+  let events = null;
+  if (job.state !== "not_found") {
+    try {
+      events = (await api("GET", `v1/jobs/${enc(id)}/events?limit=1000`)).events;
+    } catch (err) {
+      events = null;
+    }
+  }
   if (asked !== looked.asked) return;
-  const signature = JSON.stringify(job);
+  const signature = JSON.stringify([job, logs, events]);
   const same = looked.id === id && looked.drawn === signature && !out.hidden;
   Object.assign(looked, {id, state: job.state, drawn: signature}); // redrawn every second until it settles
   if (same) return; // unchanged: keep the view (and a click on its Cancel button) as it is
@@ -576,12 +1047,18 @@ async function lookup(id) {
   const cancel = ["queued", "deferred", "active"].includes(job.state)
     ? button("Cancel", (b) => cancelJob(b, job.job_id), {class: "danger", "data-action": "cancel"})
     : null;
+  const extra = [];
+  if (job.state === "deferred") extra.push(" ", button("Promote", (b) => promoteJob(b, job.job_id), {"data-action": "promote"}));
+  if (job.state === "dead") extra.push(" ", button("Retry", (b) => retryJob(b, job.queue, job.job_id), {"data-action": "retry"}));
+  if (job.queue && job.function && job.args !== null && job.args !== undefined) {
+    extra.push(" ", button("Duplicate", () => openAdd(job), {"data-action": "duplicate"}));
+  }
   out.replaceChildren(...fields([
     ["Job", job.job_id],
     ["State", el("span", {},
       el("span", {class: "state " + job.state, "data-state": job.state}, job.state),
       job.held ? el("span", {class: "muted", "data-held": "true"}, " held back by its key's limit") : null,
-      cancel ? " " : null, cancel)],
+      cancel ? " " : null, cancel, ...extra)],
     ["", job.state === "not_found" ? "No job with this id (or its result has expired)." : null],
     ["Queue", job.queue],
     ["Function", job.function],
@@ -589,6 +1066,9 @@ async function lookup(id) {
     ["Key", job.group],
     ["Attempts", job.state === "not_found" ? null : job.attempts],
     ["Progress", progress],
+    ["Schedule", scheduleLink(job.job_id)],
+    ["Arguments", job.args === null || job.args === undefined ? null : block(job.args)],
+    ["Keyword arguments", job.kwargs === null || job.kwargs === undefined ? null : block(job.kwargs)],
     ["Result", job.result === null ? null : block(job.result)],
     ["Error", block(job.error)],
     ["Enqueued", when(job.enqueued_at)],
@@ -597,7 +1077,38 @@ async function lookup(id) {
     ["Finished", when(job.finished_at)],
     ["Note", job.note],
     ["Logs", logs === null ? null : el("pre", {class: "logs", "data-field": "logs"}, logs)],
+    ["Timeline", events === null ? null : timeline(events)],
   ]));
+}
+
+// A schedule's jobs have ids sched:<queue>:<name>:<tick ms>: link back to the queue's schedules.
+function scheduleLink(id) {
+  const m = /^sched:([^:]+):(.+):(\d+)$/.exec(id);
+  if (!m) return null;
+  const [, queue, name, tick] = m;
+  return el("span", {},
+    button(name, () => openSchedules(queue), {class: "link", "data-action": "open-schedule"}),
+    ` in ${queue}, tick ${new Date(Number(tick)).toISOString()}`);
+}
+
+function eventLine(e) {
+  const parts = [new Date(e.at).toISOString().replace("T", " ").replace("Z", ""), e.event];
+  if (e.try) parts.push(`try ${e.try}`);
+  if (e.worker) parts.push(`on ${e.worker}`);
+  if (e.func) parts.push(e.func);
+  if (e.duration_ms !== null && e.duration_ms !== undefined) parts.push(e.duration_ms < 1000 ? `ran ${e.duration_ms} ms` : `ran ${duration(e.duration_ms / 1000)}`);
+  if (e.delay_ms) parts.push(`ready in ${duration(e.delay_ms / 1000)}`);
+  if (e.progress !== null && e.progress !== undefined) parts.push(`${e.progress}%`);
+  if (e.message) parts.push(e.message);
+  if (e.reason) parts.push(`(${e.reason})`);
+  if (e.error) parts.push(`: ${e.error.split("\n")[0]}`);
+  return parts.join(" ");
+}
+
+function timeline(events) {
+  if (!events.length) return el("span", {class: "muted"}, "no events kept for this job");
+  return el("ol", {class: "timeline", "data-field": "timeline"},
+    ...events.map((e) => el("li", {class: "ev " + e.event, "data-event": e.event}, eventLine(e))));
 }
 
 // A page of log lines as text: time, try, level, message (later lines of a message indented).
