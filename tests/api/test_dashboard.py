@@ -705,7 +705,9 @@ async def test_charts_of_the_last_hour_and_redis_at_a_glance(redis: Redis, brows
 async def test_job_view_arguments_and_timeline_of_tries(
     redis: Redis, browser: Browser, redis_env: dict[str, str], tmp_path: Path
 ) -> None:
-    queues = {"t": {"functions": ["worker_tasks.fail_while"], "max_tries": 3, "backoff": {"delay": 0.2}}}
+    # The retry waits 2 s: the flag is cleared well before it, even on a loaded machine (with 0.2 s the second try
+    # could fail too before the test cleared the flag, and the timeline had two failures).
+    queues = {"t": {"functions": ["worker_tasks.fail_while"], "max_tries": 3, "backoff": {"delay": 2}}}
     specs = parse_queues({"queues": queues})
     flag = '<img src=x onerror="window.pwned = 3">'
     start, started = worker_starter(redis_env, tmp_path)
@@ -715,11 +717,15 @@ async def test_job_view_arguments_and_timeline_of_tries(
     problems = _watch(page)
     try:
         await start(queues, "t").ready()
+        assert await redis.exists(flag) == 1, "the flag must be set before the job runs"
         await Producer(redis, specs).enqueue("t", "fail_while", flag, job_id="tl-1")
         statuses = JobStatusReader(redis, specs)
 
         async def retrying() -> bool:
-            return (await statuses.read("tl-1")).attempts >= 1 and (await redis.exists(flag)) == 1
+            # Deferred for its retry: the first try has failed. (attempts >= 1 alone holds while try 1 still runs,
+            # and clearing the flag then let try 1 succeed.)
+            status = await statuses.read("tl-1")
+            return status.state is JobState.DEFERRED and status.attempts >= 1
 
         await wait_until(retrying, 20, "the first try to fail")
         await redis.delete(flag)
