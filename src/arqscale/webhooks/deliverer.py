@@ -30,6 +30,7 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError, ResponseError
 
 from arqscale.core import keys
+from arqscale.core.health import Health
 from arqscale.core.lua import LuaScript, run_scripts
 from arqscale.core.spec import QueueSpec
 from arqscale.core.webhook_spec import CALLBACK_ENDPOINT, SecretError, WebhookRetry, load_secret
@@ -101,31 +102,6 @@ class DelivererOptions:
 
 
 @dataclass
-class Health:
-    redis_unreachable_seconds: float = 60.0
-    started: bool = False
-    draining: bool = False
-    redis_down_since: float | None = None
-    last_error: str | None = None
-
-    def live(self) -> tuple[bool, str]:
-        if self.redis_down_since is not None:
-            down = time.monotonic() - self.redis_down_since
-            if down > self.redis_unreachable_seconds:
-                return False, f"redis unreachable for {down:.0f}s ({self.last_error})"
-        return True, "ok"
-
-    def ready(self) -> tuple[bool, str]:
-        if self.draining:
-            return False, "draining"
-        if not self.started:
-            return False, "starting"
-        if self.redis_down_since is not None:
-            return False, f"redis unreachable ({self.last_error})"
-        return True, "ok"
-
-
-@dataclass
 class _Queue:
     spec: QueueSpec
     store: WebhookStore
@@ -180,7 +156,7 @@ class Deliverer:
         self.redis = redis
         self.options = options
         self.metrics = metrics or WebhookMetrics()
-        self.health = health or Health()
+        self.health = health or Health(redis_unreachable_seconds=60.0)
         self.queues = {
             name: _Queue(spec, WebhookStore(redis, spec), dict(secrets[name]) if secrets else load_secrets(spec))
             for name, spec in webhook_queues(specs).items()
@@ -230,8 +206,7 @@ class Deliverer:
     def _redis_failed(self, exc: BaseException) -> float:
         if self.health.redis_down_since is None:
             logger.warning("redis unreachable (%s: %s); retrying", type(exc).__name__, exc)
-            self.health.redis_down_since = time.monotonic()
-        self.health.last_error = f"{type(exc).__name__}: {exc}"
+        self.health.redis_failed(exc)
         self.metrics.redis_up.set(0)
         delay = REDIS_RETRY_SECONDS[min(self._failures, len(REDIS_RETRY_SECONDS) - 1)]
         self._failures += 1
@@ -239,8 +214,8 @@ class Deliverer:
 
     def _redis_ok(self) -> None:
         if self.health.redis_down_since is not None:
-            logger.info("redis reachable again after %.1fs", time.monotonic() - self.health.redis_down_since)
-            self.health.redis_down_since = None
+            logger.info("redis reachable again after %.1fs", self.health.redis_down_for())
+        self.health.redis_ok()
         self._failures = 0
         self.metrics.redis_up.set(1)
 

@@ -20,8 +20,9 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from arqscale.core.config import Config
 from arqscale.core.connection import create_redis
+from arqscale.core.health import Health
 from arqscale.webhooks.addresses import parse_networks
-from arqscale.webhooks.deliverer import Deliverer, DelivererOptions, Health, webhook_queues
+from arqscale.webhooks.deliverer import Deliverer, DelivererOptions, webhook_queues
 from arqscale.webhooks.metrics import WebhookMetrics
 
 logger = logging.getLogger("arqscale.webhooks")

@@ -15,50 +15,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
-import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from arqscale.core.health import Health
 from arqscale.worker.metrics import WorkerMetrics
 
-
-@dataclass
-class Health:
-    """What the probes report. Written by the worker loop, read by the handlers (same thread)."""
-
-    redis_unreachable_seconds: float
-    draining: bool = False
-    started: bool = False
-    redis_down_since: float | None = field(default=None)  # monotonic time of the first failure in a row
-    last_redis_error: str | None = None
-
-    def redis_failed(self, error: BaseException) -> None:
-        if self.redis_down_since is None:
-            self.redis_down_since = time.monotonic()
-        self.last_redis_error = f"{type(error).__name__}: {error}"
-
-    def redis_ok(self) -> None:
-        self.redis_down_since = None
-
-    def redis_down_for(self) -> float:
-        return 0.0 if self.redis_down_since is None else time.monotonic() - self.redis_down_since
-
-    def live(self) -> tuple[bool, str]:
-        down = self.redis_down_for()
-        if down > self.redis_unreachable_seconds:
-            return False, f"redis unreachable for {down:.0f}s ({self.last_redis_error})"
-        return True, "ok"
-
-    def ready(self) -> tuple[bool, str]:
-        if self.draining:
-            return False, "draining"
-        if not self.started:
-            return False, "starting"
-        if self.redis_down_since is not None:
-            return False, f"redis unreachable ({self.last_redis_error})"
-        return True, "ok"
+__all__ = ["Health", "build_app", "listening_port", "start_server"]
 
 
 # A handler returns status, content type and body.
