@@ -1,12 +1,13 @@
 // BullMQ (Node) side of the arqscale benchmarks: the same actions as pyclient.py, plus the worker.
 //
 //   node bench/bullmq_bench.mjs worker  URL --concurrency C
-//   node bench/bullmq_bench.mjs fill    URL --n N
+//   node bench/bullmq_bench.mjs fill    URL --n N [--task noop|sleep]
 //   node bench/bullmq_bench.mjs enqueue URL --mode single|bulk --n N --batch B
 //   node bench/bullmq_bench.mjs latency URL --samples S --gap SECONDS
 //
 // The worker's processor mirrors bench/tasks.py: `noop` marks the first job (one SET NX per process),
-// `stamp` pushes start - enqueued_at (seconds) onto bench:lat. Job options are BullMQ's defaults
+// `stamp` pushes start - enqueued_at (seconds) onto bench:lat, `sleep` marks like `noop` then waits 50 ms
+// (the I/O-bound load). Job options are BullMQ's defaults
 // (completed jobs are kept, like arq's results).
 import { Queue, Worker } from "bullmq";
 import IORedis from "ioredis";
@@ -15,16 +16,17 @@ const QUEUE = "bench";
 const FIRST_KEY = "bench:first";
 const LATENCY_KEY = "bench:lat";
 const WARMUP = 20;
+const SLEEP_S = 0.05;
 
 const now = () => (performance.timeOrigin + performance.now()) / 1000;
 const sleep = (seconds) => new Promise((resolve) => setTimeout(resolve, seconds * 1000));
 
 function parse(argv) {
   const [action, url, ...rest] = argv;
-  const opts = { action, url, concurrency: 1, n: 1000, mode: "single", batch: 100, samples: 200, gap: 0.02 };
+  const opts = { action, url, concurrency: 1, n: 1000, mode: "single", task: "noop", batch: 100, samples: 200, gap: 0.02 };
   for (let i = 0; i < rest.length; i += 2) {
     const key = rest[i].replace(/^--/, "");
-    opts[key] = key === "mode" ? rest[i + 1] : Number(rest[i + 1]);
+    opts[key] = key === "mode" || key === "task" ? rest[i + 1] : Number(rest[i + 1]);
   }
   return opts;
 }
@@ -46,6 +48,7 @@ async function worker(opts) {
         started = true;
         await side.set(FIRST_KEY, String(now()), "NX");
       }
+      if (job.name === "sleep") await sleep(SLEEP_S);
     },
     { connection: connect(opts.url), concurrency: opts.concurrency },
   );
@@ -68,11 +71,11 @@ async function withQueue(opts, fn) {
   }
 }
 
-const noops = (n) => Array.from({ length: n }, () => ({ name: "noop", data: {} }));
+const noops = (n, name = "noop") => Array.from({ length: n }, () => ({ name, data: {} }));
 
 async function fill(queue, opts) {
   const start = performance.now();
-  for (let done = 0; done < opts.n; done += 1000) await queue.addBulk(noops(Math.min(1000, opts.n - done)));
+  for (let done = 0; done < opts.n; done += 1000) await queue.addBulk(noops(Math.min(1000, opts.n - done), opts.task));
   return { jobs: opts.n, seconds: (performance.now() - start) / 1000 };
 }
 

@@ -85,7 +85,7 @@ def measure_baseline(r: redis.Redis, s: QueueSpec, running: int, calls: int, mod
                 pipe.set(b"arq:in-progress:" + job_id, b"old-worker", px=3_600_000)
             pipe.zadd(keys.active, {job_id: expiry for job_id in ids[start : start + BATCH]})
             pipe.execute()
-    sha = r.script_load(module.PICKUP_LUA)
+    sha = r.script_load(module.PICKUP_LUA.arq.source)
     lows = [band.low for band in module.scores.bands(s)] if hasattr(module, "scores") else [0]
     r.config_resetstat()
     for _ in range(calls):

@@ -4,7 +4,7 @@
 ``ArqRedis.enqueue_job``, pickle payloads, as plain arq users enqueue) or ``arqscale`` (``Producer``,
 JSON payloads, wake signal) and ACTION is:
 
-- ``fill --n N``: pre-enqueue N ``noop`` jobs as fast as possible (not timed for the report).
+- ``fill --n N [--task noop|sleep]``: pre-enqueue N jobs as fast as possible (not timed for the report).
 - ``enqueue --mode single|bulk --n N --batch B``: enqueue rate; prints ``{"jobs_per_s": ...}``.
 - ``latency --samples S --gap G``: enqueue ``stamp`` jobs one at a time, G seconds apart.
 
@@ -33,7 +33,7 @@ QUEUE_KEY = "arq:queue:bench"
 WARMUP = 20
 
 EnqueueOne = Callable[[str, tuple[object, ...]], Awaitable[object]]
-EnqueueBatch = Callable[[int], Awaitable[object]]
+EnqueueBatch = Callable[[int, str], Awaitable[object]]
 
 
 class Client:
@@ -51,9 +51,9 @@ async def arq_client(url: str) -> Client:
     async def one(function: str, args: tuple[object, ...]) -> object:
         return await pool.enqueue_job(function, *args)
 
-    async def batch(n: int) -> object:
+    async def batch(n: int, function: str = "noop") -> object:
         # arq has no bulk enqueue; concurrent enqueue_job calls are what an arq user can do.
-        return await asyncio.gather(*(pool.enqueue_job("noop") for _ in range(n)))
+        return await asyncio.gather(*(pool.enqueue_job(function) for _ in range(n)))
 
     return Client(one, batch, pool.aclose)
 
@@ -65,18 +65,18 @@ async def arqscale_client(url: str, queues_file: Path) -> Client:
     async def one(function: str, args: tuple[object, ...]) -> object:
         return await producer.enqueue(QUEUE, function, *args)
 
-    async def batch(n: int) -> object:
-        return await producer.enqueue_many(QUEUE, [JobRequest(function="noop") for _ in range(n)])
+    async def batch(n: int, function: str = "noop") -> object:
+        return await producer.enqueue_many(QUEUE, [JobRequest(function=function) for _ in range(n)])
 
     return Client(one, batch, redis.aclose)
 
 
-async def fill(client: Client, n: int) -> dict[str, float]:
+async def fill(client: Client, n: int, function: str = "noop") -> dict[str, float]:
     start = time.perf_counter()
     done = 0
     while done < n:
         size = min(500, n - done)
-        await client.batch(size)
+        await client.batch(size, function)
         done += size
     return {"jobs": n, "seconds": time.perf_counter() - start}
 
@@ -92,7 +92,7 @@ async def enqueue(client: Client, mode: str, n: int, batch: int) -> dict[str, fl
         done = 0
         while done < n:
             size = min(batch, n - done)
-            await client.batch(size)
+            await client.batch(size, "noop")
             done += size
     seconds = time.perf_counter() - start
     return {"jobs": n, "seconds": seconds, "jobs_per_s": n / seconds}
@@ -112,7 +112,7 @@ async def run(args: argparse.Namespace) -> dict[str, float]:
         client = await arqscale_client(args.url, args.queues_file)
     try:
         if args.action == "fill":
-            return await fill(client, args.n)
+            return await fill(client, args.n, args.task)
         if args.action == "enqueue":
             return await enqueue(client, args.mode, args.n, args.batch)
         return await latency(client, args.samples, args.gap)
@@ -127,6 +127,7 @@ def main() -> None:
     parser.add_argument("url")
     parser.add_argument("--queues-file", type=Path, help="arqscale's queues file (system arqscale)")
     parser.add_argument("--n", type=int, default=1000)
+    parser.add_argument("--task", choices=["noop", "sleep"], default="noop", help="the function filled jobs call")
     parser.add_argument("--mode", choices=["single", "bulk"], default="single")
     parser.add_argument("--batch", type=int, default=100)
     parser.add_argument("--samples", type=int, default=200)

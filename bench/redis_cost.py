@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import inspect
 import json
 import os
 import statistics
@@ -77,6 +78,8 @@ def child(port: int, queue: str, n: int, events: bool) -> dict[str, Any]:
         client = Redis(port=port)
         producer = Producer(client, {queue: spec})
         ops = QueueOps(client, spec, "bench-worker")
+        # Each pickup with a token never sent before, as the worker's are (versions that can tell it).
+        fresh: dict[str, Any] = {"fresh": True} if "fresh" in inspect.signature(ops.pickup).parameters else {}
         # Scripts loaded and connections open before the clock starts.
         await producer.enqueue_many(queue, [JobRequest(function="noop")])
         first = (await ops.pickup(1, "bench-worker.0")).jobs
@@ -92,7 +95,7 @@ def child(port: int, queue: str, n: int, events: bool) -> dict[str, Any]:
         i = 0
         while True:
             i += 1
-            picked = (await ops.pickup(BATCH, f"bench-worker.{i}")).jobs
+            picked = (await ops.pickup(BATCH, f"bench-worker.{i}", **fresh)).jobs
             if not picked:
                 break
             done = [Finish("ok", j.job_id, RESULT, token=j.token, job_try=j.job_try, ran_ms=1) for j in picked]

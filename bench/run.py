@@ -1,13 +1,16 @@
-"""arqscale benchmarks: arqscale vs plain arq 0.28 (defaults and tuned) vs BullMQ's Node worker, in one run.
+"""arqscale benchmarks: arqscale vs plain arq 0.28, BullMQ (Node and Python), SAQ, Celery, Dramatiq and taskiq.
 
-    python bench/run.py            # full run (~3-5 min), writes the results into docs/benchmarks.md
-    python bench/run.py --quick    # smaller run, prints the table only
+    python bench/run.py --setup-peers   # once: the peers' bench-only virtualenv .bench-venv/ (bench/peers/)
+    python bench/run.py                 # full run, writes the results into docs/benchmarks.md
+    python bench/run.py --quick         # smaller run, prints the table only
 
 Everything runs against one private ``redis-server`` started on a free loopback port and flushed between
 measurements. Each worker and each producer is its own subprocess. Measured:
 
 1. no-op throughput of one worker process: N jobs pre-enqueued, worker started, timed from its first job's
-   start until the queue is empty (start-up reported apart), median of ``--repeat`` runs;
+   start until the queue is empty (start-up reported apart), best of ``--repeat`` runs, with Redis' own CPU
+   time (``INFO cpu``) and commands (``total_commands_processed``) per job over the same window;
+4. the I/O-bound load: the same with jobs that wait 50 ms, every system at concurrency 500 (ideal 10,000/s).
 2. pickup latency on an idle queue: jobs enqueued one at a time, ``--gap`` apart; each job records
    ``start - enqueue`` itself;
 3. enqueue rate: one awaited enqueue at a time, and in pipelined batches.
@@ -19,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import json
 import math
 import os
@@ -53,7 +57,22 @@ POLL_S = 0.005
 STALL_S = 15.0
 IDLE_S = 3.0
 
-Family = Literal["arq", "arqscale", "bullmq"]
+Family = Literal["arq", "arqscale", "bullmq", "bullmq-py", "saq", "celery", "dramatiq", "taskiq"]
+# The peers run from the bench-only virtualenv, one runner module each (bench/peers/); they report their
+# first job's start and the N-th job's finish themselves (peers/common.py), the others are read from Redis.
+PEER_RUNNERS: dict[str, str] = {
+    "bullmq-py": "peers.bullmq_py_runner",
+    "saq": "peers.saq_runner",
+    "celery": "peers.celery_runner",
+    "dramatiq": "peers.dramatiq_runner",
+    "taskiq": "peers.taskiq_runner",
+}
+PEERS_VENV = ROOT / ".bench-venv"
+PEERS_REQUIREMENTS = BENCH / "peers" / "requirements.txt"
+DONE_KEY = "bench:done"
+IO_CONCURRENCY = 500
+IO_SLEEP_S = 0.05  # tasks.SLEEP_S, peers/common.py and bullmq_bench.mjs wait this long
+IO_IDEAL = IO_CONCURRENCY / IO_SLEEP_S
 
 
 class BenchError(RuntimeError):
@@ -70,6 +89,7 @@ class System:
     producer: Family | None = None  # who enqueues its latency jobs, when not its own family
     serializer: str = "json"  # arqscale queues only
     throughput: bool = True  # False: a pickup-latency row only
+    model: str = "asyncio"  # how the one process runs jobs at once (the I/O-bound table says it)
 
     @property
     def producer_family(self) -> Family:
@@ -84,6 +104,11 @@ SYSTEMS: tuple[System, ...] = (
     System("bullmq-1", "BullMQ (Node)", "bullmq", 1),
     System("bullmq-50", "BullMQ (Node)", "bullmq", 50),
     System("bullmq-100", "BullMQ (Node)", "bullmq", 100),
+    System("bullmq-py-50", "BullMQ (Python) 3.4", "bullmq-py", 50),
+    System("saq-50", "SAQ 0.26", "saq", 50),
+    System("taskiq-50", "taskiq 0.13 + taskiq-redis (stream broker)", "taskiq", 50),
+    System("celery-50", "Celery 5.7 (threads pool, Redis results)", "celery", 50, model="threads"),
+    System("dramatiq-50", "Dramatiq 2.2 (Redis results)", "dramatiq", 50, model="threads"),
     # A team moving from arq keeps its producers for a while: their jobs carry no wake signal.
     System(
         "arqscale-100-arq-producer",
@@ -95,6 +120,18 @@ SYSTEMS: tuple[System, ...] = (
         throughput=False,
     ),
 )
+# The I/O-bound load: one system per family, each at concurrency IO_CONCURRENCY.
+IO_SYSTEMS = (
+    "bullmq-50",
+    "arqscale-50",
+    "arq-tuned",
+    "bullmq-py-50",
+    "saq-50",
+    "taskiq-50",
+    "celery-50",
+    "dramatiq-50",
+)
+MEASUREMENTS = ("throughput", "io", "latency", "enqueue")
 LATENCY_SYSTEMS = ("arq-default", "arq-tuned", "arqscale-100", "bullmq-100", "arqscale-100-arq-producer")
 PRODUCERS: tuple[tuple[Family, str], ...] = (
     ("arq", "arq `enqueue_job` (bulk: `asyncio.gather`)"),
@@ -106,6 +143,7 @@ PRODUCERS: tuple[tuple[Family, str], ...] = (
 @dataclass
 class Throughput:
     system: str
+    concurrency: int
     jobs: int
     jobs_per_s: float
     startup_s: float
@@ -131,6 +169,7 @@ class Results:
     facts: dict[str, str] = field(default_factory=dict)
     throughput: dict[str, list[Throughput]] = field(default_factory=dict)
     latency: dict[str, Latency] = field(default_factory=dict)
+    io: dict[str, list[Throughput]] = field(default_factory=dict)
     enqueue: dict[str, dict[str, list[float]]] = field(default_factory=dict)
     errors: dict[str, str] = field(default_factory=dict)
 
@@ -178,8 +217,11 @@ def tail(path: Path, lines: int = 15) -> str:
 class Bench:
     """One private Redis, the workers and producers started against it, and the measurements."""
 
-    def __init__(self, workdir: Path, redis_server: str, profile_dir: Path | None = None) -> None:
+    def __init__(
+        self, workdir: Path, redis_server: str, profile_dir: Path | None = None, peers_python: Path | None = None
+    ) -> None:
         self.workdir = workdir
+        self.peers_python = str(peers_python or peers_interpreter())
         self.profile_dir = profile_dir
         self.port = free_port()
         self.url = f"redis://127.0.0.1:{self.port}/0"
@@ -209,7 +251,10 @@ class Bench:
     def queues_file(self, concurrency: int, serializer: str = "json") -> Path:
         path = self.workdir / f"queues-{concurrency}-{serializer}.yaml"
         queue = (
-            f"    functions: [tasks.noop, tasks.stamp]\n    concurrency: {concurrency}\n    serializer: {serializer}\n"
+            f"    functions: [tasks.noop, tasks.stamp, tasks.sleep]\n    concurrency: {concurrency}\n"
+            f"    serializer: {serializer}\n"
+            # Every result kept, as BullMQ keeps every completed job here: verify() counts them all.
+            "    retention: {completed_max: 1000000}\n"
         )
         path.write_text("queues:\n  bench:\n" + queue)
         return path
@@ -217,6 +262,8 @@ class Bench:
     # --- commands
 
     def client_cmd(self, family: Family, action: str, *args: str) -> list[str]:
+        if family in PEER_RUNNERS:
+            return [self.peers_python, "-m", PEER_RUNNERS[family], action, self.url, *args]
         if family == "bullmq":
             return ["node", str(NODE_SCRIPT), action, self.url, *args]
         cmd = [sys.executable, str(BENCH / "pyclient.py"), family, action, self.url, *args]
@@ -232,10 +279,13 @@ class Bench:
         result: dict[str, Any] = json.loads(done.stdout.decode().strip().splitlines()[-1])
         return result
 
-    def start_worker(self, system: System) -> tuple[subprocess.Popen[bytes], Path]:
+    def start_worker(self, system: System, expect: int = 0) -> tuple[subprocess.Popen[bytes], Path]:
         env = dict(self.env)
-        if system.family == "arq":
-            cmd = [sys.executable, str(BENCH / "arq_worker.py"), self.url, system.arq_mode]
+        if system.family in PEER_RUNNERS:
+            cmd = self.client_cmd(system.family, "worker", "--concurrency", str(system.concurrency))
+            cmd += ["--expect", str(expect)]
+        elif system.family == "arq":
+            cmd = [sys.executable, str(BENCH / "arq_worker.py"), self.url, system.arq_mode, str(system.concurrency)]
         elif system.family == "arqscale":
             cmd = [sys.executable, "-m", "arqscale", "worker", "--queue", "bench"]
             env.update(
@@ -251,8 +301,8 @@ class Bench:
         return proc, log
 
     @contextlib.contextmanager
-    def worker(self, system: System) -> Iterator[tuple[subprocess.Popen[bytes], Path]]:
-        proc, log = self.start_worker(system)
+    def worker(self, system: System, expect: int = 0) -> Iterator[tuple[subprocess.Popen[bytes], Path]]:
+        proc, log = self.start_worker(system, expect)
         spy = self.start_profiler(system, proc.pid)
         try:
             yield proc, log
@@ -263,7 +313,7 @@ class Bench:
 
     def start_profiler(self, system: System, pid: int) -> subprocess.Popen[bytes] | None:
         """With ``--profile DIR``: py-spy samples the Python worker until it exits (collapsed stacks)."""
-        if self.profile_dir is None or system.family == "bullmq":
+        if self.profile_dir is None or system.family in ("bullmq", "celery", "dramatiq"):
             return None
         out = self.profile_dir / f"{self.runs:03d}-{system.key}.txt"
         cmd = ["py-spy", "record", "--pid", str(pid), "--rate", "250", "--format", "raw", "--output", str(out)]
@@ -271,23 +321,33 @@ class Bench:
 
     # --- measurements
 
-    def remaining(self, system: System, n: int) -> int:
+    def remaining(self, system: System, n: int) -> tuple[int, int]:
+        """Jobs not finished yet, and the Redis commands it took to find out (taken off the worker's count)."""
+        if system.family in PEER_RUNNERS:
+            return (0 if self.r.get(DONE_KEY) is not None else n), 1  # the runner counts them (peers/common.py)
         if system.family == "bullmq":
             pipe = self.r.pipeline(transaction=False)
             pipe.zcard("bull:bench:completed").zcard("bull:bench:failed")
             completed, failed = pipe.execute()
-            return int(n - completed - failed)
-        return int(self.r.zcard(ARQ_QUEUE_KEY))
+            return int(n - completed - failed), 2
+        return int(self.r.zcard(ARQ_QUEUE_KEY)), 1
+
+    def redis_marks(self) -> tuple[float, int]:
+        """Redis' own CPU time (user + sys, ``INFO cpu``) and the commands it has run, from one ``INFO``."""
+        info = self.r.info()
+        return float(info["used_cpu_user"]) + float(info["used_cpu_sys"]), int(info["total_commands_processed"])
 
     def commands(self) -> int:
-        return int(self.r.info("stats")["total_commands_processed"])
+        return self.redis_marks()[1]
 
-    def throughput(self, system: System, n: int) -> Throughput:
+    def throughput(self, system: System, n: int, task: str = "noop") -> Throughput:
         self.r.flushall()
-        self.client(system.family, "fill", "--n", str(n))
-        if self.remaining(system, n) != n:
-            raise BenchError(f"fill left {self.remaining(system, n)} jobs, not {n}")
-        with self.worker(system) as (proc, log):
+        self.client(system.family, "fill", "--n", str(n), "--task", task)
+        if system.family not in PEER_RUNNERS and (left := self.remaining(system, n)[0]) != n:
+            raise BenchError(f"fill left {left} jobs, not {n}")
+        # A peer only says when all are done: give it the time a slow run needs, not the stall window.
+        stall_s = max(60.0, n / 100) if system.family in PEER_RUNNERS else STALL_S
+        with self.worker(system, expect=n) as (proc, log):
             spawned = time.time()
             first: float | None = None
             marks: tuple[float, float, int] = (0.0, 0.0, 0)
@@ -298,30 +358,37 @@ class Bench:
                     raise BenchError(f"worker exited with {proc.returncode}:\n{tail(log)}")
                 if first is None and (raw := self.r.get(FIRST_KEY)) is not None:
                     first = float(raw)
-                    marks = (cpu_seconds(proc.pid), cpu_seconds(self.redis_proc.pid), self.commands())
-                now_left = self.remaining(system, n)
-                polls += 2 if first is None else 1
+                    marks = (cpu_seconds(proc.pid), *self.redis_marks())
+                    polls = 0
+                now_left, cost = self.remaining(system, n)
+                polls += cost
                 if now_left != left:
                     left, last_progress = now_left, time.monotonic()
-                elif time.monotonic() - last_progress > STALL_S:
-                    raise BenchError(f"stalled with {left} of {n} jobs left for {STALL_S:.0f} s:\n{tail(log)}")
+                elif time.monotonic() - last_progress > stall_s:
+                    raise BenchError(f"stalled with {left} of {n} jobs left for {stall_s:.0f} s:\n{tail(log)}")
             finished = time.time()
-            worker_cpu, redis_cpu, cmds = cpu_seconds(proc.pid), cpu_seconds(self.redis_proc.pid), self.commands()
+            worker_cpu = cpu_seconds(proc.pid)
+            redis_cpu, cmds = self.redis_marks()
         if first is None:
             raise BenchError("the queue emptied but no job marked its start")
         self.verify(system, n)
         return Throughput(
             system=system.key,
+            concurrency=system.concurrency,
             jobs=n,
             jobs_per_s=n / (finished - first),
             startup_s=first - spawned,
             worker_cpu_us_per_job=(worker_cpu - marks[0]) / n * 1e6,
             redis_cpu_us_per_job=(redis_cpu - marks[1]) / n * 1e6,
+            # Not the worker's: our polls, and the INFO that took the first mark (the closing one counts itself
+            # only after it ran).
             redis_cmds_per_job=(cmds - marks[2] - polls - 1) / n,
         )
 
     def verify(self, system: System, n: int) -> None:
         """Every job ran once and succeeded: no silent drops counted as throughput."""
+        if system.family in PEER_RUNNERS:
+            return  # bench:done is written when the N-th job has finished, never before (peers/common.py)
         if system.family == "bullmq":
             completed, failed = int(self.r.zcard("bull:bench:completed")), int(self.r.zcard("bull:bench:failed"))
             if completed != n or failed:
@@ -486,27 +553,66 @@ def rate_of(res: Results, key: str) -> float | None:
     return best_throughput(runs).jobs_per_s if runs else None
 
 
+def redis_cpu_of(table: dict[str, list[Throughput]], key: str) -> float | None:
+    runs = table.get(key)
+    return best_throughput(runs).redis_cpu_us_per_job if runs else None
+
+
 def throughput_table(res: Results, n: int, repeat: int) -> list[str]:
-    tuned = rate_of(res, "arq-tuned")
+    node, tuned = rate_of(res, "bullmq-50"), rate_of(res, "arq-tuned")
+    node_redis = redis_cpu_of(res.throughput, "bullmq-50")
     lines = [
         f"### No-op throughput, one worker process ({n:,} jobs; best of {repeat} runs, arq defaults: 1 run)",
         "",
-        "| system | concurrency | jobs/s | vs arq tuned | start-up s | worker CPU µs/job | Redis CPU µs/job "
-        "| Redis cmds/job |",
-        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+        "Ratios against BullMQ's Node worker at concurrency 50 first; Redis columns over the same window.",
+        "",
+        "| system | concurrency | jobs/s | vs BullMQ Node c50 | vs arq tuned | start-up s | worker CPU µs/job "
+        "| Redis CPU µs/job | Redis CPU vs BullMQ Node | Redis cmds/job |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for system in (s for s in SYSTEMS if s.throughput):
         runs = res.throughput.get(system.key)
         if not runs:
             err = res.errors.get(f"throughput {system.key}", "not run")
-            lines.append(f"| {system.label} | {system.concurrency} | {err.splitlines()[0][:90]} | | | | | |")
+            lines.append(f"| {system.label} | {system.concurrency} | {err.splitlines()[0][:90]} | | | | | | | |")
             continue
         t = best_throughput(runs)
         spread = f" ({fmt(min(r.jobs_per_s for r in runs))}-{fmt(max(r.jobs_per_s for r in runs))})"
         lines.append(
             f"| {system.label} | {system.concurrency} | {fmt(t.jobs_per_s)}{spread if len(runs) > 1 else ''} "
-            f"| {ratio(t.jobs_per_s, tuned)} | {t.startup_s:.2f} | {fmt(t.worker_cpu_us_per_job)} "
-            f"| {fmt(t.redis_cpu_us_per_job)} | {t.redis_cmds_per_job:.1f} |"
+            f"| {ratio(t.jobs_per_s, node)} | {ratio(t.jobs_per_s, tuned)} | {t.startup_s:.2f} "
+            f"| {fmt(t.worker_cpu_us_per_job)} | {fmt(t.redis_cpu_us_per_job, 1)} "
+            f"| {ratio(t.redis_cpu_us_per_job, node_redis)} | {t.redis_cmds_per_job:.1f} |"
+        )
+    return lines
+
+
+def io_table(res: Results, n: int, repeat: int) -> list[str]:
+    by_key = {s.key: s for s in SYSTEMS}
+    node = best_throughput(res.io["bullmq-50"]).jobs_per_s if res.io.get("bullmq-50") else None
+    lines = [
+        f"### I/O-bound load: jobs that wait {IO_SLEEP_S * 1000:.0f} ms, one worker process at concurrency "
+        f"{IO_CONCURRENCY} ({n:,} jobs, best of {repeat}; ideal {IO_IDEAL:,.0f} jobs/s)",
+        "",
+        "| system | runs jobs as | jobs/s | of ideal | vs BullMQ Node | worker CPU µs/job | Redis CPU µs/job "
+        "| Redis cmds/job |",
+        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for key in IO_SYSTEMS:
+        system = by_key[key]
+        model = "asyncio tasks" if system.model == "asyncio" else f"{IO_CONCURRENCY} threads (`time.sleep`)"
+        if system.family == "bullmq":
+            model = "Node promises"
+        runs = res.io.get(key)
+        if not runs:
+            err = res.errors.get(f"io {key}", "not run")
+            lines.append(f"| {system.label} | {model} | {err.splitlines()[0][:90]} | | | | | |")
+            continue
+        t = best_throughput(runs)
+        lines.append(
+            f"| {system.label} | {model} | {fmt(t.jobs_per_s)} | {t.jobs_per_s / IO_IDEAL:.0%} "
+            f"| {ratio(t.jobs_per_s, node)} | {fmt(t.worker_cpu_us_per_job)} | {fmt(t.redis_cpu_us_per_job, 1)} "
+            f"| {t.redis_cmds_per_job:.1f} |"
         )
     return lines
 
@@ -558,25 +664,33 @@ def verdict(ok: bool | None) -> str:
     return "n/a" if ok is None else ("**met**" if ok else "**MISSED**")
 
 
-def ratio_lines(res: Results) -> list[str]:
+Check = tuple[str, str, str, str]  # check, measured, target, verdict: a row of the ratios table
+
+
+def at_least(a: float | None, b: float | None, x: float) -> bool | None:
+    return None if a is None or b is None else a >= x * b
+
+
+def check(name: str, a: float | None, b: float | None, target: str = "", ok: bool | None = None) -> Check:
+    """A ratio ``a / b``, with a verdict when it has a target."""
+    return (name, ratio(a, b), target, verdict(ok) if target else "")
+
+
+def ratio_checks(res: Results) -> list[Check]:
+    """The ratios and floors of this run (the table's rows; bench/full_run.py collects them across steps)."""
     tuned, a100, a50 = rate_of(res, "arq-tuned"), rate_of(res, "arqscale-100"), rate_of(res, "arqscale-50")
     b50, b100 = rate_of(res, "bullmq-50"), rate_of(res, "bullmq-100")
     p50 = {key: lat.p50_ms for key, lat in res.latency.items()}
     ours = p50.get("arqscale-100")
-
-    def at_least(a: float | None, b: float | None, x: float) -> bool | None:
-        return None if a is None or b is None else a >= x * b
-
-    def row(check: str, a: float | None, b: float | None, target: str = "", ok: bool | None = None) -> str:
-        return f"| {check} | {ratio(a, b)} | {target} | {verdict(ok) if target else ''} |"
-
     rows = [
-        row("throughput: arqscale c100 / arq tuned", a100, tuned, ">= 1.5x", at_least(a100, tuned, 1.5)),
-        row("throughput: arqscale c50 / BullMQ c50", a50, b50, ">= 1.0x (goal)", at_least(a50, b50, 1)),
-        row("throughput: arqscale c100 / BullMQ c100", a100, b100, ">= 1.0x (goal)", at_least(a100, b100, 1)),
-        f"| pickup p50: arqscale | {fmt(ours, 2)} ms | < 10 ms | {verdict(None if ours is None else ours < 10)} |",
-        row("pickup p50: arqscale / BullMQ", ours, p50.get("bullmq-100")),
-        row("pickup p50: arqscale / arq tuned", ours, p50.get("arq-tuned")),
+        check("throughput: arqscale c50 / BullMQ Node c50", a50, b50, ">= 1.5x", at_least(a50, b50, 1.5)),
+        *io_checks(res),
+        *redis_cost_checks(res),
+        check("throughput: arqscale c100 / arq tuned", a100, tuned, ">= 1.5x", at_least(a100, tuned, 1.5)),
+        check("throughput: arqscale c100 / BullMQ c100", a100, b100, ">= 1.0x (goal)", at_least(a100, b100, 1)),
+        ("pickup p50: arqscale", f"{fmt(ours, 2)} ms", "< 10 ms", verdict(None if ours is None else ours < 10)),
+        check("pickup p50: arqscale / BullMQ", ours, p50.get("bullmq-100")),
+        check("pickup p50: arqscale / arq tuned", ours, p50.get("arq-tuned")),
     ]
     for ours_key, theirs_key in (
         ("arqscale-100", "arq-tuned"),
@@ -586,22 +700,50 @@ def ratio_lines(res: Results) -> list[str]:
         ours_t, theirs_t = res.throughput.get(ours_key), res.throughput.get(theirs_key)
         if ours_t and theirs_t:
             a, b = best_throughput(ours_t), best_throughput(theirs_t)
-            rows.append(
-                row(f"worker CPU per job: {ours_key} / {theirs_key}", a.worker_cpu_us_per_job, b.worker_cpu_us_per_job)
-            )
-            rows.append(
-                row(f"Redis CPU per job: {ours_key} / {theirs_key}", a.redis_cpu_us_per_job, b.redis_cpu_us_per_job)
-            )
+            pair = f"{ours_key} / {theirs_key}"
+            rows.append(check(f"worker CPU per job: {pair}", a.worker_cpu_us_per_job, b.worker_cpu_us_per_job))
+            rows.append(check(f"Redis CPU per job: {pair}", a.redis_cpu_us_per_job, b.redis_cpu_us_per_job))
     for other, name in (("arq", "arq"), ("bullmq", "BullMQ")):
         for mode in ("single", "bulk"):
             ours_rate, theirs = enqueue_rate(res, "arqscale", mode), enqueue_rate(res, other, mode)
-            rows.append(row(f"enqueue {mode}: arqscale / {name}", ours_rate, theirs))
+            rows.append(check(f"enqueue {mode}: arqscale / {name}", ours_rate, theirs))
+    return rows
+
+
+def ratio_lines(res: Results) -> list[str]:
     return [
         "### Ratios from this run, and the floors",
         "",
         "| check | measured | target | verdict |",
         "| --- | ---: | ---: | --- |",
-        *rows,
+        *(f"| {c} | {m} | {t} | {v} |" for c, m, t, v in ratio_checks(res)),
+    ]
+
+
+def io_checks(res: Results) -> list[Check]:
+    if not res.io.get("arqscale-50"):
+        return []
+    ours = best_throughput(res.io["arqscale-50"]).jobs_per_s
+    node = best_throughput(res.io["bullmq-50"]).jobs_per_s if res.io.get("bullmq-50") else None
+    return [
+        (
+            f"I/O-bound: arqscale c{IO_CONCURRENCY}, of ideal ({IO_IDEAL:,.0f}/s)",
+            f"{ours / IO_IDEAL:.0%}",
+            ">= 90%",
+            verdict(ours >= 0.9 * IO_IDEAL),
+        ),
+        check(f"I/O-bound: arqscale / BullMQ Node (c{IO_CONCURRENCY})", ours, node),
+    ]
+
+
+def redis_cost_checks(res: Results) -> list[Check]:
+    ours = redis_cpu_of(res.throughput, "arqscale-50")
+    if ours is None:
+        return []
+    cmds = best_throughput(res.throughput["arqscale-50"]).redis_cmds_per_job
+    return [
+        ("Redis CPU per no-op job: arqscale c50", f"{ours:.1f} µs ({cmds:.1f} cmds)", "<= 12 µs", verdict(ours <= 12)),
+        check("Redis CPU per no-op job: arqscale / BullMQ Node (c50)", ours, redis_cpu_of(res.throughput, "bullmq-50")),
     ]
 
 
@@ -617,6 +759,7 @@ def report(res: Results, args: argparse.Namespace, command: str) -> str:
         "",
         *throughput_table(res, args.jobs, args.repeat),
         "",
+        *([*io_table(res, args.io_jobs, args.io_repeat), ""] if res.io or "io" in args.only else []),
         *latency_table(res, args.samples, args.gap),
         "",
         *enqueue_table(res, args.single, args.bulk, args.batch),
@@ -625,6 +768,12 @@ def report(res: Results, args: argparse.Namespace, command: str) -> str:
         lines += ["", "### Failed measurements", ""]
         lines += [f"- {name}: `{err.splitlines()[0][:200]}`" for name, err in res.errors.items()]
     return "\n".join(lines) + "\n"
+
+
+def step_json(res: Results, text: str) -> dict[str, Any]:
+    """The raw results, plus what bench/full_run.py reads from a step: its Markdown and its checks."""
+    checks = [dict(zip(("check", "measured", "target", "verdict"), row, strict=True)) for row in ratio_checks(res)]
+    return {"markdown": text, "checks": checks, **asdict(res)}
 
 
 def write_docs(text: str, path: Path = DOCS) -> None:
@@ -677,6 +826,16 @@ def run_throughput(bench: Bench, args: argparse.Namespace, res: Results, systems
                 res.throughput.setdefault(system.key, []).append(t)
 
 
+def run_io(bench: Bench, args: argparse.Namespace, res: Results, systems: list[System]) -> None:
+    print(f"I/O-bound load ({args.io_jobs:,} jobs of {IO_SLEEP_S * 1000:.0f} ms at concurrency {IO_CONCURRENCY}):")
+    chosen = [dataclasses.replace(s, concurrency=IO_CONCURRENCY) for s in systems if s.key in IO_SYSTEMS]
+    for _ in range(args.io_repeat):
+        for system in chosen:
+            t = attempt(res, f"io {system.key}", bench.throughput, system, args.io_jobs, "sleep")
+            if t is not None:
+                res.io.setdefault(system.key, []).append(t)
+
+
 def run_latency(bench: Bench, args: argparse.Namespace, res: Results, systems: list[System]) -> None:
     print(f"pickup latency ({args.samples} samples):")
     for system in systems:
@@ -705,6 +864,8 @@ def run_all(bench: Bench, args: argparse.Namespace, res: Results) -> None:
         res.errors["arqscale worker"] = "src/arqscale/worker/loop.py does not exist: arqscale workers not measured"
     if "throughput" in args.only:
         run_throughput(bench, args, res, systems)
+    if "io" in args.only:
+        run_io(bench, args, res, systems)
     if "latency" in args.only:
         run_latency(bench, args, res, systems)
     if "enqueue" in args.only:
@@ -715,6 +876,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="small run (2,000 jobs, 1 repeat, 50 samples)")
     parser.add_argument("--jobs", type=int, help="no-op jobs per throughput run (default 5,000)")
+    parser.add_argument("--io-jobs", type=int, help="jobs per I/O-bound run (default 20,000; quick 10,000)")
+    parser.add_argument("--io-repeat", type=int, help="I/O-bound runs per system (default: --repeat)")
     parser.add_argument("--repeat", type=int, help="throughput and enqueue runs per system (default 3)")
     parser.add_argument("--samples", type=int, help="pickup latency samples (default 200)")
     parser.add_argument("--gap", type=float, default=0.02, help="seconds between latency samples")
@@ -722,11 +885,14 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--bulk", type=int, help="jobs for the bulk-enqueue rate (default 10,000)")
     parser.add_argument("--batch", type=int, default=100, help="bulk enqueue batch size")
     parser.add_argument(
-        "--systems", nargs="*", default=[], help="only these system keys or families (arq, arqscale, bullmq)"
+        "--systems",
+        nargs="*",
+        default=[],
+        help="only these system keys or families (arq, arqscale, bullmq, bullmq-py, saq, celery, dramatiq, taskiq)",
     )
-    parser.add_argument(
-        "--only", nargs="*", default=["throughput", "latency", "enqueue"], choices=["throughput", "latency", "enqueue"]
-    )
+    parser.add_argument("--only", nargs="*", default=list(MEASUREMENTS), choices=MEASUREMENTS)
+    parser.add_argument("--setup-peers", action="store_true", help=f"create {PEERS_VENV.name}/ with the peers, exit")
+    parser.add_argument("--peers-python", type=Path, help=f"the peers' interpreter (default {PEERS_VENV.name}/)")
     parser.add_argument("--write", action=argparse.BooleanOptionalAction, help="update docs/benchmarks.md")
     parser.add_argument("--json", type=Path, help="also dump the raw results here")
     parser.add_argument("--profile", type=Path, help="py-spy the Python workers into this folder (slows them)")
@@ -737,12 +903,15 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     quick = args.quick
     defaults = {"jobs": (2_000, 5_000), "repeat": (1, 3), "samples": (50, 200), "single": (500, 2_000)}
+    defaults["io_jobs"] = (10_000, 20_000)
     defaults["bulk"] = (5_000, 10_000)
     for name, (small, full) in defaults.items():
         if getattr(args, name) is None:
             setattr(args, name, small if quick else full)
+    if args.io_repeat is None:
+        args.io_repeat = args.repeat
     if args.write is None:
-        args.write = not quick and not args.systems and len(args.only) == 3 and args.profile is None
+        args.write = not quick and not args.systems and len(args.only) == len(MEASUREMENTS) and args.profile is None
     return args
 
 
@@ -757,12 +926,39 @@ def preflight(args: argparse.Namespace) -> None:
         raise SystemExit(f"bench: missing {', '.join(missing)} (apt-get install -y redis-server nodejs)")
     if wants_node and not (BENCH / "node_modules" / "bullmq").exists():
         raise SystemExit("bench: BullMQ is not installed: run `npm ci --prefix bench`")
+    wants_peers = any(s.family in PEER_RUNNERS for s in selected(args))
+    if wants_peers and not peers_interpreter(args.peers_python).exists():
+        raise SystemExit(
+            f"bench: the peers' virtualenv is missing: run `python bench/run.py --setup-peers` (creates "
+            f"{PEERS_VENV.relative_to(ROOT)}/ from {PEERS_REQUIREMENTS.relative_to(ROOT)}), or leave the peers out "
+            "with --systems"
+        )
+
+
+def peers_interpreter(chosen: Path | None = None) -> Path:
+    return chosen or PEERS_VENV / "bin" / "python"
+
+
+def setup_peers(python: str = sys.executable) -> None:
+    """The peers' bench-only virtualenv: never arqscale's own (its tests and runtime do not see them)."""
+    if not (PEERS_VENV / "bin" / "python").exists():
+        subprocess.run([python, "-m", "venv", str(PEERS_VENV)], check=True)
+    pip = [str(PEERS_VENV / "bin" / "python"), "-m", "pip", "install", "-q"]
+    subprocess.run([*pip, "-r", str(PEERS_REQUIREMENTS)], check=True)
+    print(f"peers installed in {PEERS_VENV.relative_to(ROOT)}/ from {PEERS_REQUIREMENTS.relative_to(ROOT)}")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.setup_peers:
+        setup_peers()
+        return 0
     preflight(args)
-    command = " ".join(["python bench/run.py", *(argv if argv is not None else sys.argv[1:])]).strip()
+    given = list(argv if argv is not None else sys.argv[1:])
+    if "--json" in given:  # a file of this run (bench/full_run.py passes a temporary one): not part of the command
+        at = given.index("--json")
+        del given[at : at + 2]
+    command = " ".join(["python bench/run.py", *given]).strip()
     res = Results(facts=machine_facts(args.redis_server))
     if args.nice:
         try:
@@ -774,7 +970,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="arqscale-bench-") as tmp:
         if args.profile is not None:
             args.profile.mkdir(parents=True, exist_ok=True)
-        bench = Bench(Path(tmp), args.redis_server, args.profile)
+        bench = Bench(Path(tmp), args.redis_server, args.profile, args.peers_python)
         try:
             run_all(bench, args, res)
         finally:
@@ -785,7 +981,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     print()
     print(text)
     if args.json:
-        args.json.write_text(json.dumps(asdict(res), indent=2))
+        args.json.write_text(json.dumps(step_json(res, text), indent=2))
     if args.write:
         write_docs(text)
         print(f"wrote {DOCS.relative_to(ROOT)}")

@@ -178,6 +178,21 @@ class SentinelSetup:
             assert time.monotonic() < deadline, "no failover within the deadline"
             time.sleep(0.05)
 
+    def wait_until_promoted_everywhere(self, new_port: int, within: float = 30.0) -> None:
+        """Until every sentinel names ``new_port`` and that server says it is a primary. Before that, a server
+        started on the old primary's port (empty) could still be taken for the primary by a sentinel that
+        missed the failover, and the new primary made its replica: a full sync from an empty server."""
+        deadline = time.monotonic() + within
+        while True:
+            with contextlib.suppress(sync_redis.RedisError, OSError):
+                named = {self.master_port(index) for index in range(len(self.sentinel_ports))}
+                with sync_redis.Redis(port=new_port, password=self.password, **self.tls_kwargs()) as node:
+                    role = node.info("replication")["role"]
+                if named == {new_port} and role == "master":
+                    return
+            assert time.monotonic() < deadline, f"the sentinels do not all name {new_port} as the primary"
+            time.sleep(0.05)
+
     def stop(self) -> None:
         for proc in self.sentinel_procs:
             if proc.poll() is None:

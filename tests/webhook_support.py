@@ -23,8 +23,8 @@ from aiohttp import web
 from redis.asyncio import Redis
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
+from arqscale.core.events import events_key
 from arqscale.core.spec import QueueSpec, parse_queues
-from arqscale.core.webhook_store import events_key
 from arqscale.webhooks.addresses import parse_networks
 from arqscale.webhooks.deliverer import Deliverer, DelivererOptions
 from redis_server import free_port

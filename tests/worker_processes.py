@@ -8,7 +8,7 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -100,3 +100,22 @@ async def wait_until(check: Any, within: float, what: str) -> Any:
 
 async def runs(redis: Redis, job_id: str) -> list[dict[str, Any]]:
     return [json.loads(x) for x in await redis.lrange(f"runs:{job_id}", 0, -1)]
+
+
+def stack_env(redis_env: Mapping[str, str], queues: Mapping[str, Any], workdir: Path, **extra: str) -> dict[str, str]:
+    """An arqscale process' environment: this one's without REDIS_* and ARQSCALE_*, then ``redis_env`` (a
+    Sentinel or Cluster setup's ``env()``), a queues file in ``workdir`` and the tests' modules importable."""
+    qfile = workdir / "queues.yaml"
+    qfile.write_text(yaml.safe_dump({"queues": dict(queues)}))
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("REDIS_", "ARQSCALE_"))}
+    return (
+        env
+        | dict(redis_env)
+        | {
+            "ARQSCALE_QUEUES_FILE": str(qfile),
+            "ARQSCALE_LOG_LEVEL": "INFO",
+            "PYTHONPATH": os.pathsep.join([str(TESTS), env.get("PYTHONPATH", "")]),
+            "PYTHONUNBUFFERED": "1",
+            **extra,
+        }
+    )

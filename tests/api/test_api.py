@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import AsyncIterator, Callable
 from typing import Any
@@ -252,6 +253,22 @@ async def test_dead_letter_endpoints(client: TestClient[Any, Any], redis: Redis)
     await _error(await client.delete("/v1/queues/verification/dead-letters?all=yes"), 422, "validation_error")
     everything = await (await client.delete("/v1/queues/verification/dead-letters?all=true")).json()
     assert everything["purged"] == 1
+
+
+async def test_clean_completed_takes_jobs_that_ended_this_second(client: TestClient[Any, Any], redis: Redis) -> None:
+    # Finish early in a second of Redis' clock, so "older than 0 s" must count milliseconds, not whole seconds.
+    _, micros = await redis.time()
+    if micros > 200_000:
+        await asyncio.sleep((1_000_000 - micros) / 1e6 + 0.01)
+    spec = SPECS["email"]
+    await client.post("/v1/queues/email/jobs", json={"function": "send_email", "job_id": "c1"})
+    await pick_up(redis, spec, "c1")
+    await finish(redis, spec, "c1", success=True, result={"sent": True})
+    kept = await (await client.post("/v1/queues/email/clean?state=completed&older_than_seconds=60")).json()
+    assert (kept["deleted"], kept["more"]) == (0, False)
+    cleaned = await (await client.post("/v1/queues/email/clean?state=completed&older_than_seconds=0")).json()
+    assert cleaned == {"queue": "email", "state": "completed", "deleted": 1, "more": False}
+    assert not await redis.exists("arq:result:c1")
 
 
 async def test_requeue_all(client: TestClient[Any, Any], redis: Redis) -> None:

@@ -620,7 +620,7 @@ async def test_job_view_shows_the_log_as_text(redis: Redis, browser: Browser) ->
         job_logs.entry(1_700_000_000_000, 1, "INFO", "rendering template", limits),
         job_logs.entry(1_700_000_000_500, 1, "WARNING", HOSTILE + "\nsecond line", limits),
     ]
-    await job_logs.append(redis, "logged", lines, limits)
+    await job_logs.append(redis, keys.logs_key("logged"), lines, limits)
     server = await _serve(redis)
     page = await browser.new_page()
     problems = _watch(page)

@@ -866,7 +866,7 @@ def test_helm_test_pod_checks_redis_and_the_metrics_api(helm: str, values: str) 
     assert "ping()" in script and "/apis/external.metrics.k8s.io/v1beta1/namespaces/" in script
     assert env["METRICS_API"]["value"] == str(chart_values(values)["metricsApi"]["enabled"]).lower()
     assert env["KEDA"]["value"] == str(engine(values) == "keda").lower()
-    assert {"REDIS_HOST", "REDIS_URL", "REDIS_SENTINELS"} & set(env)
+    assert {"REDIS_HOST", "REDIS_URL", "REDIS_SENTINELS", "REDIS_CLUSTER_NODES"} & set(env)
 
 
 @pytest.mark.parametrize("helm", HELMS)

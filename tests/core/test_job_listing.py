@@ -176,7 +176,7 @@ async def test_a_page_is_one_script_whatever_the_offset(redis: Redis) -> None:
     assert await _ids(lister, ListState.WAITING, 19_998, 5) == ["j19998", "j19999"]
     assert await _ids(lister, ListState.DELAYED, 15_000, 2) == ["d15000", "d15001"]
     await redis.config_resetstat()
-    await run_scripts(redis, [(LIST_SCRIPT, *script_args(EMAIL, ListState.WAITING, 19_000, 50))])
+    await run_scripts(redis, [(LIST_SCRIPT.arq, *script_args(EMAIL, ListState.WAITING, 19_000, 50))])
     info = await redis.info("commandstats")
     assert info["cmdstat_zrange"]["calls"] <= EMAIL.priority_levels
 

@@ -19,7 +19,13 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from arqscale.api.app import create_app
-from arqscale.core.connection import MasterNotFound, check_sentinels, create_redis, create_sync_redis
+from arqscale.core.connection import (
+    MasterNotFound,
+    check_topology,
+    check_topology_on,
+    create_redis,
+    create_sync_redis,
+)
 from arqscale.core.models import JobRequest
 from arqscale.core.producer import NotReplicated, Producer
 from arqscale.core.settings import RedisSettings, parse_addresses
@@ -89,7 +95,7 @@ def test_bad_addresses_name_the_setting(text: str) -> None:
 
 
 def test_unknown_master_is_named(setup: SentinelSetup) -> None:
-    problem = check_sentinels(settings_for(setup, sentinel_master="jobs"))
+    problem = check_topology(settings_for(setup, sentinel_master="jobs"))
     assert problem is not None
     assert "watch no master named 'jobs' (they watch: 'mymaster'); check REDIS_SENTINEL_MASTER" in problem
 
@@ -103,10 +109,15 @@ def test_wrong_sentinel_password_is_an_outage_naming_the_sentinels(setup: Sentin
     assert "wrong-pw" not in message and PASSWORD not in message
 
 
-def test_data_nodes_listed_as_sentinels(setup: SentinelSetup) -> None:
+async def test_data_nodes_listed_as_sentinels(setup: SentinelSetup) -> None:
     settings = RedisSettings(sentinels=f"127.0.0.1:{setup.primary.port}", sentinel_password=PASSWORD)
-    problem = check_sentinels(settings)
+    problem = check_topology(settings)
     assert problem is not None and "not a Redis Sentinel" in problem
+    redis = create_redis(settings)
+    try:
+        assert await check_topology_on(settings, redis) == problem  # the worker's way, beside its first pickup
+    finally:
+        await redis.aclose()
 
 
 def test_cli_stops_at_start_up_on_an_unknown_master(setup: SentinelSetup, tmp_path: Path) -> None:
@@ -121,7 +132,7 @@ def test_cli_stops_at_start_up_on_an_unknown_master(setup: SentinelSetup, tmp_pa
 
 
 async def test_client_reaches_the_primary(setup: SentinelSetup) -> None:
-    assert check_sentinels(settings_for(setup)) is None
+    assert check_topology(settings_for(setup)) is None
     redis = create_redis(settings_for(setup))
     try:
         await redis.set("k", "v")

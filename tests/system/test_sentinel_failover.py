@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 import sys
 import time
 from collections.abc import Iterator
@@ -32,14 +31,13 @@ from typing import Any
 import aiohttp
 import pytest
 import redis
-import yaml
 from redis.asyncio import Redis
 
 from api_processes import api_process
 from exporter_support import get, parse_exposition
 from redis_server import free_port
 from sentinel_servers import SentinelSetup
-from worker_processes import TESTS, WorkerProcess, stop_all
+from worker_processes import WorkerProcess, stack_env, stop_all
 
 QUEUES = {"q": {"functions": ["worker_tasks.add"], "concurrency": 8, "max_tries": 5}}
 END_STATES = {"completed", "dead"}
@@ -56,20 +54,7 @@ def sentinel_setup(tmp_path: Path) -> Iterator[SentinelSetup]:
 
 
 def process_env(setup: SentinelSetup, tmp_path: Path, **extra: str) -> dict[str, str]:
-    qfile = tmp_path / "queues.yaml"
-    qfile.write_text(yaml.safe_dump({"queues": QUEUES}))
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("REDIS_", "ARQSCALE_"))}
-    return (
-        env
-        | setup.env()
-        | {
-            "ARQSCALE_QUEUES_FILE": str(qfile),
-            "ARQSCALE_LOG_LEVEL": "INFO",
-            "PYTHONPATH": os.pathsep.join([str(TESTS), env.get("PYTHONPATH", "")]),
-            "PYTHONUNBUFFERED": "1",
-            **extra,
-        }
-    )
+    return stack_env(setup.env(), QUEUES, tmp_path, **extra)
 
 
 def direct(setup: SentinelSetup, port: int) -> Redis:
@@ -236,6 +221,7 @@ async def test_failover_under_load(sentinel_setup: SentinelSetup, tmp_path: Path
                     new_port = await gap_and_promotion(setup, exporter, old_port, 60)
                     assert new_port == setup.replica.port
                     if durable:  # a replica for the new primary: the old one, back as an empty server
+                        await asyncio.to_thread(setup.wait_until_promoted_everywhere, new_port, 30)
                         await asyncio.to_thread(setup.primary.start)
                     # After: writes succeed again through the API, without restarting anything of ours.
                     await load.until(len(load.acknowledged) + 50, 90)

@@ -11,10 +11,11 @@ import pytest
 from prometheus_client import generate_latest
 from redis.asyncio import Redis
 
+from arqscale.core.events import events_key
 from arqscale.core.keys import callback_key
 from arqscale.core.models import JobRequest
 from arqscale.core.producer import CallbackError, Producer
-from arqscale.core.webhook_store import GROUP, WebhookStore, events_key
+from arqscale.core.webhook_store import GROUP, WebhookStore
 from webhook_support import (
     SECRET_ENV,
     Receiver,

@@ -48,7 +48,9 @@ class Pickups:
         return self.last.jobs
 
     async def finish(self, *jobs: Picked, kind: str = "ok") -> list[str]:
-        records = [Finish(kind, j.job_id, "" if kind == "ok" else 0, token=j.token) for j in jobs]  # type: ignore[arg-type]
+        # A retry a minute out: due "now" it would tie with a job enqueued in the same ms, and ties go by id.
+        a = "" if kind == "ok" else 60_000 if kind == "retry" else 0
+        records = [Finish(kind, j.job_id, a, token=j.token) for j in jobs]  # type: ignore[arg-type]
         return await self.ops.finish(records)
 
 

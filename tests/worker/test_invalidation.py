@@ -7,7 +7,7 @@ from redis.asyncio import Redis
 from test_worker import make_spec, running, wait_for
 
 from arqscale.worker.invalidation import QueueWatch
-from arqscale.worker.loop import Worker
+from arqscale.worker.loop import IDLE_POLL_MAX_SECONDS, Worker
 
 
 async def test_plain_arq_enqueue_is_picked_up_without_polling(redis: Redis) -> None:
@@ -68,3 +68,47 @@ async def test_a_user_denied_client_commands_still_gets_wake_signals(redis: Redi
         await pubsub.aclose()  # type: ignore[no-untyped-call]
         await limited.aclose()
         await redis.acl_deluser("nocli")
+
+
+async def test_an_idle_listening_worker_polls_less_and_less(redis: Redis) -> None:
+    # Every enqueue reaches it as a message (wake-up or invalidation), so its fallback poll backs off: the
+    # wait doubles with each empty pickup up to IDLE_POLL_MAX_SECONDS; a job or a lost subscription resets it.
+    spec = make_spec(serializer="pickle", poll_interval=0.5)
+    worker = Worker(spec, redis)
+    async with running(worker):
+        await wait_for(lambda: _listening(worker), what="the worker's subscription")
+        worker._poll_wait(idle=False)  # the worker's own empty pickups have started the back-off: from the start
+        waits = [worker._poll_wait(idle=True) for _ in range(8)]  # no await in between: the loop cannot interleave
+        assert waits == [0.5, 1.0, 2.0, 4.0, IDLE_POLL_MAX_SECONDS, IDLE_POLL_MAX_SECONDS, 5.0, 5.0]
+        assert worker._poll_wait(idle=False) == 0.5  # a job taken or running: back to poll_interval
+        assert worker._poll_wait(idle=True) == 0.5
+        arq = ArqRedis(connection_pool=redis.connection_pool)
+        for _ in range(6):
+            worker._poll_wait(idle=True)  # deep in the back-off: a plain arq job still comes in by its message
+        await arq.enqueue_job("add", 1, 2, _job_id="late", _queue_name=spec.queue_key)
+        await wait_for(lambda: redis.zscore(f"arqscale:{spec.name}:completed", "late"), what="the late job")
+
+
+async def test_a_worker_without_client_tracking_keeps_its_poll(redis: Redis, redis_url: str) -> None:
+    # Plain arq enqueues send no message to a worker whose user may not run CLIENT: it must poll at poll_interval.
+    await redis.acl_setuser("nocli2", enabled=True, passwords=["+pw"], keys=["*"], channels=["*"],
+                            commands=["+@all", "-client"])  # fmt: skip
+    limited = Redis.from_url(redis_url.replace("redis://", "redis://nocli2:pw@"))
+    worker = Worker(make_spec(poll_interval=0.5), limited)
+    try:
+        async with running(worker):
+            await wait_for(lambda: _subscribed(limited, "arqscale:"), what="the wake subscription")
+            assert not worker._listening
+            assert [worker._poll_wait(idle=True) for _ in range(3)] == [0.5, 0.5, 0.5]
+    finally:
+        await limited.aclose()
+        await redis.acl_deluser("nocli2")
+
+
+async def _listening(worker: Worker) -> bool:
+    return worker._listening
+
+
+async def _subscribed(redis: Redis, prefix: str) -> bool:
+    channels = await redis.pubsub_channels(f"{prefix}*")
+    return bool(channels)

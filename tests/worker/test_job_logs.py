@@ -124,7 +124,9 @@ async def test_hostile_text_is_stored_and_shown_as_text(
 
 async def test_text_a_task_cannot_encode_is_escaped(redis: Redis) -> None:
     limits = spec_of(queue()).logs
-    stored = await job_logs.append(redis, "s", [job_logs.entry(1, 1, "INFO", "lone \ud800 surrogate", limits)], limits)
+    stored = await job_logs.append(
+        redis, logs_key("s"), [job_logs.entry(1, 1, "INFO", "lone \ud800 surrogate", limits)], limits
+    )
     assert stored == 1
     [line] = (await job_logs.read(redis, "s")).lines
     assert line.message == "lone \\ud800 surrogate"
@@ -141,8 +143,8 @@ async def test_caps_cut_the_log_once_with_a_mark(redis: Redis, workers: StartWor
     by_bytes = queue(logs={"max_bytes": 600})
     limits = spec_of(by_bytes).logs
     entries = [job_logs.entry(1, 1, "INFO", f"line {i} " + "y" * 40, limits) for i in range(30)]
-    assert await job_logs.append(redis, "bytes", entries, limits) < 30
-    assert await job_logs.append(redis, "bytes", entries[:1], limits) == 0  # cut once: nothing more is stored
+    assert await job_logs.append(redis, logs_key("bytes"), entries, limits) < 30
+    assert await job_logs.append(redis, logs_key("bytes"), entries[:1], limits) == 0  # cut once: nothing more is stored
     raw = await redis.lrange(logs_key("bytes"), 0, -2)
     assert sum(len(r) for r in raw) <= 600
 

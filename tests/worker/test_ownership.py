@@ -176,6 +176,23 @@ async def test_a_resent_pickup_does_not_return_jobs_it_no_longer_holds(redis: Re
     assert again.jobs == [] and theirs.job_try == 2
 
 
+async def test_each_lane_resends_its_own_pickup_while_the_other_is_out(redis: Redis) -> None:
+    # A worker keeps two round trips in flight (pickup.LANES): both replies may be lost, and each resend must
+    # still return what its own call took, not what the other lane took after it.
+    a = ops(redis, "wa")
+    await enqueue(redis, "j1", "j2", "j3", "j4")
+    first = await a.pickup(2, "wa.1", lane=0)
+    second = await a.pickup(2, "wa.2", lane=1)
+    assert [j.job_id for j in first.jobs] == ["j1", "j2"] and [j.job_id for j in second.jobs] == ["j3", "j4"]
+    again_first = await a.pickup(2, "wa.1", lane=0)
+    again_second = await a.pickup(2, "wa.2", lane=1)
+    assert again_first.resent and [j.job_id for j in again_first.jobs] == ["j1", "j2"]
+    assert again_second.resent and [j.job_id for j in again_second.jobs] == ["j3", "j4"]
+    assert [j.job_try for j in again_first.jobs + again_second.jobs] == [1, 1, 1, 1]
+    assert await a.finish([ok(j) for j in again_first.jobs + again_second.jobs]) == []
+    assert {await state(redis, f"j{i}") for i in range(1, 5)} == {JobState.COMPLETED}
+
+
 # ----------------------------------------------------------------------------- pickup cost
 
 

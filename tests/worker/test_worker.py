@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import json
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -112,6 +113,89 @@ async def test_concurrency_caps_jobs_in_flight(redis: Redis) -> None:
         await wait_for(lambda: redis.llen("finished"), what="first finish")
         await wait_for(lambda: _eq(redis.llen("finished"), 9), what="all finished")
     assert int(await redis.get("max_in_flight")) == 3
+
+
+async def test_two_round_trips_in_flight_take_jobs_and_never_exceed_concurrency(redis: Redis) -> None:
+    # Jobs of uneven length end one by one: while one lane's round trip is out, the other takes the freed slots.
+    spec = make_spec(concurrency=4)
+    producer = Producer(redis, {"q": spec})
+    for i in range(200):
+        await producer.enqueue("q", "sleep", (i % 6) / 1000, job_id=f"u{i}")
+    async with running(Worker(spec, redis, worker_id="w-lanes")) as worker:
+        await wait_for(lambda: _eq(redis.llen("finished"), 200), within=20, what="all finished")
+        keys = worker.ops.keys
+        assert await redis.exists(keys.pick("w-lanes", 0)) and await redis.exists(keys.pick("w-lanes", 1))
+    assert int(await redis.get("max_in_flight")) == 4
+    assert sorted(set(await redis.lrange("finished", 0, -1))) == sorted(f"u{i}".encode() for i in range(200))
+
+
+async def test_a_bug_in_a_round_trip_ends_the_worker_with_that_error(redis: Redis) -> None:
+    # Round trips run as tasks of their own (two lanes): a bug in one must still end run(), not vanish in a task.
+    spec = make_spec()
+    worker = Worker(spec, redis)
+
+    async def broken(*_args: Any, **_kwargs: Any) -> Any:
+        raise RuntimeError("a bug in the round trip")
+
+    worker.ops.finish_and_pickup = broken  # type: ignore[method-assign]
+    with pytest.raises(RuntimeError, match="a bug in the round trip"):
+        await asyncio.wait_for(worker.run(), 10)
+
+
+def _pickups(worker: Worker) -> float:
+    return worker.metrics.registry.get_sample_value("arqscale_worker_pickups_total", {"queue": "q"}) or 0.0
+
+
+async def test_a_trickled_job_wakes_one_idle_worker_not_every_one(redis: Redis) -> None:
+    # Our enqueue adds the queue's marker; one idle worker takes it (BZPOPMIN). Before, every idle worker answered
+    # every enqueue's wake-up with a pickup: six workers, six pickup calls per job (bench/idle_herd.py).
+    spec = make_spec(concurrency=4, poll_interval=5)  # no poll inside the measured window
+    producer = Producer(redis, {"q": spec})
+    workers = [Worker(spec, redis, worker_id=f"idle-{i}") for i in range(6)]
+    async with contextlib.AsyncExitStack() as stack:
+        for worker in workers:
+            await stack.enter_async_context(running(worker))
+        await asyncio.sleep(1.0)  # each subscribed, its first pickup done, waiting on the marker
+        before = sum(_pickups(w) for w in workers)
+        for i in range(10):
+            await producer.enqueue("q", "add", 1, 2, job_id=f"t{i}")
+            await wait_for(lambda i=i: redis.exists(f"arq:result:t{i}"), what=f"t{i} done")  # type: ignore[misc]
+        await asyncio.sleep(0.2)
+        calls = sum(_pickups(w) for w in workers) - before
+    # Per job: the pickup its wake-up starts, and the one riding with its finish; a spare one now and then.
+    assert calls <= 30, calls
+
+
+async def test_a_burst_wakes_the_idle_workers_one_after_another(redis: Redis) -> None:
+    # One marker for the whole batch: each pickup that takes all it asked for adds it again, for the next worker.
+    spec = make_spec(concurrency=2, poll_interval=5)
+    producer = Producer(redis, {"q": spec})
+    workers = [Worker(spec, redis, worker_id=f"burst-{i}") for i in range(4)]
+    async with running(workers[0]), running(workers[1]), running(workers[2]), running(workers[3]):
+        await asyncio.sleep(1.0)
+        await producer.enqueue_many("q", [JobRequest(function="sleep", args=[0.05], job_id=f"b{i}") for i in range(40)])
+        await wait_for(lambda: _eq(redis.llen("finished"), 40), within=10, what="all finished")
+    ran_on = {json.loads(line)["worker"] for i in range(40) for line in await redis.lrange(f"runs:b{i}", 0, -1)}
+    assert ran_on == {f"burst-{i}" for i in range(4)}
+
+
+async def _bzpopmin_calls(redis: Redis) -> int:
+    stats = await redis.info("commandstats")
+    return int(stats.get("cmdstat_bzpopmin", {}).get("calls", 0))
+
+
+async def test_a_worker_busy_with_full_pickups_leaves_the_marker_alone(redis: Redis) -> None:
+    # While its pickups come back full, the lanes pick again at once: a wait on the marker would only pop the one
+    # each capped pickup adds back (a BZPOPMIN and a wake-up per pickup: no-op throughput 15 % lower).
+    spec = make_spec(concurrency=10)
+    producer = Producer(redis, {"q": spec})
+    await producer.enqueue_many("q", [JobRequest(function="add", args=[1, 2], job_id=f"n{i}") for i in range(2000)])
+    await redis.config_resetstat()
+    async with running(Worker(spec, redis)):
+        await wait_for(lambda: _eq(redis.zcard(QueueKeys.for_queue("q", spec.queue_key).completed), 2000), within=30)
+        calls = await _bzpopmin_calls(redis)
+    # 2,000 jobs in pickups of at most 5: 400 or more full pickups. The waits: the first, and one after the end.
+    assert calls <= 5, calls
 
 
 async def _eq(value: Awaitable[Any], expected: Any) -> bool:

@@ -130,8 +130,17 @@ arqscale.io/queue: {{ .queue | quote }}
 {{- define "arqscale.validateRedis" -}}
 {{- if not .Values.redis.enabled -}}
 {{- $x := .Values.externalRedis -}}
-{{- if not (or $x.url $x.host $x.existingSecretUrlKey $x.sentinel.addresses) -}}
-{{- fail "externalRedis: redis.enabled is false, so set externalRedis.url, externalRedis.host, externalRedis.sentinel.addresses or externalRedis.existingSecret with existingSecretUrlKey" -}}
+{{- if not (or $x.url $x.host $x.existingSecretUrlKey $x.sentinel.addresses $x.cluster.nodes) -}}
+{{- fail "externalRedis: redis.enabled is false, so set externalRedis.url, externalRedis.host, externalRedis.sentinel.addresses, externalRedis.cluster.nodes or externalRedis.existingSecret with existingSecretUrlKey" -}}
+{{- end -}}
+{{- if and $x.cluster.nodes (or $x.url $x.host $x.existingSecretUrlKey $x.sentinel.addresses) -}}
+{{- fail "externalRedis.cluster.nodes: the cluster's nodes name every server, so leave externalRedis.url, externalRedis.host, existingSecretUrlKey and sentinel.addresses empty" -}}
+{{- end -}}
+{{- if and $x.cluster.nodes (ne (int $x.db) 0) -}}
+{{- fail "externalRedis.db: must be 0 with externalRedis.cluster.nodes (a Redis Cluster has database 0 only)" -}}
+{{- end -}}
+{{- if and $x.cluster.nodes (gt (int $x.waitReplicas) 0) -}}
+{{- fail "externalRedis.waitReplicas: not supported with externalRedis.cluster.nodes (WAIT counts one connection's writes; a cluster client spreads them over the shards)" -}}
 {{- end -}}
 {{- if and $x.sentinel.addresses (or $x.url $x.host $x.existingSecretUrlKey) -}}
 {{- fail "externalRedis.sentinel.addresses: the sentinels name the primary, so leave externalRedis.url, externalRedis.host and existingSecretUrlKey empty" -}}
@@ -176,7 +185,10 @@ arqscale.io/queue: {{ .queue | quote }}
       name: {{ include "arqscale.componentName" (dict "root" . "component" "redis-external") }}
       key: redis-url
 {{- else }}
-{{- if $x.sentinel.addresses }}
+{{- if $x.cluster.nodes }}
+- name: REDIS_CLUSTER_NODES
+  value: {{ join "," $x.cluster.nodes | quote }}
+{{- else if $x.sentinel.addresses }}
 - name: REDIS_SENTINELS
   value: {{ join "," $x.sentinel.addresses | quote }}
 - name: REDIS_SENTINEL_MASTER

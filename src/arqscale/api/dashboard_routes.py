@@ -13,6 +13,7 @@ import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator
+from typing import Any
 
 from aiohttp import web
 from redis.asyncio import ConnectionPool, Redis
@@ -20,7 +21,7 @@ from redis.exceptions import RedisError
 
 from arqscale.api.app import STATE, Handler, Problem, _job_id, _json, _query_int, _query_number, _spec, read_only
 from arqscale.api.openapi import MAX_PURGE_AGE, CleanResponse, FieldError, PromoteResponse, RedisInfo, SessionView
-from arqscale.core import event_stream, history, job_actions, job_search
+from arqscale.core import connection, event_stream, history, job_actions, job_search, keys
 from arqscale.core.counts import CountsReader
 from arqscale.core.dead_letters import DeadLetters
 from arqscale.core.live_workers import list_workers, live_workers
@@ -54,7 +55,17 @@ async def sample_history(app: web.Application) -> AsyncIterator[None]:
     It has its own connection: sharing the requests' pool, a sample waiting on a frozen Redis would hold
     the idle connection and make the next request open a new one, doubling its time to answer 503.
     """
-    pool = app[STATE].redis.connection_pool
+    shared = app[STATE].redis
+    if keys.is_cluster(shared):
+        # A cluster client has no single pool to copy (one per node, each opening connections on demand):
+        # the sampler shares it, and the application closes it.
+        task = asyncio.create_task(_sampler(app, shared))
+        yield
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        return
+    pool = shared.connection_pool
     own = ConnectionPool(connection_class=pool.connection_class, max_connections=1, **pool.connection_kwargs)
     redis = Redis(connection_pool=own)
     task = asyncio.create_task(_sampler(app, redis))
@@ -84,9 +95,17 @@ _INFO_FIELDS = {
 
 
 async def redis_info(request: web.Request) -> web.StreamResponse:
-    info = await request.app[STATE].redis.info()
-    values = {ours: info.get(theirs) for theirs, ours in _INFO_FIELDS.items()}
-    values["version"] = str(values["version"] or "")
+    # On Redis Cluster: memory, clients and commands summed over the nodes; the shortest uptime.
+    infos = await connection.info_per_node(request.app[STATE].redis, "default")
+    values: dict[str, Any] = {}
+    for theirs, ours in _INFO_FIELDS.items():
+        found = [i[theirs] for i in infos if i.get(theirs) is not None]
+        if ours == "version":
+            values[ours] = str(found[0]) if found else ""
+        elif ours == "uptime_seconds":
+            values[ours] = min((int(v) for v in found), default=0)
+        else:
+            values[ours] = sum(int(v) for v in found)
     return _json(RedisInfo.model_validate(values))
 
 
@@ -131,7 +150,9 @@ async def clean_queue(request: web.Request) -> web.StreamResponse:
     if which == "failed":  # failed jobs are the dead-letter store: its own purge, in batches
         deleted = await DeadLetters(redis, spec).purge(older_than_seconds=older)
         return _json(CleanResponse(queue=spec.name, state=which, deleted=deleted, more=False))
-    now_ms = int((await redis.time())[0]) * 1000
+    # Redis' clock, to the millisecond: whole seconds would spare a job that ended earlier in this second.
+    seconds, micros = await redis.time()
+    now_ms = int(seconds) * 1000 + int(micros) // 1000
     cleaned = await job_actions.clean_completed(redis, spec, now_ms - int(older * 1000), limit)
     return _json(CleanResponse(queue=spec.name, state=which, deleted=cleaned.deleted, more=cleaned.more))
 

@@ -35,6 +35,10 @@ KEDA_FIELDS: dict[str, str] = {
 }
 
 
+# host:port (IPv6 in brackets), as REDIS_SENTINELS and REDIS_CLUSTER_NODES take them (settings.parse_addresses).
+_ADDRESS = r"^(\[[0-9A-Fa-f:.]+\]|[^\s:,\[\]]+)(:[0-9]{1,5})?$"
+
+
 def queue_slug(name: str) -> str:
     """DNS-safe, stable, unique form of a queue name (the chart's ``arqscale.queueSlug``).
 
@@ -411,13 +415,22 @@ def build() -> Schema:
                     "addresses": {
                         "type": "array",
                         "description": "Redis Sentinels as host:port; set: the primary is found through them",
-                        "items": {"type": "string", "pattern": r"^(\[[0-9A-Fa-f:.]+\]|[^\s:,\[\]]+)(:[0-9]{1,5})?$"},
+                        "items": {"type": "string", "pattern": _ADDRESS},
                     },
                     "masterName": _t("string", minLength=1),
                     "username": _t("string"),
                     "password": _t("string"),
                     "existingSecretPasswordKey": _t("string"),
                     "tls": _t("boolean"),
+                }
+            ),
+            "cluster": _obj(
+                {
+                    "nodes": {
+                        "type": "array",
+                        "description": "Redis Cluster nodes as host:port; set: each queue's keys carry its hash tag",
+                        "items": {"type": "string", "pattern": _ADDRESS},
+                    },
                 }
             ),
             "waitReplicas": _t("integer", "durable enqueue: WAIT for this many replicas (0: do not wait)", minimum=0),

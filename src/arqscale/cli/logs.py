@@ -35,8 +35,9 @@ def terminal_safe(text: str) -> str:
 async def _logs(args: argparse.Namespace, config: Config, redis: Redis) -> int:
     job_id = job_id_argument(args.job_id, args.encoded)
     limit = min(max(args.limit, 1), job_logs.MAX_PAGE)
-    page = await job_logs.read(redis, job_id, max(args.offset, 0), limit)
-    if page.total == 0:
+    key = await job_logs.log_key(redis, config.queues, job_id)
+    page = await job_logs.read(redis, job_id, max(args.offset, 0), limit, key=key)
+    if page.total == 0 or key is None:
         status = await JobStatusReader(redis, config.queues).read(job_id)
         if status.state is JobState.NOT_FOUND:
             print(f"no job {shown_id(job_id)} on any configured queue")

@@ -29,9 +29,11 @@ def run(args: argparse.Namespace) -> int:
     from arqscale.core.lazy_imports import defer
 
     defer("jwt")  # before redis is imported: see arqscale.core.lazy_imports (cold start)
+    # redis-py imports cryptography only to note that it is installed (OCSP checks, which import it for real).
+    defer("cryptography")
     from arqscale.core.config import load_config_or_exit
 
-    config = load_config_or_exit()
+    config = load_config_or_exit(topology=False)  # checked beside the first pickup: see ``serve``
     spec = config.queues.get(args.queue)
     if spec is None or spec.backend != "arq":
         runnable = sorted(n for n, s in config.queues.items() if s.backend == "arq")
@@ -67,5 +69,14 @@ def run(args: argparse.Namespace) -> int:
     # on one machine; a port someone set must be that port or nothing.
     chosen = args.port is not None or "worker_port" in config.settings.model_fields_set
     return uvloop.run(
-        serve(config, spec, functions, port=port, port_chosen=chosen, drain_timeout=args.drain_timeout, traced=traced)
+        serve(
+            config,
+            spec,
+            functions,
+            port=port,
+            port_chosen=chosen,
+            drain_timeout=args.drain_timeout,
+            traced=traced,
+            check_topology=True,
+        )
     )

@@ -19,7 +19,7 @@ import asyncio
 from enum import StrEnum
 from typing import Any
 
-from arq.constants import abort_jobs_ss, in_progress_key_prefix
+from arq.constants import abort_jobs_ss
 from redis.asyncio import Redis
 
 from arqscale.core import keys, serializers
@@ -122,11 +122,11 @@ def _describe(payload: bytes) -> dict[Any, Any]:
 
 async def cancel(redis: Redis, spec: QueueSpec, job_id: str, reason: str = "cancelled on request") -> CancelOutcome:
     """Cancel one job of ``spec``'s queue (see the module docstring for what happens when)."""
-    qkeys = keys.QueueKeys.for_queue(spec.name, spec.queue_key)
+    qkeys = keys.QueueKeys.of(spec, redis)
     async with redis.pipeline(transaction=False) as pipe:
-        pipe.get(keys.job_key(job_id))
-        pipe.get(keys.retry_key(job_id))
-        pipe.time()
+        pipe.get(qkeys.job(job_id))
+        pipe.get(qkeys.retry(job_id))
+        pipe.execute_command("TIME")
         payload, tries, (seconds, micros) = await pipe.execute()
     now_ms = round(seconds * 1000 + micros / 1000)
     keep = spec.retention.failed_seconds > 0
@@ -137,19 +137,19 @@ async def cancel(redis: Redis, spec: QueueSpec, job_id: str, reason: str = "canc
             (
                 CANCEL_LUA,
                 [
-                    spec.queue_key,
-                    keys.job_key(job_id),
-                    keys.result_key(job_id),
-                    keys.retry_key(job_id),
-                    keys.error_key(job_id),
-                    in_progress_key_prefix + job_id,
-                    ABORT_KEY,
+                    qkeys.queue,
+                    qkeys.job(job_id),
+                    qkeys.result(job_id),
+                    qkeys.retry(job_id),
+                    qkeys.error(job_id),
+                    qkeys.in_progress(job_id),
+                    qkeys.abort,
                     qkeys.dlq,
                     qkeys.groups,
-                    keys.group_key(job_id),
+                    qkeys.group(job_id),
                     qkeys.events,
                     qkeys.totals,
-                    keys.logs_key(job_id),
+                    qkeys.logs(job_id),
                 ],
                 [
                     job_id,

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
-from arqscale.core.connection import check_sentinels
+from arqscale.core.connection import check_topology
 from arqscale.core.logs import setup_logging
 from arqscale.core.settings import ArqscaleSettings, RedisSettings
 from arqscale.core.spec import QueueConfigError, QueueSpec, demo_queues, load_queues
@@ -95,20 +95,26 @@ def load_config(*, find_demo: bool = False) -> Config:
     return Config(settings=settings, redis=redis, queues=queues, redis_source=source)
 
 
-def load_config_or_exit() -> Config:
+def topology_message(config: Config, problem: str) -> str:
+    """The line a process prints before it exits 2 on a problem ``check_topology`` found."""
+    return f"arqscale: Redis {config.redis.display_url()}: {problem}"
+
+
+def load_config_or_exit(*, topology: bool = True) -> Config:
     """For CLI entry points: print the problem (no traceback) and exit 2 on bad configuration.
 
     Finds a running demo (see ``load_config``) and says so on stderr, so a second terminal never reads
-    another Redis in silence.
+    another Redis in silence. ``topology=False`` leaves ``check_topology`` (a blocking connection and a round
+    trip) to the caller: the worker runs it beside its first pickup (``arqscale.worker.process``).
     """
     try:
         config = load_config(find_demo=True)
     except ConfigError as exc:
         print(f"arqscale: {exc}", file=sys.stderr)
         raise SystemExit(2) from None
-    problem = check_sentinels(config.redis)
+    problem = check_topology(config.redis) if topology else None
     if problem is not None:
-        print(f"arqscale: Redis {config.redis.display_url()}: {problem}", file=sys.stderr)
+        print(topology_message(config, problem), file=sys.stderr)
         raise SystemExit(2)
     setup_logging(config.settings.log_level, config.settings.log_format)
     if config.redis_source is not None:

@@ -14,7 +14,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from typing import Any
+import traceback
+from typing import Any, cast
 
 import redis as sync_redis
 import redis.sentinel as sync_sentinel
@@ -34,7 +35,7 @@ class MasterNotFound(async_sentinel.MasterNotFoundError, sync_sentinel.MasterNot
 
 class SentinelConfigError(MasterNotFound):
     """The sentinels answer but cannot serve these settings (unknown master name, not a sentinel): no
-    retry will help, so start-up stops on it (``check_sentinels``)."""
+    retry will help, so start-up stops on it (``check_topology``)."""
 
 
 def client_kwargs(settings: RedisSettings) -> dict[str, Any]:
@@ -229,10 +230,56 @@ class _SyncPool(sync_sentinel.SentinelConnectionPool):
                 sentinel.connection_pool.disconnect()
 
 
+def _cluster_kwargs(settings: RedisSettings, kwargs: dict[str, Any]) -> dict[str, Any]:
+    """Keyword arguments for a cluster client: every node's credentials and TLS; no db (a cluster has db 0)."""
+    out = {k: v for k, v in kwargs.items() if k != "health_check_interval"}
+    out["username"] = settings.username
+    out["password"] = settings.password.get_secret_value() if settings.password is not None else None
+    if settings.tls:
+        out["ssl"] = True
+    return out
+
+
+# A failover moves slots: the client re-reads the slot map on MOVED and on a connection error, and retries a
+# command up to this many times meanwhile (redis-py's default, named for the reader).
+_CLUSTER_RETRIES = {"cluster_error_retry_attempts": 3}
+
+
+_LEAKED = (
+    (AttributeError, "'NoneType' object has no attribute"),  # a closed connection's writer, a cleared node
+    (TypeError, "'NoneType' object is not callable"),  # asyncio's transport torn down under a write
+)
+
+
+def leaked_connection_error(exc: BaseException) -> bool:
+    """Whether ``exc`` is redis-py's asyncio code failing on a connection or node map another task closed
+    under it (``cluster_client`` says when this happens), rather than a fault of the caller: one of the
+    ``_LEAKED`` errors, raised with redis-py's asyncio modules on the stack."""
+    if not any(isinstance(exc, kind) and str(exc).startswith(text) for kind, text in _LEAKED):
+        return False
+    return any(_REDIS_ASYNCIO in frame.f_code.co_filename for frame, _ in traceback.walk_tb(exc.__traceback__))
+
+
+_REDIS_ASYNCIO = "/redis/asyncio/"
+
+
 def create_redis(settings: RedisSettings, **overrides: Any) -> Redis:
-    """An asyncio Redis client. Errors it raises name ``settings.display_url()``, never the password."""
+    """An asyncio Redis client. Errors it raises name ``settings.display_url()``, never the password.
+
+    With ``REDIS_CLUSTER_NODES`` a ``redis.asyncio.cluster.RedisCluster`` (the type checks treat it as a
+    ``Redis``: it answers the same commands; where it does not, the callers ask ``keys.is_cluster``)."""
     kwargs = client_kwargs(settings)
     kwargs.update(overrides)
+    if settings.topology == "cluster":
+        from redis.asyncio.cluster import ClusterNode
+
+        from arqscale.core.cluster_client import ResilientRedisCluster
+
+        nodes = [ClusterNode(host, port) for host, port in settings.cluster_addresses()]
+        cluster: Any = ResilientRedisCluster(
+            startup_nodes=nodes, **_cluster_kwargs(settings, kwargs), **_CLUSTER_RETRIES
+        )
+        return cast(Redis, cluster)
     if settings.topology == "sentinel":
         data, sentinel_kwargs = _sentinel_parts(settings, kwargs)
         manager = _AsyncSentinel(settings.sentinel_addresses(), sentinel_kwargs=sentinel_kwargs, **data)  # type: ignore[no-untyped-call]
@@ -250,6 +297,13 @@ def create_sync_redis(settings: RedisSettings, **overrides: Any) -> sync_redis.R
     """A blocking client (the worker's loop watchdog thread, the demo's checks), built as ``create_redis``."""
     kwargs = client_kwargs(settings)
     kwargs.update(overrides)
+    if settings.topology == "cluster":
+        from redis.cluster import ClusterNode as SyncClusterNode
+        from redis.cluster import RedisCluster as SyncRedisCluster
+
+        nodes = [SyncClusterNode(host, port) for host, port in settings.cluster_addresses()]  # type: ignore[no-untyped-call]
+        cluster: Any = SyncRedisCluster(startup_nodes=nodes, **_cluster_kwargs(settings, kwargs), **_CLUSTER_RETRIES)
+        return cast(sync_redis.Redis, cluster)
     if settings.topology == "sentinel":
         data, sentinel_kwargs = _sentinel_parts(settings, kwargs)
         manager = _SyncSentinel(settings.sentinel_addresses(), sentinel_kwargs=sentinel_kwargs, **data)  # type: ignore[no-untyped-call]
@@ -260,13 +314,80 @@ def create_sync_redis(settings: RedisSettings, **overrides: Any) -> sync_redis.R
     return client
 
 
-def check_sentinels(settings: RedisSettings, timeout: float = 2.0) -> str | None:
-    """At start-up: the problem with sentinel settings that no retry can fix, or None.
+# What a cluster node answers to the commands of a client that does not know it is one.
+PLAIN_ARQ_ON_CLUSTER = (
+    "plain arq producers cannot enqueue to a Redis Cluster (arq has no cluster client, and its job keys "
+    "cannot share a queue's hash slot): enqueue through arqscale's Producer, HTTP API or CLI"
+)
+
+
+def check_topology(settings: RedisSettings, timeout: float = 2.0) -> str | None:
+    """At start-up: the problem with the Redis settings that no retry can fix, or None.
+
+    Sentinels that answer but know no such master; one server configured (``REDIS_URL``) that is a cluster
+    node, whose every command on another shard's keys would fail with ``MOVED``; cluster seed nodes that are
+    not cluster nodes. Unreachable servers are not such a problem: they may be starting beside us, and the
+    process retries and says so."""
+    if settings.topology == "sentinel":
+        return _check_sentinels(settings, timeout)
+    kwargs = {"socket_connect_timeout": timeout, "socket_timeout": timeout}
+    if settings.topology == "cluster":
+        host, port = settings.cluster_addresses()[0]
+        node = sync_redis.Redis(host=host, port=port, **(_cluster_kwargs(settings, client_kwargs(settings)) | kwargs))
+        if _cluster_enabled(node) is False:
+            return (
+                f"REDIS_CLUSTER_NODES names {host}:{port}, which is not a cluster node (cluster_enabled:0): "
+                "point REDIS_URL at a single server instead"
+            )
+        return None
+    return _standalone_problem(_cluster_enabled(create_sync_redis(settings, **kwargs)))
+
+
+async def check_topology_on(settings: RedisSettings, redis: Redis) -> str | None:
+    """``check_topology`` for a process whose loop already runs, beside its first commands rather than before
+    them (the worker: cold start, bench/cold_start.py). One server, the common case, is asked on ``redis``,
+    the client the process uses anyway; sentinels and cluster seed nodes are asked by ``check_topology`` in a
+    thread (their blocking clients)."""
+    if settings.topology != "standalone":
+        return await asyncio.to_thread(check_topology, settings)
+    try:
+        info = await redis.info("cluster")
+    except (RedisConnectionError, RedisTimeoutError, ResponseError):
+        return None
+    return _standalone_problem(_enabled(info))
+
+
+def _standalone_problem(cluster_enabled: bool | None) -> str | None:
+    if not cluster_enabled:
+        return None
+    return (
+        "this server is a Redis Cluster node: set REDIS_CLUSTER_NODES=host:port,... (and unset REDIS_URL/"
+        "REDIS_HOST) so arqscale uses its cluster key layout, each queue's keys in one hash slot. "
+        + PLAIN_ARQ_ON_CLUSTER
+    )
+
+
+def _cluster_enabled(client: sync_redis.Redis) -> bool | None:
+    """Whether the server says it is a cluster node; None when it cannot be asked (not up yet). Closes ``client``."""
+    try:
+        info = client.info("cluster")
+    except (RedisConnectionError, RedisTimeoutError, ResponseError):
+        return None
+    finally:
+        client.close()
+    return _enabled(info)
+
+
+def _enabled(info: Any) -> bool | None:
+    value = info.get("cluster_enabled") if isinstance(info, dict) else None
+    return None if value is None else bool(int(value))
+
+
+def _check_sentinels(settings: RedisSettings, timeout: float) -> str | None:
+    """The problem with sentinel settings that no retry can fix, or None.
 
     Unreachable sentinels are not such a problem (they may be starting beside us; the process retries
     and says so), but sentinels that answer and know no master of that name are."""
-    if settings.topology != "sentinel":
-        return None
     data, sentinel_kwargs = _sentinel_parts(
         settings, client_kwargs(settings) | {"socket_connect_timeout": timeout, "socket_timeout": timeout}
     )
@@ -282,3 +403,27 @@ def check_sentinels(settings: RedisSettings, timeout: float = 2.0) -> str | None
         for sentinel in manager.sentinels:
             sentinel.close()
     return None
+
+
+async def node_client(redis: Any, key: str) -> Redis:
+    """A plain client to the cluster node that serves ``key``'s slot, with the cluster client's credentials
+    and TLS: for pub/sub, which redis-py's asyncio cluster client does not offer. A message published on
+    any node reaches the subscribers of every node (the cluster bus carries it), so any node would do;
+    the key's own keeps a queue's wake-ups on its shard."""
+    from redis.asyncio.connection import ConnectionPool
+
+    await redis.initialize()  # the slot map, read once per client (a no-op after the first call)
+    node = redis.get_node_from_key(key)
+    # The node's connection settings already name its host and port (and the cluster's credentials and TLS).
+    pool = ConnectionPool(connection_class=node.connection_class, **node.connection_kwargs)
+    return Redis(connection_pool=pool)
+
+
+async def info_per_node(redis: Any, section: str) -> list[dict[str, Any]]:
+    """``INFO <section>`` of the server, or of every node of a cluster (its client answers a dict per node)."""
+    from arqscale.core.keys import is_cluster
+
+    if not is_cluster(redis):
+        return [await redis.info(section)]
+    replies = await redis.info(section, target_nodes=redis.ALL_NODES)
+    return [r for r in replies.values() if isinstance(r, dict)] if isinstance(replies, dict) else []

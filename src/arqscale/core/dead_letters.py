@@ -24,14 +24,13 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
-from arq.constants import result_key_prefix
 from pydantic import ValidationError
 from redis.asyncio import Redis
 
-from arqscale.core import keys, scores
+from arqscale.core import scores
 from arqscale.core.events import EVENTS_LUA
 from arqscale.core.keys import QueueKeys
-from arqscale.core.lua import NOW_LUA
+from arqscale.core.lua import NOW_LUA, LuaTemplate
 from arqscale.core.models import DeadJob
 from arqscale.core.producer import PAYLOAD_TTL_MS
 from arqscale.core.safe_data import safe_copy
@@ -76,33 +75,25 @@ end
 """
 
 # KEYS: dlq, dlq index.  ARGV: job ids.  Returns how many entries were deleted.
-PURGE_IDS_LUA = (
-    (
-        _PURGE_ONE
-        + """
+PURGE_IDS_LUA = LuaTemplate(
+    _PURGE_ONE
+    + """
 local n = 0
 for i = 1, #ARGV do n = n + purge(ARGV[i]) end
 return n
 """
-    )
-    .replace("@RESULT@", result_key_prefix)
-    .replace("@LOGS@", keys.LOGS_PREFIX)
 )
 
 # KEYS: dlq, dlq index.  ARGV: max failure time (ZRANGEBYSCORE syntax: '(ms' or '+inf'), batch size.
 # Returns {ids taken from the index, entries deleted}.
-PURGE_RANGE_LUA = (
-    (
-        _PURGE_ONE
-        + """
+PURGE_RANGE_LUA = LuaTemplate(
+    _PURGE_ONE
+    + """
 local ids = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', ARGV[1], 'LIMIT', 0, tonumber(ARGV[2]))
 local n = 0
 for _, id in ipairs(ids) do n = n + purge(id) end
 return {#ids, n}
 """
-    )
-    .replace("@RESULT@", result_key_prefix)
-    .replace("@LOGS@", keys.LOGS_PREFIX)
 )
 
 BATCH = 500
@@ -141,10 +132,10 @@ class DeadLetters:
     def __init__(self, redis: Redis, spec: QueueSpec) -> None:
         self.redis = redis
         self.spec = spec
-        self.keys = QueueKeys.for_queue(spec.name, spec.queue_key)
+        self.keys = QueueKeys.of(spec, redis)
         self._requeue = redis.register_script(REQUEUE_LUA)
-        self._purge_ids = redis.register_script(PURGE_IDS_LUA)
-        self._purge_range = redis.register_script(PURGE_RANGE_LUA)
+        self._purge_ids = redis.register_script(PURGE_IDS_LUA.for_keys(self.keys).source)
+        self._purge_range = redis.register_script(PURGE_RANGE_LUA.for_keys(self.keys).source)
 
     async def count(self) -> int:
         return int(await self.redis.zcard(self.keys.dlq_index))
@@ -193,13 +184,13 @@ class DeadLetters:
             keys=[
                 self.keys.dlq,
                 self.keys.dlq_index,
-                keys.job_key(job_id),
+                self.keys.job(job_id),
                 self.keys.queue,
-                keys.retry_key(job_id),
-                keys.error_key(job_id),
-                keys.result_key(job_id),
-                keys.in_progress_key(job_id),
-                keys.progress_key(job_id),
+                self.keys.retry(job_id),
+                self.keys.error(job_id),
+                self.keys.result(job_id),
+                self.keys.in_progress(job_id),
+                self.keys.progress(job_id),
                 self.keys.events,
                 self.keys.totals,
             ],

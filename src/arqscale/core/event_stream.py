@@ -56,7 +56,7 @@ class WaitTimeout(TimeoutError):
 
 async def last_id(redis: Redis, queue: str) -> str:
     """The id of the newest entry (``0-0`` when the stream is empty): read after it to get only new events."""
-    newest = await redis.xrevrange(events_key(queue), "+", "-", count=1)
+    newest = await redis.xrevrange(events_key(queue, cluster=keys.is_cluster(redis)), "+", "-", count=1)
     return _text(newest[0][0]) if newest else "0-0"
 
 
@@ -75,7 +75,7 @@ async def history(
     start = "(" + after if after != "0-0" else "-"
     scanned = 0
     while len(out) < limit and (scan_max is None or scanned < scan_max):
-        entries = await redis.xrange(events_key(queue), start, "+", count=BATCH)
+        entries = await redis.xrange(events_key(queue, cluster=keys.is_cluster(redis)), start, "+", count=BATCH)
         scanned += len(entries)
         for entry_id, fields in entries:
             event = Event.parse(queue, entry_id, fields)
@@ -107,6 +107,7 @@ class Events:
             raise ValueError(f"after: {after!r} is not a stream id (<ms>-<seq>)")
         self.redis = redis
         self.queue = queue
+        self._stream = events_key(queue, cluster=keys.is_cluster(redis))
         self.after = after
         self.job = job
         self.block_ms = block_ms
@@ -130,7 +131,7 @@ class Events:
             await self.start()
         assert self.last_id is not None
         block = self.block_ms if block_ms is None else max(int(block_ms), 1)
-        reply = await self.redis.xread({events_key(self.queue): self.last_id}, count=BATCH, block=block)
+        reply = await self.redis.xread({self._stream: self.last_id}, count=BATCH, block=block)
         out: list[Event] = []
         for _, entries in reply or []:
             for entry_id, fields in entries:
@@ -152,7 +153,7 @@ async def trimmed_after(redis: Redis, queue: str, after: str) -> bool:
     was removed and ``after`` is older than the oldest kept one (or than the newest deleted one). Only false
     when nothing was missed; True also when ``after`` itself was the last entry trimmed (Redis does not say)."""
     try:
-        info = await redis.xinfo_stream(events_key(queue))
+        info = await redis.xinfo_stream(events_key(queue, cluster=keys.is_cluster(redis)))
     except ResponseError:  # no stream yet: nothing was ever trimmed
         return False
     point = id_tuple(after)
@@ -180,7 +181,7 @@ async def read_totals(redis: Redis, queues: Sequence[str]) -> dict[str, dict[str
         return {}
     async with redis.pipeline(transaction=False) as pipe:
         for queue in queues:
-            pipe.hgetall(totals_key(queue))
+            pipe.hgetall(totals_key(queue, cluster=keys.is_cluster(redis)))
         raws = await pipe.execute()
     return {queue: parse_totals(raw) for queue, raw in zip(queues, raws, strict=True)}
 
@@ -229,8 +230,9 @@ async def _next_final(redis: Redis, spec: QueueSpec, job_id: str, start: str, de
 async def _ended(redis: Redis, spec: QueueSpec, job_id: str) -> tuple[bool, Any]:
     """(True, result) or raises when the job's result says it ended; (False, None) while it has not."""
     async with redis.pipeline(transaction=False) as pipe:
-        pipe.get(keys.result_key(job_id))
-        pipe.hget(keys.QueueKeys.for_queue(spec.name, spec.queue_key).dlq, job_id)
+        k = keys.QueueKeys.of(spec, redis)
+        pipe.get(k.result(job_id))
+        pipe.hget(k.dlq, job_id)
         raw, dead = await pipe.execute()
     if raw is None:
         if dead is not None:

@@ -53,7 +53,7 @@ class GroupReader:
     async def page(self, spec: QueueSpec, after: str | None = None, limit: int = 100) -> GroupPage:
         """Keys after ``after`` (in byte order) with running or held jobs, at most ``limit`` (1..1000)."""
         limit = max(1, min(limit, MAX_PAGE))
-        prefix = QueueKeys.for_queue(spec.name, spec.queue_key).groups
+        prefix = QueueKeys.of(spec, self.redis).groups
         [raw] = await run_scripts(self.redis, [(PAGE_LUA, [prefix], [after or "", limit])])
         groups = [
             GroupCount(key=raw[i].decode(errors="replace"), running=int(raw[i + 1]), waiting=int(raw[i + 2]))

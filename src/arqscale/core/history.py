@@ -25,6 +25,7 @@ from typing import Any, Final
 from pydantic import BaseModel, Field
 from redis.asyncio import Redis
 
+from arqscale.core.keys import QueueKeys, is_cluster
 from arqscale.core.models import QueueCounts
 
 STEP_SECONDS: Final = 10
@@ -43,8 +44,8 @@ return 1
 """
 
 
-def history_key(queue: str) -> str:
-    return f"arqscale:{queue}:history"
+def history_key(queue: str, *, cluster: bool = False) -> str:
+    return QueueKeys.for_queue(queue, "", cluster=cluster).history
 
 
 class Sample(BaseModel):
@@ -85,10 +86,12 @@ async def record(
     at = time.time() if now is None else now
     window = int(at // STEP_SECONDS)
     keep_from = window - KEEP_SECONDS // STEP_SECONDS - 1  # one more, so the hour's first point has a rate
+    cluster = is_cluster(redis)
     async with redis.pipeline(transaction=False) as pipe:
         for queue, c in counts.items():
             member = _member(c, workers.get(queue, 0), totals.get(queue, {}), at)
-            pipe.eval(RECORD_LUA, 1, history_key(queue), str(window), member, str(keep_from), str(KEEP_SECONDS * 2))
+            key = history_key(queue, cluster=cluster)
+            pipe.eval(RECORD_LUA, 1, key, str(window), member, str(keep_from), str(KEEP_SECONDS * 2))
         added = await pipe.execute()
     return sum(int(a) for a in added)
 
@@ -138,6 +141,6 @@ async def read(redis: Redis, queue: str, since_seconds: float = KEEP_SECONDS, no
     at = time.time() if now is None else now
     # One window earlier than asked, so the first point shown has a rate.
     first = int((at - since_seconds) // STEP_SECONDS) - 1
-    raw = await redis.zrangebyscore(history_key(queue), first, "+inf")
+    raw = await redis.zrangebyscore(history_key(queue, cluster=is_cluster(redis)), first, "+inf")
     start = at - since_seconds
     return History(queue=queue, samples=[s for s in samples(raw) if s.at >= start])

@@ -18,7 +18,6 @@ from typing import Final
 
 from redis.asyncio import Redis
 
-from arqscale.core import keys
 from arqscale.core.events import EVENTS_LUA
 from arqscale.core.keys import QueueKeys
 from arqscale.core.lua import NOW_LUA, LuaScript, run_scripts
@@ -60,7 +59,7 @@ _PROMOTE_CODES = {1: PromoteOutcome.PROMOTED, 2: PromoteOutcome.NOT_DELAYED, 0: 
 
 
 async def promote(redis: Redis, spec: QueueSpec, job_id: str) -> PromoteOutcome:
-    k = QueueKeys.for_queue(spec.name, spec.queue_key)
+    k = QueueKeys.of(spec, redis)
     [code] = await run_scripts(
         redis, [(PROMOTE_LUA, [k.queue, k.events, k.totals], [job_id, k.wake, spec.events.stream_max])]
     )
@@ -91,7 +90,7 @@ class Cleaned:
 
 async def clean_completed(redis: Redis, spec: QueueSpec, before_ms: int, limit: int = MAX_CLEAN) -> Cleaned:
     """Delete up to ``limit`` completed jobs' results that finished before ``before_ms``, oldest first."""
-    k = QueueKeys.for_queue(spec.name, spec.queue_key)
-    args = [before_ms, min(limit, MAX_CLEAN), keys.result_key(""), keys.logs_key("")]
+    k = QueueKeys.of(spec, redis)
+    args = [before_ms, min(limit, MAX_CLEAN), k.result(""), k.logs("")]
     [(deleted, more)] = await run_scripts(redis, [(CLEAN_COMPLETED_LUA, [k.completed], args)])
     return Cleaned(deleted=int(deleted), more=bool(more))

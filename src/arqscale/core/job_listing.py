@@ -35,10 +35,10 @@ from typing import Any
 from pydantic import BaseModel, Field, ValidationError
 from redis.asyncio import Redis
 
-from arqscale.core import keys, scores
+from arqscale.core import scores
 from arqscale.core.job_status import PICKLE_NOTE, decode_stored, from_result, last_error, ms_to_s, parse_progress, text
 from arqscale.core.keys import QueueKeys
-from arqscale.core.lua import LEASE_LUA, NOW_LUA, LuaScript, run_scripts
+from arqscale.core.lua import LEASE_LUA, NOW_LUA, LuaTemplate, run_scripts
 from arqscale.core.models import DeadJob, Progress
 from arqscale.core.spec import QueueSpec
 
@@ -251,7 +251,7 @@ return {total, ids, out_scores, extra}
 """
 ).replace("@HALF@", str(scores.BAND // 2))
 
-LIST_SCRIPT = LuaScript(LIST_LUA)
+LIST_SCRIPT = LuaTemplate(LIST_LUA)
 
 
 @dataclass(frozen=True, slots=True)
@@ -262,8 +262,10 @@ class Page:
     extra: list[float | None]
 
 
-def script_args(spec: QueueSpec, state: ListState, offset: int, limit: int) -> tuple[list[str], list[Any]]:
-    k = QueueKeys.for_queue(spec.name, spec.queue_key)
+def script_args(
+    spec: QueueSpec, state: ListState, offset: int, limit: int, *, cluster: bool = False
+) -> tuple[list[str], list[Any]]:
+    k = QueueKeys.for_queue(spec.name, spec.queue_key, cluster=cluster)
     bands = scores.bands(spec)
     argv: list[Any] = [str(state), offset, limit, spec.retention.completed_seconds * 1000, len(bands)]
     argv += [str(band.low) for band in bands]
@@ -373,28 +375,31 @@ class JobLister:
     async def page(self, spec: QueueSpec, state: ListState, offset: int = 0, limit: int = DEFAULT_LIMIT) -> JobList:
         if not 0 <= offset <= MAX_OFFSET or not 1 <= limit <= MAX_LIMIT:
             raise ValueError(f"offset must be 0..{MAX_OFFSET} and limit 1..{MAX_LIMIT}")
-        [reply] = await run_scripts(self.redis, [(LIST_SCRIPT, *script_args(spec, state, offset, limit))])
+        k = QueueKeys.of(spec, self.redis)
+        call = (LIST_SCRIPT.for_keys(k), *script_args(spec, state, offset, limit, cluster=k.cluster))
+        [reply] = await run_scripts(self.redis, [call])
         page = parse_page(reply)
         items = await self._items(spec, state, page) if page.ids else []
         listed = JobList(queue=spec.name, state=state, total=page.total, offset=offset, limit=limit, items=items)
         if state is ListState.WAITING and spec.group is not None:
             # One more round trip, only for these pages: held jobs are not in the queue the script reads.
-            held_key = QueueKeys.for_queue(spec.name, spec.queue_key).groups + "held"
+            held_key = QueueKeys.of(spec, self.redis).groups + "held"
             listed.held = await self.redis.hlen(held_key)  # type: ignore[misc]
         return listed
 
     async def _items(self, spec: QueueSpec, state: ListState, page: Page) -> list[JobSummary]:
         ids = page.ids
+        k = QueueKeys.of(spec, self.redis)
         async with self.redis.pipeline(transaction=False) as pipe:
             if state is ListState.FAILED:
-                pipe.hmget(QueueKeys.for_queue(spec.name, spec.queue_key).dlq, ids)
+                pipe.hmget(k.dlq, ids)
             elif state is ListState.COMPLETED:
-                pipe.mget([keys.result_key(i) for i in ids])
+                pipe.execute_command("MGET", *[k.result(i) for i in ids])
             else:
-                pipe.mget([keys.job_key(i) for i in ids])
-                pipe.mget([keys.retry_key(i) for i in ids])
-                pipe.mget([keys.error_key(i) for i in ids])
-                pipe.mget([keys.progress_key(i) for i in ids])
+                pipe.execute_command("MGET", *[k.job(i) for i in ids])
+                pipe.execute_command("MGET", *[k.retry(i) for i in ids])
+                pipe.execute_command("MGET", *[k.error(i) for i in ids])
+                pipe.execute_command("MGET", *[k.progress(i) for i in ids])
             replies = await pipe.execute()
         if state is ListState.FAILED:
             return [_failed(spec, i, s, raw) for i, s, raw in zip(ids, page.scores, replies[0], strict=True)]

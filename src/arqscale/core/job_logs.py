@@ -14,6 +14,7 @@ that deletes a result (trimming, dead-letter purge) deletes the log with it.
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from typing import Any
 
 from redis.asyncio import Redis
@@ -22,7 +23,7 @@ from arqscale.core import keys
 from arqscale.core.lua import LuaScript, run_scripts
 from arqscale.core.models import JobLogLine, JobLogPage
 from arqscale.core.safe_data import clipped
-from arqscale.core.spec import JobLogSettings
+from arqscale.core.spec import JobLogSettings, QueueSpec
 
 TRUNCATED_PREFIX = '{"x":1'
 TRUNCATED_LEVEL = "TRUNCATED"
@@ -71,13 +72,14 @@ def truncation_mark(at_ms: int, limits: JobLogSettings) -> str:
     return f'{TRUNCATED_PREFIX},"t":{at_ms},"m":{json.dumps(text)}}}'
 
 
-async def append(redis: Redis, job_id: str, entries: list[str], limits: JobLogSettings) -> int:
-    """Store ``entries`` (from ``entry``) under the caps; returns how many were kept."""
+async def append(redis: Redis, key: str, entries: list[str], limits: JobLogSettings) -> int:
+    """Store ``entries`` (from ``entry``) in the job's log ``key`` (``QueueKeys.logs``) under the caps;
+    returns how many were kept."""
     if not entries or limits.max_lines == 0 or limits.max_bytes == 0:
         return 0
     mark = truncation_mark(int(json.loads(entries[-1])["t"]), limits)
     args: list[Any] = [limits.max_lines, limits.max_bytes, LIVE_TTL_MS, mark, *entries]
-    [stored] = await run_scripts(redis, [(APPEND_LUA, [keys.logs_key(job_id)], args)])
+    [stored] = await run_scripts(redis, [(APPEND_LUA, [key], args)])
     return int(stored)
 
 
@@ -99,9 +101,21 @@ def parse(raw: bytes) -> JobLogLine:
         return JobLogLine(at=0, level="INFO", message=raw.decode("utf-8", errors="replace"))
 
 
-async def read(redis: Redis, job_id: str, offset: int = 0, limit: int = 1000) -> JobLogPage:
-    """A page of the job's lines, oldest first (no lines: an empty page; the caller tells unknown jobs apart)."""
-    key = keys.logs_key(job_id)
+async def log_key(redis: Redis, specs: Mapping[str, QueueSpec], job_id: str) -> str | None:
+    """Where the job's lines are: arq's layout has one place for every queue; in the cluster layout the key
+    carries the job's queue, found by reading its status (None: no such job on these queues)."""
+    if not keys.is_cluster(redis):
+        return keys.logs_key(job_id)
+    from arqscale.core.job_status import JobStatusReader  # job_status imports the models this module does
+
+    spec = specs.get((await JobStatusReader(redis, specs).read(job_id)).queue or "")
+    return None if spec is None else keys.QueueKeys.of(spec, redis).logs(job_id)
+
+
+async def read(redis: Redis, job_id: str, offset: int = 0, limit: int = 1000, *, key: str | None = None) -> JobLogPage:
+    """A page of the job's lines, oldest first (no lines: an empty page; the caller tells unknown jobs apart).
+    ``key``: where they are (``log_key``), arq's layout when not given."""
+    key = key or keys.logs_key(job_id)
     async with redis.pipeline(transaction=False) as pipe:
         pipe.llen(key)
         pipe.lrange(key, offset, offset + limit - 1)

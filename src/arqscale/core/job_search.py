@@ -64,7 +64,7 @@ async def search(
     state: str | None = None,
     limit: int = 50,
 ) -> JobSearch:
-    keys = QueueKeys.for_queue(spec.name, spec.queue_key)
+    keys = QueueKeys.of(spec, redis)
     pattern = glob_escape(prefix) + "*"
     ids: list[str] = []
     seen: set[str] = set()

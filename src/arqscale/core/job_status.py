@@ -218,6 +218,20 @@ def resolve(job_id: str, raw: RawJob, specs: Mapping[str, QueueSpec], now_ms: in
     return JobStatus(job_id=job_id, state=JobState.NOT_FOUND)
 
 
+def _owning_set(per_queue: Sequence[Any], own: Sequence[Sequence[Any]]) -> Sequence[Any]:
+    """The job's own keys' values: the one set read (arq's layout), or in the cluster layout the set of
+    the queue that holds the job (in its sorted set, running, held or dead), else of one that has any."""
+    if len(own) <= 1:
+        return own[0] if own else [None] * 7
+    for j, values in enumerate(own):
+        if any(v is not None for v in per_queue[4 * j : 4 * j + 4]):
+            return values
+    for values in own:
+        if any(v is not None for v in values):
+            return values
+    return own[0]
+
+
 class JobStatusReader:
     """Reads job statuses for the queues it knows: one pipelined round trip per job."""
 
@@ -231,32 +245,37 @@ class JobStatusReader:
     async def read_many(self, job_ids: Sequence[str], now_ms: int | None = None) -> list[JobStatus]:
         """Statuses of many jobs, still in one round trip."""
         names = list(self.specs)
-        qkeys = [keys.QueueKeys.for_queue(n, self.specs[n].queue_key) for n in names]
+        qkeys = [keys.QueueKeys.of(self.specs[n], self.redis) for n in names]
+        # A job's own keys (payload, result, ...) are arq's, the same whatever its queue; in the cluster
+        # layout they carry the queue's hash tag, so each queue's are read and the queue that has the job wins.
+        per_job_sets = qkeys if qkeys and qkeys[0].cluster else qkeys[:1]
         async with self.redis.pipeline(transaction=False) as pipe:
-            pipe.time()
+            pipe.execute_command("TIME")  # by name: a cluster pipeline refuses pipe.time()
             for job_id in job_ids:
                 for k in qkeys:
                     pipe.hget(k.dlq, job_id)
                     pipe.zscore(k.queue, job_id)
                     pipe.zscore(k.active, job_id)
                     pipe.hget(k.groups + "held", job_id)
-                pipe.get(keys.group_key(job_id))
-                pipe.get(keys.job_key(job_id))
-                pipe.get(keys.result_key(job_id))
-                pipe.get(keys.in_progress_key(job_id))
-                pipe.get(keys.retry_key(job_id))
-                pipe.get(keys.progress_key(job_id))
-                pipe.get(keys.error_key(job_id))
+                for k in per_job_sets:
+                    pipe.get(k.group(job_id))
+                    pipe.get(k.job(job_id))
+                    pipe.get(k.result(job_id))
+                    pipe.get(k.in_progress(job_id))
+                    pipe.get(k.retry(job_id))
+                    pipe.get(k.progress(job_id))
+                    pipe.get(k.error(job_id))
             replies = await pipe.execute()
         seconds, micros = replies.pop(0)
         now = round(seconds * 1000 + micros / 1000) if now_ms is None else now_ms
         n = 4 * len(names)
-        per_job = n + 7
+        per_job = n + 7 * len(per_job_sets)
         raws = []
         for i in range(len(job_ids)):
             r = replies[i * per_job : (i + 1) * per_job]
             per_queue = r[:n]
-            group, payload, result, in_progress, tries, progress, error = r[n:]
+            own = [r[n + 7 * j : n + 7 * (j + 1)] for j in range(len(per_job_sets))]
+            group, payload, result, in_progress, tries, progress, error = _owning_set(per_queue, own)
             raws.append(
                 RawJob(
                     dead={q: per_queue[4 * j] for j, q in enumerate(names) if per_queue[4 * j] is not None},

@@ -12,7 +12,7 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
-from pydantic import BaseModel, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from redis.asyncio import Redis
 
 from arqscale.core import scores
@@ -26,7 +26,7 @@ async def live_workers(redis: Redis, specs: Mapping[str, QueueSpec], now_ms: int
     names = [name for name, spec in specs.items() if spec.backend == "arq"]
     async with redis.pipeline(transaction=False) as pipe:
         for name in names:
-            pipe.zcount(QueueKeys.for_queue(name, specs[name].queue_key).workers, f"({now}", "+inf")
+            pipe.zcount(QueueKeys.of(specs[name], redis).workers, f"({now}", "+inf")
         replies = await pipe.execute()
     return {name: int(n) for name, n in zip(names, replies, strict=True)}
 
@@ -37,7 +37,10 @@ async def live_workers(redis: Redis, specs: Mapping[str, QueueSpec], now_ms: int
 # its heartbeat entry. Cost: one command per worker per heartbeat (every lease_seconds / 3).
 
 
+# Models built on first use (`defer_build`): a worker imports this module and never validates them (cold start).
 class WorkerView(BaseModel):
+    model_config = ConfigDict(defer_build=True)
+
     worker_id: str
     host: str | None = None
     pod: str | None = Field(default=None, description="POD_NAME, in Kubernetes")
@@ -50,27 +53,25 @@ class WorkerView(BaseModel):
 
 
 class WorkerList(BaseModel):
+    model_config = ConfigDict(defer_build=True)
+
     queue: str
     workers: list[WorkerView]
 
 
-def record_key(queue: str, worker_id: str) -> str:
-    return f"arqscale:{queue}:worker:{worker_id}"
-
-
-async def describe(redis: Redis, queue: str, worker_id: str, record: Mapping[str, Any], ttl_ms: int) -> None:
+async def describe(redis: Redis, keys: QueueKeys, worker_id: str, record: Mapping[str, Any], ttl_ms: int) -> None:
     """Write this worker's record (called with each heartbeat)."""
     body = {**record, "heartbeat_at": round(time.time(), 3)}
-    await redis.set(record_key(queue, worker_id), json.dumps(body, separators=(",", ":")), px=ttl_ms)
+    await redis.set(keys.worker_record(worker_id), json.dumps(body, separators=(",", ":")), px=ttl_ms)
 
 
 async def list_workers(redis: Redis, spec: QueueSpec, limit: int = 500) -> WorkerList:
     """The queue's live workers with their records, in two round trips (a worker without one: id only)."""
-    k = QueueKeys.for_queue(spec.name, spec.queue_key)
+    k = QueueKeys.of(spec, redis)
     now = scores.now_ms()
     entries = await redis.zrangebyscore(k.workers, f"({now}", "+inf", start=0, num=limit, withscores=True)
     ids = [(m.decode(errors="replace") if isinstance(m, bytes) else str(m), s) for m, s in entries]
-    raws = await redis.mget([record_key(spec.name, i) for i, _ in ids]) if ids else []
+    raws = await redis.mget([k.worker_record(i) for i, _ in ids]) if ids else []
     views = []
     for (worker_id, expiry), raw in zip(ids, raws, strict=True):
         data: dict[str, Any] = {}

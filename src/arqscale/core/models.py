@@ -15,11 +15,14 @@ from arqscale.core.webhook_spec import check_url
 JOB_ID_PATTERN = r"^(?:[A-Za-z0-9_.:\-]*[A-Za-z0-9_:\-][A-Za-z0-9_.:\-]*|\.{3,})$"
 JOB_ID_MAX_LENGTH = 128
 
+# Every model here is built on first use (`defer_build`), not at import: a worker imports this module and uses
+# none of them until a job reports progress or dies (cold start, bench/cold_start.py).
+
 
 class JobRequest(BaseModel):
     """One job to enqueue: the body of ``POST /v1/queues/{queue}/jobs``."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", defer_build=True)
 
     function: str = Field(min_length=1, max_length=200, description="task name, e.g. send_email")
     args: list[Any] = Field(default_factory=list)
@@ -69,6 +72,8 @@ class JobState(StrEnum):
 
 
 class EnqueueResult(BaseModel):
+    model_config = ConfigDict(defer_build=True)
+
     job_id: str
     queue: str
     status: JobState
@@ -76,6 +81,8 @@ class EnqueueResult(BaseModel):
 
 
 class Progress(BaseModel):
+    model_config = ConfigDict(defer_build=True)
+
     percent: float = Field(ge=0, le=100)
     message: str | None = None
     updated_at: float
@@ -84,7 +91,9 @@ class Progress(BaseModel):
 class JobStatus(BaseModel):
     """What ``GET /v1/jobs/{job_id}`` answers."""
 
-    model_config = ConfigDict(extra="forbid")  # and a field named kwargs is ours, not the constructor's
+    model_config = ConfigDict(
+        extra="forbid", defer_build=True
+    )  # and a field named kwargs is ours, not the constructor's
 
     job_id: str
     state: JobState
@@ -112,6 +121,8 @@ class JobStatus(BaseModel):
 
 class QueueCounts(BaseModel):
     """BullMQ-style counts of one queue, exact at the moment they were read."""
+
+    model_config = ConfigDict(defer_build=True)
 
     queue: str
     waiting: int = 0
@@ -144,7 +155,7 @@ class DeadJob(BaseModel):
     decoded values on JSON queues, ``repr`` strings on pickle queues, None when the payload was undecodable.
     """
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", defer_build=True)
 
     job_id: str
     queue: str
@@ -163,6 +174,8 @@ class DeadJob(BaseModel):
 class JobLogLine(BaseModel):
     """One line a task wrote to its job's log (``ctx["log"]`` or a ``logging`` record while it ran)."""
 
+    model_config = ConfigDict(defer_build=True)
+
     at: float = Field(description="when the worker took the line, epoch seconds (the worker's clock)")
     attempt: int | None = Field(default=None, description="the try that wrote it (1-based)")
     level: str = Field(description="INFO, WARNING, ... (the logging level name), or TRUNCATED for the cap's mark")
@@ -171,6 +184,8 @@ class JobLogLine(BaseModel):
 
 class JobLogPage(BaseModel):
     """What ``GET /v1/jobs/{job_id}/logs`` answers: a page of the job's log lines, oldest first."""
+
+    model_config = ConfigDict(defer_build=True)
 
     job_id: str
     total: int = Field(description="lines stored for the job (the truncation mark included)")

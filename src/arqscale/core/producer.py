@@ -1,8 +1,8 @@
 """Enqueue jobs onto arqscale queues from Python.
 
 Jobs land in arq's own layout (``arq:job:<id>`` plus the queue's sorted set), so arq's tools can read
-them; the same script also publishes on the queue's wake channel so an idle worker starts at once
-instead of waiting for its next poll.
+them; the same round trip also publishes on the queue's wake channel (once per batch) so an idle worker
+starts at once instead of waiting for its next poll.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from arqscale.core import cancellation, event_stream, keys, scores, serializers,
 from arqscale.core.cancellation import CancelOutcome
 from arqscale.core.event_stream import Events
 from arqscale.core.job_status import JobStatusReader
-from arqscale.core.lua import LEASE_LUA, NOW_LUA, LuaScript, run_scripts
+from arqscale.core.lua import LEASE_LUA, NOW_LUA, Call, CallBatcher, LuaTemplate, run_scripts
 from arqscale.core.models import EnqueueResult, JobRequest, JobState
 from arqscale.core.safe_data import MAX_PAYLOAD_BYTES, UnsafeArguments, check_arguments, check_payload_size
 from arqscale.core.settings import RedisSettings
@@ -30,7 +30,7 @@ PAYLOAD_TTL_MS = 14 * 86_400_000
 
 # KEYS: job, result, queue, the job's group key, the queue's group prefix, the job's try counter, events stream,
 #       totals hash, the job's callback key.
-# ARGV: job id, payload, band offset ms, delay ms, ttl ms, wake channel,
+# ARGV: job id, payload, band offset ms, delay ms, ttl ms, wake channel ('' = publish nothing: the caller does),
 #       job's key ('' = none), store it (1: given at enqueue; 0: the pickup derives it from a kwarg),
 #       per-key concurrency, per-key rate max, per-key rate interval ms, lease ms (all 0 without limits),
 #       function name, events max len (0 = none),
@@ -41,7 +41,7 @@ PAYLOAD_TTL_MS = 14 * 86_400_000
 # make its jobs look deferred to every worker (docs/design.md, "Redis keeps the time").
 # A ready job whose key is at its limit goes straight into the key's waiting set: a burst of one key never
 # sits in the queue in front of other keys (docs/design.md, "Per-key limits"). Returns 1 queued, 2 held, 0 exists.
-ENQUEUE = LuaScript(
+ENQUEUE = LuaTemplate(
     NOW_LUA
     + LEASE_LUA
     + """
@@ -81,10 +81,21 @@ if k ~= '' and tonumber(ARGV[4]) <= 0 and (conc > 0 or rate > 0) then
   redis.call('HINCRBY', gbase .. 'pending', k, 1)
 end
 redis.call('ZADD', KEYS[3], score, ARGV[1])
-redis.call('PUBLISH', ARGV[6], '1')
+-- The wake-up (once per batch: ``wake_commands``) tells the workers: the queue key's invalidation need not.
+own_change(KEYS[3])
+if ARGV[6] ~= '' then redis.call('PUBLISH', ARGV[6], '1') end
 return 1
 """
 )
+
+
+def wake_commands(qkeys: keys.QueueKeys, *, deferred: bool) -> list[tuple[str | int, ...]]:
+    """What wakes the workers after a batch of enqueues: the marker for ready jobs, so one idle worker wakes
+    (``BZPOPMIN``) and its pickup adds the marker again while ready jobs remain; a deferred job is published to
+    every worker instead, so each knows when to look. On Redis Cluster (no blocking wait there), a publish."""
+    if qkeys.cluster or deferred:
+        return [("PUBLISH", qkeys.wake, "1")]
+    return [("ZADD", qkeys.marker, 0, "0")]
 
 
 class GroupError(ValueError):
@@ -174,7 +185,11 @@ class Producer:
 
     ``wait_replicas``: durable enqueue. After writing, ``WAIT`` until that many replicas hold the jobs
     (at most ``wait_timeout_ms``); fewer raise ``NotReplicated``. Replication is asynchronous, so
-    without it a job the primary acknowledged can be lost if the primary dies before copying it."""
+    without it a job the primary acknowledged can be lost if the primary dies before copying it.
+
+    ``batched``: send the enqueues of concurrent callers made in the same turn of the event loop together
+    (``lua.CallBatcher``): one socket write and one read for all of them. For servers enqueueing on behalf
+    of many concurrent requests (the HTTP API); durable enqueues are never batched (each waits on its own)."""
 
     def __init__(
         self,
@@ -184,8 +199,11 @@ class Producer:
         max_payload_bytes: int = MAX_PAYLOAD_BYTES,
         wait_replicas: int = 0,
         wait_timeout_ms: int = 1000,
+        batched: bool = False,
     ) -> None:
         self.redis = redis
+        # Not on Redis Cluster: calls there go to their queue's shard through redis-py's cluster pipeline.
+        self._batcher = CallBatcher(redis) if batched and not wait_replicas and not keys.is_cluster(redis) else None
         self.specs = dict(specs)
         # Every enqueue path (API, CLI, Python) comes through here, so the limit holds for all of them.
         self.max_payload_bytes = max_payload_bytes
@@ -238,7 +256,7 @@ class Producer:
     async def _enqueue_many(
         self, spec: QueueSpec, requests: Sequence[JobRequest], spans: tracing.SendSpans | None
     ) -> list[EnqueueResult]:
-        qkeys = keys.QueueKeys.for_queue(spec.name, spec.queue_key)
+        qkeys = keys.QueueKeys.of(spec, self.redis)
         dumps, _ = serializers.for_queue(spec.serializer)
         now_ms = scores.now_ms()
         prepared = []
@@ -276,49 +294,55 @@ class Producer:
             rate.interval_ms if rate else 0,
             int(spec.lease_seconds * 1000),
         ]
+        # One wake-up for the whole batch, after its scripts (each script would publish its own: every worker
+        # reads and answers each message, a fifth of a busy worker's time at 5,000 jobs/s, bench/end_to_end.py).
         # WAIT rides in the same pipeline: it counts the writes of its own connection only.
-        wait = [("WAIT", self.wait_replicas, self.wait_timeout_ms)] if self.wait_replicas else []
+        wake = wake_commands(qkeys, deferred=any(p[4] is JobState.DEFERRED for p in prepared))
+        then: list[tuple[str | int, ...]] = list(wake)
+        if self.wait_replicas:
+            then.append(("WAIT", self.wait_replicas, self.wait_timeout_ms))
         # The script refuses an id that exists, so running it again after NOSCRIPT enqueues nothing twice.
-        replies = await run_scripts(
-            self.redis,
-            [
-                (
-                    ENQUEUE,
-                    [
-                        keys.job_key(job_id),
-                        keys.result_key(job_id),
-                        qkeys.queue,
-                        keys.group_key(job_id),
-                        qkeys.groups,
-                        keys.retry_key(job_id),
-                        qkeys.events,
-                        qkeys.totals,
-                        keys.callback_key(job_id),
-                    ],
-                    [
-                        job_id,
-                        payload,
-                        *placement,
-                        ttl,
-                        qkeys.wake,
-                        group,
-                        int(store),
-                        *group_args,
-                        function,
-                        spec.events.stream_max,
-                        callback,
-                    ],
-                )
-                for job_id, payload, placement, ttl, _, group, store, function, callback in prepared
-            ],
-            wait,
-        )
+        calls: list[Call] = [
+            (
+                ENQUEUE.for_keys(qkeys),
+                [
+                    qkeys.job(job_id),
+                    qkeys.result(job_id),
+                    qkeys.queue,
+                    qkeys.group(job_id),
+                    qkeys.groups,
+                    qkeys.retry(job_id),
+                    qkeys.events,
+                    qkeys.totals,
+                    qkeys.callback(job_id),
+                ],
+                [
+                    job_id,
+                    payload,
+                    *placement,
+                    ttl,
+                    "",  # no wake-up per job: one PUBLISH follows the batch
+                    group,
+                    int(store),
+                    *group_args,
+                    function,
+                    spec.events.stream_max,
+                    callback,
+                ],
+            )
+            for job_id, payload, placement, ttl, _, group, store, function, callback in prepared
+        ]
+        if self._batcher is not None:
+            # No WAIT here (durable enqueues are not batched); the wake-up goes once per batch of callers.
+            replies = await self._batcher.run(calls, wake=wake)
+        else:
+            replies = await run_scripts(self.redis, calls, then)
         created = replies[: len(prepared)]
         results = [
             EnqueueResult(job_id=job_id, queue=spec.name, status=state, created=bool(flag))
             for (job_id, _, _, _, state, _, _, _, _), flag in zip(prepared, created, strict=True)
         ]
-        if wait and int(replies[-1]) < self.wait_replicas:
+        if self.wait_replicas and int(replies[-1]) < self.wait_replicas:
             raise NotReplicated(results, int(replies[-1]), self.wait_replicas, self.wait_timeout_ms)
         return results
 

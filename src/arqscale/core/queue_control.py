@@ -21,31 +21,36 @@ from arqscale.core.scores import BAND, PARKED_FLOOR, bands
 from arqscale.core.spec import QueueSpec
 
 RESUME = "resume"  # the wake-up message that gets past a worker's hold (see the worker's wake listener)
+# Published on the queue's wake channel after a runtime write that may bring a schedule's tick closer (create, change,
+# resume; core.schedules): the queue's workers' schedulers look again at once instead of at their next poll. Here,
+# beside RESUME, so the worker's wake listener knows it without importing the schedules module (cold start).
+SCHEDULES_WAKE = "schedules"
 
 
-def queue_keys(spec: QueueSpec) -> QueueKeys:
-    return QueueKeys.for_queue(spec.name, spec.queue_key)
+def queue_keys(spec: QueueSpec, redis: Redis) -> QueueKeys:
+    return QueueKeys.of(spec, redis)
 
 
 async def pause(redis: Redis, spec: QueueSpec) -> bool:
     """Pause the queue. Returns False when it was already paused (the original pause time is kept)."""
     # The value records when the pause began, for people reading Redis by hand.
-    created = await redis.set(queue_keys(spec).paused, str(int(time.time() * 1000)), nx=True)
+    created = await redis.set(queue_keys(spec, redis).paused, str(int(time.time() * 1000)), nx=True)
     return bool(created)
 
 
 async def resume(redis: Redis, spec: QueueSpec) -> bool:
     """Resume the queue and wake its workers. Returns False when it was not paused."""
-    k = queue_keys(spec)
-    async with redis.pipeline(transaction=True) as pipe:
+    k = queue_keys(spec, redis)
+    # No MULTI: a cluster client has none, and a resume seen before the key is gone only costs a pickup.
+    async with redis.pipeline(transaction=False) as pipe:
         pipe.delete(k.paused)
-        pipe.publish(k.wake, RESUME)
+        pipe.execute_command("PUBLISH", k.wake, RESUME)  # by name: a cluster pipeline refuses pipe.publish()
         deleted, _ = await pipe.execute()
     return bool(deleted)
 
 
 async def is_paused(redis: Redis, spec: QueueSpec) -> bool:
-    return bool(await redis.exists(queue_keys(spec).paused))
+    return bool(await redis.exists(queue_keys(spec, redis).paused))
 
 
 # Jobs whose score lies outside every configured priority band (the queue had more levels, or another
@@ -85,7 +90,7 @@ MIGRATE_BATCH = 1000
 async def stranded(redis: Redis, spec: QueueSpec) -> int:
     """How many jobs sit outside the queue's configured priority bands (changed ``priority_levels`` or
     ``default_priority``): invisible to pickups and counts until ``migrate`` moves them."""
-    [(count, _)] = await run_scripts(redis, [(STRANDED_LUA, [spec.queue_key], [*_band_edges(spec), 0])])
+    [(count, _)] = await run_scripts(redis, [(STRANDED_LUA, [queue_keys(spec, redis).queue], [*_band_edges(spec), 0])])
     return int(count)
 
 
@@ -93,7 +98,9 @@ async def migrate(redis: Redis, spec: QueueSpec) -> int:
     """Move every stranded job into the nearest configured band, keeping its ready time; returns how many."""
     total = 0
     while True:
-        [(_, moved)] = await run_scripts(redis, [(STRANDED_LUA, [spec.queue_key], [*_band_edges(spec), MIGRATE_BATCH])])
+        [(_, moved)] = await run_scripts(
+            redis, [(STRANDED_LUA, [queue_keys(spec, redis).queue], [*_band_edges(spec), MIGRATE_BATCH])]
+        )
         total += int(moved)
         if int(moved) < MIGRATE_BATCH:
             return total

@@ -26,13 +26,14 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from redis.asyncio import Redis
 
 from arqscale.core import keys, scores, serializers, tracing
 from arqscale.core.events import EVENTS_LUA
 from arqscale.core.lua import NOW_LUA, Call, LuaScript, run_scripts
 from arqscale.core.producer import PAYLOAD_TTL_MS, UnknownFunctionError, job_payload
+from arqscale.core.queue_control import SCHEDULES_WAKE as SCHEDULES_WAKE  # what _wake publishes; see queue_control
 from arqscale.core.schedule_spec import Decision, Schedule, ScheduleFields, decide, first_tick_after, job_id
 from arqscale.core.spec import QueueSpec, arq_queue
 
@@ -53,8 +54,9 @@ class ScheduleKeys:
     last: str
 
     @classmethod
-    def for_queue(cls, queue: str) -> ScheduleKeys:
-        base = f"arqscale:{queue}:schedules"
+    def for_queue(cls, queue: keys.QueueKeys | str) -> ScheduleKeys:
+        """The schedule keys of a queue (its ``QueueKeys``, or its name in arq's layout)."""
+        base = (f"arqscale:{queue}:" if isinstance(queue, str) else queue.base) + "schedules"
         return cls(defs=base, next=base + ":next", paused=base + ":paused", last=base + ":last")
 
     def all(self) -> list[str]:
@@ -64,7 +66,10 @@ class ScheduleKeys:
 # ---- the JSON shapes (API, CLI, dashboard) -----------------------------------------------------
 
 
+# Models built on first use (`defer_build`): a worker imports this module and never validates them (cold start).
 class LastJob(BaseModel):
+    model_config = ConfigDict(defer_build=True)
+
     job_id: str
     tick_at: float = Field(description="the tick this job stands for, epoch seconds")
     enqueued_at: float = Field(description="when a worker enqueued it (Redis' clock), epoch seconds")
@@ -72,6 +77,8 @@ class LastJob(BaseModel):
 
 class ScheduleView(BaseModel):
     """One schedule as stored, with its next run time and its last job."""
+
+    model_config = ConfigDict(defer_build=True)
 
     queue: str
     name: str
@@ -84,22 +91,21 @@ class ScheduleView(BaseModel):
 
 
 class ScheduleList(BaseModel):
+    model_config = ConfigDict(defer_build=True)
+
     queue: str
     schedules: list[ScheduleView]
 
 
 class ScheduleChange(BaseModel):
+    model_config = ConfigDict(defer_build=True)
+
     queue: str
     name: str
     changed: bool = Field(description="false when the schedule already was in that state")
 
 
 # ---- errors ---------------------------------------------------------------------------------------
-
-
-# Published on the queue's wake channel after a runtime write that may bring a tick closer (create, change,
-# resume): the queue's workers' schedulers look again at once instead of at their next poll.
-SCHEDULES_WAKE = "schedules"
 
 
 class ScheduleNotFoundError(LookupError):
@@ -290,14 +296,14 @@ class ScheduleStore:
     def __init__(self, redis: Redis, spec: QueueSpec) -> None:
         self.redis = redis
         self.spec = spec
-        self.keys = ScheduleKeys.for_queue(spec.name)
-        self.queue_keys = keys.QueueKeys.for_queue(spec.name, spec.queue_key)
+        self.queue_keys = keys.QueueKeys.of(spec, redis)
+        self.keys = ScheduleKeys.for_queue(self.queue_keys)
         self._declared = set(spec.schedules)
 
     # reading
 
     async def views(self) -> list[ScheduleView]:
-        pipe = self.redis.pipeline(transaction=True)
+        pipe = self.redis.pipeline(transaction=not self.queue_keys.cluster)  # a cluster client has no MULTI
         pipe.hgetall(self.keys.defs)
         pipe.zrange(self.keys.next, 0, -1, withscores=True)
         pipe.smembers(self.keys.paused)
@@ -415,7 +421,8 @@ class ScheduleStore:
     async def _wake(self) -> None:
         """Tell the queue's workers a tick may have come closer. Best effort, after the write: a worker that
         misses it (reconnecting) still looks within ``scheduler.POLL_SECONDS``."""
-        await self.redis.publish(self.queue_keys.wake, SCHEDULES_WAKE)
+        # By name: redis-py's asyncio cluster client has no publish(); a PUBLISH reaches every node's subscribers.
+        await self.redis.execute_command("PUBLISH", self.queue_keys.wake, SCHEDULES_WAKE)  # type: ignore[no-untyped-call]
 
     # the workers' side
 
@@ -529,10 +536,10 @@ class ScheduleStore:
             k.next,
             k.defs,
             k.last,
-            keys.job_key(jid),
-            keys.result_key(jid),
+            q.job(jid),
+            q.result(jid),
             q.queue,
-            keys.retry_key(jid),
+            q.retry(jid),
             q.events,
             q.totals,
         ]

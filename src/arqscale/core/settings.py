@@ -23,8 +23,10 @@ class RedisSettings(BaseSettings):
     ``REDIS_HOST``/``REDIS_PORT``), or a Sentinel-managed primary (``REDIS_SENTINELS`` and
     ``REDIS_SENTINEL_MASTER``), whose address every client asks the sentinels for on each new
     connection, so it follows a failover without a restart. The data-node fields (password, user,
-    db, TLS) apply to the primary in both; the sentinels have their own password and user. A future
-    cluster mode takes its own field (a list of seed nodes) beside these, exclusive in the same way.
+    db, TLS) apply to the primary in both; the sentinels have their own password and user. Or a Redis
+    Cluster (``REDIS_CLUSTER_NODES``, a few of its nodes: the client learns the rest and the slot map
+    from them), where the password, user and TLS fields apply to every node and every queue's keys carry
+    the queue's hash tag (``keys.QueueKeys``). The three are exclusive.
     """
 
     # hide_input_in_errors: a refused REDIS_URL is the secret itself; str(ValidationError) must not echo it.
@@ -54,6 +56,9 @@ class RedisSettings(BaseSettings):
     # How often a client asks the sentinels whether the primary moved, besides on every new connection:
     # bounds how long pooled connections keep writing to a demoted but living primary. 0: on connect only.
     sentinel_recheck_seconds: float = Field(default=1.0, ge=0)
+
+    # Redis Cluster: comma-separated host:port of some of its nodes (the seed nodes).
+    cluster_nodes: str | None = Field(default=None, description="host:port,host:port of Redis Cluster nodes")
 
     # Durable enqueue: after writing a job, WAIT until this many replicas have it (0: do not wait).
     wait_replicas: int = Field(default=0, ge=0)
@@ -92,7 +97,7 @@ class RedisSettings(BaseSettings):
             raise ValueError("REDIS_URL names no host")
         return value
 
-    @field_validator("password", "sentinel_password", "sentinels", mode="before")
+    @field_validator("password", "sentinel_password", "sentinels", "cluster_nodes", mode="before")
     @classmethod
     def _empty_password_is_none(cls, value: object) -> object:
         return None if value == "" else value
@@ -104,8 +109,17 @@ class RedisSettings(BaseSettings):
             parse_addresses(value)
         return value
 
+    @field_validator("cluster_nodes")
+    @classmethod
+    def _cluster_nodes_are_addresses(cls, value: str | None) -> str | None:
+        if value is not None:
+            parse_addresses(value, setting="REDIS_CLUSTER_NODES", default_port=6379)
+        return value
+
     @model_validator(mode="after")
     def _one_topology(self) -> RedisSettings:
+        if self.cluster_nodes is not None:
+            return self._cluster_alone()
         if self.sentinels is None:
             return self
         if self.url is not None:
@@ -121,18 +135,50 @@ class RedisSettings(BaseSettings):
             )
         return self
 
+    def _cluster_alone(self) -> RedisSettings:
+        others = [
+            name
+            for name, is_set in (
+                ("REDIS_URL", self.url is not None),
+                ("REDIS_SENTINELS", self.sentinels is not None),
+                ("REDIS_HOST", "host" in self.model_fields_set),
+                ("REDIS_PORT", "port" in self.model_fields_set),
+            )
+            if is_set
+        ]
+        if others:
+            raise ValueError(
+                f"REDIS_CLUSTER_NODES and {' and '.join(others)} are both set: the cluster's nodes name every "
+                f"server, so unset {' and '.join(others)} (a password and user go in REDIS_PASSWORD and REDIS_USERNAME)"
+            )
+        if self.db != 0:
+            raise ValueError("REDIS_DB must be 0 with REDIS_CLUSTER_NODES: a Redis Cluster has database 0 only")
+        if self.wait_replicas:
+            raise ValueError(
+                "REDIS_WAIT_REPLICAS is not supported with REDIS_CLUSTER_NODES: WAIT counts one connection's "
+                "writes, and a cluster client spreads them over the shards' connections"
+            )
+        return self
+
     @property
     def topology(self) -> str:
-        """``standalone`` (one server) or ``sentinel`` (a primary found through the sentinels)."""
+        """``standalone`` (one server), ``sentinel`` (a primary found through the sentinels) or ``cluster``."""
+        if self.cluster_nodes is not None:
+            return "cluster"
         return "sentinel" if self.sentinels is not None else "standalone"
 
     def sentinel_addresses(self) -> list[tuple[str, int]]:
         return parse_addresses(self.sentinels) if self.sentinels is not None else []
 
+    def cluster_addresses(self) -> list[tuple[str, int]]:
+        if self.cluster_nodes is None:
+            return []
+        return parse_addresses(self.cluster_nodes, setting="REDIS_CLUSTER_NODES", default_port=6379)
+
     def secrets(self) -> list[str]:
         """Every secret these settings hold (passwords, a URL with its password): what output must never show."""
         values = [s.get_secret_value() for s in (self.url, self.password, self.sentinel_password) if s is not None]
-        if self.topology == "standalone":
+        if self.topology != "sentinel":
             values.append(self.connection_url())
         return [v for v in values if v]
 
@@ -158,46 +204,59 @@ class RedisSettings(BaseSettings):
             auth = f"{quote(self.username, safe='')}@"
         if self.sentinels is not None:
             return f"{scheme}://{auth}{quote(self.sentinel_master, safe='')}/{self.db}"
+        if self.cluster_nodes is not None:
+            host, port = self.cluster_addresses()[0]
+            return f"{scheme}://{auth}{_host_part(host)}:{port}/0"
         return f"{scheme}://{auth}{self.host}:{self.port}/{self.db}"
 
     def display_url(self) -> str:
         """The URL with any password replaced by ``***``: safe for logs and errors.
 
         With sentinels: ``redis+sentinel://[user:***@]h1:p1,h2:p2/<master>/<db>``, naming where the
-        primary is looked up (only shown, never parsed: the settings are the separate fields)."""
-        if self.sentinels is not None:
-            scheme = "rediss+sentinel" if self.tls else "redis+sentinel"
-            auth = ""
-            if self.password is not None:
-                auth = f"{quote(self.username or '', safe='')}:***@"
-            elif self.username:
-                auth = f"{quote(self.username, safe='')}@"
-            hosts = ",".join(f"{h}:{p}" for h, p in self.sentinel_addresses())
-            return f"{scheme}://{auth}{hosts}/{quote(self.sentinel_master, safe='')}/{self.db}"
-        return redact_url(self.connection_url())
+        primary is looked up (only shown, never parsed: the settings are the separate fields). With a
+        cluster: ``redis+cluster://[user:***@]h1:p1,h2:p2``, the seed nodes."""
+        if self.sentinels is None and self.cluster_nodes is None:
+            return redact_url(self.connection_url())
+        auth = ""
+        if self.password is not None:
+            auth = f"{quote(self.username or '', safe='')}:***@"
+        elif self.username:
+            auth = f"{quote(self.username, safe='')}@"
+        if self.cluster_nodes is not None:
+            hosts = ",".join(f"{_host_part(h)}:{p}" for h, p in self.cluster_addresses())
+            return f"{'rediss' if self.tls else 'redis'}+cluster://{auth}{hosts}"
+        scheme = "rediss+sentinel" if self.tls else "redis+sentinel"
+        hosts = ",".join(f"{h}:{p}" for h, p in self.sentinel_addresses())
+        return f"{scheme}://{auth}{hosts}/{quote(self.sentinel_master, safe='')}/{self.db}"
 
 
-def parse_addresses(text: str) -> list[tuple[str, int]]:
-    """``host:port,host:port`` (IPv6 as ``[::1]:26379``); a port defaults to 26379, the sentinel port."""
+def parse_addresses(text: str, setting: str = "REDIS_SENTINELS", default_port: int = 26379) -> list[tuple[str, int]]:
+    """``host:port,host:port`` (IPv6 as ``[::1]:26379``); a port defaults to ``default_port`` (the
+    sentinel port, 26379, or Redis' own, 6379, for cluster nodes). Errors name ``setting``."""
     addresses = []
     for item in (part.strip() for part in text.split(",")):
         if not item:
             continue
-        host, port_text = item, "26379"
+        host, port_text = item, str(default_port)
         if item.startswith("["):
             host, _, rest = item[1:].partition("]")
             if rest:
                 if not rest.startswith(":"):
-                    raise ValueError(f"REDIS_SENTINELS: {item!r} is not host:port")
+                    raise ValueError(f"{setting}: {item!r} is not host:port")
                 port_text = rest[1:]
         elif ":" in item:
             host, _, port_text = item.rpartition(":")
         if not host or not port_text.isdigit() or not 1 <= int(port_text) <= 65535:
-            raise ValueError(f"REDIS_SENTINELS: {item!r} is not host:port with a port from 1 to 65535")
+            raise ValueError(f"{setting}: {item!r} is not host:port with a port from 1 to 65535")
         addresses.append((host, int(port_text)))
     if not addresses:
-        raise ValueError("REDIS_SENTINELS names no sentinel: give host:port,host:port")
+        what = "node" if setting == "REDIS_CLUSTER_NODES" else "sentinel"
+        raise ValueError(f"{setting} names no {what}: give host:port,host:port")
     return addresses
+
+
+def _host_part(host: str) -> str:
+    return f"[{host}]" if ":" in host else host
 
 
 def redact_url(url: str) -> str:

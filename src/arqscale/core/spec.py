@@ -185,6 +185,11 @@ class QueueSpec(_Model):
     drain_timeout: Seconds | None = Field(default=None, description="SIGTERM grace for running jobs; >= job_timeout")
     lease_seconds: Seconds = Field(default=10.0, description="heartbeat lease: a dead worker's jobs rerun after this")
     poll_interval: Seconds = Field(default=0.5, description="fallback poll for jobs from plain arq producers")
+    prefetch: bool = Field(
+        default=True,
+        description="keep a few leased jobs ready to start when a slot frees; sized to the recent run times so a "
+        "job waits about 5 ms in it, none for long jobs; never with rate_limit or group",
+    )
     schedules: dict[Annotated[str, Field(pattern=SCHEDULE_NAME_RE.pattern)], ScheduleFields] = Field(
         default_factory=dict,
         description="jobs enqueued on a cron expression or an interval by this queue's workers, keyed by name",

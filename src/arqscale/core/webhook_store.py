@@ -26,7 +26,7 @@ from typing import Any
 from pydantic import BaseModel, Field
 from redis.asyncio import Redis
 
-from arqscale.core.events import events_key
+from arqscale.core.keys import QueueKeys
 from arqscale.core.lua import NOW_LUA, LuaScript, run_scripts
 from arqscale.core.spec import QueueSpec
 
@@ -44,8 +44,9 @@ class WebhookKeys:
     dead_index: str
 
     @classmethod
-    def for_queue(cls, queue: str) -> WebhookKeys:
-        base = f"arqscale:{queue}:webhooks:"
+    def for_queue(cls, queue: QueueKeys | str) -> WebhookKeys:
+        """The webhook keys of a queue (its ``QueueKeys``, or its name in arq's layout)."""
+        base = (f"arqscale:{queue}:" if isinstance(queue, str) else queue.base) + "webhooks:"
         return cls(due=base + "due", pending=base + "pending", dead=base + "dead", dead_index=base + "dead:index")
 
 
@@ -195,8 +196,10 @@ class WebhookStore:
     def __init__(self, redis: Redis, spec: QueueSpec) -> None:
         self.redis = redis
         self.spec = spec
-        self.keys = WebhookKeys.for_queue(spec.name)
-        self.stream = events_key(spec.name)
+        queue_keys = QueueKeys.of(spec, redis)
+        self.keys = WebhookKeys.for_queue(queue_keys)
+        self.stream = queue_keys.events
+        self._atomic = not queue_keys.cluster  # MULTI where the client has it (a cluster client has none)
 
     def _dead_keys(self) -> list[str]:
         return [self.keys.due, self.keys.pending, self.keys.dead, self.keys.dead_index]
@@ -282,12 +285,12 @@ class WebhookStore:
     async def purge_dead(self, ids: list[str] | None = None) -> DeadDeliveryPurge:
         """Delete dead deliveries (all when ``ids`` is None)."""
         if ids is None:
-            async with self.redis.pipeline(transaction=True) as pipe:
+            async with self.redis.pipeline(transaction=self._atomic) as pipe:
                 pipe.hlen(self.keys.dead)
                 pipe.delete(self.keys.dead, self.keys.dead_index)
                 count, _ = await pipe.execute()
             return DeadDeliveryPurge(queue=self.spec.name, deleted=int(count))
-        async with self.redis.pipeline(transaction=True) as pipe:
+        async with self.redis.pipeline(transaction=self._atomic) as pipe:
             pipe.hdel(self.keys.dead, *ids)
             pipe.zrem(self.keys.dead_index, *ids)
             count, _ = await pipe.execute()

@@ -643,7 +643,7 @@ class LocalStack:
         """
         pipe = redis.pipeline(transaction=False)
         for spec in self.specs.values():
-            pipe.hkeys(QueueKeys.for_queue(spec.name, spec.queue_key).dlq)
+            pipe.hkeys(QueueKeys.of(spec, redis).dlq)
         ours = set(self.job_ids)
         dead_now = {k.decode() for found in await pipe.execute() for k in found} & ours
         left = sorted(self._dead_seen - dead_now)
@@ -661,13 +661,34 @@ class LocalStack:
         states: dict[str, int] = {}
         deleted = 0
         reader = JobStatusReader(redis, self.specs)
+        missing: list[str] = []
         for i in range(0, len(self.job_ids), 500):
             for status in await reader.read_many(self.job_ids[i : i + 500]):
-                if status.state is JobState.NOT_FOUND and status.job_id in self._deleted:
+                if status.state is JobState.NOT_FOUND and status.job_id not in self._deleted:
+                    missing.append(status.job_id)
+                    continue
+                if status.state is JobState.NOT_FOUND:
                     deleted += 1
                     continue
                 states[status.state] = states.get(status.state, 0) + 1
+        # A job that died and was purged between two looks at the stores (every 0.5 s) was never seen in one:
+        # its `dead` event says it went there (a job that vanished without one is lost).
+        died = await self._dead_by_events(redis, set(missing)) if missing else set()
+        deleted += len(died)
+        lost = len(missing) - len(died)
+        if lost:
+            states[JobState.NOT_FOUND] = lost
         return states, deleted
+
+    async def _dead_by_events(self, redis: Redis, ids: set[str]) -> set[str]:
+        """Which of ``ids`` have a ``dead`` event in their queue's event stream."""
+        found: set[str] = set()
+        for spec in self.specs.values():
+            for _entry_id, fields in await redis.xrange(QueueKeys.of(spec, redis).events):
+                job = fields.get(b"job", b"").decode(errors="replace")
+                if fields.get(b"event") == b"dead" and job in ids:
+                    found.add(job)
+        return found
 
 
 def summary(outcome: Outcome) -> str:

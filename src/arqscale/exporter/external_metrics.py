@@ -27,7 +27,7 @@ from arqscale.core.models import QueueCounts
 from arqscale.exporter import label_selectors, wait_target
 from arqscale.exporter.prom import QUEUE_GAUGES, queue_value
 from arqscale.exporter.quantities import format_quantity
-from arqscale.exporter.snapshot import RedisUnavailable, SnapshotCache
+from arqscale.exporter.snapshot import RedisUnavailable, Snapshot, SnapshotCache
 from arqscale.exporter.tls_certs import ClientCertPolicy
 
 GROUP = "external.metrics.k8s.io"
@@ -40,6 +40,10 @@ METRICS: dict[str, str] = {name: field for name, (_, field) in QUEUE_GAUGES.item
 }
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+JSON_HEADERS = {"Content-Type": "application/json"}
+# Answers kept per snapshot, keyed by metric and query string: an HPA asks the same few questions every 15 s,
+# a scanner asking random selectors must not grow the cache without bound.
+MAX_CACHED_ANSWERS = 1024
 
 
 def _json(body: dict[str, Any], status: int = 200) -> web.Response:
@@ -108,6 +112,9 @@ class ExternalMetricsAPI:
         self.namespaces = namespaces  # None: every namespace
         self._resource_list = resource_list()
         self._position = {name: i for i, name in enumerate(cache.specs)}
+        # The encoded 200 answers for the snapshot they were built from (answers follow the snapshot only).
+        self._answers: dict[tuple[str, str], bytes] = {}
+        self._answers_for: Snapshot | None = None
 
     def routes(self) -> list[web.RouteDef]:
         return [
@@ -168,6 +175,12 @@ class ExternalMetricsAPI:
                 "(ARQSCALE_METRICS_API_NAMESPACES, the chart's metricsApi.namespaces)",
                 {"name": metric, "group": GROUP, "kind": metric},
             )
+        snap = self.cache.fresh()
+        key = (metric, request.query_string)
+        if snap is not None and snap is self._answers_for:
+            cached = self._answers.get(key)
+            if cached is not None:  # the same question on the same snapshot: the same answer
+                return web.Response(body=cached, headers=JSON_HEADERS)
         field = METRICS.get(metric)
         if field is None:
             return status_response(
@@ -215,4 +228,10 @@ class ExternalMetricsAPI:
             }
             for name in queues
         ]
-        return _json({"kind": "ExternalMetricValueList", "apiVersion": GROUP_VERSION, "metadata": {}, "items": items})
+        answer = {"kind": "ExternalMetricValueList", "apiVersion": GROUP_VERSION, "metadata": {}, "items": items}
+        body = json.dumps(answer, separators=(",", ":")).encode()
+        if snap is not self._answers_for:
+            self._answers, self._answers_for = {}, snap
+        if len(self._answers) < MAX_CACHED_ANSWERS:
+            self._answers[key] = body
+        return web.Response(body=body, headers=JSON_HEADERS)

@@ -1,11 +1,11 @@
 """The Prometheus exposition of the exporter: queue gauges and the exporter's own health.
 
-The page is rendered once per refresh (``MetricsPage.update``, the cache's refresh hook) and served
-as bytes, so a scrape costs a memory copy however many queues there are. Rendering is our own short
-loop over pre-escaped label strings rather than prometheus_client's generic collector walk: with
-1,000 queues (16,000 samples) that walk took ~150 ms of event-loop time per refresh on the benchmark
-machine, during which every request waited. Rendering also yields to the loop between chunks of
-queues. ``promtool check metrics`` lints the result in the tests.
+The page is rendered and gzipped once per refresh (``MetricsPage.update``, the cache's refresh hook)
+and served as bytes, so a scrape costs a memory copy however many queues there are. Rendering is our
+own: prometheus_client's generic collector walk took ~150 ms of event-loop time per refresh at 1,000
+queues (16,000 samples), during which every request waited. Each family is a template of pre-escaped
+sample lines filled with one ``%`` per refresh, and rendering yields to the loop between families.
+``promtool check metrics`` lints the result in the tests.
 
 While Redis is down the per-queue gauges are left out rather than repeated stale:
 ``arqscale_exporter_redis_up 0`` says why, and a Prometheus-fed HPA sees no series and holds, as it
@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import gzip
+from operator import attrgetter
 
 from arqscale.core.models import QueueCounts
 from arqscale.exporter import wait_target
@@ -23,7 +24,6 @@ from arqscale.exporter.snapshot import SnapshotCache
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 GZIP_ABOVE = 16_384  # bytes; smaller pages are not worth a compression
-YIELD_EVERY = 50
 
 # name -> (help, value of one queue). These names are the contract with dashboards, the HPA and KEDA.
 QUEUE_GAUGES: dict[str, tuple[str, str]] = {
@@ -94,45 +94,88 @@ def _family(name: str, help_text: str, kind: str = "gauge") -> str:
     return f"# HELP {name} {help_text}\n# TYPE {name} {kind}\n"
 
 
+def _template(name: str, labels: list[str]) -> str:
+    """One sample line per label string, its value left as a ``%s`` slot (``%`` in a label doubled)."""
+    return "".join(f"{name}{label.replace('%', '%%')}%s\n" for label in labels)
+
+
 class MetricsPage:
-    """The rendered ``/metrics`` body, replaced after every refresh (and after every failed one)."""
+    """The rendered ``/metrics`` body and its gzip, both replaced after every refresh (and every failed one).
+
+    Queues are fixed at start-up, so each family's sample lines are a template built once, one ``%s`` per
+    value, filled with one ``%`` per family per refresh: at 1,000 queues (25,000 samples) ~2 ms instead of
+    ~11 ms for a loop of f-strings. ``%s`` of an int is ``str``, of a float ``repr`` (shortest
+    round-trip), exactly what ``number`` writes.
+    """
 
     def __init__(self, cache: SnapshotCache) -> None:
         self.cache = cache
         # Per queue, the label part of each sample line, escaped once: queues are fixed at start-up.
         self._labels = {name: f'{{queue="{escape_label(name)}"}} ' for name in cache.specs}
-        self._state_labels = {
-            name: [(field, f'{{queue="{escape_label(name)}",state="{state}"}} ') for state, field in JOB_COUNT_STATES]
-            for name in cache.specs
-        }
-        self.body = self._health().encode()
-        self._gzipped: tuple[bytes, bytes] | None = None  # (body, its gzip), for the current body only
+        self._templates: dict[tuple[str, tuple[str, ...]], str] = {}
+        # The body and its gzip (None when too small to be worth it), always replaced together.
+        self.current: tuple[bytes, bytes | None] = (self._health().encode(), None)
+        # Set once the first refresh (or failed one) has its page. Until then the body above says nothing
+        # about Redis, and a scrape at start-up must wait for the page rather than get it: rendering yields
+        # to the loop, so a request can see the first snapshot before its page is done. Later scrapes get
+        # the previous complete page while the next one renders.
+        self.rendered = asyncio.Event()
+
+    @property
+    def body(self) -> bytes:
+        return self.current[0]
+
+    def _family_template(self, name: str, queues: tuple[str, ...]) -> str:
+        key = (name, queues)
+        template = self._templates.get(key)
+        if template is None:
+            if name == "bullmq_job_count":
+                states = [state for state, _ in JOB_COUNT_STATES]
+                labels = [f'{{queue="{escape_label(queue)}",state="{state}"}} ' for queue in queues for state in states]
+            else:
+                labels = [self._labels.get(queue) or f'{{queue="{escape_label(queue)}"}} ' for queue in queues]
+            template = self._templates[key] = _template(name, labels)
+        return template
 
     async def update(self, cache: SnapshotCache) -> None:
+        try:
+            await self._render(cache)
+        finally:
+            self.rendered.set()
+
+    async def _render(self, cache: SnapshotCache) -> None:
         snap = cache.snapshot if cache.health.redis_up else None
         parts: list[str] = []
         if snap is not None:
+            names = tuple(snap.counts)
             queues = list(snap.counts.values())
             for name, (help_text, field) in QUEUE_GAUGES.items():
                 parts.append(_family(name, help_text))
-                for i, counts in enumerate(queues):
-                    parts.append(f"{name}{self._labels[counts.queue]}{number(queue_value(counts, field))}\n")
-                    if i % YIELD_EVERY == YIELD_EVERY - 1:
-                        await asyncio.sleep(0)
+                parts.append(self._family_template(name, names) % tuple(map(attrgetter(field), queues)))
+                await asyncio.sleep(0)  # ~0.1-0.3 ms per family at 1,000 queues: requests go in between
             parts.extend(self._wait_target())
             parts.append(_family("bullmq_job_count", "Jobs per queue and BullMQ state."))
-            for i, counts in enumerate(queues):
-                for field, labels in self._state_labels[counts.queue]:
-                    parts.append(f"bullmq_job_count{labels}{number(queue_value(counts, field))}\n")
-                if i % YIELD_EVERY == YIELD_EVERY - 1:
-                    await asyncio.sleep(0)
+            fields = [attrgetter(field) for _, field in JOB_COUNT_STATES]
+            values = tuple(get(counts) for counts in queues for get in fields)
+            parts.append(self._family_template("bullmq_job_count", names) % values)
+            await asyncio.sleep(0)
+            counted = tuple(snap.totals)
+            totals = list(snap.totals.values())
             for name, (help_text, field, scale) in QUEUE_COUNTERS.items():
                 parts.append(_family(name, help_text, "counter"))
-                for queue, totals in snap.totals.items():
-                    value = totals.get(field, 0)
-                    parts.append(f"{name}{self._labels[queue]}{number(value * scale if scale != 1 else value)}\n")
+                counter: tuple[float, ...]
+                if scale == 1:
+                    counter = tuple(t.get(field, 0) for t in totals)
+                else:
+                    counter = tuple(float(t.get(field, 0) * scale) for t in totals)
+                parts.append(self._family_template(name, counted) % counter)
+                await asyncio.sleep(0)
         parts.append(self._health(snap.taken_at if snap is not None else None))
-        self.body = "".join(parts).encode()
+        body = "".join(parts).encode()
+        # zlib releases the GIL, so compressing in a thread keeps the event loop answering meanwhile; the
+        # body and its gzip are swapped together, so a scrape never waits for a compression.
+        gzipped = await asyncio.to_thread(gzip.compress, body, 1) if len(body) > GZIP_ABOVE else None
+        self.current = (body, gzipped)
 
     def _wait_target(self) -> list[str]:
         """The latency-target signal and its inputs, for the queues that ask for it (wait_target)."""
@@ -156,18 +199,6 @@ class MetricsPage:
                 if value is not None:
                     parts.append(f"{name}{self._labels[queue]}{number(float(value))}\n")
         return parts
-
-    async def gzipped(self) -> bytes:
-        """The body gzipped, once per rendered page: 1,000 queues make ~700 KB of text, ~10 times less gzipped.
-
-        zlib releases the GIL, so compressing in a thread keeps the event loop answering meanwhile.
-        """
-        body = self.body
-        cached = self._gzipped
-        if cached is None or cached[0] is not body:
-            cached = (body, await asyncio.to_thread(gzip.compress, body, 1))
-            self._gzipped = cached
-        return cached[1]
 
     def _health(self, taken_at: float | None = None) -> str:
         h = self.cache.health

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import shutil
 import signal
@@ -33,11 +34,13 @@ from arqscale.core.spec import QueueSpec
 from arqscale.exporter.external_metrics import ExternalMetricsAPI
 from arqscale.exporter.keda import ROUTE as KEDA_ROUTE
 from arqscale.exporter.keda import KedaEndpoint
-from arqscale.exporter.prom import CONTENT_TYPE, GZIP_ABOVE, MetricsPage
+from arqscale.exporter.prom import CONTENT_TYPE, MetricsPage
 from arqscale.exporter.snapshot import RedisUnavailable, SnapshotCache
 from arqscale.exporter.tls_certs import ClientCertPolicy, ReloadingTLS, serving_pair
 
 log = logging.getLogger("arqscale.exporter")
+PLAIN_HEADERS = {"Content-Type": CONTENT_TYPE}
+GZIP_HEADERS = {"Content-Type": CONTENT_TYPE, "Content-Encoding": "gzip"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,12 +85,13 @@ class Exporter:
         # the page already says redis_up 0.
         with contextlib.suppress(RedisUnavailable):
             await self.cache.get()
-        body = self.page.body
-        if len(body) > GZIP_ABOVE and "gzip" in request.headers.get("Accept-Encoding", ""):
-            # Prometheus asks for gzip; the compressed page is cached per refresh, not made per scrape.
-            gz = await self.page.gzipped()
-            return web.Response(body=gz, headers={"Content-Type": CONTENT_TYPE, "Content-Encoding": "gzip"})
-        return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE})
+        if not self.page.rendered.is_set():
+            await self.page.rendered.wait()
+        body, gzipped = self.page.current
+        if gzipped is not None and "gzip" in request.headers.get("Accept-Encoding", ""):
+            # Prometheus asks for gzip; the page is compressed once per refresh, not per scrape.
+            return web.Response(body=gzipped, headers=GZIP_HEADERS)
+        return web.Response(body=body, headers=PLAIN_HEADERS)
 
     async def livez(self, request: web.Request) -> web.Response:
         if self.cache.loop_alive(self._stale_after):
@@ -185,6 +189,11 @@ async def serve(redis: Redis, specs: Mapping[str, QueueSpec], options: ExporterO
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     await exporter.start()
+    # Everything made at start-up (modules, the app, TLS, queue specs) lives as long as the process: out of the
+    # cyclic collector's reach, a full collection no longer walks it. At 1,000 queues a refresh allocates enough
+    # to trigger one every ~10 s, which held the event loop ~33 ms (and every request with it); after this, ~1 ms.
+    gc.collect()
+    gc.freeze()
     try:
         await stop.wait()
         log.info("exporter stopping")

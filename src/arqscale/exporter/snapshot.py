@@ -2,8 +2,9 @@
 
 Every request (Prometheus, the HPA, KEDA) is answered from the last snapshot, so a scrape never
 waits on Redis while the snapshot is younger than the refresh interval. A refresh is one round trip
-whatever the number of queues or jobs: a pipeline holding the arq counting script
-(``arqscale.core.counts``) and the BullMQ one (``arqscale.core.bullmq_counts``), plus, when any queue
+whatever the number of queues or jobs: the arq counting script (``arqscale.core.counts``), the BullMQ one
+(``arqscale.core.bullmq_counts``) and an ``HMGET`` of each arq queue's totals, packed into bytes once at
+start-up (``counts.PreparedCounts``; on Redis Cluster one call per queue, grouped per shard), plus, when any queue
 lists ``wait_target``, a second pipeline with the inputs of the latency target (``wait_target``): three
 commands per such queue, in the same refresh and under the same timeout.
 
@@ -79,6 +80,9 @@ class SnapshotCache:
         self.reader = counts.CountsReader(redis)
         self.specs = dict(specs)
         self._arq_queues = [name for name, spec in self.specs.items() if spec.backend == "arq"]
+        # The queues are fixed for the process's life: the refresh's commands are packed once, here (arq's key
+        # layout; on Redis Cluster the reader sends one call per queue to its shard).
+        self.prepared = None if self.reader.cluster else counts.PreparedCounts(self.specs)
         self.refresh_seconds = refresh_seconds
         # A refresh that hangs (Redis stalled, network partition) must end so the outage shows.
         self.timeout_seconds = timeout_seconds if timeout_seconds is not None else max(2.0, 2 * refresh_seconds)
@@ -128,10 +132,14 @@ class SnapshotCache:
         try:
             async with asyncio.timeout(self.timeout_seconds):
                 # round(), as arq's timestamp_ms does, so a job arq enqueued this millisecond is not "delayed".
-                (values, raw), totals = await asyncio.gather(
-                    self.reader.read_detailed(self.specs, round(taken_at * 1000)),
-                    event_stream.read_totals(self.reader.redis, self._arq_queues),
-                )
+                now_ms = round(taken_at * 1000)
+                if self.prepared is not None:
+                    values, raw, totals = await self.prepared.read(self.reader.redis, now_ms)
+                else:
+                    (values, raw), totals = await asyncio.gather(
+                        self.reader.read_detailed(self.specs, now_ms),
+                        event_stream.read_totals(self.reader.redis, self._arq_queues),
+                    )
                 # The latency-target signal reads its own inputs (one more round trip, only with wait_target).
                 await self.wait_target.update(self.reader.redis, values, started)
         except (RedisError, OSError, TimeoutError) as exc:

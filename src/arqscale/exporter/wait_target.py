@@ -177,8 +177,8 @@ class WaitTargetTracker:
         names = [n for n in self.specs if n in counts]
         async with redis.pipeline(transaction=False) as pipe:
             for name in names:
-                keys = QueueKeys.for_queue(name, self.specs[name].queue_key)
-                pipe.hmget(f"arqscale:{name}:totals", list(TOTALS_FIELDS))
+                keys = QueueKeys.of(self.specs[name], redis)
+                pipe.hmget(keys.totals, list(TOTALS_FIELDS))
                 newest, _ = self._completed_seen.get(name, (math.inf, 0.0))
                 pipe.zcount(keys.completed, f"({newest}" if math.isfinite(newest) else "+inf", "+inf")
                 pipe.zrevrange(keys.completed, 0, 0, withscores=True)

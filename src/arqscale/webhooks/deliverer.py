@@ -331,7 +331,7 @@ class Deliverer:
         if hooks.callbacks is not None:
             jobs = sorted({f.get("job", "") for _, f in present if f.get("event") in hooks.callbacks.events})
             if jobs:
-                urls = await self.redis.mget([keys.callback_key(j) for j in jobs])
+                urls = await self.redis.mget([keys.QueueKeys.of(spec, self.redis).callback(j) for j in jobs])
                 callbacks = {j: _text(u) for j, u in zip(jobs, urls, strict=True) if u is not None}
         deliveries: list[Delivery] = []
         for entry_id, fields in present:
@@ -452,7 +452,7 @@ class Deliverer:
         while not self._stopping.is_set():
             try:
                 async with self.redis.pipeline(transaction=False) as pipe:
-                    pipe.ping()
+                    pipe.execute_command("PING")  # by name: a cluster pipeline refuses pipe.ping()
                     for queue in self.queues.values():
                         pipe.hlen(queue.store.keys.pending)
                         pipe.zcard(queue.store.keys.dead_index)

@@ -25,6 +25,8 @@ from redis.asyncio.client import PubSub
 from redis.asyncio.connection import Connection
 from redis.exceptions import RedisError
 
+from arqscale.core.keys import OWN_CHANGE_SUFFIX
+
 logger = logging.getLogger("arqscale.worker")
 
 INVALIDATE_CHANNEL = b"__redis__:invalidate"
@@ -33,15 +35,24 @@ INVALIDATE_CHANNEL = b"__redis__:invalidate"
 class QueueWatch:
     """Invalidations of one queue key, delivered to a worker's wake subscription."""
 
-    def __init__(self, redis: Redis, queue_key: str) -> None:
+    def __init__(self, redis: Redis, queue_key: str, *, enabled: bool = True) -> None:
         self.redis = redis
         self.queue_key = queue_key.encode()
+        # Our own scripts' changes that make no job ready (or that wake a worker by themselves) write this key
+        # too, in the same call: Redis then names both keys in one invalidation (they share the tracked prefix,
+        # and one message carries a Redis event-loop pass's keys), and it wakes nobody.
+        self.own_change = (queue_key + OWN_CHANGE_SUFFIX).encode()
         self.tracker: Connection | None = None
         self.broken = False
+        # Off on Redis Cluster: no plain arq producer writes there, and the cluster client has no pool to
+        # take a tracking connection from.
+        self.enabled = enabled
 
     async def start(self, pubsub: PubSub) -> bool:
         """Before ``pubsub`` subscribes to anything: track the queue key, redirected to it. False: not
         available here (the worker polls, as before)."""
+        if not self.enabled:
+            return False
         await pubsub.connect()  # type: ignore[no-untyped-call]
         conn = pubsub.connection
         assert conn is not None
@@ -72,11 +83,17 @@ class QueueWatch:
         self.broken = True  # a new client id: the redirect points at nobody now
 
     def concerns_queue(self, message: dict[str, Any]) -> bool | None:
-        """None: not an invalidation; else whether it names the queue key (a flush names none: True)."""
+        """None: not an invalidation; else whether it may tell of a job to run: it names the queue key without
+        our own scripts' mark (a flush names none: True).
+
+        A plain arq enqueue that lands in the same Redis event-loop pass as one of our marked changes is hidden
+        by the mark: a busy worker takes it with its next pickup, an idle one at its next poll."""
         if message.get("channel") != INVALIDATE_CHANNEL:
             return None
         keys = message.get("data")
-        return keys is None or not isinstance(keys, list) or self.queue_key in keys
+        if keys is None or not isinstance(keys, list):
+            return True
+        return self.queue_key in keys and self.own_change not in keys
 
     async def close(self) -> None:
         tracker, self.tracker = self.tracker, None

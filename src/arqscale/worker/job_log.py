@@ -25,7 +25,9 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from arqscale.core import job_logs
+from arqscale.core.keys import QueueKeys
 from arqscale.core.spec import JobLogSettings
+from arqscale.worker.waiting import check_cancelled
 
 logger = logging.getLogger("arqscale.worker")
 
@@ -45,7 +47,8 @@ class JobLog:
         self.attempt = attempt
         self._lines: list[str] = []
         self._guard = threading.Lock()  # logging may call from threads (asyncio.to_thread copies the context)
-        self._writing = asyncio.Lock()  # one flush at a time per job, so batches land in order
+        # One flush at a time per job, so batches land in order. Made at the first flush: most tries log nothing.
+        self._writing: asyncio.Lock | None = None
         self.dropped = 0
 
     def add(self, level: str, message: str) -> None:
@@ -57,6 +60,10 @@ class JobLog:
             self._lines.append(line)
         self.sink.dirty(self)
 
+    def has_lines(self) -> bool:
+        with self._guard:
+            return bool(self._lines)
+
     async def log(self, message: object, level: str = "INFO") -> None:
         """``ctx["log"]``: append a line and return once it is stored (or Redis failed to take it)."""
         self.add(str(level).upper(), str(message))
@@ -65,13 +72,15 @@ class JobLog:
     async def flush(self) -> None:
         token = _current.set(None)  # whatever logs while we write (redis-py, our warnings) is not the job's
         try:
+            if self._writing is None:
+                self._writing = asyncio.Lock()
             async with self._writing:
                 with self._guard:
                     lines, self._lines = self._lines, []
                 if not lines:
                     return
                 try:
-                    await job_logs.append(self.sink.redis, self.job_id, lines, self.sink.limits)
+                    await job_logs.append(self.sink.redis, self.sink.keys.logs(self.job_id), lines, self.sink.limits)
                 except (RedisError, OSError) as exc:
                     with self._guard:
                         room = max(BUFFER_MAX - len(self._lines), 0)
@@ -85,9 +94,10 @@ class JobLog:
 class JobLogSink:
     """A worker's job logs: the buffers of its running tries and the task that writes them."""
 
-    def __init__(self, redis: Redis, limits: JobLogSettings) -> None:
+    def __init__(self, redis: Redis, limits: JobLogSettings, queue_keys: QueueKeys | None = None) -> None:
         self.redis = redis
         self.limits = limits
+        self.keys = queue_keys or QueueKeys.for_queue("", "")  # arq's layout: one log key per job, any queue
         self.enabled = limits.max_lines > 0 and limits.max_bytes > 0
         self._dirty: set[JobLog] = set()
         self._guard = threading.Lock()
@@ -99,17 +109,23 @@ class JobLogSink:
         with self._guard:
             self._dirty.add(log)
 
-    async def close(self, log: JobLog) -> None:
-        """The try ended: store what is left before its outcome is sent."""
+    def ended(self, log: JobLog) -> bool:
+        """The try ended: whether ``close`` has anything to do (most tries log nothing: no call to await)."""
         with self._guard:
             self._dirty.discard(log)
-        await log.flush()
+        return log.has_lines() or bool(log.dropped)
+
+    async def close(self, log: JobLog) -> None:
+        """Store what ``ended`` found left before the try's outcome is sent."""
+        if log.has_lines():
+            await log.flush()
         if log.dropped:
             logger.warning("job %s: %d log line(s) could not be stored (Redis unavailable)", log.job_id, log.dropped)
 
     async def run(self) -> None:
         """Write buffered lines every ``FLUSH_SECONDS``."""
         while True:
+            check_cancelled()  # see worker.waiting: a Redis write may return although the task was cancelled
             await asyncio.sleep(FLUSH_SECONDS)
             with self._guard:
                 logs, self._dirty = list(self._dirty), set()
@@ -126,13 +142,12 @@ class JobLogSink:
             _current.reset(token)
 
     def ctx_log(self, log: JobLog) -> Callable[..., Awaitable[None]]:
-        if self.enabled:
-            return log.log
+        return log.log if self.enabled else _not_stored
 
-        async def disabled(message: object, level: str = "INFO") -> None:
-            return None
 
-        return disabled
+async def _not_stored(message: object, level: str = "INFO") -> None:
+    """``ctx["log"]`` on a queue whose job logs are off."""
+    return None
 
 
 class JobLogHandler(logging.Handler):

@@ -6,8 +6,9 @@ timeout after a crash. This loop instead
 
 - wakes on the queue's pub/sub channel (our producer publishes), and still polls for plain arq
   producers and wakes at the next deferred job's ready time;
-- takes a batch of jobs per pickup call (up to the free slots) and records all outcomes of one loop
-  tick in the same round trip (see ``pickup``);
+- takes a batch of jobs per pickup call (up to the free slots, at most half the concurrency, so the next
+  pickup is in flight while a batch runs) and records the outcomes of the jobs that ended in the same round
+  trip (see ``pickup``), with two round trips in flight at once (``pickup.LANES``);
 - holds each running job by a short lease it renews every ``lease_seconds / 3``, so a killed
   worker's jobs run again within ``lease_seconds``; each pickup has a token, and Redis honours an
   outcome or a heartbeat only from the token that holds the job (a worker that stalled past its lease
@@ -42,22 +43,24 @@ from arq.connections import ArqRedis
 from arq.jobs import DeserializationError, serialize_result
 from arq.worker import Retry
 from redis.asyncio import Redis
+from redis.asyncio.client import PubSub
 from redis.exceptions import RedisError
 
-from arqscale.core import keys, live_workers, scores, serializers, tracing
-from arqscale.core.cancellation import ABORT_KEY
+from arqscale.core import connection, live_workers, scores, serializers, tracing
 from arqscale.core.models import Progress
-from arqscale.core.queue_control import RESUME, stranded
-from arqscale.core.schedules import SCHEDULES_WAKE
+from arqscale.core.queue_control import RESUME, SCHEDULES_WAKE, stranded
 from arqscale.core.spec import QueueSpec
 from arqscale.worker import outcomes
+from arqscale.worker.deadlines import Deadlines
 from arqscale.worker.invalidation import QueueWatch
 from arqscale.worker.job_log import JobLog, JobLogHandler, JobLogSink
 from arqscale.worker.metrics import WorkerMetrics
 from arqscale.worker.outcomes import Decoded, decode_payload
-from arqscale.worker.pickup import RETRY_TTL_MS, Finish, Picked, PickupResult, QueueOps
+from arqscale.worker.pickup import LANES, RETRY_TTL_MS, Finish, Picked, PickupResult, QueueOps
 from arqscale.worker.probes import Health
 from arqscale.worker.scheduler import Scheduler
+from arqscale.worker.turns import Turns
+from arqscale.worker.waiting import check_cancelled, wait_set
 from arqscale.worker.watchdog import LoopWatchdog
 
 logger = logging.getLogger("arqscale.worker")
@@ -69,6 +72,19 @@ PULSE_SECONDS = 0.1
 REDIS_RETRY_SECONDS = (0.05, 0.1, 0.25, 0.5, 1.0)
 # How often a worker with running jobs looks for a plain arq client's abort request (ours also publish).
 ABORT_POLL_SECONDS = 0.5
+# An idle worker whose subscription carries every enqueue (wake-ups, and plain arq enqueues as invalidations)
+# polls less and less often, up to this: the poll only backs up messages, and at 0.5 s it was most of an idle
+# worker's Redis load (each pickup is a script of a dozen commands). Any message or job resets it.
+IDLE_POLL_MAX_SECONDS = 5.0
+# How long an idle worker blocks on the queue's marker per call: under the client's 5 s socket timeout.
+MARKER_WAIT_SECONDS = 2.0
+# Jobs one pickup call asks for at most (besides half the concurrency): see Worker._pick_cap.
+PICK_MAX = 50
+# The reserve (``Worker._reserve_room``): leased jobs kept ready to start the moment a slot frees, sized so that a
+# job waits in it about this long on average, given the queue's recent run times; and one that waited longer than
+# RESERVE_MAX_SECONDS (every slot held by long jobs) goes back to the queue, for a worker with room.
+RESERVE_WAIT_SECONDS = 0.005
+RESERVE_MAX_SECONDS = 0.5
 # A try's outcome as its span names it (the worker metrics' words).
 TRY_OUTCOMES = {"ok": "complete", "retry": "retried", "dead": "dead", "back": "put_back", "cancel": "cancelled"}
 
@@ -79,6 +95,16 @@ class WorkerSetupError(RuntimeError):
 
 class DeletionCost(Protocol):
     def set_busy(self, busy: bool) -> None: ...
+
+
+@dataclasses.dataclass(slots=True)
+class _Lane:
+    """One of the round trips (finish and pickup) a worker keeps in flight at once (``pickup.LANES``)."""
+
+    index: int
+    token: str | None = None  # a pickup sent whose reply was not read: a resend must carry the same token
+    busy: bool = False
+    wanted: int = 0  # jobs its pickup in flight may bring: slots no other lane may ask for meanwhile
 
 
 def load_functions(spec: QueueSpec) -> dict[str, TaskFunction]:
@@ -133,40 +159,75 @@ class Worker:
         self.deletion_cost = deletion_cost
         self.ops = QueueOps(redis, spec, self.worker_id)
         self._started_at = round(time.time(), 3)
-        self._dumps, self._loads = serializers.for_queue(spec.serializer)
+        # Results and the tasks' own enqueues are serialized on this loop's thread only.
+        self._dumps, self._loads = serializers.for_queue(spec.serializer, one_thread=True)
         # Tasks get an ArqRedis on the same pool, as under arq: `ctx["redis"].enqueue_job(...)` chains a job
         # onto this queue, with this queue's serializer.
-        self._task_redis = ArqRedis(
-            redis.connection_pool,
-            job_serializer=self._dumps,
-            job_deserializer=self._loads,
-            default_queue_name=spec.queue_key,
+        # On Redis Cluster there is no ArqRedis (arq has no cluster client): tasks get the cluster client, and
+        # enqueue with arqscale's Producer.
+        self._task_redis: Redis = (
+            redis
+            if self.ops.keys.cluster
+            else ArqRedis(
+                redis.connection_pool,
+                job_serializer=self._dumps,
+                job_deserializer=self._loads,
+                default_queue_name=spec.queue_key,
+            )
         )
         self._blocked_reporter = blocked_reporter
         self._watchdog = LoopWatchdog(Worker._execute.__code__, self._on_loop_blocked, threshold=block_threshold)
 
+        self._deadlines = Deadlines(spec.job_timeout)  # every job's timeout, on one timer
+        self._completed = 0  # completed tries not yet counted in the metrics (``_count``)
+        # At most half the slots per pickup: the next pickup (and the finish of the jobs that ended meanwhile)
+        # is in flight while the jobs of the last one run, instead of Redis and this process taking turns
+        # idling, each waiting for the other's whole batch (bench/run.py: no-op and I/O-bound loads).
+        # And at most PICK_MAX: jobs taken together end together, and a slot freed in a big cohort waits for
+        # the whole cohort's finish and pickup (I/O-bound jobs at concurrency 500: 83 % of ideal at 250 a call,
+        # 87 % at 50, side by side).
+        self._pick_cap = max(1, min(-(-spec.concurrency // 2), PICK_MAX))
         self._tokens = itertools.count(1)
-        self._pick_token: str | None = None  # sent, reply not read yet: a resend must carry the same token
+        # Two round trips in flight: while one lane's pickup is on its way, the other carries the outcomes of jobs
+        # that ended meanwhile (and takes more when slots are free), so Redis and this process work side by side.
+        self._lanes = [_Lane(i) for i in range(LANES)]
+        self._crash: BaseException | None = None  # a bug in a round trip, raised by the loop
         self._resent = False  # the records in _finished went out once already (their reply was lost)
         self._running: dict[str, asyncio.Task[None]] = {}
-        self._picked: dict[str, Picked] = {}
+        self._picked: dict[str, Picked] = {}  # every job this worker holds a lease on: running or reserved
+        # Leased but not started, oldest first: job id -> when it came (monotonic). Only short jobs on queues
+        # without rate or per-key limits (their pickup counts a start as it hands the job out).
+        self._reserved: dict[str, float] = {}
+        self._may_reserve = spec.prefetch and spec.rate_limit is None and spec.group is None
+        self._mean_run: float | None = None  # seconds a completed try ran, a moving average: sizes the reserve
         self._finished: list[Finish] = []
         self._abandoned: set[str] = set()
         self._cancelling: set[str] = set()  # running jobs a cancel request named: they end cancelled
         self._abort_check = asyncio.Event()  # a cancel was published: look at the abort set now
-        self._tick = asyncio.Event()
+        self._tick = asyncio.Event()  # wakes the loop: a reason to step (``_ask``) or a lane came back
+        self._asked = True  # a reason to step: a job ended, a wake-up, a drain, ...
+        self._due = 0.0  # monotonic: when the loop steps without being asked (poll, next deferred job)
         self._cut_now = asyncio.Event()
         self._draining = False
         self._cutting = False
         self._drain_over = False  # the drain timeout has passed (or a second signal came)
         self._redis_failures = 0
-        # Heartbeat and finish/pickup never interleave: a heartbeat built from a snapshot of the running jobs
-        # must not land after the finish of one of them, or it would take that job's lease again.
-        self._redis_turn = asyncio.Lock()
+        # Heartbeat and finish/pickup never interleave (see ``turns``); the lanes' round trips do.
+        self._turns = Turns()
         self._hold_until = 0.0  # monotonic: paused or rate window used up, wake-ups before this are pointless
+        self._listening = False  # the subscription is up and every kind of enqueue arrives on it
+        self._idle_polls = 0  # empty pickups in a row while listening: each doubles the next wait
         self._renew_now = asyncio.Event()  # Redis is back: renew leases at once, not at the next interval
-        self.scheduler = Scheduler(spec, redis)  # the queue's schedules: every worker fires due ticks (one wins each)
-        self.job_logs = JobLogSink(redis, spec.logs)  # ctx["log"] and `logging` while a task runs
+        self._slot_freed = asyncio.Event()  # a running job ended: a full worker may wait on the marker again
+        # The last pickup came back short: the queue had no more ready jobs for us, so only the marker (or a
+        # wake-up) says when there are. While pickups come back full the lanes pick again at once, and waiting
+        # on the marker too would only pop the marker each pickup re-adds (bench/run.py no-op c50: -15 %).
+        self._caught_up = True
+        # Set once the first jobs are done (or none were there): the start-up work that can wait goes after them.
+        self._settled = asyncio.Event()
+        # The queue's schedules: every worker fires due ticks (one wins each).
+        self.scheduler = Scheduler(spec, redis, after=self._settled)
+        self.job_logs = JobLogSink(redis, spec.logs, self.ops.keys)  # ctx["log"] and `logging` while a task runs
         capture = spec.logs.capture_logging and self.job_logs.enabled
         self._log_handler = JobLogHandler(self.job_logs, spec.logs.level) if capture else None
 
@@ -177,36 +238,45 @@ class Worker:
         # bench/cold_start.py), and end on their own.
         checks = asyncio.create_task(self._startup_checks(), name="startup-checks")
         self._watchdog.start()
-        background = [
-            asyncio.create_task(self._heartbeat_loop(), name="heartbeat"),
-            asyncio.create_task(self._wake_listener(), name="wake"),
-            asyncio.create_task(self._pulse(), name="pulse"),
-            asyncio.create_task(self._abort_watch(), name="cancel"),
-            asyncio.create_task(self.scheduler.run(), name="scheduler"),
-            asyncio.create_task(self.job_logs.run(), name="job-logs"),
-        ]
+        background = self._start_background()
         if self._log_handler is not None:
             logging.getLogger().addHandler(self._log_handler)
-        for task in background:
-            task.add_done_callback(self._background_ended)
         drain_timer: asyncio.Task[None] | None = None
+        trips: set[asyncio.Task[None]] = set()
         try:
-            while not (self._draining and not self._running and not self._finished):
+            while not (self._draining and not self._running and not self._finished and not trips):
+                if self._crash is not None:
+                    raise self._crash
                 if self._draining and drain_timer is None:
                     drain_timer = asyncio.create_task(self._drain_timer(), name="drain")
                 if self._drain_over and not self._running and self.health.redis_down_since is not None:
                     self._give_up_unwritten()
                     break
+                lane = next((lane for lane in self._lanes if not lane.busy), None)
+                if lane is not None and (self._asked or time.monotonic() >= self._due):
+                    self._asked = False
+                    self._due = float("inf")  # until a reply says when to look again
+                    lane.busy = True
+                    trip = asyncio.create_task(self._step(lane), name=f"round-trip-{lane.index}")
+                    trips.add(trip)
+                    trip.add_done_callback(trips.discard)
+                    continue
                 self._tick.clear()
-                wait = await self._step()
-                if wait > 0 and not self._tick.is_set():
+                # Every lane out: wait for one to come back (it sets the tick), however long Redis takes.
+                wait = None if lane is None else self._due - time.monotonic()
+                if wait is None or wait > 0:
                     with contextlib.suppress(TimeoutError):
                         async with asyncio.timeout(wait):
                             await self._tick.wait()
         finally:
+            for trip in trips:
+                trip.cancel()
+            await asyncio.gather(*trips, return_exceptions=True)
             if self._log_handler is not None:
                 logging.getLogger().removeHandler(self._log_handler)
             self._watchdog.stop()
+            self._deadlines.close()
+            self._count()
             background.append(checks)
             if drain_timer is not None:
                 background.append(drain_timer)
@@ -215,22 +285,42 @@ class Worker:
             await asyncio.gather(*background, return_exceptions=True)
             with contextlib.suppress(RedisError, OSError):
                 await self.ops.leave()
-                await self.redis.delete(live_workers.record_key(self.spec.name, self.worker_id))
+                await self.redis.delete(self.ops.keys.worker_record(self.worker_id))
         logger.info("worker %s drained and stopped", self.worker_id)
+
+    def _start_background(self) -> list[asyncio.Task[None]]:
+        """The loops that run beside the pickups; each only ends by cancellation (``_background_ended``)."""
+        loops = {
+            "heartbeat": self._heartbeat_loop(),
+            "wake": self._wake_listener(),
+            "pulse": self._pulse(),
+            "cancel": self._abort_watch(),
+            "scheduler": self.scheduler.run(),
+            "job-logs": self.job_logs.run(),
+        }
+        if not self.ops.keys.cluster:  # on Redis Cluster the producer publishes instead (producer.wake_commands)
+            loops["marker"] = self._marker_watch()
+        tasks = [asyncio.create_task(coro, name=name) for name, coro in loops.items()]
+        for task in tasks:
+            task.add_done_callback(self._background_ended)
+        return tasks
 
     async def _startup_checks(self) -> None:
         """Warn about what would lose or hide jobs without an error: a Redis that evicts keys, and jobs
         stranded outside the configured priority bands. Best effort: a Redis not up yet is the loop's
         business."""
         try:
-            info = await self.redis.info("memory")
-            policy = str(info.get("maxmemory_policy", "noeviction"))
-            if policy != "noeviction":
-                logger.warning(
-                    "redis maxmemory-policy is %r: under memory pressure Redis deletes keys, payloads and leases "
-                    "included, and jobs vanish; set it to 'noeviction' (as BullMQ requires)",
-                    policy,
-                )
+            for info in await connection.info_per_node(self.redis, "memory"):
+                policy = str(info.get("maxmemory_policy", "noeviction"))
+                if policy != "noeviction":
+                    logger.warning(
+                        "redis maxmemory-policy is %r: under memory pressure Redis deletes keys, payloads and "
+                        "leases included, and jobs vanish; set it to 'noeviction' (as BullMQ requires)",
+                        policy,
+                    )
+                    break
+            if self.ops.keys.cluster:
+                await self._cluster_checks()
             count = await stranded(self.redis, self.spec)
         except (RedisError, OSError) as exc:
             logger.debug("start-up checks skipped: %s", exc)
@@ -245,6 +335,32 @@ class Worker:
                 count,
                 self.spec.name,
             )
+
+    async def _cluster_checks(self) -> None:
+        """On Redis Cluster the queue's keys are the hash-tagged ones; say so when the queues file or a plain
+        arq producer expects arq's."""
+        if self.spec.redis_key:
+            logger.warning(
+                "queue %s: redis_key %r is not used on Redis Cluster: the queue is %s",
+                self.spec.name,
+                self.spec.redis_key,
+                self.ops.keys.queue,
+            )
+        strays = int(await self.redis.zcard(self.spec.queue_key))
+        if strays:
+            logger.error(
+                "queue %s: %d job(s) in %s, arq's own queue key, never run here: the queue on Redis Cluster is %s. %s",
+                self.spec.name,
+                strays,
+                self.spec.queue_key,
+                self.ops.keys.queue,
+                connection.PLAIN_ARQ_ON_CLUSTER,
+            )
+
+    async def first_jobs_done(self, at_most: float) -> None:
+        """Return once the first jobs are done (or there were none), or after ``at_most`` seconds: the start-up
+        work that can wait goes then (the metrics' import, ``arqscale.worker.process``)."""
+        await wait_set(self._settled, at_most)
 
     def _background_ended(self, task: asyncio.Task[None]) -> None:
         # These loops only end by cancellation. Anything else is a bug: without heartbeats the leases lapse
@@ -266,15 +382,15 @@ class Worker:
         self._draining = True
         self.health.draining = True
         self.metrics.draining_q.set(1)
-        self._tick.set()
+        self._give_back_reserve("drain")
+        self._ask()
 
     async def _drain_timer(self) -> None:
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._cut_now.wait(), self.drain_timeout)
+        await wait_set(self._cut_now, self.drain_timeout)
         if self._running:
             await self._cut()
         self._drain_over = True
-        self._tick.set()
+        self._ask()
 
     def _give_up_unwritten(self) -> None:
         """The drain is over and Redis does not answer: stop rather than retry forever (a Redis that went
@@ -308,25 +424,41 @@ class Worker:
                 logger.error("job %s ignored its cancellation; it runs again after its lease lapses", job_id)
             self._abandoned.add(job_id)
             self._forget(job_id)
-        self._tick.set()
+        self._ask()
 
     # ----------------------------------------------------------------- the loop
 
-    async def _step(self) -> float:
+    async def _step(self, lane: _Lane) -> None:
+        """One lane's round trip, then when the loop should step again unasked; wakes the loop."""
+        try:
+            wait = await self._round_trip(lane)
+        except Exception as exc:
+            self._crash = exc  # a bug: the loop raises it (nobody awaits this task), as when it awaited the step
+            return
+        finally:
+            lane.busy = False
+            lane.wanted = 0
+            self._tick.set()
+        self._due = min(self._due, time.monotonic() + wait)
+
+    async def _round_trip(self, lane: _Lane) -> float:
         """Flush finished jobs and take new ones in one round trip; return how long to wait for the next tick."""
-        async with self._redis_turn:
+        self._count()
+        async with self._turns.shared():
             records, self._finished = self._finished, []
             # Back from a Redis outage: renew our leases (the heartbeat) before taking more, or this pickup's
             # sweep would hand our own expired leases to whoever picks first.
             held_off = self._draining or self.health.redis_down_since is not None
-            free = 0 if held_off else self.spec.concurrency - len(self._running)
+            free = 0 if held_off else self._free_slots()
             if not records and free <= 0:
                 return self.spec.poll_interval
-            if self._pick_token is None:
-                self._pick_token = f"{self.worker_id}.{next(self._tokens)}"
+            wanted = lane.wanted = max(min(free, self._pick_cap), 0)
+            # A token is kept until a pickup with it succeeds: only a kept one may be a resend of a lost reply.
+            fresh = lane.token is None
+            token = lane.token = lane.token or f"{self.worker_id}.{next(self._tokens)}"
             resent, self._resent = self._resent, False
             try:
-                result, stale = await self.ops.finish_and_pickup(records, free, self._pick_token)
+                result, stale = await self.ops.finish_and_pickup(records, wanted, token, fresh=fresh, lane=lane.index)
             except (RedisError, OSError) as exc:
                 # Nothing is dropped: the same batch and the same pickup token go again. Both are keyed by
                 # their tokens, so whatever the lost reply had already written is not written twice.
@@ -336,21 +468,53 @@ class Worker:
             if stale is None:
                 self._finished[:0] = records
                 self._resent = bool(records)
-                self._tick.set()
+                self._ask()
             elif stale:
                 self._stale(stale, resent)
             if result is not None:
-                self._pick_token = None
+                lane.token = None
         self._redis_ok()
         if result is not None:
-            self.metrics.pickups_q.inc()
-            if result.swept:
-                self.metrics.swept_q.inc(result.swept)
-            for job in result.jobs:
-                self._start(job)
+            self._took(result, wanted)
+        lane.wanted = 0  # its jobs are counted in _running now
+        if not self._settled.is_set() and (records or not self._running):
+            self._settled.set()  # outcomes written, or nothing to run
         if self.deletion_cost is not None:
             self.deletion_cost.set_busy(bool(self._running))
-        return self.spec.poll_interval if result is None else self._next_wait(result, free)
+        capped = result is not None and wanted < free and len(result.jobs) == wanted
+        if capped and result is not None and not (result.paused or result.rate_limited):
+            # A capped pickup got all it asked for: take the rest at once, while the jobs just started run.
+            return 0.0
+        return self.spec.poll_interval if result is None else self._next_wait(result, wanted)
+
+    def _free_slots(self) -> int:
+        """Jobs a pickup may ask for now: the free slots and the reserve's room, less what the lanes in flight
+        asked for (their pickups may fill those)."""
+        if self._reserved:
+            self._return_stale_reserve()
+        pending = sum(lane.wanted for lane in self._lanes)
+        room = self.spec.concurrency + self._reserve_room() - len(self._running) - len(self._reserved)
+        return room - pending
+
+    def _took(self, result: PickupResult, wanted: int) -> None:
+        """A pickup's reply: count it, note whether it came back short, start (or reserve) its jobs."""
+        self.metrics.pickups_q.inc()
+        if result.swept:
+            self.metrics.swept_q.inc(result.swept)
+        if wanted > 0:
+            self._caught_up = len(result.jobs) < wanted
+            if self._caught_up:
+                self._slot_freed.set()
+        if self._reserved:
+            self._start_reserved()  # slots freed without a job ending (leases lost): the oldest first
+        for job in result.jobs:
+            self._take(job)
+        self._count()
+
+    def _ask(self) -> None:
+        """A reason to step: the loop sends a round trip as soon as a lane is free."""
+        self._asked = True
+        self._tick.set()
 
     def _stale(self, job_ids: list[str], resent: bool) -> None:
         """Outcomes Redis dropped: the job was no longer held by the token they carried."""
@@ -378,9 +542,20 @@ class Worker:
             # aside HOLD_MAX per call): go on at once, so another key's job behind the burst is not left waiting
             # for polls. Each call is one short script, so Redis serves other clients between them.
             return 0.0
+        poll = self._poll_wait(idle=not result.jobs and not self._running)
         if len(result.jobs) < free and result.wait_ms >= 0:
-            return min(self.spec.poll_interval, max(result.wait_ms, 1) / 1000)
-        return self.spec.poll_interval
+            return min(poll, max(result.wait_ms, 1) / 1000)
+        return poll
+
+    def _poll_wait(self, *, idle: bool) -> float:
+        """``poll_interval``, doubled for each empty pickup in a row while the subscription is listening."""
+        if not (idle and self._listening):
+            self._idle_polls = 0
+            return self.spec.poll_interval
+        longest = max(IDLE_POLL_MAX_SECONDS, self.spec.poll_interval)
+        wait: float = min(self.spec.poll_interval * 2.0**self._idle_polls, longest)
+        self._idle_polls = min(self._idle_polls + 1, 16)
+        return wait
 
     def _redis_failed(self, exc: BaseException) -> float:
         if self.health.redis_down_since is None:
@@ -396,7 +571,7 @@ class Worker:
         if self.health.redis_down_since is not None:
             logger.info("redis reachable again after %.1fs", self.health.redis_down_for())
             self._renew_now.set()
-            self._tick.set()  # and write the outcomes that waited for it
+            self._ask()  # and write the outcomes that waited for it
         self.health.redis_ok()
         self.health.started = True
         self._redis_failures = 0
@@ -405,8 +580,9 @@ class Worker:
     async def _heartbeat_loop(self) -> None:
         interval = self.spec.lease_seconds / 3
         while True:
+            check_cancelled()
             try:
-                async with self._redis_turn:
+                async with self._turns.alone():
                     # Finished jobs whose outcome is not written yet (Redis away) keep their lease too, or
                     # another worker would run them again.
                     held = [(job_id, job.token) for job_id, job in self._picked.items()]
@@ -414,7 +590,7 @@ class Worker:
                     beat = await self.ops.heartbeat(held, int(self.spec.lease_seconds * 1000))
                     await live_workers.describe(
                         self.redis,
-                        self.spec.name,
+                        self.ops.keys,
                         self.worker_id,
                         self._identity(),
                         int(self.spec.lease_seconds * 1000),
@@ -430,8 +606,7 @@ class Worker:
             if beat.lost:
                 self._lost(beat.lost)
             self._renew_now.clear()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._renew_now.wait(), interval)
+            await wait_set(self._renew_now, interval)
 
     def _identity(self) -> dict[str, Any]:
         """The worker's record for the dashboard's Workers view (``live_workers.describe``)."""
@@ -449,6 +624,10 @@ class Worker:
         maybe to another worker). Stop our copies; whatever they would write would be dropped anyway."""
         running = [j for j in job_ids if j in self._running]
         lost = set(job_ids)
+        for job_id in lost & self._reserved.keys():
+            # Not started: nothing to stop, and nothing to write (another worker may hold the job now).
+            del self._reserved[job_id]
+            self._picked.pop(job_id, None)
         # Finished jobs whose outcome waits to be written hold no lease any more either: their record goes. After
         # a lost reply (a resend pending) the first send most likely wrote it; otherwise Redis would drop it as
         # stale, and it is counted so. Only running copies are lost leases.
@@ -457,7 +636,7 @@ class Worker:
         if unwritten:
             self._stale(unwritten, self._resent)
         if not running:
-            self._tick.set()
+            self._ask()
             return
         logger.warning("lease lost (this worker stalled or was cut off past it), stopping: %s", ", ".join(running))
         self.metrics.lost_leases_q.inc(len(running))
@@ -465,21 +644,31 @@ class Worker:
             self._abandoned.add(job_id)
             self._running[job_id].cancel()
             self._forget(job_id)
-        self._tick.set()
+        self._ask()
 
     async def _wake_listener(self) -> None:
         """Our producer publishes on the wake channel: pick up at once instead of at the next poll. Plain arq
         producers publish nothing: their enqueues arrive as client-tracking invalidations of the queue key
         (``invalidation.QueueWatch``) on the same subscription."""
+        cluster = self.ops.keys.cluster
         while True:
-            pubsub = self.redis.pubsub()
-            watch = QueueWatch(self.redis, self.spec.queue_key)
+            # On a cluster the subscription is a plain connection to one node; no plain arq producer can write
+            # to a cluster, so there is no queue key to track either.
+            node: Redis | None = None
+            pubsub: PubSub | None = None
+            watch = QueueWatch(self.redis, self.spec.queue_key, enabled=not cluster)
             try:
-                await watch.start(pubsub)
+                node = await connection.node_client(self.redis, self.ops.keys.wake) if cluster else None
+                pubsub = (node or self.redis).pubsub()
+                tracked = await watch.start(pubsub)
                 await pubsub.subscribe(self.ops.keys.wake)
-                self._tick.set()  # anything published while we were not subscribed
+                # No client tracking (an ACL without CLIENT, Redis < 6, a cluster): polls at poll_interval, as
+                # plain arq enqueues and jobs another worker put back (a finish publishes nothing) need them.
+                self._listening = tracked
+                self._ask()  # anything published while we were not subscribed
                 self.scheduler.wake()
                 while not watch.broken:
+                    check_cancelled()  # see worker.waiting: a command may return although the task was cancelled
                     message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=5.0)
                     if message is None or self._draining:
                         continue
@@ -489,7 +678,7 @@ class Worker:
                         # Only worth a pickup when this worker has room (the pickup answers empty otherwise).
                         room = len(self._running) < self.spec.concurrency
                         if invalidated and room and time.monotonic() >= self._hold_until:
-                            self._tick.set()
+                            self._ask()
                         continue
                     if message.get("data") == b"cancel":
                         self._abort_check.set()
@@ -500,29 +689,84 @@ class Worker:
                     if message.get("data") == RESUME.encode():
                         self._hold_until = 0.0  # the pause that made us hold off is over
                     if time.monotonic() >= self._hold_until:
-                        self._tick.set()
+                        self._ask()
             except (RedisError, OSError):
                 await asyncio.sleep(0.5)  # the loop's own calls report the outage; polling covers the gap
             finally:
+                self._listening = False  # polls at poll_interval until the subscription is back
                 await watch.close()
-                with contextlib.suppress(Exception):
-                    await pubsub.aclose()  # type: ignore[no-untyped-call]
+                if pubsub is not None:
+                    with contextlib.suppress(Exception):
+                        await pubsub.aclose()  # type: ignore[no-untyped-call]
+                if node is not None:
+                    with contextlib.suppress(Exception):
+                        await node.aclose()
+
+    def _has_room(self) -> bool:
+        """Whether a pickup now could take a job: a slot free, not draining, not held off (paused, rate window
+        used up)."""
+        if self._draining or time.monotonic() < self._hold_until:
+            return False
+        # Lanes in flight are not counted: their pickups may come back short, and a wake-up left unanswered
+        # while they are out delays the job until the next round trip (bench/end_to_end.py: p99 3 -> 67 ms).
+        return len(self._running) < self.spec.concurrency
+
+    async def _marker_watch(self) -> None:
+        """Our enqueues of ready jobs add the queue's marker (``keys.marker``): a worker with room waits on it
+        with ``BZPOPMIN``, so one idle worker wakes per enqueue rather than every one (bench/idle_herd.py), and
+        its pickup adds the marker again while ready jobs remain, for the next. On Redis Cluster the producer
+        publishes instead (``producer.wake_commands``) and this loop does not run."""
+        key = self.ops.keys.marker
+        # A connection of its own, held out of the pool: a stop cancels the wait mid-read, and the connection is
+        # then closed here, awaited, rather than dropped half-read (redis-py closes it without waiting, and a
+        # loop that ends right after leaves its socket open).
+        conn: Any = await self.redis.connection_pool.get_connection()
+        try:
+            while True:
+                check_cancelled()
+                if not (self._caught_up and self._has_room()):
+                    # A full or held worker leaves the marker to the others, until a job of its own ends; one that
+                    # is still taking full pickups does not need it.
+                    self._slot_freed.clear()
+                    await wait_set(self._slot_freed, PULSE_SECONDS)
+                    continue
+                try:
+                    await conn.send_command("BZPOPMIN", key, MARKER_WAIT_SECONDS)
+                    popped = await conn.read_response(disconnect_on_error=False)
+                except (RedisError, OSError):
+                    await conn.disconnect()  # the next send reconnects
+                    await asyncio.sleep(0.5)  # the loop's own calls report the outage
+                    continue
+                if not popped:
+                    continue
+                if self._has_room():
+                    self._ask()
+                    continue
+                # Filled up while it waited: hand the wake-up on to another worker.
+                with contextlib.suppress(RedisError, OSError):
+                    await self.redis.zadd(key, {"0": 0})
+        finally:
+            with contextlib.suppress(Exception):
+                await conn.disconnect()
+            await self.redis.connection_pool.release(conn)
 
     async def _abort_watch(self) -> None:
         """Cancel running jobs named in arq's abort set: at once when our cancel path publishes, within
         ``ABORT_POLL_SECONDS`` for a plain arq client's ``Job.abort()`` (which only writes the set)."""
         while True:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._abort_check.wait(), ABORT_POLL_SECONDS)
+            await wait_set(self._abort_check, ABORT_POLL_SECONDS)
             self._abort_check.clear()
-            running = [j for j in self._running if j not in self._cancelling]
+            running = [j for j in self._running if j not in self._cancelling] + list(self._reserved)
             if not running:
                 continue
             try:
-                marks = await self.redis.zmscore(ABORT_KEY, running)
+                marks = await self.redis.zmscore(self.ops.keys.abort, running)
             except (RedisError, OSError):
                 continue  # the loop's own calls report the outage
             for job_id, mark in zip(running, marks, strict=True):
+                if mark is not None and job_id in self._reserved:
+                    self._end_reserved(job_id, lambda job: self._cancel(job, "cancelled before it ran"))
+                    continue
                 task = self._running.get(job_id)
                 if mark is not None and task is not None:
                     logger.info("job %s: cancel requested, stopping it", job_id)
@@ -531,6 +775,7 @@ class Worker:
 
     async def _pulse(self) -> None:
         while True:
+            check_cancelled()
             before = time.monotonic()
             self._watchdog.beat()
             await asyncio.sleep(PULSE_SECONDS)
@@ -538,21 +783,74 @@ class Worker:
 
     # ----------------------------------------------------------------- one job
 
-    def _start(self, job: Picked) -> None:
-        if job.job_id in self._running:
+    def _take(self, job: Picked) -> None:
+        """A job a pickup handed us: start it, or keep it in the reserve while every slot is busy."""
+        if job.job_id in self._running or job.job_id in self._reserved:
             # Our own lease had lapsed and was swept, and the pickup handed the job back to us while our copy
-            # still runs: keep that copy, under the new token.
+            # still runs (or waits): keep that copy, under the new token.
             self._picked[job.job_id] = job
             return
         self._abandoned.discard(job.job_id)
         self._picked[job.job_id] = job
-        self._running[job.job_id] = asyncio.create_task(self._execute(job))
-        self.metrics.in_flight_q.inc()
+        if len(self._running) < self.spec.concurrency:
+            self._running[job.job_id] = asyncio.create_task(self._execute(job))
+        elif self._draining:
+            # A pickup sent before the drain brought more than the free slots: straight back.
+            self._end_reserved_job(job, self._back)
+        else:
+            self._reserved[job.job_id] = time.monotonic()
+
+    def _start_reserved(self) -> None:
+        """A slot freed: start the oldest reserved jobs at once, without waiting for a round trip."""
+        while self._reserved and len(self._running) < self.spec.concurrency and not self._draining:
+            job_id = next(iter(self._reserved))
+            del self._reserved[job_id]
+            self._running[job_id] = asyncio.create_task(self._execute(self._picked[job_id]))
+
+    def _reserve_room(self) -> int:
+        """How many leased jobs may wait here for a slot: enough for a freed slot never to wait for a round trip,
+        few enough that a job waits about RESERVE_WAIT_SECONDS on average (slots free at ``concurrency /
+        mean run time`` per second). None before the first jobs ran, so long jobs never wait in it."""
+        if not self._may_reserve or self._mean_run is None:
+            return 0
+        fits = int(self.spec.concurrency * RESERVE_WAIT_SECONDS / max(self._mean_run, 1e-6))
+        return min(fits, self._pick_cap)
+
+    def _return_stale_reserve(self) -> None:
+        """Every slot stayed busy longer than a reserved job should wait (the run times grew): the reserve goes
+        back to the queue, to a worker with room."""
+        if time.monotonic() - next(iter(self._reserved.values())) > RESERVE_MAX_SECONDS:
+            self._give_back_reserve("unstarted")
+
+    def _give_back_reserve(self, reason: str) -> None:
+        """The reserved jobs go back to the queue under their own scores, their try not counted."""
+        for job_id in list(self._reserved):
+            self._end_reserved(job_id, lambda job: self._back(job, reason))
+
+    def _end_reserved(self, job_id: str, outcome: Callable[[Picked], Finish]) -> None:
+        del self._reserved[job_id]
+        self._end_reserved_job(self._picked[job_id], outcome)
+
+    def _end_reserved_job(self, job: Picked, outcome: Callable[[Picked], Finish]) -> None:
+        """A job that never started ends with ``outcome`` (put back, cancelled), written at the next round trip."""
+        self._finished.append(outcome(job).queued(job.token, time.monotonic(), job.job_try))
+        self._picked.pop(job.job_id, None)
+        self._ask()
 
     def _forget(self, job_id: str) -> None:
-        if self._running.pop(job_id, None) is not None:
-            self.metrics.in_flight_q.dec()
+        self._running.pop(job_id, None)
         self._picked.pop(job_id, None)
+        if self._caught_up:
+            self._slot_freed.set()
+
+    def _count(self) -> None:
+        """The per-job metrics kept as plain counts between ticks, into prometheus once per tick: before the
+        tick's round trip writes the outcomes (a reader that saw an outcome sees it counted) and after its
+        pickup started the jobs."""
+        self.metrics.in_flight_q.set(len(self._running))
+        if self._completed:
+            self.metrics.by_outcome["complete"].inc(self._completed)
+            self._completed = 0
 
     async def _execute(self, job: Picked) -> None:
         # The loop watchdog looks for this frame (and its `job` local) to name a job that blocks the loop.
@@ -576,15 +874,17 @@ class Worker:
             record = dataclasses.replace(self._cancel(job, "cancelled while running"), ran_ms=record.ran_ms)
         self._cancelling.discard(job.job_id)
         held = self._picked.get(job.job_id, job)
-        self._finished.append(
-            dataclasses.replace(record, token=held.token, done_at=time.monotonic(), job_try=held.job_try)
-        )
+        self._finished.append(record.queued(held.token, time.monotonic(), held.job_try))
         self._forget(job.job_id)
-        self._tick.set()
+        if self._reserved:
+            self._start_reserved()
+        self._ask()
 
     def _storable(self, job: Picked, record: Finish) -> Finish:
         """``record``, or when Redis could not be sent it (text UTF-8 cannot encode), a plain dead record:
         checked here, per job, so one bad record never stalls the batch it would travel in."""
+        if not record.needs_check():
+            return record  # bytes and numbers only (a completed try's result): nothing that could fail to encode
         try:
             record.wire()
         except Exception as exc:
@@ -599,7 +899,7 @@ class Worker:
         if job.aborted:
             return self._cancel(job, "cancelled before it ran")
         if job.payload is None:
-            return self._dead(job, None, f"payload missing: {keys.job_key(job.job_id)} expired or was deleted")
+            return self._dead(job, None, f"payload missing: {self.ops.keys.job(job.job_id)} expired or was deleted")
         try:
             decoded = decode_payload(job.payload, self._loads)
         except DeserializationError as exc:
@@ -637,12 +937,14 @@ class Worker:
                 with tracing.process_span(self.spec.name, job.job_id, decoded.function, job_try, decoded.trace) as span:
                     record = await self._run_task(job, decoded, fn, job_try, log)
                     tracing.end_try(span, TRY_OUTCOMES[record.kind])
-            # How long the task ran: the events' duration_ms and the queue's run_ms total.
+            # How long the task ran: the events' duration_ms and the queue's run_ms total (a completed try's
+            # record carries it already: one record less to build per job).
             ran_ms = round((time.monotonic() - started) * 1000)
         finally:
             # Before the outcome is sent: its script gives the log the result's TTL.
-            await self.job_logs.close(log)
-        return dataclasses.replace(record, ran_ms=ran_ms)
+            if self.job_logs.ended(log):
+                await self.job_logs.close(log)
+        return record if record.ran_ms >= 0 else dataclasses.replace(record, ran_ms=ran_ms)
 
     async def _run_task(self, job: Picked, decoded: Decoded, fn: TaskFunction, job_try: int, log: JobLog) -> Finish:
         ctx = {
@@ -658,40 +960,50 @@ class Worker:
         }
         start_ms = _ms()
         self.metrics.wait_q.observe(max(start_ms - scores.split_score(job.score, self.spec)[1], 0) / 1000)
-        timeout = asyncio.timeout(self.spec.job_timeout)
+        # The job's own task (``_start``); asyncio.current_task() costs several µs a job under uvloop.
+        task = self._running.get(job.job_id) or asyncio.current_task()
+        assert task is not None
         t0 = time.perf_counter()
+        self._deadlines.start(job.job_id, task)
+        timed_out = False
         try:
-            async with timeout:
-                bound = self.job_logs.bind(log)
-                try:
-                    result = await fn(ctx, *decoded.args, **decoded.kwargs)
-                finally:
-                    self.job_logs.unbind(bound)
+            bound = self.job_logs.bind(log)
+            try:
+                result = await fn(ctx, *decoded.args, **decoded.kwargs)
+            finally:
+                self.job_logs.unbind(bound)
+                if timed_out := self._deadlines.end(job.job_id):
+                    task.uncancel()  # ours, not a cancel request: the try goes on to its record
         except asyncio.CancelledError:
             if job.job_id in self._cancelling:
                 return self._cancel(job, "cancelled while running", start_ms=start_ms)
             if self._cutting:
                 return self._back(job)
+            if timed_out:
+                self.metrics.duration_q.observe(time.perf_counter() - t0)
+                error = f"timed out after {self.spec.job_timeout:g}s"
+                return self._failed(job, decoded, job_try, error, None, start_ms=start_ms)
             error = "cancelled: the task raised CancelledError"
             return self._failed(job, decoded, job_try, error, None, start_ms=start_ms)
         except Retry as exc:
             self.metrics.duration_q.observe(time.perf_counter() - t0)
             error = "the task asked for a retry"
             return self._failed(job, decoded, job_try, error, None, defer_ms=exc.defer_score, start_ms=start_ms)
-        except TimeoutError as exc:
+        except TimeoutError as exc:  # the task's own: the job's deadline cancels (above)
             self.metrics.duration_q.observe(time.perf_counter() - t0)
-            if timeout.expired():
-                error = f"timed out after {self.spec.job_timeout:g}s"
-                return self._failed(job, decoded, job_try, error, None, start_ms=start_ms)
             error, tb = "TimeoutError raised by the task", traceback.format_exc()
             return self._failed(job, decoded, job_try, error, tb, exc=exc, start_ms=start_ms)
         except Exception as exc:
             self.metrics.duration_q.observe(time.perf_counter() - t0)
             error, tb = f"{type(exc).__name__}: {outcomes.describe(exc)}", traceback.format_exc()
             return self._failed(job, decoded, job_try, error, tb, exc=exc, start_ms=start_ms)
-        self.metrics.duration_q.observe(time.perf_counter() - t0)
-        self.metrics.by_outcome["complete"].inc()
-        return Finish("ok", job.job_id, self._result_bytes(job, decoded, job_try, result, start_ms))
+        ran = time.perf_counter() - t0
+        self.metrics.duration_q.observe(ran)
+        mean = self._mean_run
+        self._mean_run = ran if mean is None else mean + (ran - mean) * 0.05
+        self._completed += 1  # counted into the metrics once per loop tick (``_step``)
+        data = self._result_bytes(job, decoded, job_try, result, start_ms)
+        return Finish("ok", job.job_id, data, ran_ms=round(ran * 1000))
 
     def _result_bytes(self, job: Picked, d: Decoded, job_try: int, result: Any, start_ms: int) -> bytes | str:
         if self.spec.retention.completed_seconds <= 0:
@@ -763,9 +1075,9 @@ class Worker:
         self.metrics.by_outcome["cancelled"].inc()
         return outcomes.cancelled(self.spec, job, reason, _ms(), start_ms)
 
-    def _back(self, job: Picked) -> Finish:
+    def _back(self, job: Picked, reason: str = "drain") -> Finish:
         self.metrics.by_outcome["put_back"].inc()
-        return outcomes.back(job)
+        return outcomes.back(job, reason)
 
     # ----------------------------------------------------------------- watchdog (runs in its thread)
 
@@ -781,4 +1093,4 @@ class Worker:
         logger.error("job %s %s", job.job_id, error)
         if self._blocked_reporter is not None:
             payload = json.dumps({"error": error, "attempt": job.job_try, "at": time.time(), "traceback": None})
-            self._blocked_reporter.set(keys.error_key(job.job_id), payload, px=RETRY_TTL_MS)
+            self._blocked_reporter.set(self.ops.keys.error(job.job_id), payload, px=RETRY_TTL_MS)

@@ -1,8 +1,19 @@
-"""The worker's Prometheus metrics, in a registry of its own (so tests can run many workers in one process)."""
+"""The worker's Prometheus metrics, in a registry of its own (so tests can run many workers in one process).
+
+``prometheus_client`` is imported when the metrics are first needed, not at start-up: it is ~12 ms of a worker's
+cold start (it brings ``http.server``, ``wsgiref`` and ``urllib.request`` with it; bench/cold_start.py), spent
+before the first job, which a scale-up waits for. Until ``load()`` (the first ``/metrics`` scrape, the first
+read of ``registry``, or the worker process once its first jobs are done) every metric the worker updates is a
+``_Pending`` stand-in that keeps the calls made on it; ``load()`` builds the real metrics and replays the calls
+in order, so every value is what it would have been. After that the attributes are prometheus' own objects.
+"""
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from typing import TYPE_CHECKING, Protocol
+
+if TYPE_CHECKING:
+    from prometheus_client import CollectorRegistry
 
 # Job durations span no-op jobs (ms) to exports (minutes).
 DURATION_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600)
@@ -11,78 +22,160 @@ WAIT_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 
 # Values of the `outcome` label of arqscale_worker_jobs_total.
 OUTCOMES = ("complete", "retried", "dead", "put_back", "cancelled")
 
+# Calls kept before ``load()`` at most: a worker nobody loads (a test's, an embedding's) loads on its own
+# rather than keep every job's observations.
+MAX_PENDING_CALLS = 10_000
+
+
+class CounterChild(Protocol):
+    def inc(self, amount: float = 1) -> None: ...
+
+
+class GaugeChild(Protocol):
+    def set(self, value: float) -> None: ...
+
+
+class HistogramChild(Protocol):
+    def observe(self, amount: float) -> None: ...
+
+
+class _Pending:
+    """A metric child before ``load()``: its calls go to the owner's list, to be replayed on the real one."""
+
+    __slots__ = ("_name", "_owner")
+
+    def __init__(self, owner: WorkerMetrics, name: str) -> None:
+        self._owner, self._name = owner, name
+
+    def inc(self, amount: float = 1) -> None:
+        self._owner._keep(self._name, "inc", amount)
+
+    def set(self, value: float) -> None:
+        self._owner._keep(self._name, "set", value)
+
+    def observe(self, amount: float) -> None:
+        self._owner._keep(self._name, "observe", amount)
+
 
 class WorkerMetrics:
     def __init__(self, queue: str, concurrency: int) -> None:
-        self.registry = CollectorRegistry()
-        r = self.registry
-        self.jobs = Counter(
+        self.queue, self._concurrency = queue, concurrency
+        self._registry: CollectorRegistry | None = None
+        self._calls: list[tuple[str, str, float]] = []
+        # Bound children: one dict lookup saved per job on the hot path.
+        self.by_outcome: dict[str, CounterChild] = {o: _Pending(self, f"outcome:{o}") for o in OUTCOMES}
+        self.redis_errors_q: CounterChild = _Pending(self, "redis_errors_q")
+        self.pickups_q: CounterChild = _Pending(self, "pickups_q")
+        self.lost_leases_q: CounterChild = _Pending(self, "lost_leases_q")
+        self.stale_outcomes_q: CounterChild = _Pending(self, "stale_outcomes_q")
+        self.swept_q: CounterChild = _Pending(self, "swept_q")
+        self.in_flight_q: GaugeChild = _Pending(self, "in_flight_q")
+        self.redis_up_q: GaugeChild = _Pending(self, "redis_up_q")
+        self.draining_q: GaugeChild = _Pending(self, "draining_q")
+        self.loop_lag_q: GaugeChild = _Pending(self, "loop_lag_q")
+        self.stranded_q: GaugeChild = _Pending(self, "stranded_q")
+        self.duration_q: HistogramChild = _Pending(self, "duration_q")
+        self.wait_q: HistogramChild = _Pending(self, "wait_q")
+        self.redis_up_q.set(0)
+
+    @property
+    def loaded(self) -> bool:
+        return self._registry is not None
+
+    @property
+    def registry(self) -> CollectorRegistry:
+        if self._registry is None:
+            self.load()
+        assert self._registry is not None
+        return self._registry
+
+    def _keep(self, name: str, method: str, value: float) -> None:
+        self._calls.append((name, method, value))
+        if len(self._calls) >= MAX_PENDING_CALLS:
+            self.load()
+
+    def load(self) -> None:
+        """Import prometheus_client, build the metrics, replay what the stand-ins kept. Idempotent."""
+        if self._registry is not None:
+            return
+        from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+        queue = self.queue
+        r = CollectorRegistry()
+        jobs = Counter(
             "arqscale_worker_jobs", "Jobs finished by this worker, by outcome", ["queue", "outcome"], registry=r
         )
-        self.duration = Histogram(
+        duration = Histogram(
             "arqscale_worker_job_duration_seconds",
             "Run time of one try",
             ["queue"],
             buckets=DURATION_BUCKETS,
             registry=r,
         )
-        self.wait = Histogram(
+        wait = Histogram(
             "arqscale_worker_job_wait_seconds",
             "Time from a job's ready time to its start",
             ["queue"],
             buckets=WAIT_BUCKETS,
             registry=r,
         )
-        self.in_flight = Gauge("arqscale_worker_jobs_in_flight", "Jobs running in this worker", ["queue"], registry=r)
-        self.concurrency = Gauge("arqscale_worker_concurrency", "Configured jobs in flight", ["queue"], registry=r)
-        self.redis_up = Gauge("arqscale_worker_redis_up", "1 when the last Redis call succeeded", ["queue"], registry=r)
-        self.redis_errors = Counter(
+        in_flight = Gauge("arqscale_worker_jobs_in_flight", "Jobs running in this worker", ["queue"], registry=r)
+        concurrency = Gauge("arqscale_worker_concurrency", "Configured jobs in flight", ["queue"], registry=r)
+        redis_up = Gauge("arqscale_worker_redis_up", "1 when the last Redis call succeeded", ["queue"], registry=r)
+        redis_errors = Counter(
             "arqscale_worker_redis_errors", "Redis calls that failed (then retried)", ["queue"], registry=r
         )
-        self.draining = Gauge(
-            "arqscale_worker_draining", "1 once SIGTERM/SIGINT started the drain", ["queue"], registry=r
-        )
-        self.loop_lag = Gauge(
+        draining = Gauge("arqscale_worker_draining", "1 once SIGTERM/SIGINT started the drain", ["queue"], registry=r)
+        loop_lag = Gauge(
             "arqscale_worker_event_loop_lag_seconds", "Latest measured event-loop delay", ["queue"], registry=r
         )
-        self.pickups = Counter("arqscale_worker_pickups", "Pickup script calls", ["queue"], registry=r)
-        self.lost_leases = Counter(
+        pickups = Counter("arqscale_worker_pickups", "Pickup script calls", ["queue"], registry=r)
+        lost_leases = Counter(
             "arqscale_worker_lost_leases",
             "Running jobs this worker stopped because their lease ran out while it stalled or was cut off",
             ["queue"],
             registry=r,
         )
-        self.stale_outcomes = Counter(
+        stale_outcomes = Counter(
             "arqscale_worker_stale_outcomes",
             "Outcomes Redis dropped because the job's lease had passed to another pickup",
             ["queue"],
             registry=r,
         )
-        self.swept = Counter(
+        swept = Counter(
             "arqscale_worker_swept_leases",
             "Expired leases (of any worker) this worker returned to the queue",
             ["queue"],
             registry=r,
         )
-        self.stranded = Gauge(
+        stranded = Gauge(
             "arqscale_worker_stranded_jobs",
             "Jobs outside the queue's configured priority bands at start-up (`arqscale queue migrate` fixes them)",
             ["queue"],
             registry=r,
         )
-        # Bound children: one dict lookup saved per job on the hot path.
-        self.by_outcome = {o: self.jobs.labels(queue, o) for o in OUTCOMES}
-        self.duration_q = self.duration.labels(queue)
-        self.wait_q = self.wait.labels(queue)
-        self.in_flight_q = self.in_flight.labels(queue)
-        self.redis_up_q = self.redis_up.labels(queue)
-        self.redis_errors_q = self.redis_errors.labels(queue)
-        self.draining_q = self.draining.labels(queue)
-        self.loop_lag_q = self.loop_lag.labels(queue)
-        self.pickups_q = self.pickups.labels(queue)
-        self.lost_leases_q = self.lost_leases.labels(queue)
-        self.stale_outcomes_q = self.stale_outcomes.labels(queue)
-        self.swept_q = self.swept.labels(queue)
-        self.stranded_q = self.stranded.labels(queue)
-        self.concurrency.labels(queue).set(concurrency)
-        self.redis_up_q.set(0)
+        concurrency.labels(queue).set(self._concurrency)
+        real: dict[str, CounterChild | GaugeChild | HistogramChild] = {
+            "duration_q": duration.labels(queue),
+            "wait_q": wait.labels(queue),
+            "in_flight_q": in_flight.labels(queue),
+            "redis_up_q": redis_up.labels(queue),
+            "redis_errors_q": redis_errors.labels(queue),
+            "draining_q": draining.labels(queue),
+            "loop_lag_q": loop_lag.labels(queue),
+            "pickups_q": pickups.labels(queue),
+            "lost_leases_q": lost_leases.labels(queue),
+            "stale_outcomes_q": stale_outcomes.labels(queue),
+            "swept_q": swept.labels(queue),
+            "stranded_q": stranded.labels(queue),
+        }
+        by_outcome: dict[str, CounterChild] = {o: jobs.labels(queue, o) for o in OUTCOMES}
+        real |= {f"outcome:{o}": child for o, child in by_outcome.items()}
+        for name, method, value in self._calls:
+            getattr(real[name], method)(value)
+        self._calls = []
+        for name, child in real.items():
+            if not name.startswith("outcome:"):
+                setattr(self, name, child)
+        self.by_outcome = by_outcome
+        self._registry = r

@@ -214,10 +214,10 @@ def cancelled(spec: QueueSpec, job: Picked, reason: str, now_ms: int, start_ms: 
     return Finish("cancel", job.job_id, result if keep else b"", token=job.token, note=reason)
 
 
-def back(job: Picked) -> Finish:
-    """Put a cut-short job back under its own queue score (its place in line), its try counter back to
-    before this try."""
-    return Finish("back", job.job_id, job.job_try - 1, token=job.token)
+def back(job: Picked, reason: str = "drain") -> Finish:
+    """Put a cut-short (or never started) job back under its own queue score (its place in line), its try
+    counter back to before this try. ``reason``: its ``requeued`` event's."""
+    return Finish("back", job.job_id, job.job_try - 1, token=job.token, note=reason)
 
 
 def readable(spec: QueueSpec, value: Any) -> Any:

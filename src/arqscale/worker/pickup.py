@@ -32,15 +32,14 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
-from arq.constants import in_progress_key_prefix, job_key_prefix, result_key_prefix, retry_key_prefix
 from redis.asyncio import Redis
 from redis.exceptions import NoScriptError, RedisError
 
 from arqscale.core import scores
-from arqscale.core.cancellation import ABORT_KEY, ABORT_MAX_AGE_MS
+from arqscale.core.cancellation import ABORT_MAX_AGE_MS
 from arqscale.core.events import ERROR_EVENT_CHARS, MESSAGE_EVENT_CHARS
-from arqscale.core.keys import ERROR_PREFIX, GROUP_PREFIX, LOGS_PREFIX, PROGRESS_PREFIX, QueueKeys, progress_key
-from arqscale.core.lua import LEASE_LUA, NOW_LUA
+from arqscale.core.keys import QueueKeys
+from arqscale.core.lua import LEASE_LUA, NOW_LUA, LuaTemplate
 from arqscale.core.spec import QueueSpec
 
 logger = logging.getLogger("arqscale.worker")
@@ -57,35 +56,26 @@ MAX_RECORDS = 500  # outcomes written by one finish call
 MAX_HEARTBEAT = 2000  # leases renewed by one heartbeat call
 HOLD_MAX = 1000  # jobs of keys at their limit moved to their key's waiting set by one call
 TIMERS_MAX = 100  # keys whose held jobs one call looks at again
-BANDS_ARG = 16  # ARGV index of PICKUP_LUA's first band low
-
-_PREFIXES = {
-    "IP": in_progress_key_prefix,
-    "JOB": job_key_prefix,
-    "RETRY": retry_key_prefix,
-    "RESULT": result_key_prefix,
-    "ERR": ERROR_PREFIX,
-    "PROG": PROGRESS_PREFIX,
-    "LOGS": LOGS_PREFIX,
-    "ABORT": ABORT_KEY,
-    "GROUP": GROUP_PREFIX,
-}
+BANDS_ARG = 17  # ARGV index of PICKUP_LUA's first band low
+# Round trips a worker keeps in flight at once, each with its own pick record: while one lane's reply is on its
+# way, the other carries the outcomes of jobs that ended meanwhile and takes more (bench/run.py: no-op, I/O).
+LANES = 2
 
 
-def _lua(source: str) -> str:
+def _lua(source: str) -> LuaTemplate:
+    """A worker script: the per-job key tokens stay for ``LuaTemplate`` (they depend on the key layout)."""
     source = NOW_LUA + LEASE_LUA + source
-    for name, prefix in _PREFIXES.items():
-        source = source.replace(f"@{name}@", prefix)
     source = source.replace("@HALF@", str(scores.BAND // 2)).replace("@BAND@", str(scores.BAND))
     source = source.replace("@BANDS@", str(BANDS_ARG)).replace("@TIMERS_MAX@", str(TIMERS_MAX))
-    return source.replace("@PARK@", str(scores.PARK)).replace("@ABORT_AGE@", str(ABORT_MAX_AGE_MS))
+    return LuaTemplate(source.replace("@PARK@", str(scores.PARK)).replace("@ABORT_AGE@", str(ABORT_MAX_AGE_MS)))
 
 
 # KEYS: queue, active, paused, starts (rate window), pick (this worker's last pickup), group prefix,
-#       events stream, totals hash
+#       events stream, totals hash, marker (added again when ready jobs may remain: the next idle worker wakes)
 # ARGV: wanted, token, lease ms, rate max (0 = none), rate interval ms, retry ttl ms, in-progress ttl ms,
 #       sweep max, skip max, per-key concurrency (0 = none), per-key rate max (0 = none), per-key rate
-#       interval ms, key kwarg ('' = none), hold max, events max len (0 = none), band lows... (from ARGV[BANDS_ARG])
+#       interval ms, key kwarg ('' = none), hold max, events max len (0 = none), may be a resend (1: this token
+#       may have been sent before; 0: fresh), band lows... (from ARGV[BANDS_ARG])
 # Events: `active` per job taken (after `waiting` for a job no event announced: a plain arq producer's).
 # Returns {status, wait_ms, swept, then per job: id, payload|nil, try, score, last error|nil, aborted 0|1}
 #   aborted: a cancel request (arq's abort set) names the job: the worker ends it cancelled, unrun.
@@ -113,25 +103,30 @@ local function enqueued_of(p)
   return string.format('%d', v)
 end
 local out = {0, -1, 0}
-local aborting = redis.call('EXISTS', '@ABORT@') == 1
+-- Whether arq's abort set exists, read on the first job handed out (an empty pickup does not read it).
+local aborting = nil
 gbase = KEYS[6] or ''
 local gconc, grate, gwin, gkw = tonumber(ARGV[10]), tonumber(ARGV[11]), tonumber(ARGV[12]), ARGV[13]
 local limited = gbase ~= '' and (gconc > 0 or grate > 0)
+-- payload: nil = not read yet (false: read, missing).
 local function hand_out(id, try, score, payload)
   local err = false
   if try > 1 then err = redis.call('GET', '@ERR@' .. id) end
   out[#out+1] = id
-  out[#out+1] = payload or redis.call('GET', '@JOB@' .. id)
+  if payload == nil then payload = redis.call('GET', '@JOB@' .. id) end
+  out[#out+1] = payload
   out[#out+1] = try
   out[#out+1] = score
   out[#out+1] = err
   -- Score 1 is arq's own abort mark: Job.abort() of a deferred job moves it to score 1 and writes the abort set
   -- in its next round trip; a pickup in between (a worker woken by the queue key's invalidation) must not run
   -- the job it is cancelling. No producer writes a ready time of 1 ms after 1970.
+  if score ~= '1' and aborting == nil then aborting = redis.call('EXISTS', '@ABORT@') == 1 end
   out[#out+1] = (score == '1' or (aborting and redis.call('ZSCORE', '@ABORT@', id))) and 1 or 0
 end
--- A resend of a pickup whose reply was lost: hand back what it took, charge nothing again.
-if redis.call('LINDEX', KEYS[5], 0) == token then
+-- A resend of a pickup whose reply was lost: hand back what it took, charge nothing again. Looked for only when
+-- the caller may have sent this token before (ARGV[16] = 1): a fresh token cannot be a resend.
+if ARGV[16] == '1' and redis.call('LINDEX', KEYS[5], 0) == token then
   out[1] = 3
   for _, id in ipairs(redis.call('LRANGE', KEYS[5], 1, -1)) do
     local score, owner = lease_of(id)
@@ -197,7 +192,8 @@ if rate_max > 0 then
 end
 local expiry = now + tonumber(ARGV[3])
 local taken, skip_left, hold_left, hold_max = {}, tonumber(ARGV[9]), tonumber(ARGV[14]), tonumber(ARGV[14])
-local announced_here = 0
+-- Per job taken: its queue score, and its payload when the per-key check already read it.
+local taken_score, taken_payload = {}, {}
 -- Read once per call, not per job: nothing in the loop below adds to `pend` (a queue without `group:`, or whose
 -- keyed jobs were all picked, then runs no HGET per job).
 local pend_live = gbase ~= '' and redis.call('EXISTS', gbase .. 'pend') == 1
@@ -210,6 +206,9 @@ for b = @BANDS@, #ARGV do
     local ids = redis.call('ZRANGEBYSCORE', KEYS[1], low - @HALF@, low + now, 'WITHSCORES',
                            'LIMIT', skipped, want - #taken + (hold_left < hold_max and 100 or 0))
     if #ids == 0 then break end
+    -- The jobs taken from this page, parked above every band by one ZADD once the page is walked (before the
+    -- next page is read: parked, they leave the range the next ZRANGEBYSCORE reads from `skipped` on).
+    local park = {}
     for i = 1, #ids, 2 do
       if #taken >= want then break end
       local id, score = ids[i], ids[i+1]
@@ -251,29 +250,46 @@ for b = @BANDS@, #ARGV do
             redis.call('PEXPIRE', sk, gwin)
           end
         end
-        redis.call('ZADD', KEYS[1], string.format('%d', tonumber(score) + @PARK@), id)
+        park[#park+1] = string.format('%d', tonumber(score) + @PARK@)
+        park[#park+1] = id
         if limited then redis.call('SET', ip, owner_rec, 'PX', ARGV[7]) end
-        redis.call('ZADD', KEYS[2], expiry, id)
-        local rk = '@RETRY@' .. id
-        -- GET + SET rather than INCR + PEXPIRE (same cost): a missing counter tells a job no event announced,
-        -- a plain arq producer's (ours start at 0), which gets its `waiting` event here, before `active`.
-        local before = redis.call('GET', rk)
-        local try = (tonumber(before) or 0) + 1
-        redis.call('SET', rk, try, 'PX', ARGV[6])
-        if not before then
-          payload = payload or redis.call('GET', '@JOB@' .. id)
-          emit('waiting', id, 'enqueued', enqueued_of(payload))
-          announced_here = announced_here + 1
-        end
-        emit('active', id, 'try', try, 'worker', worker)
-        hand_out(id, try, score, payload)
         taken[#taken+1] = id
+        taken_score[#taken] = score
+        taken_payload[#taken] = payload or false
       end
     end
+    if #park > 0 then redis.call('ZADD', KEYS[1], unpack(park)) end
     if skip_left <= 0 or hold_left <= 0 then break end
   end
 end
 if #taken > 0 then
+  -- What every job taken needs, one command each for the whole call rather than one per job: the leases, the
+  -- try counters, the payloads.
+  local leases, rks, jks = {}, {}, {}
+  for i, id in ipairs(taken) do
+    leases[2*i-1] = expiry
+    leases[2*i] = id
+    rks[i] = '@RETRY@' .. id
+    jks[i] = '@JOB@' .. id
+  end
+  redis.call('ZADD', KEYS[2], unpack(leases))
+  local befores = redis.call('MGET', unpack(rks))
+  local payloads = redis.call('MGET', unpack(jks))
+  local announced_here = 0
+  for i, id in ipairs(taken) do
+    -- GET + SET rather than INCR + PEXPIRE (same cost): a missing counter tells a job no event announced,
+    -- a plain arq producer's (ours start at 0), which gets its `waiting` event here, before `active`.
+    local before = befores[i]
+    local try = (tonumber(before) or 0) + 1
+    redis.call('SET', rks[i], try, 'PX', ARGV[6])
+    local payload = taken_payload[i] or payloads[i]
+    if not before then
+      emit('waiting', id, 'enqueued', enqueued_of(payload))
+      announced_here = announced_here + 1
+    end
+    emit_active(id, try, worker)
+    hand_out(id, try, taken_score[i], payload)
+  end
   -- Counted once per call, not per job.
   tally('started', #taken)
   if announced_here > 0 then tally('enqueued', announced_here) end
@@ -281,7 +297,9 @@ if #taken > 0 then
   redis.call('RPUSH', KEYS[5], token, unpack(taken))
   redis.call('PEXPIRE', KEYS[5], ARGV[3])
   if rate_max > 0 then
-    for i = 1, #taken do redis.call('ZADD', KEYS[4], now, token .. '#' .. i) end
+    local starts = {}
+    for i = 1, #taken do starts[2*i-1] = now; starts[2*i] = token .. '#' .. i end
+    redis.call('ZADD', KEYS[4], unpack(starts))
     redis.call('PEXPIRE', KEYS[4], window)
   end
 end
@@ -310,6 +328,10 @@ if #taken < tonumber(ARGV[1]) then
     if hold_left <= 0 then out[2] = 0 end
   end
 end
+-- Jobs taken or held leave nothing new to run: their invalidation of the queue key need wake no idle worker.
+if #taken > 0 or hold_left < hold_max then own_change(KEYS[1]) end
+-- Ready jobs may remain (it took all it asked for, or swept leases back): the marker wakes the next idle worker.
+if KEYS[9] and ((want > 0 and #taken >= want) or out[3] > 0) then redis.call('ZADD', KEYS[9], 0, '0') end
 return out
 """)
 
@@ -325,7 +347,8 @@ return out
 #   ok:    a = serialized result ('' = keep none)
 #   retry: a = delay ms (from now, in the job's own band), b = error JSON
 #   dead:  a = DeadJob JSON, b = arq's failed result ('' = keep none)
-#   back:  a = try counter to restore (the cut-short try does not count); the job keeps its queue score
+#   back:  a = try counter to restore (the cut-short try does not count); the job keeps its queue score; note =
+#          the reason its `requeued` event gives (drain: a stopping worker's; unstarted: a reserve given back)
 #   cancel: a = arq's result of a cancelled job ('' = keep none); never retried, no dead-letter entry
 # An outcome that ends the job also clears its cancel request (arq's abort set); a retry or a put-back leaves
 # it, so the next pickup takes the job only to cancel it.
@@ -338,8 +361,11 @@ local n_ok, n_dead = 0, 0
 local stale = {}
 -- Read once per call rather than one command per job: most calls find no cancel request (arq's abort set) and
 -- no dead letter; nothing below adds to either, except a `dead` record (dlq_live set there).
-local aborting = redis.call('EXISTS', '@ABORT@') == 1
-local dlq_live = redis.call('EXISTS', KEYS[4]) == 1
+local aborting, dlq_live = false, false
+if redis.call('EXISTS', '@ABORT@', KEYS[4]) > 0 then  -- one command for both when neither exists (the usual case)
+  aborting = redis.call('EXISTS', '@ABORT@') == 1
+  dlq_live = redis.call('EXISTS', KEYS[4]) == 1
+end
 gbase = KEYS[6] or ''
 events_to(KEYS[7], KEYS[8], ARGV[6])
 -- The totals are added once per call (one HINCRBY per field), not per record.
@@ -347,33 +373,55 @@ local counted = {}
 local function count(field, n)
   if n ~= 0 then counted[field] = (counted[field] or 0) + (n or 1) end
 end
+-- The ownership records of the whole batch, one MGET. A record ends its job's lease; a later record of the same id
+-- in this call then finds it ended (stale), as it would have read it after the first one's writes.
+local ipks = {}
+for i = 7, #ARGV, 9 do ipks[#ipks+1] = '@IP@' .. ARGV[i+1] end
+local owners = #ipks > 0 and redis.call('MGET', unpack(ipks)) or {}
+local ended = {}
+local workers = {}  -- token -> worker id: a batch holds the jobs of a few pickups
+-- The successes' writes that take many keys or members, one command each for the batch after the loop: their
+-- keys to delete, their ids (queue, active), their `completed` entries, their progress and log keys.
+local ok_del, ok_ids, ok_done, ok_extra = {}, {}, {}, {}
 for i = 7, #ARGV, 9 do
   local kind, id, token, a, b = ARGV[i], ARGV[i+1], ARGV[i+2], ARGV[i+3], ARGV[i+4]
   local at = now - math.max(tonumber(ARGV[i+5]) or 0, 0)
   local try, ran, note = ARGV[i+6], tonumber(ARGV[i+7]) or -1, ARGV[i+8]
-  local w = worker_of(token)
+  local w = workers[token]
+  if not w then w = worker_of(token); workers[token] = w end
   local dur = ran >= 0 and ran or nil  -- nil: the task never ran (unknown function, undecodable payload, ...)
-  local score, owner = lease_of(id)
-  -- Every outcome ends the lease: the job's key gets its slot back (once: the token check drops a resend).
-  if owner == token then group_release(KEYS[1], id) end
+  local score, owner = nil, nil
+  local rec = owners[(i - 7) / 9 + 1]
+  if rec and not ended[id] then
+    local sp = string.find(rec, ' ', 1, true)
+    if sp then score, owner = string.sub(rec, 1, sp - 1), string.sub(rec, sp + 1) end
+  end
+  if owner == token then
+    ended[id] = true
+    -- Every outcome ends the lease: the job's key gets its slot back (once: the token check drops a resend).
+    group_release(KEYS[1], id)
+  end
   if owner ~= token then
     stale[#stale+1] = id
   elseif kind == 'ok' then
     if a ~= '' then redis.call('SET', '@RESULT@' .. id, a, 'PX', ARGV[1]) end
-    redis.call('DEL', '@JOB@' .. id, '@IP@' .. id, '@RETRY@' .. id, '@ERR@' .. id, '@GROUP@' .. id)
-    redis.call('ZREM', KEYS[1], id)
-    redis.call('ZREM', KEYS[2], id)
-    redis.call('ZADD', KEYS[3], at, id)
+    local n = #ok_del
+    ok_del[n+1], ok_del[n+2], ok_del[n+3] = '@JOB@' .. id, '@IP@' .. id, '@RETRY@' .. id
+    ok_del[n+4], ok_del[n+5] = '@ERR@' .. id, '@GROUP@' .. id
+    ok_ids[#ok_ids+1] = id
+    ok_done[#ok_done+1] = at
+    ok_done[#ok_done+1] = id
+    ok_extra[#ok_extra+1] = '@PROG@' .. id
+    ok_extra[#ok_extra+1] = '@LOGS@' .. id
     if aborting then redis.call('ZREM', '@ABORT@', id) end
     -- The dead-letter hash and its index go together (dead_letters.py): the index only when the hash had it.
     if dlq_live and redis.call('HDEL', KEYS[4], id) == 1 then redis.call('ZREM', KEYS[5], id) end
-    redis.call('PEXPIRE', '@PROG@' .. id, ARGV[1])
-    redis.call('PEXPIRE', '@LOGS@' .. id, ARGV[1])
     n_ok = n_ok + 1
-    emit('completed', id, 'try', try, 'worker', w, 'duration_ms', dur)
+    emit_completed(id, try, w, dur)
     count('completed')
     if ran > 0 then count('run_ms', ran) end
   elseif kind == 'retry' then
+    queue_added = true  -- a job to run again: the invalidation wakes the idle workers (they learn when)
     redis.call('ZADD', KEYS[1], string.format('%d', band_of(tonumber(score)) + now + tonumber(a)), id)
     redis.call('DEL', '@IP@' .. id)
     redis.call('ZREM', KEYS[2], id)
@@ -416,16 +464,31 @@ for i = 7, #ARGV, 9 do
     count('cancelled')
     if ran > 0 then count('run_ms', ran) end
   elseif kind == 'back' then
+    queue_added = true  -- put back by a draining worker: another one should take it at once
     redis.call('ZADD', KEYS[1], score, id)
     redis.call('DEL', '@IP@' .. id)
     redis.call('ZREM', KEYS[2], id)
     -- Kept at 0 rather than deleted: the counter also says an event announced the job (see PICKUP_LUA).
     redis.call('SET', '@RETRY@' .. id, math.max(tonumber(a) or 0, 0), 'KEEPTTL')
-    emit('requeued', id, 'try', try, 'worker', w, 'reason', 'drain')
+    emit('requeued', id, 'try', try, 'worker', w, 'reason', note ~= '' and note or 'drain')
     count('requeued')
   end
 end
+-- The result and log keys of trimmed ids (at most 1,000 a call), one DEL.
+local function trim_keys(ids)
+  local ks = {}
+  for i, id in ipairs(ids) do ks[2*i-1] = '@RESULT@' .. id; ks[2*i] = '@LOGS@' .. id end
+  redis.call('DEL', unpack(ks))
+end
 if n_ok > 0 then
+  redis.call('DEL', unpack(ok_del))
+  redis.call('ZREM', KEYS[1], unpack(ok_ids))
+  redis.call('ZREM', KEYS[2], unpack(ok_ids))
+  redis.call('ZADD', KEYS[3], unpack(ok_done))
+  -- Most jobs write no progress and no log: one EXISTS for the batch instead of two PEXPIRE per job.
+  if redis.call('EXISTS', unpack(ok_extra)) > 0 then
+    for _, k in ipairs(ok_extra) do redis.call('PEXPIRE', k, ARGV[1]) end
+  end
   -- An id trimmed from `completed` takes its result key with it, so completed_max bounds the stored results
   -- themselves, not only the index (at most 1,000 per call: each success adds one, so it keeps up).
   local old = redis.call('ZRANGEBYSCORE', KEYS[3], '-inf', '(' .. (now - tonumber(ARGV[1])), 'LIMIT', 0, 1000)
@@ -436,7 +499,7 @@ if n_ok > 0 then
   end
   if #old > 0 then
     redis.call('ZREM', KEYS[3], unpack(old))
-    for _, id in ipairs(old) do redis.call('DEL', '@RESULT@' .. id, '@LOGS@' .. id) end
+    trim_keys(old)
   end
 end
 if n_dead > 0 then
@@ -449,10 +512,13 @@ if n_dead > 0 then
   if #old > 0 then
     redis.call('HDEL', KEYS[4], unpack(old))
     redis.call('ZREM', KEYS[5], unpack(old))
-    for _, id in ipairs(old) do redis.call('DEL', '@RESULT@' .. id, '@LOGS@' .. id) end
+    trim_keys(old)
   end
 end
 for field, n in pairs(counted) do tally(field, n) end
+-- Jobs that ended leave nothing new to run (unless a retry, a put-back or a held job let back did): no idle
+-- worker need answer this call's invalidation of the queue key.
+if next(ended) ~= nil then own_change(KEYS[1]) end
 return stale
 """)
 
@@ -534,6 +600,15 @@ class Finish:
     ran_ms: int = -1  # how long the task ran (-1: it never ran); events' duration_ms and the run_ms total
     note: str = ""  # the error (retry, dead) or reason (cancel) its event carries, capped (events.ERROR_EVENT_CHARS)
 
+    def queued(self, token: str, done_at: float, job_try: int) -> Finish:
+        """This record, queued for writing: the holding token, when the try ended and its number. Built field by
+        field: ``dataclasses.replace`` costs several times as much, once per job (bench/run.py's profile)."""
+        return Finish(self.kind, self.job_id, self.a, self.b, token, done_at, job_try, self.ran_ms, self.note)
+
+    def needs_check(self) -> bool:
+        """Whether ``wire`` could fail: only text fields can (UTF-8 that does not encode); ids round-trip."""
+        return isinstance(self.a, str) or (isinstance(self.b, str) and bool(self.b)) or bool(self.note)
+
     def wire(self) -> list[bytes | str | int]:
         """The record as ``FINISH_LUA`` reads it."""
         b = self.b
@@ -564,16 +639,17 @@ class QueueOps:
         self.redis = redis
         self.spec = spec
         self.worker_id = worker_id
-        self.keys = QueueKeys.for_queue(spec.name, spec.queue_key)
+        self.keys = QueueKeys.of(spec, redis)
         self.lease_ms = int(spec.lease_seconds * 1000)
         self._band_lows = [band.low for band in scores.bands(spec)]
-        self._pickup = redis.register_script(PICKUP_LUA)
-        self._finish = redis.register_script(FINISH_LUA)
-        self._heartbeat = redis.register_script(HEARTBEAT_LUA)
-        self._progress = redis.register_script(PROGRESS_LUA)
-        self._pick_key = self.keys.pick(worker_id)
+        self._pickup = redis.register_script(PICKUP_LUA.for_keys(self.keys).source)
+        self._finish = redis.register_script(FINISH_LUA.for_keys(self.keys).source)
+        self._heartbeat = redis.register_script(HEARTBEAT_LUA.for_keys(self.keys).source)
+        self._progress = redis.register_script(PROGRESS_LUA.for_keys(self.keys).source)
+        # One pick record per lane: each lane's last pickup may be resent (a lost reply) while the other's is out.
+        self._pick_keys = [self.keys.pick(worker_id, lane) for lane in range(LANES)]
 
-    def _pickup_args(self, wanted: int, token: str) -> list[int | str]:
+    def _pickup_args(self, wanted: int, token: str, fresh: bool = False) -> list[int | str]:
         rate = self.spec.rate_limit
         group = self.spec.group
         return [
@@ -592,6 +668,7 @@ class QueueOps:
             group.key or "" if group else "",
             HOLD_MAX,
             self.spec.events.stream_max,
+            0 if fresh else 1,
             *self._band_lows,
         ]
 
@@ -610,8 +687,10 @@ class QueueOps:
             args += r.wire()
         return args
 
-    async def pickup(self, wanted: int, token: str) -> PickupResult:
-        raw = await self._pickup(keys=self._pickup_keys(), args=self._pickup_args(wanted, token))
+    async def pickup(self, wanted: int, token: str, *, fresh: bool = False, lane: int = 0) -> PickupResult:
+        """Take up to ``wanted`` jobs under ``token``; ``fresh``: the token was never sent before (no resend check);
+        ``lane``: which of the worker's pick records keeps the token (one per round trip in flight)."""
+        raw = await self._pickup(keys=self._pickup_keys(lane), args=self._pickup_args(wanted, token, fresh))
         return parse_pickup(raw, token)
 
     async def finish(self, records: Sequence[Finish]) -> list[str]:
@@ -624,7 +703,7 @@ class QueueOps:
         return stale
 
     async def finish_and_pickup(
-        self, records: Sequence[Finish], wanted: int, token: str
+        self, records: Sequence[Finish], wanted: int, token: str, *, fresh: bool = False, lane: int = 0
     ) -> tuple[PickupResult | None, list[str] | None]:
         """Record outcomes, then take up to ``wanted`` jobs, in one round trip.
 
@@ -635,19 +714,18 @@ class QueueOps:
         if len(records) > MAX_RECORDS:
             return None, await self.finish(records)  # a backlog of outcomes after an outage: write, pick next tick
         if not records:
-            return (await self.pickup(wanted, token) if wanted > 0 else None), []
+            return (await self.pickup(wanted, token, fresh=fresh, lane=lane) if wanted > 0 else None), []
         async with self.redis.pipeline(transaction=False) as pipe:
             # Plain EVALSHA: redis-py's pipelined Script objects add a SCRIPT EXISTS round trip to every call.
             # After a Redis restart the script cache is empty; each command then answers NOSCRIPT on its
             # own (nothing ran), and the scripts are loaded again for the next tick.
-            finish_keys, pickup_keys = self._finish_keys(), self._pickup_keys()
+            finish_keys, pickup_keys = self._finish_keys(), self._pickup_keys(lane)
             pipe.execute_command(
                 "EVALSHA", self._finish.sha, len(finish_keys), *finish_keys, *self._finish_args(records)
             )
             if wanted > 0:
-                pipe.execute_command(
-                    "EVALSHA", self._pickup.sha, len(pickup_keys), *pickup_keys, *self._pickup_args(wanted, token)
-                )
+                pickup_args = self._pickup_args(wanted, token, fresh)
+                pipe.execute_command("EVALSHA", self._pickup.sha, len(pickup_keys), *pickup_keys, *pickup_args)
             replies = await pipe.execute(raise_on_error=False)
         errors = [r for r in replies if isinstance(r, Exception)]
         picked = replies[1] if wanted > 0 else None
@@ -703,15 +781,15 @@ class QueueOps:
             repr(float(percent)),
             (message or "")[:MESSAGE_EVENT_CHARS].encode("utf-8", "replace"),
         ]
-        await self._progress(keys=[progress_key(job_id), k.events, k.totals], args=args)
+        await self._progress(keys=[k.progress(job_id), k.events, k.totals], args=args)
 
     async def leave(self) -> None:
         """Remove this worker from the ``workers`` set on a clean exit."""
         await self.redis.zrem(self.keys.workers, self.worker_id)
 
-    def _pickup_keys(self) -> list[str]:
+    def _pickup_keys(self, lane: int = 0) -> list[str]:
         k = self.keys
-        return [k.queue, k.active, k.paused, k.starts, self._pick_key, k.groups, k.events, k.totals]
+        return [k.queue, k.active, k.paused, k.starts, self._pick_keys[lane], k.groups, k.events, k.totals, k.marker]
 
     def _finish_keys(self) -> list[str]:
         k = self.keys

@@ -18,8 +18,6 @@ import errno
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-
 from arqscale.core.health import Health
 from arqscale.worker.metrics import WorkerMetrics
 
@@ -51,6 +49,9 @@ def build_app(health: Health, metrics: WorkerMetrics) -> ProbeApp:
         return (200 if ok else 503), _TEXT, (why + "\n").encode()
 
     def metrics_handler() -> tuple[int, str, bytes]:
+        # Imported on the first scrape, if that comes before the worker loads its metrics (worker/metrics.py).
+        from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
         return 200, CONTENT_TYPE_LATEST, generate_latest(metrics.registry)
 
     return ProbeApp({"/livez": livez, "/readyz": readyz, "/metrics": metrics_handler})

@@ -8,12 +8,13 @@ import logging
 import os
 import signal
 import socket
+import sys
 import time
 import uuid
 from collections.abc import Callable, Mapping
 
-from arqscale.core import tracing
-from arqscale.core.config import Config
+from arqscale.core import connection, tracing
+from arqscale.core.config import Config, topology_message
 from arqscale.core.connection import create_redis, create_sync_redis
 from arqscale.core.spec import QueueSpec
 from arqscale.worker.loop import TaskFunction, Worker
@@ -29,6 +30,9 @@ REDIS_SOCKET_TIMEOUT = 5.0
 # (PR_SET_PDEATHSIG, as `arqscale demo` sets) arrives once per thread of the dying parent, since Linux
 # hands the child to each remaining thread in turn. A second Ctrl-C (SIGINT) always counts.
 SIGTERM_REPEAT_SECONDS = 1.0
+# The metrics are loaded (prometheus_client imported) once the first jobs are done, at most this long after the
+# start (worker/metrics.py): the import would otherwise come before the first job.
+METRICS_LOAD_MAX_DELAY = 1.0
 
 
 def stop_signal_handler(
@@ -57,6 +61,29 @@ def worker_id(queue: str) -> str:
     return f"{base}-{uuid.uuid4().hex[:6]}"
 
 
+async def _topology_problem(config: Config, worker: Worker) -> str | None:
+    """``check_topology`` beside the first pickup rather than before it (cold start, bench/cold_start.py):
+    on a problem, say it as every other command does and stop the worker.
+
+    Nothing runs meanwhile on a topology that the check refuses: on a cluster node the pickup script's keys
+    span hash slots (``CROSSSLOT``), and sentinels that know no such master, or seed nodes that are not
+    cluster nodes, give the client no server to send it to."""
+    try:
+        problem = await connection.check_topology_on(config.redis, worker.redis)
+    except Exception:
+        worker.request_drain()
+        raise
+    if problem is not None:
+        print(topology_message(config, problem), file=sys.stderr)
+        worker.request_drain()
+    return problem
+
+
+async def _load_metrics(worker: Worker, metrics: WorkerMetrics) -> None:
+    await worker.first_jobs_done(METRICS_LOAD_MAX_DELAY)
+    metrics.load()
+
+
 async def serve(
     config: Config,
     spec: QueueSpec,
@@ -66,7 +93,10 @@ async def serve(
     port_chosen: bool = True,
     drain_timeout: float | None = None,
     traced: bool = False,
+    check_topology: bool = False,
 ) -> int:
+    """Run the worker until it has drained; the exit code. ``check_topology``: the config was loaded without
+    it (``load_config_or_exit(topology=False)``), run it here, beside the first pickup; a problem exits 2."""
     redis = create_redis(config.redis, socket_timeout=REDIS_SOCKET_TIMEOUT)
     # The loop watchdog reports a blocked loop from its own thread, so it needs a client of its own.
     reporter = create_sync_redis(config.redis, socket_timeout=REDIS_SOCKET_TIMEOUT)
@@ -119,9 +149,15 @@ async def serve(
         config.redis.display_url(),
         port,
     )
+    # Created here, its first step runs once the first pickup is on its way.
+    checking = asyncio.create_task(_topology_problem(config, worker)) if check_topology else None
+    loading = asyncio.create_task(_load_metrics(worker, metrics))
     try:
         await worker.run()
     finally:
+        loading.cancel()
+        if checking is not None and not checking.done():
+            checking.cancel()  # a stop before the check answered: its thread ends within its timeout
         await runner.cleanup()
         if patcher is not None:
             await patcher.close()
@@ -129,4 +165,6 @@ async def serve(
         reporter.close()
         if traced:
             tracing.shutdown()  # flush the spans of the last tries
+    if checking is not None and not checking.cancelled() and checking.result() is not None:
+        return 2
     return 0

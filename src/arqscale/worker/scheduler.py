@@ -12,15 +12,18 @@ and they move on. The protocol is in docs/design.md, "Schedules".
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import random
+from typing import TYPE_CHECKING
 
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-from arqscale.core.schedules import ScheduleStore
 from arqscale.core.spec import QueueSpec
+from arqscale.worker.waiting import wait_set
+
+if TYPE_CHECKING:
+    from arqscale.core.schedules import ScheduleStore
 
 logger = logging.getLogger("arqscale.worker.scheduler")
 
@@ -30,12 +33,20 @@ POLL_SECONDS = 5.0
 # Due ticks settled per script call; more are taken at once in the next round.
 BATCH = 100
 REDIS_RETRY_SECONDS = 1.0  # the worker's own loop reports outages; this one only waits them out
+# The first look waits for the worker's first jobs (``after``), at most this long: importing the schedules module
+# (with the producer's) and the first look would otherwise run beside the first pickup and delay the first job
+# (cold start, bench/cold_start.py).
+FIRST_LOOK_MAX_DELAY = 1.0
 
 
 class Scheduler:
-    def __init__(self, spec: QueueSpec, redis: Redis, *, poll_seconds: float = POLL_SECONDS) -> None:
+    def __init__(
+        self, spec: QueueSpec, redis: Redis, *, poll_seconds: float = POLL_SECONDS, after: asyncio.Event | None = None
+    ) -> None:
         self.spec = spec
-        self.store = ScheduleStore(redis, spec)
+        self._redis = redis
+        self._store: ScheduleStore | None = None
+        self._after = after
         self.poll_seconds = poll_seconds
         self.synced = False
         self.fired = 0  # jobs this worker enqueued (for tests and logs)
@@ -43,12 +54,22 @@ class Scheduler:
         self._random = random.Random()
         self._woken = asyncio.Event()
 
+    @property
+    def store(self) -> ScheduleStore:
+        if self._store is None:
+            from arqscale.core.schedules import ScheduleStore  # imported on first use: see FIRST_LOOK_MAX_DELAY
+
+            self._store = ScheduleStore(self._redis, self.spec)
+        return self._store
+
     def wake(self) -> None:
         """A schedule was created, changed or resumed: look at the stored ticks now, not after the sleep."""
         self._woken.set()
 
     async def run(self) -> None:
         """Forever (the worker cancels it): sync the declared schedules once, then fire due ticks."""
+        if self._after is not None:
+            await wait_set(self._after, FIRST_LOOK_MAX_DELAY)
         while True:
             # Cleared before the look, so a wake that comes during it is not lost: the sleep below ends at once.
             self._woken.clear()
@@ -64,8 +85,7 @@ class Scheduler:
                 # A bug here must not take the worker down (its jobs would drain): log it, look again later.
                 logger.exception("queue %s: schedules: unexpected error; trying again", self.spec.name)
                 wait = self.poll_seconds
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._woken.wait(), wait)
+            await wait_set(self._woken, wait)
 
     async def _sync(self) -> None:
         changed = await self.store.sync_declared()
