@@ -20,7 +20,7 @@ import aiohttp
 import pytest
 from aiohttp.test_utils import TestServer
 from arq.connections import ArqRedis
-from playwright.async_api import Browser, Dialog, Locator, Page, async_playwright, expect
+from playwright.async_api import Browser, Dialog, Locator, Page, Route, async_playwright, expect
 from redis.asyncio import Redis
 
 from arqscale.api.app import create_app
@@ -639,6 +639,44 @@ async def test_job_view_shows_the_log_as_text(redis: Redis, browser: Browser) ->
         await page.locator("#lookup-id").fill("quiet")
         await page.locator("#lookup-id").press("Enter")
         await expect(page.locator('#job pre[data-field="logs"]')).to_have_text("(no log lines)")
+        assert problems == []
+    finally:
+        await page.close()
+        await server.close()
+
+
+async def test_a_slow_lookup_is_not_replaced_by_the_refresh_of_the_job_shown_before(
+    redis: Redis, browser: Browser
+) -> None:
+    # The page refreshes a job it shows until the job settles. Asked for another, the answer for the new id
+    # must win even when a refresh of the old one starts while that answer is on its way (CI saw the old,
+    # still active job stay on screen: the refresh's newer request made the page drop the answer it wanted).
+    producer = Producer(redis, SPECS)
+    await producer.enqueue("email", "send_email", "a@example.com", job_id="busy")
+    await pick_up(redis, SPECS["email"], "busy")
+    await producer.enqueue("verification", "verify_document", {"doc": "x"}, job_id="done")
+    await finish(redis, SPECS["verification"], "done", success=True, result={"verdict": "ok"})
+    server = await _serve(redis)
+    page = await browser.new_page()
+    problems = _watch(page)
+
+    async def slow(route: Route) -> None:
+        await asyncio.sleep(2.5)  # more than two of the page's 1 s refreshes
+        await route.continue_()
+
+    try:
+        await page.goto(str(server.make_url("/dashboard")))
+        state = page.locator("#job [data-state]")
+        await page.locator("#lookup-id").fill("busy")
+        await page.locator("#lookup-id").press("Enter")
+        await expect(state).to_have_text("active")
+        await page.route("**/v1/jobs/done", slow)
+        await page.locator("#lookup-id").fill("done")
+        await page.locator("#lookup-id").press("Enter")
+        await expect(state).to_have_text("completed", timeout=8000)
+        await expect(page.locator("#job")).to_contain_text("done")
+        await asyncio.sleep(1.5)  # and it stays: no refresh of "busy" comes back
+        await expect(state).to_have_text("completed")
         assert problems == []
     finally:
         await page.close()

@@ -280,7 +280,8 @@ async function refresh() {
   if (charts.queue && Date.now() - charts.loaded >= 10000) await loadCharts();
   if (crew.queue && Date.now() - crew.loaded >= 5000) await loadWorkers();
   if (Date.now() - redisShown >= 5000) await loadRedis();
-  if (looked.id && !SETTLED.has(looked.state)) await lookup(looked.id);
+  // Only the id last asked for: a refresh of the one shown before must not replace an answer on its way.
+  if (looked.id && looked.id === looked.wanted && !SETTLED.has(looked.state)) await lookup(looked.id);
 }
 
 // ---- queues ----------------------------------------------------------------------------------------
@@ -997,7 +998,7 @@ $("detail-close").addEventListener("click", () => { $("detail").hidden = true; }
 
 // ---- job lookup ------------------------------------------------------------------------------------------
 
-const looked = {id: null, state: null, drawn: null, asked: 0};
+const looked = {id: null, wanted: null, state: null, drawn: null, asked: 0};
 
 $("lookup-form").addEventListener("submit", (event) => {
   event.preventDefault();
@@ -1007,6 +1008,7 @@ $("lookup-form").addEventListener("submit", (event) => {
 async function lookup(id) {
   const out = $("job");
   const asked = ++looked.asked; // a slow answer for an earlier id must not replace a newer one
+  looked.wanted = id;
   let job;
   try {
     job = await api("GET", `v1/jobs/${enc(id)}`);
