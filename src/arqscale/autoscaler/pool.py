@@ -18,7 +18,6 @@ import contextlib
 import ctypes
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -29,14 +28,10 @@ from typing import IO
 
 import aiohttp
 
+from arqscale.core.ports import free_port
+
 PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
 BUSY_COST, IDLE_COST = 1000, -1000  # arqscale.worker.deletion_cost's values
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _die_with_parent() -> Callable[[], None] | None:

@@ -22,7 +22,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -43,6 +42,7 @@ from arqscale.core.job_status import JobStatusReader
 from arqscale.core.keys import QueueKeys
 from arqscale.core.live_workers import live_workers
 from arqscale.core.models import JobRequest, JobState, QueueCounts
+from arqscale.core.ports import free_port
 from arqscale.core.producer import Producer
 from arqscale.core.settings import RedisSettings
 from arqscale.core.spec import QueueSpec
@@ -56,21 +56,6 @@ PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
 
 class StackError(RuntimeError):
     """The stack could not start or stopped badly; the message says which part and why."""
-
-
-def free_port(preferred: int | None = None) -> int:
-    """``preferred`` when nothing listens there, else any free port."""
-    if preferred is not None:
-        with socket.socket() as s:
-            try:
-                s.bind(("127.0.0.1", preferred))
-            except OSError:
-                pass
-            else:
-                return preferred
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 # ---- Redis ----------------------------------------------------------------------------------------
