@@ -6,9 +6,9 @@ timeout after a crash. This loop instead
 
 - wakes on the queue's pub/sub channel (our producer publishes), and still polls for plain arq
   producers and wakes at the next deferred job's ready time;
-- takes a batch of jobs per pickup call (up to the free slots, at most half the concurrency, so the next
-  pickup is in flight while a batch runs) and records the outcomes of the jobs that ended in the same round
-  trip (see ``pickup``), with two round trips in flight at once (``pickup.LANES``);
+- takes a batch of jobs per pickup call (up to the free slots and a small reserve, at most ``PICK_MAX``) and
+  records the outcomes of the jobs that ended in the same round trip (see ``pickup``), with two round trips
+  in flight at once (``pickup.LANES``);
 - holds each running job by a short lease it renews every ``lease_seconds / 3``, so a killed
   worker's jobs run again within ``lease_seconds``; each pickup has a token, and Redis honours an
   outcome or a heartbeat only from the token that holds the job (a worker that stalled past its lease
@@ -78,7 +78,7 @@ ABORT_POLL_SECONDS = 0.5
 IDLE_POLL_MAX_SECONDS = 5.0
 # How long an idle worker blocks on the queue's marker per call: under the client's 5 s socket timeout.
 MARKER_WAIT_SECONDS = 2.0
-# Jobs one pickup call asks for at most (besides half the concurrency): see Worker._pick_cap.
+# Jobs one pickup call asks for at most (besides the concurrency): see Worker._pick_cap.
 PICK_MAX = 50
 # The reserve (``Worker._reserve_room``): leased jobs kept ready to start the moment a slot frees, sized so that a
 # job waits in it about this long on average, given the queue's recent run times; and one that waited longer than
@@ -180,13 +180,13 @@ class Worker:
 
         self._deadlines = Deadlines(spec.job_timeout)  # every job's timeout, on one timer
         self._completed = 0  # completed tries not yet counted in the metrics (``_count``)
-        # At most half the slots per pickup: the next pickup (and the finish of the jobs that ended meanwhile)
-        # is in flight while the jobs of the last one run, instead of Redis and this process taking turns
-        # idling, each waiting for the other's whole batch (bench/run.py: no-op and I/O-bound loads).
-        # And at most PICK_MAX: jobs taken together end together, and a slot freed in a big cohort waits for
-        # the whole cohort's finish and pickup (I/O-bound jobs at concurrency 500: 83 % of ideal at 250 a call,
-        # 87 % at 50, side by side).
-        self._pick_cap = max(1, min(-(-spec.concurrency // 2), PICK_MAX))
+        # At most PICK_MAX per pickup: jobs taken together end together, and a slot freed in a big cohort waits
+        # for the whole cohort's finish and pickup (I/O-bound jobs at concurrency 500: 83 % of ideal at 250 a
+        # call, 87 % at 50, side by side). Below that, as many as there are slots: the cap was half the slots
+        # (so the next pickup was in flight while a batch ran) until the reserve did that job; at concurrency
+        # 50, no-op jobs then ran 1.00-1.04x BullMQ Node's rate against 1.18-1.19x with whole-slot pickups,
+        # and I/O-bound ones the same (bench/slot_fill.py, session 7).
+        self._pick_cap = max(1, min(spec.concurrency, PICK_MAX))
         self._tokens = itertools.count(1)
         # Two round trips in flight: while one lane's pickup is on its way, the other carries the outcomes of jobs
         # that ended meanwhile (and takes more when slots are free), so Redis and this process work side by side.
