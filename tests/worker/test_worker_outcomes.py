@@ -12,13 +12,17 @@ import random
 import time
 
 from arq.worker import JobExecutionFailed
+from hypothesis import given
+from hypothesis import strategies as st
+from redis.asyncio import Redis
+from redis.asyncio.connection import Connection
 
 from arqscale.core import scores
 from arqscale.core.models import DeadJob
 from arqscale.core.pickle_peek import looks_pickled
 from arqscale.core.spec import QueueSpec, parse_queues
 from arqscale.worker import outcomes
-from arqscale.worker.pickup import Finish, Picked, parse_pickup
+from arqscale.worker.pickup import LANES, Finish, FinishKind, Picked, QueueOps, parse_pickup
 
 NOW = 1_800_000_000_000
 
@@ -83,8 +87,39 @@ def test_an_ok_record_on_the_wire_says_how_long_ago_the_job_finished() -> None:
     record = Finish("ok", "j1", b"result", token="w.7", done_at=time.monotonic() - 2.5)
     kind, job_id, token, a, _, ago, *_ = record.wire()
     # Ids go out as the bytes Redis gave (decoded with surrogateescape, so any id round-trips).
-    assert (kind, job_id, token, a) == ("ok", b"j1", b"w.7", b"result")
+    assert (kind, job_id, token, a) == (b"ok", b"j1", b"w.7", b"result")
     assert 2_500 <= int(ago) < 60_000
+
+
+@given(
+    kind=st.sampled_from(["ok", "retry", "dead", "back", "cancel"]),
+    job_id=st.text(),
+    token=st.text(min_size=1),
+    a=st.one_of(st.binary(), st.text(), st.integers(-(2**63), 2**63 - 1)),
+    b=st.one_of(st.binary(), st.text()),
+    job_try=st.integers(0, 10**6),
+    ran_ms=st.integers(-1, 10**9),
+    note=st.text(),
+)
+def test_a_packed_record_is_what_redis_py_would_send(
+    kind: FinishKind,
+    job_id: str,
+    token: str,
+    a: bytes | str | int,
+    b: bytes | str,
+    job_try: int,
+    ran_ms: int,
+    **more: str,
+) -> None:
+    note = more["note"]
+    # The worker writes its round trip as bytes it framed itself (QueueOps.finish_and_pickup); the cluster
+    # client goes through redis-py. Both must send the same arguments.
+    record = Finish(kind, job_id, a, b, token, 0.0, job_try, ran_ms, note)
+    try:
+        fields = record.wire()
+    except UnicodeEncodeError:  # a lone surrogate in a text field: refused before it is queued (Worker._storable)
+        return
+    assert record.packed() == b"".join(Connection().pack_command(*fields))[len(b"*9\r\n") :]
 
 
 def test_error_text() -> None:
@@ -150,3 +185,41 @@ def test_pickle_queue_failed_result_holds_an_exception_arqs_client_can_rebuild()
         result = pickle.loads(raw)  # our own bytes
         assert type(result["r"]) is type(expected) and result["r"].args == expected.args
         assert result["s"] is False and len(result["a"]) == 1
+
+
+QUEUES_FOR_TRIPS = parse_queues(
+    {
+        "queues": {
+            "plain": {"functions": ["t.m.f"]},
+            "limited": {
+                "functions": ["t.m.f"],
+                "priority_levels": 5,
+                "rate_limit": {"max_jobs": 5, "interval": 2},
+                "group": {"key": "tenant", "concurrency": 2},
+                "retention": {"completed_seconds": 0, "completed_max": 7},
+            },
+        }
+    }
+)
+
+
+@given(
+    queue=st.sampled_from(sorted(QUEUES_FOR_TRIPS)),
+    ids=st.lists(st.text(alphabet=st.characters(codec="utf-8"), min_size=1), max_size=5),
+    wanted=st.integers(0, 2000),
+    fresh=st.booleans(),
+    lane=st.integers(0, LANES - 1),
+)
+def test_a_framed_round_trip_is_the_pipeline_s_bytes(
+    queue: str, ids: list[str], wanted: int, fresh: bool, lane: int
+) -> None:
+    # QueueOps frames its finish-and-pickup round trip itself, from parts packed once; redis-py's pipeline (the
+    # cluster client's path) must get the same commands from the same records.
+    ops = QueueOps(Redis(), QUEUES_FOR_TRIPS[queue], "w-1")
+    records = [Finish("ok", job_id, b"{}", token="w-1.3", job_try=1, ran_ms=2) for job_id in ids]
+    commands = [["EVALSHA", ops._finish.sha, 8, *ops._finish_keys(), *ops._finish_args(records)]]
+    if wanted > 0:
+        keys = ops._pickup_keys(lane)
+        commands.append(["EVALSHA", ops._pickup.sha, len(keys), *keys, *ops._pickup_args(wanted, "w-1.9", fresh)])
+    expected = b"".join(Connection().pack_commands(commands))
+    assert ops._framed_trip(records, wanted, "w-1.9", fresh, lane) == expected

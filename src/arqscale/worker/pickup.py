@@ -39,7 +39,7 @@ from arqscale.core import scores
 from arqscale.core.cancellation import ABORT_MAX_AGE_MS
 from arqscale.core.events import ERROR_EVENT_CHARS, MESSAGE_EVENT_CHARS
 from arqscale.core.keys import QueueKeys
-from arqscale.core.lua import LEASE_LUA, NOW_LUA, LuaTemplate
+from arqscale.core.lua import LEASE_LUA, NOW_LUA, LuaTemplate, exchange, pack
 from arqscale.core.spec import QueueSpec
 
 logger = logging.getLogger("arqscale.worker")
@@ -609,21 +609,49 @@ class Finish:
         """Whether ``wire`` could fail: only text fields can (UTF-8 that does not encode); ids round-trip."""
         return isinstance(self.a, str) or (isinstance(self.b, str) and bool(self.b)) or bool(self.note)
 
-    def wire(self) -> list[bytes | str | int]:
+    def wire(self) -> list[bytes]:
         """The record as ``FINISH_LUA`` reads it."""
-        b = self.b
         # Each job's own end time (Redis' clock minus how long the record waited here), not the batch's.
         ago = max(round((time.monotonic() - self.done_at) * 1000), 0) if self.done_at else 0
         # Ids come from Redis decoded with surrogateescape (any bytes): send back the same bytes. The data
         # fields must be valid UTF-8; the worker checks that when it builds the record (``Worker._storable``).
-        a = self.a.encode() if isinstance(self.a, str) else self.a
-        b = b.encode() if isinstance(b, str) else b
         note = self.note[:ERROR_EVENT_CHARS].encode("utf-8", "replace")
-        return [self.kind, _raw(self.job_id), _raw(self.token), a, b, ago, self.job_try, self.ran_ms, note]
+        return [
+            _KINDS[self.kind], _raw(self.job_id), _raw(self.token), _arg(self.a), _arg(self.b),
+            b"%d" % ago, b"%d" % self.job_try, b"%d" % self.ran_ms, note,
+        ]  # fmt: skip
+
+    def packed(self) -> bytes:
+        """``wire`` as the nine RESP bulk strings of a command's arguments (``lua.pack`` gives the same bytes):
+        one format per record instead of redis-py encoding and framing nine arguments (``QueueOps``)."""
+        k, i, t, a, b, ago, j, r, n = self.wire()
+        return _RECORD % (
+            len(k), k, len(i), i, len(t), t, len(a), a, len(b), b, len(ago), ago, len(j), j, len(r), r, len(n), n
+        )  # fmt: skip
+
+
+_KINDS: dict[str, bytes] = {kind: kind.encode() for kind in ("ok", "retry", "dead", "back", "cancel")}
+_RECORD = b"$%d\r\n%s\r\n" * 9
+
+
+def _arg(value: bytes | str | int) -> bytes:
+    if isinstance(value, bytes):
+        return value
+    if isinstance(value, int):
+        return b"%d" % value
+    return value.encode()
+
+
+_RECORD = b"$%d\r\n%s\r\n" * 9
 
 
 def _raw(text: str) -> bytes:
     return text.encode("utf-8", "surrogateescape")
+
+
+def _items(args: Sequence[str | bytes | int]) -> bytes:
+    """``args`` as RESP bulk strings, without the array header (``lua.pack`` of one command, header cut)."""
+    return pack([args])[len(b"*%d\r\n" % len(args)) :]
 
 
 @dataclass(frozen=True, slots=True)
@@ -648,6 +676,21 @@ class QueueOps:
         self._progress = redis.register_script(PROGRESS_LUA.for_keys(self.keys).source)
         # One pick record per lane: each lane's last pickup may be resent (a lost reply) while the other's is out.
         self._pick_keys = [self.keys.pick(worker_id, lane) for lane in range(LANES)]
+        # The round trip framed here rather than by redis-py (``finish_and_pickup``): what never changes is packed
+        # once. A cluster client routes each command itself, so it keeps redis-py's pipeline.
+        self._framed = isinstance(redis, Redis)
+        finish_keys = self._finish_keys()
+        self._finish_fixed = 3 + len(finish_keys) + len(self._finish_args([]))
+        self._finish_head = _items(
+            ["EVALSHA", self._finish.sha, len(finish_keys), *finish_keys, *self._finish_args([])]
+        )
+        fixed = self._pickup_args(0, "")
+        self._pickup_heads = [
+            _items(["EVALSHA", self._pickup.sha, len(self._pickup_keys(lane)), *self._pickup_keys(lane)])
+            for lane in range(LANES)
+        ]
+        self._pickup_middle, self._pickup_tail = _items(fixed[2:15]), _items(fixed[16:])
+        self._pickup_count = 3 + len(self._pickup_keys(0)) + len(fixed)
 
     def _pickup_args(self, wanted: int, token: str, fresh: bool = False) -> list[int | str]:
         rate = self.spec.rate_limit
@@ -715,18 +758,12 @@ class QueueOps:
             return None, await self.finish(records)  # a backlog of outcomes after an outage: write, pick next tick
         if not records:
             return (await self.pickup(wanted, token, fresh=fresh, lane=lane) if wanted > 0 else None), []
-        async with self.redis.pipeline(transaction=False) as pipe:
-            # Plain EVALSHA: redis-py's pipelined Script objects add a SCRIPT EXISTS round trip to every call.
-            # After a Redis restart the script cache is empty; each command then answers NOSCRIPT on its
-            # own (nothing ran), and the scripts are loaded again for the next tick.
-            finish_keys, pickup_keys = self._finish_keys(), self._pickup_keys(lane)
-            pipe.execute_command(
-                "EVALSHA", self._finish.sha, len(finish_keys), *finish_keys, *self._finish_args(records)
+        if self._framed:
+            replies = await exchange(
+                self.redis, self._framed_trip(records, wanted, token, fresh, lane), 1 + (wanted > 0)
             )
-            if wanted > 0:
-                pickup_args = self._pickup_args(wanted, token, fresh)
-                pipe.execute_command("EVALSHA", self._pickup.sha, len(pickup_keys), *pickup_keys, *pickup_args)
-            replies = await pipe.execute(raise_on_error=False)
+        else:
+            replies = await self._pipelined_trip(records, wanted, token, fresh, lane)
         errors = [r for r in replies if isinstance(r, Exception)]
         picked = replies[1] if wanted > 0 else None
         result = None if picked is None or isinstance(picked, Exception) else parse_pickup(picked, token)
@@ -739,6 +776,36 @@ class QueueOps:
             logger.error("queue %s: a script failed: %s", self.spec.name, others[0])
         stale = None if isinstance(replies[0], Exception) else [x.decode(errors="surrogateescape") for x in replies[0]]
         return result, stale
+
+    def _framed_trip(self, records: Sequence[Finish], wanted: int, token: str, fresh: bool, lane: int) -> bytes:
+        """The finish call (and the pickup when ``wanted``) in RESP, as ``_pipelined_trip`` would send them: redis-py
+        encoding and framing each of a record's nine arguments was a seventh of a no-op job's worker CPU."""
+        parts = [b"*%d\r\n" % (self._finish_fixed + 9 * len(records)), self._finish_head]
+        parts += [r.packed() for r in records]
+        if wanted > 0:
+            parts += [
+                b"*%d\r\n" % self._pickup_count,
+                self._pickup_heads[lane],
+                _items([min(wanted, MAX_PICKUP), token]),
+            ]
+            parts += [self._pickup_middle, b"$1\r\n0\r\n" if fresh else b"$1\r\n1\r\n", self._pickup_tail]
+        return b"".join(parts)
+
+    async def _pipelined_trip(
+        self, records: Sequence[Finish], wanted: int, token: str, fresh: bool, lane: int
+    ) -> list[object]:
+        async with self.redis.pipeline(transaction=False) as pipe:
+            # Plain EVALSHA: redis-py's pipelined Script objects add a SCRIPT EXISTS round trip to every call.
+            # After a Redis restart the script cache is empty; each command then answers NOSCRIPT on its
+            # own (nothing ran), and the scripts are loaded again for the next tick.
+            finish_keys, pickup_keys = self._finish_keys(), self._pickup_keys(lane)
+            pipe.execute_command(
+                "EVALSHA", self._finish.sha, len(finish_keys), *finish_keys, *self._finish_args(records)
+            )
+            if wanted > 0:
+                pickup_args = self._pickup_args(wanted, token, fresh)
+                pipe.execute_command("EVALSHA", self._pickup.sha, len(pickup_keys), *pickup_keys, *pickup_args)
+            return list(await pipe.execute(raise_on_error=False))
 
     async def _load_scripts(self) -> None:
         try:
