@@ -642,9 +642,6 @@ def _arg(value: bytes | str | int) -> bytes:
     return value.encode()
 
 
-_RECORD = b"$%d\r\n%s\r\n" * 9
-
-
 def _raw(text: str) -> bytes:
     return text.encode("utf-8", "surrogateescape")
 
