@@ -4,6 +4,7 @@ cannot work, no secret in any of them, and durable enqueue (``WAIT``) with its s
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import subprocess
 import sys
@@ -139,6 +140,38 @@ async def test_client_reaches_the_primary(setup: SentinelSetup) -> None:
         assert (await redis.info("replication"))["role"] == "master"
     finally:
         await redis.aclose()
+
+
+async def test_closing_the_client_ends_its_recheck_before_closing_the_sentinels(setup: SentinelSetup) -> None:
+    # The pool asks the sentinels in the background (a recheck). Closed while a recheck runs, the client must let
+    # it end before closing the sentinels' connections: a recheck that opened one after that close left it to the
+    # garbage collector ("unclosed transport", which failed whichever test came next under load). This recheck
+    # shrugs off its cancellation and connects anyway, the worst case: nothing may be left open all the same.
+    redis = create_redis(settings_for(setup))
+    await redis.set("k", "v")
+    pool = redis.connection_pool
+    manager = pool.sentinel_manager  # type: ignore[attr-defined]
+    real = manager.discover_master
+    started = asyncio.Event()
+
+    async def stubborn(name: str) -> tuple[str, int]:
+        started.set()
+        with contextlib.suppress(asyncio.CancelledError):
+            await asyncio.sleep(0.2)
+        for sentinel in manager.sentinels:
+            await sentinel.ping()  # a connection to each sentinel, opened now
+        address: tuple[str, int] = await real(name)
+        return address
+
+    manager.discover_master = stubborn
+    pool._next_check = 0.0  # type: ignore[attr-defined]
+    await redis.ping()  # starts a recheck
+    await asyncio.wait_for(started.wait(), 5)
+    await redis.aclose()
+    await asyncio.sleep(0.5)  # a recheck left running would connect meanwhile
+    for sentinel in manager.sentinels:
+        held = [*sentinel.connection_pool._available_connections, *sentinel.connection_pool._in_use_connections]
+        assert not [c for c in held if c.is_connected], sentinel
 
 
 # ---- durable enqueue -----------------------------------------------------------------------------

@@ -194,12 +194,18 @@ class _AsyncPool(async_sentinel.SentinelConnectionPool):
             await self.get_master_address()  # type: ignore[no-untyped-call]
 
     async def disconnect(self, inuse_connections: bool = True) -> None:
+        if inuse_connections and self._check is not None:
+            # The client is closing. A recheck still asking the sentinels would open a connection after theirs
+            # were closed below, left to the garbage collector (an "unclosed transport" warning): end it first.
+            check, self._check = self._check, None
+            check.cancel()
+            await asyncio.wait({check})
+            if not check.cancelled():
+                check.exception()  # retrieved, not raised: an outage shows in the commands' own errors
         await super().disconnect(inuse_connections)
         if inuse_connections:  # the client is closing: close the sentinels' connections too
             for sentinel in self.sentinel_manager.sentinels:
                 await sentinel.connection_pool.disconnect()
-        if inuse_connections and self._check is not None:
-            self._check.cancel()
 
 
 class _SyncSentinel(sync_sentinel.Sentinel):
