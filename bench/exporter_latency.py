@@ -39,7 +39,6 @@ import platform
 import re
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -55,6 +54,8 @@ import aiohttp
 import yaml
 from redis.asyncio import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
+
+from arqscale.core.ports import free_port  # one process never hands out one port twice
 
 ROOT = Path(__file__).resolve().parent.parent
 DOC = ROOT / "docs" / "benchmarks-exporter.md"
@@ -105,12 +106,6 @@ TOTALS = {
     "requeued": 5,
     "run_ms": 987654,
 }
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @dataclass

@@ -35,7 +35,6 @@ import platform
 import re
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -45,6 +44,8 @@ import time
 from io import BytesIO
 from pathlib import Path
 from typing import Any
+
+from arqscale.core.ports import free_port  # one process never hands out one port twice
 
 ROOT = Path(__file__).resolve().parent.parent
 CURRENT = "this checkout"
@@ -56,12 +57,6 @@ PATH = f"/v1/queues/{QUEUE}/jobs"
 FLOOR_P99_MS = 5.0  # issue 16: p99 at most 5 ms at 1,000 requests/s
 FLOOR_RATE = 1000
 SEEDS_PROMISE_MS = 100.0  # the seeds: "Add job to queue (< 100ms)", "API response: < 100ms"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def cpu_seconds(pid: int) -> float:

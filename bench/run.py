@@ -29,7 +29,6 @@ import os
 import platform
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -43,6 +42,8 @@ from pathlib import Path
 from typing import Any, Literal
 
 import redis
+
+from arqscale.core.ports import free_port  # one process never hands out one port twice
 
 BENCH = Path(__file__).resolve().parent
 ROOT = BENCH.parent
@@ -175,13 +176,6 @@ class Results:
 
 
 # ---------------------------------------------------------------- processes
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def cpu_seconds(pid: int) -> float:
