@@ -12,9 +12,18 @@ from redis.asyncio import Redis
 
 sys.path.insert(0, str(Path(__file__).parent))
 
+import transport_origins
 from redis_server import RedisServer
 
 ROOT = Path(__file__).resolve().parent.parent
+
+transport_origins.install()
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_protocol(item: pytest.Item) -> Iterator[None]:
+    transport_origins.current_test = item.nodeid
+    yield
 
 
 @pytest.fixture(scope="session")
