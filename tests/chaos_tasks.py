@@ -610,6 +610,7 @@ class ChaosHarness:
             {w.pid: w.terminated_at for w in self.drains if w.terminated_at is not None},
             self.outages + self.stalls,
             self.cfg.lease_seconds,
+            dropped={w.pid: dropped_outcomes(w.output()) for w in self.workers},
         )
         lost = [j for j in self.job_ids if j not in done_ids]
         timeline = {
@@ -725,6 +726,14 @@ class Analysis:
     unexplained: list[str]
 
 
+DROPPED = "outcomes dropped, the lease had passed to another worker (this one stalled or was cut off): "
+
+
+def dropped_outcomes(log: str) -> set[str]:
+    """The jobs whose outcome this worker's log says Redis refused: its lease had lapsed meanwhile."""
+    return {job.strip() for line in log.splitlines() if DROPPED in line for job in line.split(DROPPED, 1)[1].split(",")}
+
+
 def analyse(
     runs: list[Run],
     kills: list[tuple[int, float]],
@@ -732,8 +741,12 @@ def analyse(
     outages: list[tuple[float, float]],
     lease_seconds: float,
     slack: float = 0.05,
+    dropped: dict[int, set[str]] | None = None,
 ) -> Analysis:
-    """Explain every rerun: the previous run's worker was SIGKILLed, or drained, or Redis was down.
+    """Explain every rerun: the previous run's worker was SIGKILLed, or drained, or Redis was down, or the
+    worker itself stalled past its lease and said so (``dropped``: pid -> jobs whose outcome Redis refused
+    it; on a starved machine a worker's loop can miss its renewals, and the job then runs again, as it
+    must, while the stalled copy's outcome is dropped, not written over the new run's).
 
     A rerun is explained by a SIGKILL only when the kill came after the previous run started and
     before the rerun started (two live runs of one job at once would be a lease bug). The wait of a
@@ -743,7 +756,8 @@ def analyse(
     by_job: dict[str, list[Run]] = {}
     for run in runs:
         by_job.setdefault(run.job, []).append(run)
-    causes = {"sigkill": 0, "drain": 0, "redis_outage": 0}
+    causes = {"sigkill": 0, "drain": 0, "redis_outage": 0, "reported_stall": 0}
+    dropped = dropped or {}
     waits: list[float] = []
     waits_in_outage: list[float] = []
     unexplained: list[str] = []
@@ -761,6 +775,8 @@ def analyse(
                 causes["drain"] += 1
             elif any(down - lease_seconds <= nxt.start and prev.start <= up + lease_seconds for down, up in outages):
                 causes["redis_outage"] += 1
+            elif job in dropped.get(prev.pid, set()) and prev.end is not None:
+                causes["reported_stall"] += 1
             else:
                 unexplained.append(
                     f"{job}: run on pid {prev.pid} at {prev.start:.3f} (ended: {prev.end is not None}) was followed"

@@ -96,7 +96,8 @@ def test_the_chaos_happened(report: ChaosReport) -> None:
 
 @_chaos_test
 def test_every_rerun_is_explained_by_a_kill(report: ChaosReport) -> None:
-    """Duplicates only where a SIGKILLed worker had the job in flight, never after a clean drain."""
+    """Duplicates only where a SIGKILLed worker had the job in flight (or a worker reported it stalled past
+    its lease: tests/system/test_chaos_analysis.py), never after a clean drain."""
     assert report.unexplained == []
     assert report.reruns_by_cause["drain"] == 0, "a drain within drain_timeout must not cut a job short"
     # Each kill can repeat at most the jobs that worker had in flight.
