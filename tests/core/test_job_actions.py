@@ -49,3 +49,6 @@ async def test_clean_completed_is_bounded_and_oldest_first(redis: Redis) -> None
     second = await job_actions.clean_completed(redis, SPEC, before_ms=1_000_000 + 3500, limit=2)
     assert (second.deleted, second.more) == (2, False)
     assert await redis.exists(keys.result_key("done-4"))
+    # The bound is inclusive: a job that ended in the bound's own millisecond goes ("older than 0 s").
+    assert (await job_actions.clean_completed(redis, SPEC, before_ms=1_000_000 + 3999)).deleted == 0
+    assert (await job_actions.clean_completed(redis, SPEC, before_ms=1_000_000 + 4000)).deleted == 1

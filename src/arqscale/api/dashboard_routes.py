@@ -151,8 +151,10 @@ async def clean_queue(request: web.Request) -> web.StreamResponse:
         deleted = await DeadLetters(redis, spec).purge(older_than_seconds=older)
         return _json(CleanResponse(queue=spec.name, state=which, deleted=deleted, more=False))
     # Redis' clock, to the millisecond: whole seconds would spare a job that ended earlier in this second.
+    # Rounded as the completion times are (scores.now_ms): truncated, a job that ended in this very
+    # millisecond could carry the next one and be spared by "older than 0 s" (a fast CI machine did).
     seconds, micros = await redis.time()
-    now_ms = int(seconds) * 1000 + int(micros) // 1000
+    now_ms = int(seconds) * 1000 + round(int(micros) / 1000)
     cleaned = await job_actions.clean_completed(redis, spec, now_ms - int(older * 1000), limit)
     return _json(CleanResponse(queue=spec.name, state=which, deleted=cleaned.deleted, more=cleaned.more))
 

@@ -71,12 +71,12 @@ async def promote(redis: Redis, spec: QueueSpec, job_id: str) -> PromoteOutcome:
 # ones remain. Only the index's own ids are touched: a result whose job ran again is gone from it.
 CLEAN_COMPLETED_LUA = LuaScript(
     """
-local ids = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', '(' .. ARGV[1], 'LIMIT', 0, tonumber(ARGV[2]))
+local ids = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, tonumber(ARGV[2]))
 for _, id in ipairs(ids) do
   redis.call('DEL', ARGV[3] .. id, ARGV[4] .. id)
   redis.call('ZREM', KEYS[1], id)
 end
-local more = redis.call('ZCOUNT', KEYS[1], '-inf', '(' .. ARGV[1]) > 0 and 1 or 0
+local more = redis.call('ZCOUNT', KEYS[1], '-inf', ARGV[1]) > 0 and 1 or 0
 return {#ids, more}
 """
 )
@@ -89,7 +89,8 @@ class Cleaned:
 
 
 async def clean_completed(redis: Redis, spec: QueueSpec, before_ms: int, limit: int = MAX_CLEAN) -> Cleaned:
-    """Delete up to ``limit`` completed jobs' results that finished before ``before_ms``, oldest first."""
+    """Delete up to ``limit`` completed jobs' results that finished at or before ``before_ms``, oldest first
+    (at: "older than 0 s" takes a job that ended in this millisecond)."""
     k = QueueKeys.of(spec, redis)
     args = [before_ms, min(limit, MAX_CLEAN), k.result(""), k.logs("")]
     [(deleted, more)] = await run_scripts(redis, [(CLEAN_COMPLETED_LUA, [k.completed], args)])
