@@ -164,6 +164,10 @@ async def test_closing_the_client_ends_its_recheck_before_closing_the_sentinels(
         return address
 
     manager.discover_master = stubborn
+    # The SET above started a recheck of its own; while it runs, no other starts (a CI run's did not end
+    # before the PING below, which then started none, and `started` never came).
+    if (first := pool._check) is not None:  # type: ignore[attr-defined]
+        await first
     pool._next_check = 0.0  # type: ignore[attr-defined]
     await redis.ping()  # starts a recheck
     await asyncio.wait_for(started.wait(), 5)
