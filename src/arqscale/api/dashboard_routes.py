@@ -21,7 +21,7 @@ from redis.exceptions import RedisError
 
 from arqscale.api.app import STATE, Handler, Problem, _job_id, _json, _query_int, _query_number, _spec, read_only
 from arqscale.api.openapi import MAX_PURGE_AGE, CleanResponse, FieldError, PromoteResponse, RedisInfo, SessionView
-from arqscale.core import connection, event_stream, history, job_actions, job_search, keys
+from arqscale.core import connection, event_stream, history, job_actions, job_search, keys, scores
 from arqscale.core.counts import CountsReader
 from arqscale.core.dead_letters import DeadLetters
 from arqscale.core.live_workers import list_workers, live_workers
@@ -151,10 +151,7 @@ async def clean_queue(request: web.Request) -> web.StreamResponse:
         deleted = await DeadLetters(redis, spec).purge(older_than_seconds=older)
         return _json(CleanResponse(queue=spec.name, state=which, deleted=deleted, more=False))
     # Redis' clock, to the millisecond: whole seconds would spare a job that ended earlier in this second.
-    # Rounded as the completion times are (scores.now_ms): truncated, a job that ended in this very
-    # millisecond could carry the next one and be spared by "older than 0 s" (a fast CI machine did).
-    seconds, micros = await redis.time()
-    now_ms = int(seconds) * 1000 + round(int(micros) / 1000)
+    now_ms = scores.time_ms(*await redis.time())
     cleaned = await job_actions.clean_completed(redis, spec, now_ms - int(older * 1000), limit)
     return _json(CleanResponse(queue=spec.name, state=which, deleted=cleaned.deleted, more=cleaned.more))
 

@@ -26,7 +26,7 @@ from arqscale.core import keys, serializers
 from arqscale.core.events import EVENTS_LUA
 from arqscale.core.lua import NOW_LUA, LuaScript, run_scripts
 from arqscale.core.pickle_peek import PeekError, looks_pickled, peek
-from arqscale.core.scores import PARKED_FLOOR
+from arqscale.core.scores import PARKED_FLOOR, time_ms
 from arqscale.core.spec import QueueSpec
 
 ABORT_KEY = abort_jobs_ss
@@ -128,7 +128,7 @@ async def cancel(redis: Redis, spec: QueueSpec, job_id: str, reason: str = "canc
         pipe.get(qkeys.retry(job_id))
         pipe.execute_command("TIME")
         payload, tries, (seconds, micros) = await pipe.execute()
-    now_ms = round(seconds * 1000 + micros / 1000)
+    now_ms = time_ms(seconds, micros)
     keep = spec.retention.failed_seconds > 0
     result = cancelled_result(spec, job_id, payload, int(tries or 0), reason, now_ms) if keep else b""
     [code] = await run_scripts(

@@ -267,7 +267,7 @@ class JobStatusReader:
                     pipe.get(k.error(job_id))
             replies = await pipe.execute()
         seconds, micros = replies.pop(0)
-        now = round(seconds * 1000 + micros / 1000) if now_ms is None else now_ms
+        now = scores.time_ms(seconds, micros) if now_ms is None else now_ms
         n = 4 * len(names)
         per_job = n + 7 * len(per_job_sets)
         raws = []

@@ -1,4 +1,5 @@
-"""Free TCP ports for child processes (the demo's stack, the local autoscaler's workers, the test suite).
+"""Free TCP ports for child processes (the demo's stack, the local autoscaler's workers, the test
+suite, the benchmarks).
 
 A port is found by binding port 0 and closing the socket, and the child binds it later. The kernel picks
 port 0 at random and may pick one it just gave out if nothing holds it yet: two children then get one port.

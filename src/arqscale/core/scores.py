@@ -39,6 +39,12 @@ def now_ms() -> int:
     return round(time.time() * 1000)
 
 
+def time_ms(seconds: int | bytes, micros: int | bytes) -> int:
+    """Redis' ``TIME`` reply in ms, rounded as ``now_ms`` rounds: so a time it stamped in this very
+    millisecond is not later than "now" (a clean "older than 0 s" spared such a job)."""
+    return round(int(seconds) * 1000 + int(micros) / 1000)
+
+
 @dataclass(frozen=True, slots=True)
 class Band:
     """Score range of one priority level: ready jobs score in [low, low + now], deferred above."""
