@@ -54,6 +54,11 @@ class Step:
     output: Literal["json", "stdout"] = "stdout"
 
 
+def words(text: str) -> tuple[str, ...]:
+    """A step's arguments written as one line."""
+    return tuple(text.split())
+
+
 STEPS: tuple[Step, ...] = (
     Step(
         "workers",
@@ -62,6 +67,18 @@ STEPS: tuple[Step, ...] = (
         ("--jobs", "5000", "--io-jobs", "20000", "--repeat", "2", "--io-repeat", "1", "--samples", "100", "--no-write"),
         ("--quick", "--no-write"),
         420,
+        "json",
+    ),
+    Step(
+        "workers-steady",
+        "Workers side by side at a steady rate: long no-op and I/O-bound runs, arqscale against BullMQ Node",
+        "run.py",
+        words(
+            "--only throughput io --systems arqscale-50 arqscale-100 bullmq-50 bullmq-100 --jobs 40000 "
+            "--io-jobs 60000 --repeat 2 --io-repeat 2 --no-write"
+        ),
+        words("--quick --only throughput io --systems arqscale-50 bullmq-50 --jobs 10000 --io-jobs 20000 --no-write"),
+        300,
         "json",
     ),
     Step(

@@ -23,7 +23,7 @@ def throughput(system: str, rate: float, concurrency: int = 50, redis_us: float 
 
 
 def made_up_results() -> run.Results:
-    res = run.Results(facts={"date": "2026-12-04 19:00 UTC"})
+    res = run.Results(facts={"date": "2026-12-04 19:00 UTC"}, jobs=5000, io_jobs=60000)
     res.throughput = {
         "arqscale-50": [throughput("arqscale-50", 15000, redis_us=22.0)],
         "bullmq-50": [throughput("bullmq-50", 9000, redis_us=44.0)],
@@ -44,10 +44,10 @@ def test_run_py_reports_peers_io_and_floors_as_a_full_run_step(tmp_path: Path) -
     assert "| arqscale | asyncio tasks | 9,300 | 93% | 1.55x |" in text
     step = run.step_json(res, text)
     checks = {c["check"]: c for c in step["checks"]}
-    assert checks["throughput: arqscale c50 / BullMQ Node c50"]["measured"] == "1.67x"
-    assert checks["throughput: arqscale c50 / BullMQ Node c50"]["verdict"] == "**met**"
-    assert checks["I/O-bound: arqscale c500, of ideal (10,000/s)"]["verdict"] == "**met**"
-    assert checks["Redis CPU per no-op job: arqscale c50"]["verdict"] == "**MISSED**"
+    assert checks["throughput: arqscale c50 / BullMQ Node c50 (5,000 jobs)"]["measured"] == "1.67x"
+    assert checks["throughput: arqscale c50 / BullMQ Node c50 (5,000 jobs)"]["verdict"] == "**met**"
+    assert checks["I/O-bound: arqscale c500, of ideal (10,000/s; 60,000 jobs)"]["verdict"] == "**met**"
+    assert checks["Redis CPU per no-op job: arqscale c50 (5,000 jobs)"]["verdict"] == "**MISSED**"
     (tmp_path / "workers.json").write_text(json.dumps(step))
 
 
@@ -68,7 +68,7 @@ def test_the_full_run_block_carries_command_load_checks_and_each_step(tmp_path: 
     block = full_run.render(results, "python bench/full_run.py --quick", {"load average before the run": "1.00"})
     assert block.startswith("Command: `python bench/full_run.py --quick`")
     assert "| load average before the run | 1.00 |" in block
-    assert "| workers | throughput: arqscale c50 / BullMQ Node c50 | 1.67x | >= 1.5x | **met** |" in block
+    assert "| workers | throughput: arqscale c50 / BullMQ Node c50 (5,000 jobs) | 1.67x | >= 1.5x | **met** |" in block
     assert "#### No-op throughput" in block  # the step's own headings sit under the step's
     assert "`python bench/cold_start.py --rounds 3`: 9 s, load average 2.00 1.00 0.50 before" in block
     assert "**failed: killed after 3 s**" in block
@@ -95,3 +95,20 @@ def test_steps_commands_and_the_json_protocol() -> None:
 def test_the_docs_hold_the_full_run_block() -> None:
     text = full_run.DOCS.read_text()
     assert text.count(full_run.BEGIN) == 1 and text.count(full_run.END) == 1
+
+
+def test_a_run_of_some_systems_reports_only_what_it_measured() -> None:
+    # The full run's steady-state step runs arqscale and BullMQ Node only: no rows for the peers it left out.
+    args = run.parse_args(["--only", "throughput", "io", "--systems", "arqscale-50", "bullmq-50"])
+    res = made_up_results()
+    res.partial = True
+    text = run.report(res, args, "python bench/run.py --only throughput io")
+    assert "not run" not in text and "Pickup latency" not in text and "Enqueue rate" not in text
+    assert "| SAQ 0.26 |" in text  # measured in these made-up results, so shown
+    checks = [c["check"] for c in run.step_json(res, text)["checks"]]
+    assert "throughput: arqscale c50 / BullMQ Node c50 (5,000 jobs)" in checks
+    assert not any(c.startswith("pickup") or c.startswith("enqueue") for c in checks)
+    assert "| n/a |" not in text.split("No-op throughput")[0]  # the table of checks
+    # The same results from a run of everything keep every row, measured or not.
+    res.partial = False
+    assert any(c["check"].startswith("pickup") for c in run.step_json(res, text)["checks"])

@@ -64,7 +64,7 @@ async def _eq(value: Any, expected: Any) -> bool:
 
 
 async def test_a_busy_worker_holds_a_reserve_and_never_runs_more_than_its_concurrency(redis: Redis) -> None:
-    spec = make_spec(concurrency=4)  # at most 4 jobs per pickup, so a reserve of at most 4
+    spec = make_spec(concurrency=4)  # at most 8 jobs per pickup, so a reserve of at most 8 per lane but one
     producer = Producer(redis, {"q": spec})
     for i in range(30):
         await producer.enqueue("q", "sleep", 0.1, job_id=f"s{i}")
@@ -78,8 +78,9 @@ async def test_a_busy_worker_holds_a_reserve_and_never_runs_more_than_its_concur
         watcher.cancel()
     assert int(await redis.get("max_in_flight")) == 4
     assert max(r for r, _ in seen) == 4
-    # Leased beyond the four running: the reserve (once the first jobs' run times were known).
-    assert max(k for _, k in seen) == 4
+    # Leased beyond the four running: the reserve (once the first jobs' run times were known), full but no more.
+    assert worker._pick_cap == 8
+    assert max(k for _, k in seen) == (loop.LANES - 1) * 8
     assert sorted(await redis.lrange("finished", 0, -1)) == sorted(f"s{i}".encode() for i in range(30))
     assert [len(await runs_of(redis, f"s{i}")) for i in range(30)] == [1] * 30
 

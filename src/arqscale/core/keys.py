@@ -11,9 +11,9 @@ arqscale adds, per queue, under ``arqscale:<queue>:``:
   stalled worker) is swept back into the queue by the next pickup or heartbeat of any worker.
 - ``paused``: present while the queue is paused.
 - ``starts``: sorted set of recent job starts (the cross-process sliding-window rate limit).
-- ``pick:<worker id>`` (and ``pick:<worker id>:1``): the token and job ids of a worker's last pickup in
-  each of its two lanes (round trips in flight at once), so a resent pickup (its reply was lost) returns
-  the same jobs without counting a try again.
+- ``pick:<worker id>`` (and ``pick:<worker id>:1``, ``:2``): the token and job ids of a worker's last pickup in
+  each of its lanes (round trips in flight at once, ``worker.pickup.LANES``), so a resent pickup (its reply was
+  lost) returns the same jobs without counting a try again.
 - ``wake``: pub/sub channel for wake-ups every worker should see (a resume, a cancel, a deferred job, jobs
   swept back); our enqueues of ready jobs use ``marker`` instead.
 - ``marker``: a one-member sorted set our enqueues of ready jobs add to; each idle worker waits on it with

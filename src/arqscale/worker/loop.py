@@ -7,7 +7,7 @@ timeout after a crash. This loop instead
 - wakes on the queue's pub/sub channel (our producer publishes), and still polls for plain arq
   producers and wakes at the next deferred job's ready time;
 - takes a batch of jobs per pickup call (up to the free slots and a small reserve, at most ``PICK_MAX``) and
-  records the outcomes of the jobs that ended in the same round trip (see ``pickup``), with two round trips
+  records the outcomes of the jobs that ended in the same round trip (see ``pickup``), with three round trips
   in flight at once (``pickup.LANES``);
 - holds each running job by a short lease it renews every ``lease_seconds / 3``, so a killed
   worker's jobs run again within ``lease_seconds``; each pickup has a token, and Redis honours an
@@ -78,8 +78,8 @@ ABORT_POLL_SECONDS = 0.5
 IDLE_POLL_MAX_SECONDS = 5.0
 # How long an idle worker blocks on the queue's marker per call: under the client's 5 s socket timeout.
 MARKER_WAIT_SECONDS = 2.0
-# Jobs one pickup call asks for at most (besides the concurrency): see Worker._pick_cap.
-PICK_MAX = 50
+# Jobs one pickup call asks for at most (besides twice the concurrency): see Worker._pick_cap.
+PICK_MAX = 100
 # The reserve (``Worker._reserve_room``): leased jobs kept ready to start the moment a slot frees, sized so that a
 # job waits in it about this long on average, given the queue's recent run times; and one that waited longer than
 # RESERVE_MAX_SECONDS (every slot held by long jobs) goes back to the queue, for a worker with room.
@@ -182,14 +182,16 @@ class Worker:
         self._completed = 0  # completed tries not yet counted in the metrics (``_count``)
         # At most PICK_MAX per pickup: jobs taken together end together, and a slot freed in a big cohort waits
         # for the whole cohort's finish and pickup (I/O-bound jobs at concurrency 500: 83 % of ideal at 250 a
-        # call, 87 % at 50, side by side). Below that, as many as there are slots: the cap was half the slots
-        # (so the next pickup was in flight while a batch ran) until the reserve did that job; at concurrency
-        # 50, no-op jobs then ran 1.00-1.04x BullMQ Node's rate against 1.18-1.19x with whole-slot pickups,
-        # and I/O-bound ones the same (bench/slot_fill.py, session 7).
-        self._pick_cap = max(1, min(spec.concurrency, PICK_MAX))
+        # call, 87 % at 50, side by side; 100 measured as 50 did). Below that, up to twice the slots: what a
+        # pickup asks beyond the free slots is the reserve's room (``_reserve_room``), so the second half only
+        # ever brings jobs short enough to wait in it. Pickups of at most the slots left no-op jobs at
+        # concurrency 50 round-trip bound (each lane's 50 jobs ran in ~1.4 ms while its reply took ~2.7 ms);
+        # twice the slots over three lanes ran them 1.4x as fast (bench/run.py, 40,000 jobs, session 9).
+        self._pick_cap = max(1, min(2 * spec.concurrency, PICK_MAX))
         self._tokens = itertools.count(1)
-        # Two round trips in flight: while one lane's pickup is on its way, the other carries the outcomes of jobs
-        # that ended meanwhile (and takes more when slots are free), so Redis and this process work side by side.
+        # Round trips in flight at once (``pickup.LANES``): while one lane's pickup is on its way, another carries the
+        # outcomes of jobs that ended meanwhile (and takes more when slots are free), so Redis and this process work
+        # side by side.
         self._lanes = [_Lane(i) for i in range(LANES)]
         self._crash: BaseException | None = None  # a bug in a round trip, raised by the loop
         self._resent = False  # the records in _finished went out once already (their reply was lost)
@@ -200,6 +202,9 @@ class Worker:
         self._reserved: dict[str, float] = {}
         self._may_reserve = spec.prefetch and spec.rate_limit is None and spec.group is None
         self._mean_run: float | None = None  # seconds a completed try ran, a moving average: sizes the reserve
+        # A reserve given back because every slot stayed busy: none again until a slot frees, or the next pickup
+        # would lease the very jobs just given back (the run times that size the reserve lag behind long jobs).
+        self._reserve_held_off = False
         self._finished: list[Finish] = []
         self._abandoned: set[str] = set()
         self._cancelling: set[str] = set()  # running jobs a cancel request named: they end cancelled
@@ -810,17 +815,21 @@ class Worker:
     def _reserve_room(self) -> int:
         """How many leased jobs may wait here for a slot: enough for a freed slot never to wait for a round trip,
         few enough that a job waits about RESERVE_WAIT_SECONDS on average (slots free at ``concurrency /
-        mean run time`` per second). None before the first jobs ran, so long jobs never wait in it."""
-        if not self._may_reserve or self._mean_run is None:
+        mean run time`` per second), and at most a full pickup for every lane but the one a freed slot's round
+        trip takes (a smaller reserve held the lanes' pickups back: no-op jobs at concurrency 50 ran 22,000-23,700
+        jobs/s with one pickup's worth, 33,000-34,400 with two). None before the first jobs ran, so long jobs
+        never wait in it."""
+        if not self._may_reserve or self._mean_run is None or self._reserve_held_off:
             return 0
         fits = int(self.spec.concurrency * RESERVE_WAIT_SECONDS / max(self._mean_run, 1e-6))
-        return min(fits, self._pick_cap)
+        return min(fits, (LANES - 1) * self._pick_cap)
 
     def _return_stale_reserve(self) -> None:
         """Every slot stayed busy longer than a reserved job should wait (the run times grew): the reserve goes
         back to the queue, to a worker with room."""
         if time.monotonic() - next(iter(self._reserved.values())) > RESERVE_MAX_SECONDS:
             self._give_back_reserve("unstarted")
+            self._reserve_held_off = True
 
     def _give_back_reserve(self, reason: str) -> None:
         """The reserved jobs go back to the queue under their own scores, their try not counted."""
@@ -876,6 +885,7 @@ class Worker:
         held = self._picked.get(job.job_id, job)
         self._finished.append(record.queued(held.token, time.monotonic(), held.job_try))
         self._forget(job.job_id)
+        self._reserve_held_off = False  # a slot freed: the run times say again what may wait for one
         if self._reserved:
             self._start_reserved()
         self._ask()
