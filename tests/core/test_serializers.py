@@ -85,3 +85,41 @@ def test_an_object_in_a_failed_call_encodes_in_the_next_one(data: dict[str, Any]
     assert outcome(fast, {"wrap": holder})[0] == "TypeError"
     del holder["bad"]
     assert outcome(fast, {"again": holder}) == ("ok", serializers.json_dumps({"again": holder}))
+
+
+# What a reader of payloads and results meets: JSON as producers write it, the same with whitespace, a BOM, other
+# encodings, or cut short, and bytes that are no JSON at all.
+json_texts = st.recursive(
+    scalars,
+    lambda inner: st.one_of(st.lists(inner, max_size=4), st.dictionaries(st.text(), inner, max_size=4)),
+    max_leaves=20,
+).map(lambda v: serializers.json.dumps(v, ensure_ascii=False))
+raw_inputs = st.one_of(
+    json_texts.map(str.encode),
+    json_texts,  # plain arq clients may hand str
+    st.tuples(
+        json_texts, st.sampled_from(["", " ", "\n", "\ufeff", " \t"]), st.sampled_from(["", " ", "\n", "x", "}"])
+    ).map(lambda t: (t[1] + t[0] + t[2]).encode()),
+    st.tuples(json_texts, st.sampled_from(["utf-8-sig", "utf-16", "utf-16-le", "utf-32-be"])).map(
+        lambda t: t[0].encode(t[1])
+    ),
+    st.tuples(json_texts.map(str.encode), st.integers(0, 40)).map(lambda t: t[0][: t[1]]),
+    st.binary(max_size=40),
+)
+
+
+def parsed(loads: Any, data: bytes | str) -> tuple[str, Any]:
+    try:
+        return "ok", loads(data)
+    except Exception as exc:
+        return type(exc).__name__, str(exc)
+
+
+@settings(max_examples=500, deadline=None)
+@given(data=raw_inputs)
+def test_the_fast_json_reader_reads_what_json_loads_reads_and_fails_as_it_fails(data: bytes | str) -> None:
+    ours, theirs = parsed(serializers._parse, data), parsed(serializers.json.loads, data)
+    if ours[0] == "ok" and theirs[0] == "ok":  # NaN != NaN: compare the documents' JSON
+        assert serializers.json.dumps(ours[1]) == serializers.json.dumps(theirs[1])
+    else:
+        assert ours == theirs

@@ -3,17 +3,23 @@
 ``prometheus_client`` is imported when the metrics are first needed, not at start-up: it is ~12 ms of a worker's
 cold start (it brings ``http.server``, ``wsgiref`` and ``urllib.request`` with it; bench/cold_start.py), spent
 before the first job, which a scale-up waits for. Until ``load()`` (the first ``/metrics`` scrape, the first
-read of ``registry``, or the worker process once its first jobs are done) every metric the worker updates is a
-``_Pending`` stand-in that keeps the calls made on it; ``load()`` builds the real metrics and replays the calls
-in order, so every value is what it would have been. After that the attributes are prometheus' own objects.
+read of ``registry``, or the worker process once its first jobs are done) every counter and gauge the worker
+updates is a ``_Pending`` stand-in that keeps the calls made on it; ``load()`` builds the real metrics and
+replays the calls in order, so every value is what it would have been. After that those attributes are
+prometheus' own objects. The two histograms are the worker's own (``LocalHistogram``) from the start.
 """
 
 from __future__ import annotations
 
+import math
+import time
+from bisect import bisect_left
+from collections.abc import Iterator
 from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
     from prometheus_client import CollectorRegistry
+    from prometheus_client.metrics_core import Metric
 
 # Job durations span no-op jobs (ms) to exports (minutes).
 DURATION_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600)
@@ -35,8 +41,50 @@ class GaugeChild(Protocol):
     def set(self, value: float) -> None: ...
 
 
-class HistogramChild(Protocol):
-    def observe(self, amount: float) -> None: ...
+class LocalHistogram:
+    """A histogram child for one thread (the worker's event loop, which also serves ``/metrics``): an observation is
+    a list index and two additions, where prometheus' own ``Histogram`` takes a lock for its bucket and one for its
+    sum. A worker observes two per job; without them a no-op job cost its worker 23.5 µs of CPU instead of 27.5
+    (session 9, side by side). ``_HistogramCollector`` exports it as prometheus' ``Histogram`` would, sample for
+    sample, so it needs no stand-in before ``load()``."""
+
+    __slots__ = ("bounds", "counts", "created", "sum")
+
+    def __init__(self, bounds: tuple[float, ...]) -> None:
+        self.bounds = tuple(float(b) for b in bounds)
+        self.counts = [0] * (len(self.bounds) + 1)  # the last one: above every bound (+Inf)
+        self.sum = 0.0
+        self.created = time.time()
+
+    def observe(self, amount: float) -> None:
+        # prometheus' own bucket rule: the first upper bound at or above the value.
+        self.counts[bisect_left(self.bounds, amount)] += 1
+        self.sum += amount
+
+
+class _HistogramCollector:
+    """Exports one ``LocalHistogram`` as the samples of a prometheus ``Histogram`` with a ``queue`` label."""
+
+    def __init__(self, name: str, documentation: str, queue: str, histogram: LocalHistogram) -> None:
+        self.name, self.documentation, self.queue, self.histogram = name, documentation, queue, histogram
+
+    def collect(self) -> Iterator[Metric]:
+        from prometheus_client import metrics
+        from prometheus_client.metrics_core import Metric
+        from prometheus_client.utils import floatToGoString
+
+        h, labels = self.histogram, {"queue": self.queue}
+        family = Metric(self.name, self.documentation, "histogram")
+        total = 0.0
+        for bound, count in zip((*h.bounds, math.inf), h.counts, strict=True):
+            total += count
+            le = floatToGoString(bound)  # type: ignore[no-untyped-call]  # prometheus_client leaves it untyped
+            family.add_sample(self.name + "_bucket", {"le": le, **labels}, total)
+        family.add_sample(self.name + "_count", labels, total)
+        family.add_sample(self.name + "_sum", labels, h.sum)
+        if metrics._use_created:  # prometheus' own switch (PROMETHEUS_DISABLE_CREATED_SERIES)
+            family.add_sample(self.name + "_created", labels, h.created)
+        yield family
 
 
 class _Pending:
@@ -52,9 +100,6 @@ class _Pending:
 
     def set(self, value: float) -> None:
         self._owner._keep(self._name, "set", value)
-
-    def observe(self, amount: float) -> None:
-        self._owner._keep(self._name, "observe", amount)
 
 
 class WorkerMetrics:
@@ -74,8 +119,8 @@ class WorkerMetrics:
         self.draining_q: GaugeChild = _Pending(self, "draining_q")
         self.loop_lag_q: GaugeChild = _Pending(self, "loop_lag_q")
         self.stranded_q: GaugeChild = _Pending(self, "stranded_q")
-        self.duration_q: HistogramChild = _Pending(self, "duration_q")
-        self.wait_q: HistogramChild = _Pending(self, "wait_q")
+        self.duration_q = LocalHistogram(DURATION_BUCKETS)
+        self.wait_q = LocalHistogram(WAIT_BUCKETS)
         self.redis_up_q.set(0)
 
     @property
@@ -98,27 +143,16 @@ class WorkerMetrics:
         """Import prometheus_client, build the metrics, replay what the stand-ins kept. Idempotent."""
         if self._registry is not None:
             return
-        from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+        from prometheus_client import CollectorRegistry, Counter, Gauge
 
         queue = self.queue
         r = CollectorRegistry()
         jobs = Counter(
             "arqscale_worker_jobs", "Jobs finished by this worker, by outcome", ["queue", "outcome"], registry=r
         )
-        duration = Histogram(
-            "arqscale_worker_job_duration_seconds",
-            "Run time of one try",
-            ["queue"],
-            buckets=DURATION_BUCKETS,
-            registry=r,
-        )
-        wait = Histogram(
-            "arqscale_worker_job_wait_seconds",
-            "Time from a job's ready time to its start",
-            ["queue"],
-            buckets=WAIT_BUCKETS,
-            registry=r,
-        )
+        duration, wait = "arqscale_worker_job_duration_seconds", "arqscale_worker_job_wait_seconds"
+        r.register(_HistogramCollector(duration, "Run time of one try", queue, self.duration_q))
+        r.register(_HistogramCollector(wait, "Time from a job's ready time to its start", queue, self.wait_q))
         in_flight = Gauge("arqscale_worker_jobs_in_flight", "Jobs running in this worker", ["queue"], registry=r)
         concurrency = Gauge("arqscale_worker_concurrency", "Configured jobs in flight", ["queue"], registry=r)
         redis_up = Gauge("arqscale_worker_redis_up", "1 when the last Redis call succeeded", ["queue"], registry=r)
@@ -155,9 +189,7 @@ class WorkerMetrics:
             registry=r,
         )
         concurrency.labels(queue).set(self._concurrency)
-        real: dict[str, CounterChild | GaugeChild | HistogramChild] = {
-            "duration_q": duration.labels(queue),
-            "wait_q": wait.labels(queue),
+        real: dict[str, CounterChild | GaugeChild] = {
             "in_flight_q": in_flight.labels(queue),
             "redis_up_q": redis_up.labels(queue),
             "redis_errors_q": redis_errors.labels(queue),
