@@ -16,7 +16,7 @@ from arq.jobs import Job, SerializationError
 from arq.worker import JobExecutionFailed
 from redis.asyncio import Redis
 
-from arqscale.core import keys, serializers
+from arqscale.core import keys, scores, serializers
 from arqscale.core.dead_letters import DeadLetters, RequeueOutcome
 from arqscale.core.job_status import JobStatusReader
 from arqscale.core.models import JobState
@@ -143,6 +143,19 @@ async def test_requeue_all_and_purge(redis: Redis) -> None:
     assert await store.get("p1") is None
     assert await store.purge() == 2
     assert await store.count() == 0 and not await redis.exists(qkeys(SPEC).dlq)
+
+
+async def test_purge_older_than_zero_takes_an_entry_that_died_this_millisecond(redis: Redis) -> None:
+    # The index is dated by Redis' clock (the finish script's TIME): the purge reads the same clock, and its bound
+    # includes the millisecond it names, so nothing that died before the call is spared by a clock that lags.
+    for i in range(20):
+        await _dead(redis, f"now{i}")
+        assert await DeadLetters(redis, SPEC).purge(older_than_seconds=0) == 1
+    seconds, micros = await redis.time()
+    await redis.zadd(qkeys(SPEC).dlq_index, {"edge": scores.time_ms(seconds, micros) - 5000})
+    await redis.hset(qkeys(SPEC).dlq, "edge", "{}")
+    assert await DeadLetters(redis, SPEC).purge(older_than_seconds=10) == 0  # 5 s old: not older than 10 s
+    assert await DeadLetters(redis, SPEC).purge(older_than_seconds=4.9) == 1
 
 
 # ---- dead jobs under a real worker: arq's failed result, requeue and purge ---------------------------

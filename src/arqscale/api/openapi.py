@@ -333,9 +333,9 @@ OPERATIONS: tuple[Operation, ...] = (
                       Param("limit", "query",
                             {"type": "integer", "minimum": 1, "maximum": MAX_DEAD_LIMIT, "default": 50}))),
     Operation("purge_dead_letters", "DELETE", "/v1/queues/{queue}/dead-letters",
-              "Delete the entries that failed more than older_than_seconds ago, or every entry with all=true. "
-              "Give exactly one of the two (all=false counts as not given): neither, or both, is a 422, so a bare "
-              "DELETE never empties the store by mistake",
+              "Delete the entries that failed at least older_than_seconds ago (by Redis' clock), or every entry "
+              "with all=true. Give exactly one of the two (all=false counts as not given): neither, or both, is a "
+              "422, so a bare DELETE never empties the store by mistake",
               {200: PurgeResponse, **_ERR_READ},
               params=(QUEUE,
                       Param("older_than_seconds", "query", {"type": "number", "minimum": 0, "maximum": MAX_PURGE_AGE},

@@ -18,7 +18,6 @@ from __future__ import annotations
 import base64
 import binascii
 import inspect
-import time
 from collections.abc import Awaitable
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -217,8 +216,9 @@ class DeadLetters:
         return summary
 
     async def purge(self, job_ids: list[str] | None = None, older_than_seconds: float | None = None) -> int:
-        """Delete entries (and their jobs' failed results): these ids, those that failed more than
-        ``older_than_seconds`` ago, or all.
+        """Delete entries (and their jobs' failed results): these ids, those that failed at least
+        ``older_than_seconds`` ago by Redis' clock (the clock that dated them: "older than 0 s" takes an entry
+        written in this millisecond, as cleaning completed jobs does), or all.
 
         Returns how many entries were deleted.
         """
@@ -228,7 +228,10 @@ class DeadLetters:
             for i in range(0, len(job_ids), BATCH):
                 total += int(await self._purge_ids(keys=store, args=job_ids[i : i + BATCH]))
             return total
-        upto = "+inf" if older_than_seconds is None else f"({int((time.time() - older_than_seconds) * 1000)}"
+        upto = "+inf"
+        if older_than_seconds is not None:
+            now_ms = scores.time_ms(*await _awaited(self.redis.time()))
+            upto = str(now_ms - int(older_than_seconds * 1000))
         total = 0
         # In batches, so one purge of a huge store does not block Redis for long.
         while True:
