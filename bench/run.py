@@ -580,7 +580,7 @@ def throughput_table(res: Results, n: int, repeat: int) -> list[str]:
     ]
     for system in (s for s in SYSTEMS if s.throughput):
         runs = res.throughput.get(system.key)
-        if not runs and f"throughput {system.key}" not in res.errors and res.throughput:
+        if not runs and res.partial and f"throughput {system.key}" not in res.errors:
             continue  # not among the systems asked for (--systems)
         if not runs:
             err = res.errors.get(f"throughput {system.key}", "not run")
@@ -614,7 +614,7 @@ def io_table(res: Results, n: int, repeat: int) -> list[str]:
         if system.family == "bullmq":
             model = "Node promises"
         runs = res.io.get(key)
-        if not runs and f"io {key}" not in res.errors and res.io:
+        if not runs and res.partial and f"io {key}" not in res.errors:
             continue  # not among the systems asked for (--systems)
         if not runs:
             err = res.errors.get(f"io {key}", "not run")

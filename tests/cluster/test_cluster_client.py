@@ -8,9 +8,12 @@ import pytest
 import redis
 from redis.asyncio.cluster import ClusterNode, RedisCluster
 
+from arqscale.core import scores
 from arqscale.core.cluster_client import ResilientRedisCluster
 from arqscale.core.connection import create_redis
+from arqscale.core.dead_letters import DeadLetters
 from arqscale.core.settings import RedisSettings
+from arqscale.core.spec import parse_queues
 from cluster_servers import RedisClusterSetup
 
 
@@ -48,5 +51,20 @@ async def test_arqscale_s_client_raises_a_connection_error_and_goes_on(redis_clu
         # Errors of the caller's own making are not disguised.
         with pytest.raises(redis.ResponseError):
             await client.incr("{race}:text")
+    finally:
+        await client.aclose()
+
+
+async def test_a_dead_letter_purge_by_age_reads_the_clock_on_a_cluster(redis_cluster: RedisClusterSetup) -> None:
+    # The purge dates its bound by Redis' TIME (a command with no key, which the cluster client sends to one node).
+    spec = parse_queues({"queues": {"aged": {"functions": ["cluster_tasks.work"]}}})["aged"]
+    client = create_redis(RedisSettings(cluster_nodes=redis_cluster.seeds))
+    try:
+        store = DeadLetters(client, spec)
+        now = scores.time_ms(*await client.time())
+        await client.hset(store.keys.dlq, mapping={"old": "{}", "new": "{}"})
+        await client.zadd(store.keys.dlq_index, {"old": now - 5000, "new": now + 60_000})
+        assert await store.purge(older_than_seconds=1) == 1
+        assert await client.hkeys(store.keys.dlq) == [b"new"]
     finally:
         await client.aclose()
