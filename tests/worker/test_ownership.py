@@ -96,8 +96,9 @@ async def test_a_stalled_owner_writes_nothing_once_its_lease_passed_on(redis: Re
     assert (await a.heartbeat([("j", mine.token)], 10_000)).lost == ["j"]
     # B's lease, ownership and try counter are untouched; the job is not queued twice or dead-lettered.
     assert await redis.zscore(K.active, "j") == lease_b
-    assert (await redis.get(in_progress_key("j"))).endswith(b" wb.1")
-    assert await redis.get(retry_key("j")) == b"2"
+    # B runs try 2 (its record says so); the counter holds the one try before it, A's, counted by the sweep.
+    assert (await redis.get(in_progress_key("j"))).endswith(b" 2 wb.1")
+    assert await redis.get(retry_key("j")) == b"1"
     assert await redis.zscore(SPEC.queue_key, "j") == scores.PARK + theirs.score  # parked once: B runs it
     assert await redis.hlen(K.dlq) == 0
     # B finishes; then A's success arrives: dropped, B's result stays.

@@ -424,8 +424,10 @@ async def test_active_set_and_worker_heartbeat_track_running_jobs(redis: Redis) 
         first = await redis.zscore(k.active, "tracked")
         await asyncio.sleep(0.9)  # past the first lease: the heartbeat renewed it
         assert await redis.zscore(k.active, "tracked") > first
-        # The ownership record: the job's queue score and the token of the pickup that holds it.
-        score, token = (await redis.get(in_progress_key("tracked"))).decode().split(" ", 1)
+        # The ownership record: the job's queue score, the try it runs and the token of the pickup that holds it.
+        score, job_try, token = (await redis.get(in_progress_key("tracked"))).decode().split(" ", 2)
+        # The try counter holds the tries before this one until the lease ends.
+        assert job_try == "1" and await redis.get(retry_key("tracked")) == b"0"
         assert token.startswith(worker.worker_id + ".") and scores.unpark(
             await redis.zscore(k.queue, "tracked")
         ) == int(score)

@@ -37,7 +37,7 @@ from redis.asyncio import Redis
 
 from arqscale.core import scores
 from arqscale.core.job_status import PICKLE_NOTE, decode_stored, from_result, last_error, ms_to_s, parse_progress, text
-from arqscale.core.keys import QueueKeys
+from arqscale.core.keys import QueueKeys, running_try
 from arqscale.core.lua import LEASE_LUA, NOW_LUA, LuaTemplate, run_scripts
 from arqscale.core.models import DeadJob, Progress
 from arqscale.core.spec import QueueSpec
@@ -400,16 +400,21 @@ class JobLister:
                 pipe.execute_command("MGET", *[k.retry(i) for i in ids])
                 pipe.execute_command("MGET", *[k.error(i) for i in ids])
                 pipe.execute_command("MGET", *[k.progress(i) for i in ids])
+                if state is ListState.ACTIVE:  # a running job's try is in its ownership record (keys.running_try)
+                    pipe.execute_command("MGET", *[k.in_progress(i) for i in ids])
             replies = await pipe.execute()
         if state is ListState.FAILED:
             return [_failed(spec, i, s, raw) for i, s, raw in zip(ids, page.scores, replies[0], strict=True)]
         if state is ListState.COMPLETED:
             return [_completed(spec, i, s, raw) for i, s, raw in zip(ids, page.scores, replies[0], strict=True)]
-        payloads, tries, errors, progress = replies
+        payloads, tries, errors, progress = replies[:4]
+        records = replies[4] if state is ListState.ACTIVE else [None] * len(ids)
         items = []
         for n, job_id in enumerate(ids):
             queue_score = page.extra[n] if state is ListState.ACTIVE else page.scores[n]
-            item = _queued(spec, job_id, queue_score, payloads[n], tries[n])
+            running = running_try(records[n])
+            job_try = str(running).encode() if running is not None else tries[n]
+            item = _queued(spec, job_id, queue_score, payloads[n], job_try)
             if state is ListState.ACTIVE:
                 item.lease_expires_at = page.scores[n] / 1000
                 item.progress = parse_progress(progress[n])

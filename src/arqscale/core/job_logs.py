@@ -27,7 +27,7 @@ from arqscale.core.spec import JobLogSettings, QueueSpec
 
 TRUNCATED_PREFIX = '{"x":1'
 TRUNCATED_LEVEL = "TRUNCATED"
-# While the job lives: as long as its try counter (``pickup.RETRY_TTL_MS``); its outcome sets the real one.
+# While the job lives: as long as its try counter (``lua.RETRY_TTL_MS``); its outcome sets the real one.
 LIVE_TTL_MS = 15 * 86_400_000
 MAX_PAGE = 5000
 

@@ -286,7 +286,8 @@ class JobStatusReader:
                     payload=payload,
                     result=result,
                     in_progress=in_progress is not None,
-                    tries=int(tries) if tries is not None and tries.isdigit() else 0,
+                    # A running job's try is in its ownership record; the counter holds the tries before it.
+                    tries=keys.running_try(in_progress) or (int(tries) if tries is not None and tries.isdigit() else 0),
                     progress=progress,
                     error=error,
                 )

@@ -35,9 +35,10 @@ and per job ``arqscale:group:<id>`` (the key given at enqueue), ``arqscale:progr
 reported by the task), ``arqscale:logs:<id>`` (the job's log lines, kept as long as its result) and
 ``arqscale:error:<id>`` (the last error while a retry is pending).
 
-The in-progress key holds the job's ownership record, ``"<queue score> <pickup token>"``: arq only checks
-that it exists (``Job.status()`` says in progress), arqscale's scripts honour an outcome or a heartbeat
-only from the token it names (docs/design.md, "Ownership").
+The in-progress key holds the job's ownership record, ``"<queue score> <try> <pickup token>"``: arq only
+checks that it exists (``Job.status()`` says in progress), arqscale's scripts honour an outcome or a heartbeat
+only from the token it names (docs/design.md, "Ownership"). The try being run is there, not in the try counter
+``arq:retry:<id>``, which holds the tries before it until the lease ends (``lua.LEASE_LUA``).
 """
 
 from __future__ import annotations
@@ -70,6 +71,15 @@ def job_key(job_id: str) -> str:
 
 def in_progress_key(job_id: str) -> str:
     return in_progress_key_prefix + job_id
+
+
+def running_try(record: bytes | str | None) -> int | None:
+    """The try a running job's ownership record names, or None: no record, arq's own ("1"), or one written
+    before the try moved into it ("<queue score> <token>")."""
+    if isinstance(record, bytes):
+        record = record.decode(errors="replace")
+    parts = record.split(" ", 2) if record else []
+    return int(parts[1]) if len(parts) == 3 and parts[1].isdigit() else None
 
 
 def result_key(job_id: str) -> str:

@@ -302,6 +302,10 @@ class CallBatcher:
                 future.set_result(mine)
 
 
+# A job's try counter (``arq:retry:<id>``) outlives the payload's own TTL (see producer.PAYLOAD_TTL_MS) so a job
+# retried late keeps its count.
+RETRY_TTL_MS = 15 * 86_400_000
+
 # Redis keeps the time: every script that needs "now" reads Redis' clock, never the caller's (pods
 # disagree by seconds, and a clock ahead would make other workers' live leases look expired). Rounded
 # to the ms as arq rounds its own timestamps, so a plain arq job is ready in the ms it was enqueued.
@@ -311,7 +315,11 @@ local now = tonumber(_t[1]) * 1000 + math.floor(tonumber(_t[2]) / 1000 + 0.5)
 """
 
 # The ownership record of a running job, and what every script does with it (docs/design.md, Ownership):
-# ``arq:in-progress:<id>`` = "<queue score> <token>". arq only checks that the key exists.
+# ``arq:in-progress:<id>`` = "<queue score> <try> <token>". arq only checks that the key exists. The try being run
+# lives here, not in the try counter (``arq:retry:<id>``, the tries before this one while the job runs): a pickup
+# then writes one key per job, not two. Whatever ends a lease other than a success writes the counter (a retry,
+# a sweep, a put-back). Records from before the try moved here, "<queue score> <token>", still read (try nil).
+# ``split_lease``: score, owner token, try of a record (nil, nil, nil for arq's own "1" or nothing).
 # ``band_of``: the priority band a score sits in (nearest band, as ``scores.split_score``).
 # ``sweep``: return up to ``limit`` jobs whose lease expired (their worker died or stalled) from their
 # parking place (``scores.PARK``) to their own score, so they keep their place in line; returns how many.
@@ -319,12 +327,19 @@ local now = tonumber(_t[1]) * 1000 + math.floor(tonumber(_t[2]) / 1000 + 0.5)
 LEASE_LUA = (
     EVENTS_LUA
     + """
-local function lease_of(id)
-  local v = redis.call('GET', '@IP@' .. id)
-  if not v then return nil, nil end
+local function split_lease(v)
+  if not v then return nil, nil, nil end
   local sp = string.find(v, ' ', 1, true)
-  if not sp then return nil, nil end
-  return string.sub(v, 1, sp - 1), string.sub(v, sp + 1)
+  if not sp then return nil, nil, nil end
+  local sp2 = string.find(v, ' ', sp + 1, true)
+  if sp2 then
+    local try = tonumber(string.sub(v, sp + 1, sp2 - 1))
+    if try then return string.sub(v, 1, sp - 1), string.sub(v, sp2 + 1), try end
+  end
+  return string.sub(v, 1, sp - 1), string.sub(v, sp + 1), nil
+end
+local function lease_of(id)
+  return split_lease(redis.call('GET', '@IP@' .. id))
 end
 local function band_of(score)
   return math.floor((score + @HALF@) / @BAND@) * @BAND@
@@ -412,7 +427,7 @@ end
 local function sweep(kq, ka, limit)
   local expired = redis.call('ZRANGEBYSCORE', ka, '-inf', '(' .. now, 'LIMIT', 0, limit)
   for _, id in ipairs(expired) do
-    local score, owner = lease_of(id)
+    local score, owner, try = lease_of(id)
     redis.call('ZREM', ka, id)
     group_release(kq, id)
     local queued = redis.call('ZSCORE', kq, id)
@@ -430,7 +445,9 @@ local function sweep(kq, ka, limit)
     end
     if back then
       queue_added = true
-      emit('requeued', id, 'try', redis.call('GET', '@RETRY@' .. id), 'worker', owner and worker_of(owner),
+      -- The try that stalled counts: the counter takes it from the record (a record from before has it there).
+      if try then redis.call('SET', '@RETRY@' .. id, try, 'PX', @RETRY_TTL@) end
+      emit('requeued', id, 'try', try or redis.call('GET', '@RETRY@' .. id), 'worker', owner and worker_of(owner),
            'reason', 'stalled')
       tally('requeued')
     end
@@ -443,4 +460,5 @@ end
     .replace("@FLOOR@", str(PARKED_FLOOR))
     .replace("@OWN@", OWN_CHANGE_SUFFIX)
     .replace("@PARK@", str(PARK))
+    .replace("@RETRY_TTL@", str(RETRY_TTL_MS))
 )

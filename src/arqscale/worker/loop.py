@@ -47,6 +47,7 @@ from redis.asyncio.client import PubSub
 from redis.exceptions import RedisError
 
 from arqscale.core import connection, live_workers, scores, serializers, tracing
+from arqscale.core.lua import RETRY_TTL_MS
 from arqscale.core.models import Progress
 from arqscale.core.queue_control import RESUME, SCHEDULES_WAKE, stranded
 from arqscale.core.spec import QueueSpec
@@ -56,7 +57,7 @@ from arqscale.worker.invalidation import QueueWatch
 from arqscale.worker.job_log import JobLog, JobLogHandler, JobLogSink
 from arqscale.worker.metrics import WorkerMetrics
 from arqscale.worker.outcomes import Decoded, decode_payload
-from arqscale.worker.pickup import LANES, RETRY_TTL_MS, Finish, Picked, PickupResult, QueueOps
+from arqscale.worker.pickup import LANES, Finish, Picked, PickupResult, QueueOps
 from arqscale.worker.probes import Health
 from arqscale.worker.scheduler import Scheduler
 from arqscale.worker.turns import Turns

@@ -39,13 +39,11 @@ from arqscale.core import scores
 from arqscale.core.cancellation import ABORT_MAX_AGE_MS
 from arqscale.core.events import ERROR_EVENT_CHARS, MESSAGE_EVENT_CHARS
 from arqscale.core.keys import QueueKeys
-from arqscale.core.lua import LEASE_LUA, NOW_LUA, LuaTemplate, exchange, pack
+from arqscale.core.lua import LEASE_LUA, NOW_LUA, RETRY_TTL_MS, LuaTemplate, exchange, pack
 from arqscale.core.spec import QueueSpec
 
 logger = logging.getLogger("arqscale.worker")
 
-# The try counter outlives the payload's own TTL (see producer.PAYLOAD_TTL_MS) so a retried job keeps its count.
-RETRY_TTL_MS = 15 * 86_400_000
 # The in-progress key is deleted by the finish or the sweep; its TTL only keeps a bug from leaving one forever.
 IN_PROGRESS_TTL_MS = RETRY_TTL_MS
 # Caps that keep every script call short, whatever the backlog: Redis runs one script at a time.
@@ -74,7 +72,8 @@ def _lua(source: str) -> LuaTemplate:
 
 # KEYS: queue, active, paused, starts (rate window), pick (this worker's last pickup), group prefix,
 #       events stream, totals hash, marker (added again when ready jobs may remain: the next idle worker wakes)
-# ARGV: wanted, token, lease ms, rate max (0 = none), rate interval ms, retry ttl ms, in-progress ttl ms,
+# ARGV: wanted, token, lease ms, rate max (0 = none), rate interval ms, retry ttl ms (unused now that a pickup
+#       writes no try counter; kept so the positions stay), in-progress ttl ms,
 #       sweep max, skip max, per-key concurrency (0 = none), per-key rate max (0 = none), per-key rate
 #       interval ms, key kwarg ('' = none), hold max, events max len (0 = none), may be a resend (1: this token
 #       may have been sent before; 0: fresh), band lows... (from ARGV[BANDS_ARG])
@@ -131,8 +130,8 @@ end
 if ARGV[16] == '1' and redis.call('LINDEX', KEYS[5], 0) == token then
   out[1] = 3
   for _, id in ipairs(redis.call('LRANGE', KEYS[5], 1, -1)) do
-    local score, owner = lease_of(id)
-    if owner == token then hand_out(id, tonumber(redis.call('GET', '@RETRY@' .. id) or '1'), score) end
+    local score, owner, try = lease_of(id)
+    if owner == token then hand_out(id, try or tonumber(redis.call('GET', '@RETRY@' .. id) or '1'), score) end
   end
   return out
 end
@@ -194,8 +193,9 @@ if rate_max > 0 then
 end
 local expiry = now + tonumber(ARGV[3])
 local taken, skip_left, hold_left, hold_max = {}, tonumber(ARGV[9]), tonumber(ARGV[14]), tonumber(ARGV[14])
--- Per job taken: its queue score, and its payload when the per-key check already read it.
-local taken_score, taken_payload = {}, {}
+-- Per job taken: its queue score, its payload when the per-key check already read it, its try counter as read
+-- (false: none, a plain arq producer's job) and the try it is taken for.
+local taken_score, taken_payload, taken_before, taken_try = {}, {}, {}, {}
 -- Read once per call, not per job: nothing in the loop below adds to `pend` (a queue without `group:`, or whose
 -- keyed jobs were all picked, then runs no HGET per job).
 local pend_live = gbase ~= '' and redis.call('EXISTS', gbase .. 'pend') == 1
@@ -208,6 +208,10 @@ for b = @BANDS@, #ARGV do
     local ids = redis.call('ZRANGEBYSCORE', KEYS[1], low - @HALF@, low + now, 'WITHSCORES',
                            'LIMIT', skipped, want - #taken + (hold_left < hold_max and 100 or 0))
     if #ids == 0 then break end
+    -- The page's try counters, one MGET: the try a job is taken for goes into its ownership record.
+    local rks = {}
+    for i = 1, #ids, 2 do rks[#rks+1] = '@RETRY@' .. ids[i] end
+    local befores = redis.call('MGET', unpack(rks))
     -- The jobs taken from this page, parked above every band by one ZADD once the page is walked (before the
     -- next page is read: parked, they leave the range the next ZRANGEBYSCORE reads from `skipped` on).
     local park = {}
@@ -216,7 +220,9 @@ for b = @BANDS@, #ARGV do
       local id, score = ids[i], ids[i+1]
       local ip = '@IP@' .. id
       local k, payload, due = nil, nil, nil
-      local owner_rec = score .. ' ' .. token
+      local before = befores[(i + 1) / 2]
+      local try = (tonumber(before) or 0) + 1
+      local owner_rec = score .. ' ' .. try .. ' ' .. token
       local arq_held
       if limited then
         arq_held = redis.call('EXISTS', ip) == 1
@@ -258,6 +264,8 @@ for b = @BANDS@, #ARGV do
         taken[#taken+1] = id
         taken_score[#taken] = score
         taken_payload[#taken] = payload or false
+        taken_before[#taken] = before
+        taken_try[#taken] = try
       end
     end
     if #park > 0 then redis.call('ZADD', KEYS[1], unpack(park)) end
@@ -266,26 +274,22 @@ for b = @BANDS@, #ARGV do
 end
 if #taken > 0 then
   -- What every job taken needs, one command each for the whole call rather than one per job: the leases, the
-  -- try counters, the payloads.
-  local leases, rks, jks = {}, {}, {}
+  -- payloads. The try counter is not written: the try taken is in the ownership record (see lua.LEASE_LUA).
+  local leases, jks = {}, {}
   for i, id in ipairs(taken) do
     leases[2*i-1] = expiry
     leases[2*i] = id
-    rks[i] = '@RETRY@' .. id
     jks[i] = '@JOB@' .. id
   end
   redis.call('ZADD', KEYS[2], unpack(leases))
-  local befores = redis.call('MGET', unpack(rks))
   local payloads = redis.call('MGET', unpack(jks))
   local announced_here = 0
   for i, id in ipairs(taken) do
-    -- GET + SET rather than INCR + PEXPIRE (same cost): a missing counter tells a job no event announced,
-    -- a plain arq producer's (ours start at 0), which gets its `waiting` event here, before `active`.
-    local before = befores[i]
-    local try = (tonumber(before) or 0) + 1
-    redis.call('SET', rks[i], try, 'PX', ARGV[6])
+    -- A missing counter tells a job no event announced, a plain arq producer's (ours start at 0), which gets
+    -- its `waiting` event here, before `active`.
+    local try = taken_try[i]
     local payload = taken_payload[i] or payloads[i]
-    if not before then
+    if not taken_before[i] then
       emit('waiting', id, 'enqueued', enqueued_of(payload))
       announced_here = announced_here + 1
     end
@@ -338,7 +342,7 @@ return out
 """)
 
 # KEYS: queue, active, completed, dlq, dlq_index, group prefix, events stream, totals hash
-# ARGV: completed ttl ms, completed max, failed ttl ms, failed max, error ttl ms, events max len (0 = none),
+# ARGV: completed ttl ms, completed max, failed ttl ms, failed max, error and try counter ttl ms, events max len,
 #       then records of nine: kind, id, token, a, b, ago, try, ran ms, note
 #   try, ran: the try number and how long it ran (ms; -1 = it never ran); note: the error (retry, dead) or the
 #          reason (cancel) its event carries
@@ -392,12 +396,10 @@ for i = 7, #ARGV, 9 do
   local w = workers[token]
   if not w then w = worker_of(token); workers[token] = w end
   local dur = ran >= 0 and ran or nil  -- nil: the task never ran (unknown function, undecodable payload, ...)
-  local score, owner = nil, nil
-  local rec = owners[(i - 7) / 9 + 1]
-  if rec and not ended[id] then
-    local sp = string.find(rec, ' ', 1, true)
-    if sp then score, owner = string.sub(rec, 1, sp - 1), string.sub(rec, sp + 1) end
-  end
+  local score, owner, taken_try = nil, nil, nil
+  local r = (i - 7) / 9 + 1  -- the record's place in the batch
+  local rec = owners[r]
+  if rec and not ended[id] then score, owner, taken_try = split_lease(rec) end
   if owner == token then
     ended[id] = true
     -- Every outcome ends the lease: the job's key gets its slot back (once: the token check drops a resend).
@@ -408,8 +410,9 @@ for i = 7, #ARGV, 9 do
   elseif kind == 'ok' then
     if a ~= '' then redis.call('SET', '@RESULT@' .. id, a, 'PX', ARGV[1]) end
     local n = #ok_del
-    ok_del[n+1], ok_del[n+2], ok_del[n+3] = '@JOB@' .. id, '@IP@' .. id, '@RETRY@' .. id
-    ok_del[n+4], ok_del[n+5] = '@ERR@' .. id, '@GROUP@' .. id
+    ok_del[n+1], ok_del[n+2], ok_del[n+3], ok_del[n+4] = '@JOB@' .. id, ipks[r], '@RETRY@' .. id, '@GROUP@' .. id
+    -- The last error is written by a retry only, so a first try's success has none to delete.
+    if try ~= '1' then ok_del[n+5] = '@ERR@' .. id end
     ok_ids[#ok_ids+1] = id
     ok_done[#ok_done+1] = at
     ok_done[#ok_done+1] = id
@@ -427,6 +430,8 @@ for i = 7, #ARGV, 9 do
     redis.call('ZADD', KEYS[1], string.format('%d', band_of(tonumber(score)) + now + tonumber(a)), id)
     redis.call('DEL', '@IP@' .. id)
     redis.call('ZREM', KEYS[2], id)
+    -- The try that failed counts: from its ownership record to the counter the next pickup reads.
+    redis.call('SET', '@RETRY@' .. id, taken_try or try, 'PX', ARGV[5])
     redis.call('SET', '@ERR@' .. id, b, 'PX', ARGV[5])
     emit('failed', id, 'try', try, 'worker', w, 'error', note, 'duration_ms', dur)
     emit('retrying', id, 'try', try, 'delay_ms', a)
@@ -470,8 +475,9 @@ for i = 7, #ARGV, 9 do
     redis.call('ZADD', KEYS[1], score, id)
     redis.call('DEL', '@IP@' .. id)
     redis.call('ZREM', KEYS[2], id)
-    -- Kept at 0 rather than deleted: the counter also says an event announced the job (see PICKUP_LUA).
-    redis.call('SET', '@RETRY@' .. id, math.max(tonumber(a) or 0, 0), 'KEEPTTL')
+    -- Kept at 0 rather than deleted: the counter also says an event announced the job (see PICKUP_LUA). With its
+    -- own TTL: a plain arq producer's job had no counter until now.
+    redis.call('SET', '@RETRY@' .. id, math.max(tonumber(a) or 0, 0), 'PX', ARGV[5])
     emit('requeued', id, 'try', try, 'worker', w, 'reason', note ~= '' and note or 'drain')
     count('requeued')
   end
