@@ -120,7 +120,9 @@ def wait_ready(port: int, proc: subprocess.Popen[bytes], log: Path, timeout: flo
 
 
 def completed_ms(bench: Bench) -> dict[str, int]:
-    """Job id -> ms of its ``completed`` event (the stream id's time part)."""
+    """Job id -> ms of its ``completed`` event (the stream id's time part; a batched entry holds several)."""
+    from arqscale.core.events import split_entry
+
     out: dict[str, int] = {}
     after = "-"
     while True:
@@ -129,7 +131,9 @@ def completed_ms(bench: Bench) -> dict[str, int]:
             return out
         for entry_id, fields in entries:
             if fields.get(b"event") == b"completed":
-                out[fields[b"job"].decode()] = int(entry_id.split(b"-")[0])
+                for event_id, one in split_entry(entry_id, fields):
+                    job = one["job"] if "job" in one else one[b"job"]
+                    out[job.decode() if isinstance(job, bytes) else job] = int(event_id.split("-")[0])
         after = "(" + entries[-1][0].decode()
 
 

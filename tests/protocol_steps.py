@@ -33,11 +33,12 @@ async def pick_up(redis: Redis, spec: QueueSpec, job_id: str, worker: str = "w1"
     score = await redis.zscore(spec.queue_key, job_id)
     assert score is not None, f"{job_id} is not queued"
     token = f"{worker}.1"
+    job_try = int(await redis.get(keys.retry_key(job_id)) or 0) + 1
     async with redis.pipeline(transaction=True) as pipe:
         pipe.zadd(spec.queue_key, {job_id: scores.PARK + int(score)})  # parked, as the script does
-        pipe.set(keys.in_progress_key(job_id), f"{int(score)} {token}")
+        # The try it runs is in its ownership record; the try counter keeps the tries before it.
+        pipe.set(keys.in_progress_key(job_id), f"{int(score)} {job_try} {token}")
         pipe.zadd(qkeys(spec).active, {job_id: now_ms() + lease_ms})
-        pipe.incr(keys.retry_key(job_id))
         await pipe.execute()
     return token
 
@@ -52,9 +53,10 @@ async def fail_with_retry(redis: Redis, spec: QueueSpec, job_id: str, error: str
     score = await queue_score(redis, spec, job_id)
     assert score is not None
     await redis.zadd(spec.queue_key, {job_id: score + backoff_ms})
+    tries = keys.running_try(await redis.get(keys.in_progress_key(job_id))) or 1
     await redis.delete(keys.in_progress_key(job_id))
     await redis.zrem(qkeys(spec).active, job_id)
-    tries = int(await redis.get(keys.retry_key(job_id)) or 0)
+    await redis.set(keys.retry_key(job_id), tries)  # the try that failed counts
     await redis.set(keys.error_key(job_id), json.dumps({"error": error, "attempt": tries, "at": time.time()}))
 
 

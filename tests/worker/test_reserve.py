@@ -17,9 +17,11 @@ from redis.asyncio import Redis
 from test_worker import make_spec, running, wait_for
 
 from arqscale.core.cancellation import CancelOutcome, cancel
+from arqscale.core.events import split_entry
 from arqscale.core.keys import QueueKeys, retry_key
 from arqscale.core.producer import Producer
 from arqscale.core.spec import QueueSpec
+from arqscale.core.webhook_store import parse_fields
 from arqscale.worker import loop
 from arqscale.worker.loop import Worker
 
@@ -36,7 +38,8 @@ def keys_of(spec: QueueSpec) -> QueueKeys:
 
 async def events_of(redis: Redis, spec: QueueSpec, event: str) -> list[dict[str, str]]:
     entries = await redis.xrange(keys_of(spec).events)
-    found = [{k.decode(): v.decode() for k, v in fields.items()} for _, fields in entries]
+    # A batched entry holds the events of several jobs (events.split_entry).
+    found = [parse_fields(one) for entry_id, fields in entries for _, one in split_entry(entry_id, fields)]
     return [e for e in found if e["event"] == event]
 
 

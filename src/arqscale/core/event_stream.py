@@ -1,9 +1,12 @@
 """Reading job events: history, a live tail (async iterator), and waiting for one job's end.
 
 The stream is written by the scripts (``arqscale.core.events``); this module only reads it. A reader keeps
-the id of the last entry it handled and asks for what came after (``XREAD``), so it never misses or repeats
-an entry while the entry is still in the stream. An entry trimmed before it was read is gone: the stream keeps
-the queue's ``events.max_len`` most recent entries (``gap`` says when that happened to a reader).
+the id of the last event it handled and asks for what came after (``XREAD``), so it never misses or repeats
+an event while its entry is still in the stream. A batched entry holds the events of many jobs under
+consecutive ids (``events.split_entry``); a reader resuming after one of them first reads the rest of
+that entry (``XREAD`` starts after the entry's own id, its first event's). An entry trimmed before it was
+read is gone: the stream keeps the queue's ``events.max_len`` most recent entries (``gap`` says when that
+happened to a reader).
 """
 
 from __future__ import annotations
@@ -20,7 +23,16 @@ from redis.exceptions import ResponseError
 
 from arqscale.core import keys, serializers
 from arqscale.core.cancellation import is_cancelled_result
-from arqscale.core.events import Event, events_key, is_stream_id, parse_totals, totals_key
+from arqscale.core.events import (
+    Event,
+    Fields,
+    events_key,
+    id_tuple,
+    is_stream_id,
+    parse_totals,
+    split_entry,
+    totals_key,
+)
 from arqscale.core.spec import QueueSpec
 
 BLOCK_MS = 1000  # one XREAD waits at most this long: below every client's socket timeout (the API's is 1.5 s)
@@ -55,9 +67,24 @@ class WaitTimeout(TimeoutError):
 
 
 async def last_id(redis: Redis, queue: str) -> str:
-    """The id of the newest entry (``0-0`` when the stream is empty): read after it to get only new events."""
+    """The id of the newest event (``0-0`` when the stream is empty): read after it to get only new events."""
     newest = await redis.xrevrange(events_key(queue, cluster=keys.is_cluster(redis)), "+", "-", count=1)
-    return _text(newest[0][0]) if newest else "0-0"
+    if not newest:
+        return "0-0"
+    events = split_entry(*newest[0])
+    return events[-1][0] if events else _text(newest[0][0])
+
+
+async def rest_of_entry(redis: Redis, stream: str, after: str) -> list[tuple[str, Fields]]:
+    """The events after ``after`` in the entry that holds it: a batched entry's later jobs, which a read after
+    ``after`` would miss (the entry's own id is its first event's). [] when ``after`` ends its entry."""
+    if after == "0-0":
+        return []
+    got = await redis.xrevrange(stream, after, "-", count=1)
+    if not got:
+        return []
+    point = id_tuple(after)
+    return [(i, f) for i, f in split_entry(*got[0]) if id_tuple(i) > point]
 
 
 async def history(
@@ -72,17 +99,24 @@ async def history(
     """Kept events after ``after`` (exclusive), oldest first, at most ``limit``; with ``job``, that job's only
     (the kept stream is scanned, at most ``events.max_len`` entries, or ``scan_max``)."""
     out: list[Event] = []
+    stream = events_key(queue, cluster=keys.is_cluster(redis))
     start = "(" + after if after != "0-0" else "-"
     scanned = 0
+    for event_id, fields in await rest_of_entry(redis, stream, after):
+        event = Event.parse(queue, event_id, fields)
+        if (job is None or event.job == job) and len(out) < limit:
+            out.append(event)
     while len(out) < limit and (scan_max is None or scanned < scan_max):
-        entries = await redis.xrange(events_key(queue, cluster=keys.is_cluster(redis)), start, "+", count=BATCH)
+        entries = await redis.xrange(stream, start, "+", count=BATCH)
         scanned += len(entries)
         for entry_id, fields in entries:
-            event = Event.parse(queue, entry_id, fields)
-            if job is None or event.job == job:
-                out.append(event)
-                if len(out) >= limit:
-                    break
+            for event in Event.parse_entry(queue, entry_id, fields):
+                if job is None or event.job == job:
+                    out.append(event)
+                    if len(out) >= limit:
+                        break
+            if len(out) >= limit:
+                break
         if len(entries) < BATCH:
             break
         start = "(" + _text(entries[-1][0])
@@ -112,34 +146,46 @@ class Events:
         self.job = job
         self.block_ms = block_ms
         self.gap = False
-        self.last_id: str | None = after  # the last entry handed out (or the starting point)
+        self.last_id: str | None = after  # the last event handed out (or the starting point)
+        self._rest: list[Event] = []  # the later events of the batched entry that holds ``after``
+        self._started = False
 
     def __aiter__(self) -> AsyncGenerator[Event]:
         return self._tail()
 
     async def start(self) -> None:
         """Fix the starting point (the stream's newest id when following from now) and check for a gap."""
+        self._started = True
         if self.last_id is None:
             self.last_id = await last_id(self.redis, self.queue)
         elif self.last_id != "0-0":
             self.gap = await trimmed_after(self.redis, self.queue, self.last_id)
+            rest = await rest_of_entry(self.redis, self._stream, self.last_id)
+            self._rest = [e for e in (Event.parse(self.queue, i, f) for i, f in rest) if self._wanted(e)]
+            if rest:
+                self.last_id = rest[-1][0]
 
     async def read(self, block_ms: float | None = None) -> list[Event]:
         """The next entries (at most ``BATCH``), waiting up to ``block_ms`` for some; [] when none came.
         One XREAD: a caller that must stop (a timeout, a client that left) never has to cancel a read."""
-        if self.last_id is None:
+        if not self._started:
             await self.start()
         assert self.last_id is not None
+        if self._rest:
+            out, self._rest = self._rest, []
+            return out
         block = self.block_ms if block_ms is None else max(int(block_ms), 1)
         reply = await self.redis.xread({self._stream: self.last_id}, count=BATCH, block=block)
-        out: list[Event] = []
+        out = []
         for _, entries in reply or []:
             for entry_id, fields in entries:
-                self.last_id = _text(entry_id)
-                event = Event.parse(self.queue, entry_id, fields)
-                if self.job is None or event.job == self.job:
-                    out.append(event)
+                events = Event.parse_entry(self.queue, entry_id, fields)
+                self.last_id = events[-1].id if events else _text(entry_id)
+                out += [e for e in events if self._wanted(e)]
         return out
+
+    def _wanted(self, event: Event) -> bool:
+        return self.job is None or event.job == self.job
 
     async def _tail(self) -> AsyncGenerator[Event]:
         await self.start()
@@ -163,11 +209,6 @@ async def trimmed_after(redis: Redis, queue: str, after: str) -> bool:
     first = info.get("recorded-first-entry-id")
     removed = int(info.get("entries-added") or 0) > int(info.get("length") or 0)
     return removed and first is not None and point < id_tuple(_text(first))
-
-
-def id_tuple(stream_id: str) -> tuple[int, int]:
-    ms, _, seq = stream_id.partition("-")
-    return int(ms), int(seq or 0)
 
 
 async def totals(redis: Redis, queue: str) -> dict[str, int]:

@@ -6,7 +6,7 @@ never holds a change without its event or an event without its change (docs/even
 
 Entries are written with ``XADD ... MAXLEN ~ <max_len> *``: Redis gives each one an id
 (``<ms>-<seq>``) that only grows, so a reader resumes after the last id it saw (an SSE ``Last-Event-ID``,
-a consumer group's position). Fields of every entry: ``event`` (one of ``EVENT_NAMES``), ``job`` (the job
+a consumer group's position). Fields of every event: ``event`` (one of ``EVENT_NAMES``), ``job`` (the job
 id) and ``at`` (Redis' clock, ms). Optional ones (absent when they do not apply):
 
 ========== ================================================ ================================
@@ -34,6 +34,10 @@ message    the task's progress message                      progress
 job back in line without a failure (a stalled worker's lease swept, a draining worker's put-back, a worker's
 reserve of jobs it had not started given back, a dead letter requeued). A plain arq producer's enqueue cannot
 write an event: the pickup writes its ``waiting`` (``announced`` below) just before its ``active``.
+
+The `active` events of one pickup and the `completed` events of one finish call share entries, up to
+``EVENTS_PER_ENTRY`` jobs each (``emit_jobs``; ``split_entry`` reads them back, each job's event under its own
+id): one ``XADD`` per entry rather than per job.
 
 The totals hash ``arqscale:<queue>:totals`` is incremented by the same scripts (``TOTAL_FIELDS``), so the
 counts survive exporter restarts and every exporter replica reads the same numbers.
@@ -84,6 +88,12 @@ ERROR_EVENT_CHARS: Final = 1000  # an event carries the error's first characters
 MESSAGE_EVENT_CHARS: Final = 500
 
 _STREAM_ID = re.compile(r"^\d{1,20}-\d{1,20}$")
+JOBS_FIELD: Final = "jobs"  # a batched entry's per-job part (``split_entry``)
+# Jobs whose `active` (or `completed`) events share one entry at most: a batched entry costs Redis one XADD for
+# them all, and keeps the stream's size in bytes within about this factor of one event per entry.
+EVENTS_PER_ENTRY: Final = 20
+
+Fields = Mapping[bytes | str, bytes | str]
 
 
 def events_key(queue: str, *, cluster: bool = False) -> str:
@@ -93,6 +103,49 @@ def events_key(queue: str, *, cluster: bool = False) -> str:
 
 def totals_key(queue: str, *, cluster: bool = False) -> str:
     return QueueKeys.for_queue(queue, "", cluster=cluster).totals
+
+
+def id_tuple(stream_id: str) -> tuple[int, int]:
+    ms, _, seq = stream_id.partition("-")
+    return int(ms), int(seq or 0)
+
+
+def split_entry(entry_id: bytes | str, fields: Fields) -> list[tuple[str, Fields]]:
+    """The events one stream entry holds, each with its id: the entry itself, or a batched entry's per-job
+    events (``emit_jobs`` in ``EVENTS_LUA``: the entry's id is the first one's, the next ids the others').
+    A batched entry's fields are the shared ones plus ``job``, ``try`` and ``duration_ms`` per job; its fields
+    stay bytes or str as Redis returned them. A ``jobs`` field that does not parse yields the jobs read before."""
+    eid = _text(entry_id)
+    packed = fields.get(JOBS_FIELD, fields.get(JOBS_FIELD.encode()))
+    if packed is None:
+        return [(eid, fields)]
+    ms, seq = id_tuple(eid)
+    shared = {k: v for k, v in fields.items() if _text(k) != JOBS_FIELD}
+    out: list[tuple[str, Fields]] = []
+    for n, (job_try, duration, job) in enumerate(unpack_jobs(packed)):
+        one: dict[bytes | str, bytes | str] = {**shared, "job": job, "try": job_try}
+        if duration:
+            one["duration_ms"] = duration
+        out.append((f"{ms}-{seq + n}", one))
+    return out
+
+
+def unpack_jobs(packed: bytes | str) -> list[tuple[bytes, bytes, bytes]]:
+    """A batched entry's ``jobs``: (try, duration or b"", id) per job. Ids are any bytes: each is length-prefixed."""
+    raw = packed if isinstance(packed, bytes) else packed.encode("utf-8", "surrogateescape")
+    out: list[tuple[bytes, bytes, bytes]] = []
+    at = 0
+    while at < len(raw):
+        a = raw.find(b" ", at)
+        b = raw.find(b" ", a + 1) if a >= 0 else -1
+        c = raw.find(b" ", b + 1) if b >= 0 else -1
+        size = raw[b + 1 : c]
+        if c < 0 or not size.isdigit() or c + 1 + int(size) > len(raw):
+            break
+        end = c + 1 + int(size)
+        out.append((raw[at:a], raw[a + 1 : b], raw[c + 1 : end]))
+        at = end
+    return out
 
 
 def is_stream_id(text: str) -> bool:
@@ -160,13 +213,51 @@ local function emit_completed(id, try, worker, duration_ms)
                'try', try, 'worker', worker)
   end
 end
+-- Small integers as text, each formatted once per call: Lua formats a number afresh every time it is concatenated
+-- (a fifth of a µs), and tries and id lengths repeat.
+local num_memo = {}
+local function num_s(n)
+  local s = num_memo[n]
+  if not s then s = string.format('%d', n); num_memo[n] = s end
+  return s
+end
+-- The `active` or `completed` events of n jobs (ids; tries and durs as text; durs may be nil), up to @PER_ENTRY@ to an
+-- entry (docs/events.md, "Batched entries"): one XADD for many jobs rather than one per job. Field `jobs`: per
+-- job "<try> <duration ms, or nothing> <id length in bytes> <id>", end to end. The entry's id is the first job's
+-- event id; the others take the next ids, which XSETID reserves (the stream's next entry comes after them).
+-- A lone job gets the plain one-event entry.
+local function emit_jobs(event, worker, ids, tries, durs)
+  local n = #ids
+  if n == 0 or not ev_on() then return end
+  if n == 1 or worker == '' then
+    for i = 1, n do
+      if event == 'active' then emit_active(ids[i], tries[i], worker)
+      else emit_completed(ids[i], tries[i], worker, durs and durs[i]) end
+    end
+    return
+  end
+  for from = 1, n, @PER_ENTRY@ do
+    local parts = {}
+    local to = math.min(from + @PER_ENTRY@ - 1, n)
+    for i = from, to do
+      local id = ids[i]
+      parts[#parts + 1] = tries[i] .. ' ' .. (durs and durs[i] or '') .. ' ' .. num_s(#id) .. ' ' .. id
+    end
+    local first = redis.call('XADD', ev_stream, 'MAXLEN', '~', ev_max_s, '*', 'event', event, 'at', ev_now_s,
+                             'worker', worker, 'jobs', table.concat(parts))
+    if to > from then
+      local ms, seq = string.match(first, '^(%d+)-(%d+)$')
+      redis.call('XSETID', ev_stream, ms .. '-' .. string.format('%d', tonumber(seq) + to - from))
+    end
+  end
+end
 local function tally(field, n)
   if ev_totals ~= '' then redis.call('HINCRBY', ev_totals, field, n or 1) end
 end
 local function worker_of(token)
   return string.match(token or '', '^(.*)%.%d+$') or token
 end
-"""
+""".replace("@PER_ENTRY@", str(EVENTS_PER_ENTRY))
 
 
 @dataclass(frozen=True, slots=True)
@@ -205,7 +296,12 @@ class Event:
         return out
 
     @classmethod
-    def parse(cls, queue: str, entry_id: bytes | str, fields: Mapping[bytes | str, bytes | str]) -> Event:
+    def parse_entry(cls, queue: str, entry_id: bytes | str, fields: Fields) -> list[Event]:
+        """Every event an entry holds (one, or a batched entry's per job: ``split_entry``)."""
+        return [cls.parse(queue, event_id, one) for event_id, one in split_entry(entry_id, fields)]
+
+    @classmethod
+    def parse(cls, queue: str, entry_id: bytes | str, fields: Fields) -> Event:
         """An entry as XRANGE/XREAD return it. Unknown fields are ignored (a newer writer may add some);
         values that do not parse are left out rather than failing the whole stream."""
         text = {_text(k): _text(v) for k, v in fields.items()}

@@ -20,6 +20,7 @@ leaves the delivery to be taken again when the lease runs out: at least once, ne
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -297,7 +298,7 @@ class WebhookStore:
         return DeadDeliveryPurge(queue=self.spec.name, deleted=int(count))
 
 
-def parse_fields(fields: dict[bytes, bytes] | dict[str, str]) -> dict[str, str]:
+def parse_fields(fields: Mapping[bytes | str, bytes | str]) -> dict[str, str]:
     return {_text(k): _text(v) for k, v in fields.items()}
 
 

@@ -30,6 +30,7 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError, ResponseError
 
 from arqscale.core import keys
+from arqscale.core.events import Fields, split_entry
 from arqscale.core.health import Health
 from arqscale.core.lua import LuaScript, run_scripts
 from arqscale.core.spec import QueueSpec
@@ -265,7 +266,7 @@ class Deliverer:
             except (RedisError, OSError) as exc:
                 await asyncio.sleep(self._redis_failed(exc))
 
-    async def _read(self, queue: _Queue, start: str) -> tuple[list[tuple[str, dict[str, str] | None]], str]:
+    async def _read(self, queue: _Queue, start: str) -> tuple[list[tuple[str, Fields | None]], str]:
         args = [GROUP, self.options.consumer, self.options.batch, start]
         [reply] = await run_scripts(self.redis, [(READ_LUA, [queue.store.stream], args)])
         lost, last, first, lag = int(reply[0]), _text(reply[1]), _text(reply[2]), int(reply[3])
@@ -284,7 +285,7 @@ class Deliverer:
                 first,
                 queue.store.stream,
             )
-        entries: list[tuple[str, dict[str, str] | None]] = []
+        entries: list[tuple[str, Fields | None]] = []
         for _stream, items in reply[4] or []:
             for entry_id, fields in items:
                 entries.append((_text(entry_id), _pairs(fields)))
@@ -300,7 +301,7 @@ class Deliverer:
             )
             cursor, claimed = _text(reply[0]), reply[1]
             deleted = reply[2] if len(reply) > 2 else []
-            entries = [(_text(i), parse_fields(f) if f else None) for i, f in claimed]
+            entries = [(_text(i), _pairs(f)) for i, f in claimed]
             if entries:
                 logger.info("queue %s: claimed %d event(s) a stopped deliverer had read", queue.spec.name, len(entries))
                 await self._ingest(queue, entries)
@@ -319,14 +320,15 @@ class Deliverer:
             count,
         )
 
-    async def _ingest(self, queue: _Queue, entries: list[tuple[str, dict[str, str] | None]]) -> None:
+    async def _ingest(self, queue: _Queue, entries: list[tuple[str, Fields | None]]) -> None:
         spec = queue.spec
         hooks = spec.webhooks
         assert hooks is not None
         trimmed = sum(1 for _, f in entries if f is None)
         if trimmed:
             self._lost(queue, trimmed)
-        present = [(i, f) for i, f in entries if f is not None]
+        # One delivery per event: a batched entry holds many (events.split_entry); entries are acknowledged whole.
+        present = [(i, parse_fields(one)) for e, f in entries if f is not None for i, one in split_entry(e, f)]
         callbacks: dict[str, str] = {}
         if hooks.callbacks is not None:
             jobs = sorted({f.get("job", "") for _, f in present if f.get("event") in hooks.callbacks.events})
@@ -337,7 +339,7 @@ class Deliverer:
         for entry_id, fields in present:
             deliveries += payload.deliveries(spec, entry_id, fields, callbacks.get(fields.get("job", "")))
         created = await queue.store.ingest([i for i, _ in entries], deliveries)
-        self.metrics.events.labels(spec.name).inc(len(entries))
+        self.metrics.events.labels(spec.name).inc(len(present) + trimmed)
         if created:
             self._wake.set()
 
@@ -475,9 +477,10 @@ def _text(value: Any) -> str:
     return value.decode("utf-8", errors="replace") if isinstance(value, bytes) else str(value)
 
 
-def _pairs(fields: Any) -> dict[str, str] | None:
+def _pairs(fields: Any) -> Fields | None:
+    """An entry's fields as Redis sent them (decoded per event, after ``split_entry``); None when trimmed."""
     if not fields:
         return None  # a pending entry whose data was trimmed away
     if isinstance(fields, dict):
-        return parse_fields(fields)
-    return {_text(fields[i]): _text(fields[i + 1]) for i in range(0, len(fields) - 1, 2)}
+        return fields
+    return {fields[i]: fields[i + 1] for i in range(0, len(fields) - 1, 2)}

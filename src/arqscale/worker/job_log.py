@@ -50,9 +50,11 @@ class JobLog:
         # One flush at a time per job, so batches land in order. Made at the first flush: most tries log nothing.
         self._writing: asyncio.Lock | None = None
         self.dropped = 0
+        self.touched = False  # a line was ever added: the outcome must give the log key the result's TTL
 
     def add(self, level: str, message: str) -> None:
         line = job_logs.entry(int(time.time() * 1000), self.attempt, level, message, self.sink.limits)
+        self.touched = True
         with self._guard:
             if len(self._lines) >= BUFFER_MAX:
                 self.dropped += 1

@@ -209,6 +209,7 @@ class Worker:
         self._finished: list[Finish] = []
         self._abandoned: set[str] = set()
         self._cancelling: set[str] = set()  # running jobs a cancel request named: they end cancelled
+        self._progressed: set[str] = set()  # running jobs that stored progress (their outcome gives it a TTL)
         self._abort_check = asyncio.Event()  # a cancel was published: look at the abort set now
         self._tick = asyncio.Event()  # wakes the loop: a reason to step (``_ask``) or a lane came back
         self._asked = True  # a reason to step: a job ended, a wake-up, a drain, ...
@@ -952,6 +953,7 @@ class Worker:
             # record carries it already: one record less to build per job).
             ran_ms = round((time.monotonic() - started) * 1000)
         finally:
+            self._progressed.discard(job.job_id)
             # Before the outcome is sent: its script gives the log the result's TTL.
             if self.job_logs.ended(log):
                 await self.job_logs.close(log)
@@ -1014,7 +1016,10 @@ class Worker:
         self._mean_run = ran if mean is None else mean + (ran - mean) * 0.05
         self._completed += 1  # counted into the metrics once per loop tick (``_step``)
         data = self._result_bytes(job, decoded, job_try, result, start_ms)
-        return Finish("ok", job.job_id, data, ran_ms=round(ran * 1000))
+        # Whether the job may have progress or log lines stored (this try wrote some, or an earlier try may
+        # have): only then does the outcome's script look for those keys to give them the result's TTL.
+        extras = job_try > 1 or log.touched or job.job_id in self._progressed
+        return Finish("ok", job.job_id, data, b"1" if extras else b"", ran_ms=round(ran * 1000))
 
     def _result_bytes(self, job: Picked, d: Decoded, job_try: int, result: Any, start_ms: int) -> bytes | str:
         if self.spec.retention.completed_seconds <= 0:
@@ -1037,6 +1042,7 @@ class Worker:
         return data or ""
 
     async def _progress(self, job: Picked, percent: float, message: str | None = None) -> None:
+        self._progressed.add(job.job_id)
         progress = Progress(percent=percent, message=message, updated_at=time.time())
         stored = progress.model_dump_json()
         await self.ops.progress(job.job_id, job.job_try, stored, PROGRESS_TTL_MS, progress.percent, progress.message)

@@ -12,7 +12,7 @@ A running job stays in its queue's sorted set, where arq's ``Job.result()`` and 
 for it, but parked above every band (``scores.PARK``), so no pickup walks past running jobs.
 
 Ownership: every pickup call carries a token, unique to the worker and the call, stored with each
-job it takes (``arq:in-progress:<id>`` = ``"<queue score> <token>"``). A finish record or a heartbeat
+job it takes (``arq:in-progress:<id>`` = ``"<queue score> <try> <token>"``). A finish record or a heartbeat
 counts only while the job's in-progress value still names its token, so a worker that stalled past
 its lease (its job was swept back and taken by another) writes nothing, and a resent batch (a lost
 reply) finds its jobs already settled and writes nothing twice. A resent pickup (same token) returns
@@ -195,7 +195,7 @@ local expiry = now + tonumber(ARGV[3])
 local taken, skip_left, hold_left, hold_max = {}, tonumber(ARGV[9]), tonumber(ARGV[14]), tonumber(ARGV[14])
 -- Per job taken: its queue score, its payload when the per-key check already read it, its try counter as read
 -- (false: none, a plain arq producer's job) and the try it is taken for.
-local taken_score, taken_payload, taken_before, taken_try = {}, {}, {}, {}
+local taken_score, taken_payload, taken_before, taken_try, taken_try_s = {}, {}, {}, {}, {}
 -- Read once per call, not per job: nothing in the loop below adds to `pend` (a queue without `group:`, or whose
 -- keyed jobs were all picked, then runs no HGET per job).
 local pend_live = gbase ~= '' and redis.call('EXISTS', gbase .. 'pend') == 1
@@ -222,7 +222,8 @@ for b = @BANDS@, #ARGV do
       local k, payload, due = nil, nil, nil
       local before = befores[(i + 1) / 2]
       local try = (tonumber(before) or 0) + 1
-      local owner_rec = score .. ' ' .. try .. ' ' .. token
+      local try_s = num_s(try)
+      local owner_rec = score .. ' ' .. try_s .. ' ' .. token
       local arq_held
       if limited then
         arq_held = redis.call('EXISTS', ip) == 1
@@ -266,6 +267,7 @@ for b = @BANDS@, #ARGV do
         taken_payload[#taken] = payload or false
         taken_before[#taken] = before
         taken_try[#taken] = try
+        taken_try_s[#taken] = try_s
       end
     end
     if #park > 0 then redis.call('ZADD', KEYS[1], unpack(park)) end
@@ -275,9 +277,10 @@ end
 if #taken > 0 then
   -- What every job taken needs, one command each for the whole call rather than one per job: the leases, the
   -- payloads. The try counter is not written: the try taken is in the ownership record (see lua.LEASE_LUA).
-  local leases, jks = {}, {}
+  -- Formatted once: Redis would convert the number for every job's ZADD member.
+  local expiry_s, leases, jks = string.format('%d', expiry), {}, {}
   for i, id in ipairs(taken) do
-    leases[2*i-1] = expiry
+    leases[2*i-1] = expiry_s
     leases[2*i] = id
     jks[i] = '@JOB@' .. id
   end
@@ -293,9 +296,10 @@ if #taken > 0 then
       emit('waiting', id, 'enqueued', enqueued_of(payload))
       announced_here = announced_here + 1
     end
-    emit_active(id, try, worker)
     hand_out(id, try, taken_score[i], payload)
   end
+  -- After every `waiting` above: a job's `waiting` comes before its `active`.
+  emit_jobs('active', worker, taken, taken_try_s)
   -- Counted once per call, not per job.
   tally('started', #taken)
   if announced_here > 0 then tally('enqueued', announced_here) end
@@ -350,7 +354,8 @@ return out
 # ran); cancel `cancelled`; back `requeued` (reason drain). The totals count each.
 #   ago:   ms since the try ended: each job's own time in `completed` and the dead-letter index (Redis' clock
 #          less how long the record waited in the worker), not the batch's
-#   ok:    a = serialized result ('' = keep none)
+#   ok:    a = serialized result ('' = keep none), b = '1' when the job may have stored progress or log lines
+#          (this try wrote some, or an earlier one may have), which then get the result's TTL; '' = none
 #   retry: a = delay ms (from now, in the job's own band), b = error JSON
 #   dead:  a = DeadJob JSON, b = arq's failed result ('' = keep none)
 #   back:  a = try counter to restore (the cut-short try does not count); the job keeps its queue score; note =
@@ -386,6 +391,7 @@ for i = 7, #ARGV, 9 do ipks[#ipks+1] = '@IP@' .. ARGV[i+1] end
 local owners = #ipks > 0 and redis.call('MGET', unpack(ipks)) or {}
 local ended = {}
 local workers = {}  -- token -> worker id: a batch holds the jobs of a few pickups
+local completed_by = {}  -- worker id -> the successes' ids, tries and durations, for their `completed` events
 -- The successes' writes that take many keys or members, one command each for the batch after the loop: their
 -- keys to delete, their ids (queue, active), their `completed` entries, their progress and log keys.
 local ok_del, ok_ids, ok_done, ok_extra = {}, {}, {}, {}
@@ -414,15 +420,22 @@ for i = 7, #ARGV, 9 do
     -- The last error is written by a retry only, so a first try's success has none to delete.
     if try ~= '1' then ok_del[n+5] = '@ERR@' .. id end
     ok_ids[#ok_ids+1] = id
-    ok_done[#ok_done+1] = at
+    ok_done[#ok_done+1] = num_s(at)  -- jobs of one batch mostly share their ms: formatted once
     ok_done[#ok_done+1] = id
-    ok_extra[#ok_extra+1] = '@PROG@' .. id
-    ok_extra[#ok_extra+1] = '@LOGS@' .. id
+    if b ~= '' then  -- the job may have progress or log lines stored: they get the result's TTL below
+      ok_extra[#ok_extra+1] = '@PROG@' .. id
+      ok_extra[#ok_extra+1] = '@LOGS@' .. id
+    end
     if aborting then redis.call('ZREM', '@ABORT@', id) end
     -- The dead-letter hash and its index go together (dead_letters.py): the index only when the hash had it.
     if dlq_live and redis.call('HDEL', KEYS[4], id) == 1 then redis.call('ZREM', KEYS[5], id) end
     n_ok = n_ok + 1
-    emit_completed(id, try, w, dur)
+    -- Its `completed` event goes with the batch's, one entry per worker after the loop.
+    local done = completed_by[w]
+    if not done then done = {ids = {}, tries = {}, durs = {}}; completed_by[w] = done end
+    local m = #done.ids + 1
+    done.ids[m], done.tries[m] = id, try
+    if dur then done.durs[m] = ARGV[i+7] end  -- as sent: text, not the number, which Lua would format again
     count('completed')
     if ran > 0 then count('run_ms', ran) end
   elseif kind == 'retry' then
@@ -493,8 +506,8 @@ if n_ok > 0 then
   redis.call('ZREM', KEYS[1], unpack(ok_ids))
   redis.call('ZREM', KEYS[2], unpack(ok_ids))
   redis.call('ZADD', KEYS[3], unpack(ok_done))
-  -- Most jobs write no progress and no log: one EXISTS for the batch instead of two PEXPIRE per job.
-  if redis.call('EXISTS', unpack(ok_extra)) > 0 then
+  -- Most jobs write no progress and no log (their records say so): one EXISTS for the others, not two PEXPIRE each.
+  if #ok_extra > 0 and redis.call('EXISTS', unpack(ok_extra)) > 0 then
     for _, k in ipairs(ok_extra) do redis.call('PEXPIRE', k, ARGV[1]) end
   end
   -- An id trimmed from `completed` takes its result key with it, so completed_max bounds the stored results
@@ -523,6 +536,7 @@ if n_dead > 0 then
     trim_keys(old)
   end
 end
+for w, done in pairs(completed_by) do emit_jobs('completed', w, done.ids, done.tries, done.durs) end
 for field, n in pairs(counted) do tally(field, n) end
 -- Jobs that ended leave nothing new to run (unless a retry, a put-back or a held job let back did): no idle
 -- worker need answer this call's invalidation of the queue key.
