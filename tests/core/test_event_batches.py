@@ -4,34 +4,14 @@ one entry by the scripts' ``emit_jobs``, read back per job with their own consec
 
 from __future__ import annotations
 
-from typing import Any
-
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from redis.asyncio import Redis
 
 from arqscale.core import event_stream
-from arqscale.core.events import EVENTS_LUA, EVENTS_PER_ENTRY, Event, events_key, id_tuple, split_entry, unpack_jobs
-from arqscale.core.lua import NOW_LUA, LuaScript, run_scripts
+from arqscale.core.events import EVENTS_PER_ENTRY, Event, events_key, id_tuple, split_entry, unpack_jobs
+from event_support import Job, emit_jobs
 
-# The scripts' own Lua, called with arrays built from ARGV: event, worker, then triples id, try, duration ('' = none).
-EMIT = LuaScript(
-    NOW_LUA
-    + EVENTS_LUA
-    + """
-events_to(KEYS[1], '', 10000)
-local ids, tries, durs = {}, {}, {}
-for i = 3, #ARGV, 3 do
-  local n = #ids + 1
-  ids[n], tries[n] = ARGV[i], ARGV[i + 1]
-  if ARGV[i + 2] ~= '' then durs[n] = ARGV[i + 2] end
-end
-emit_jobs(ARGV[1], ARGV[2], ids, tries, durs)
-return 1
-"""
-)
-
-Job = tuple[bytes, int, int | None]  # id, try, duration ms
 # Ids are any bytes arq accepts: spaces, digits, NUL, invalid UTF-8 (the length prefix keeps them apart).
 job_ids = st.binary(min_size=1, max_size=40)
 jobs = st.lists(
@@ -40,13 +20,6 @@ jobs = st.lists(
     max_size=60,
     unique_by=lambda j: j[0],
 )
-
-
-async def emit(redis: Redis, queue: str, event: str, batch: list[Job], worker: str = "w-1") -> None:
-    args: list[Any] = [event, worker]
-    for job_id, job_try, duration in batch:
-        args += [job_id, job_try, "" if duration is None else duration]
-    await run_scripts(redis, [(EMIT, [events_key(queue)], args)])
 
 
 def expected(event: str, batch: list[Job]) -> list[tuple[str, str, int, int | None]]:
@@ -63,7 +36,7 @@ async def test_any_batch_reads_back_job_by_job_with_consecutive_ids(redis: Redis
     await redis.delete(events_key("q"))
     if event == "active":
         batch = [(i, t, None) for i, t, _ in batch]
-    await emit(redis, "q", event, batch)
+    await emit_jobs(redis, "q", event, batch)
     entries = await redis.xrange(events_key("q"))
     # Up to EVENTS_PER_ENTRY jobs to an entry; a single job keeps the one-event entry.
     assert len(entries) == -(-len(batch) // EVENTS_PER_ENTRY)
@@ -90,8 +63,8 @@ async def test_a_reader_resuming_inside_a_batch_gets_exactly_the_rest(redis: Red
     """An SSE ``Last-Event-ID`` or ``after=`` naming the k-th job of a batched entry: the later jobs follow,
     then the entries after it, each once."""
     await redis.delete(events_key("q"))
-    await emit(redis, "q", "completed", batch)
-    await emit(redis, "q", "completed", [(b"later-" + b"x" * 40, 1, 5)])
+    await emit_jobs(redis, "q", "completed", batch)
+    await emit_jobs(redis, "q", "completed", [(b"later-" + b"x" * 40, 1, 5)])
     every = await event_stream.history(redis, "q")
     k = cut % len(batch)
     after = every[k].id
@@ -115,9 +88,9 @@ async def test_a_reader_resuming_inside_a_batch_gets_exactly_the_rest(redis: Red
 async def test_a_live_tail_from_now_sees_each_job_of_a_batch_once(redis: Redis) -> None:
     tail = event_stream.Events(redis, "q", block_ms=10)
     await tail.start()
-    await emit(redis, "q", "active", [(b"a", 1, None), (b"b", 2, None), (b"c", 1, None)])
+    await emit_jobs(redis, "q", "active", [(b"a", 1, None), (b"b", 2, None), (b"c", 1, None)])
     assert [(e.job, e.job_try) for e in await tail.read()] == [("a", 1), ("b", 2), ("c", 1)]
-    await emit(redis, "q", "active", [(b"d", 1, None)])
+    await emit_jobs(redis, "q", "active", [(b"d", 1, None)])
     assert [e.job for e in await tail.read()] == ["d"]
     assert await tail.read(10) == []
 

@@ -11,11 +11,13 @@ import pytest
 from prometheus_client import generate_latest
 from redis.asyncio import Redis
 
+from arqscale.core import event_stream
 from arqscale.core.events import events_key
 from arqscale.core.keys import callback_key
 from arqscale.core.models import JobRequest
 from arqscale.core.producer import CallbackError, Producer
 from arqscale.core.webhook_store import GROUP, WebhookStore
+from event_support import Job, emit_jobs
 from webhook_support import (
     SECRET_ENV,
     Receiver,
@@ -60,6 +62,23 @@ async def test_events_are_delivered_signed_with_a_stable_id(redis: Redis) -> Non
     pending = await redis.xpending(events_key("q"), GROUP)
     assert pending["pending"] == 0
     assert await WebhookStore(redis, specs["q"]).pending_count() == 0
+
+
+async def test_a_batched_entry_is_delivered_once_per_job_and_acknowledged_whole(redis: Redis) -> None:
+    """A finish call's `completed` events share entries (docs/events.md, "Batched entries"): each job gets its
+    own delivery under its own event id, and the entries leave the group's pending list."""
+    receiver = Receiver()
+    specs = specs_of(hooks_queue(receiver))
+    batch: list[Job] = [(f"b-{i}".encode(), 1 + i % 2, 3 * i) for i in range(45)]
+    async with receiving(receiver), delivering(redis, specs):
+        await emit_jobs(redis, "q", "completed", batch)
+        await until(lambda: len(receiver.received) == 45, "45 deliveries")
+    assert not receiver.rejected
+    events = await event_stream.history(redis, "q")
+    assert receiver.ids("main") == {f"q:{e.id}:main" for e in events} and len(events) == 45
+    body = receiver.by_id()[f"q:{events[7].id}:main"][0].body
+    assert (body["data"]["job_id"], body["data"]["try"], body["data"]["duration_ms"]) == ("b-7", 2, 21)
+    assert (await redis.xpending(events_key("q"), GROUP))["pending"] == 0
 
 
 async def test_a_receiver_that_fails_n_times_gets_it_on_attempt_n_plus_one(redis: Redis) -> None:

@@ -26,7 +26,8 @@ from arqscale.core import queue_control, scores
 from arqscale.core.counts import CountsReader
 from arqscale.core.dead_letters import DeadLetters, RequeueOutcome
 from arqscale.core.job_status import JobStatusReader
-from arqscale.core.keys import QueueKeys, in_progress_key, result_key, retry_key
+from arqscale.core.keys import QueueKeys, group_key, in_progress_key, logs_key, progress_key, result_key, retry_key
+from arqscale.core.lua import RETRY_TTL_MS
 from arqscale.core.models import JobState
 from arqscale.core.producer import Producer
 from arqscale.core.serializers import json_dumps
@@ -377,3 +378,30 @@ async def test_jobs_finished_in_one_batch_keep_their_own_finish_times(redis: Red
     failed = dict(await redis.zrange(K.dlq_index, 0, -1, withscores=True))
     assert 250 <= completed[b"second"] - completed[b"first"] <= 400
     assert 250 <= failed[b"dead-second"] - failed[b"dead-first"] <= 400
+
+
+async def test_a_success_gives_progress_and_logs_the_results_ttl_when_its_record_says_it_may_have_some(
+    redis: Redis,
+) -> None:
+    """The worker marks a success whose job stored progress or log lines (or whose earlier try may have); only
+    those have the keys looked for. A keyed queue's stored key goes with the job; an unkeyed one has none."""
+    keyed = make_spec(group={"concurrency": 2})
+    o = ops(redis, "wa", keyed)
+    producer = Producer(redis, {"q": keyed})
+    for job_id in ("marked", "unmarked"):
+        assert (await producer.enqueue("q", "add", 1, 2, job_id=job_id, group="customer-1")).created
+    jobs = await take(o, "wa.1", 2)
+    assert sorted(j.job_id for j in jobs) == ["marked", "unmarked"]
+    for j in jobs:
+        await redis.set(progress_key(j.job_id), "{}", px=RETRY_TTL_MS)
+        await redis.rpush(logs_key(j.job_id), "line")
+        await redis.pexpire(logs_key(j.job_id), RETRY_TTL_MS)
+    records = [dataclasses.replace(ok(j), b=b"1" if j.job_id == "marked" else b"") for j in jobs]
+    assert await o.finish(records) == []
+    kept = keyed.retention.completed_seconds * 1000
+    assert 0 < await redis.pttl(progress_key("marked")) <= kept
+    assert 0 < await redis.pttl(logs_key("marked")) <= kept
+    # Unmarked: left with the TTL they had (the worker said the job wrote none; nothing else writes them).
+    assert await redis.pttl(progress_key("unmarked")) > kept
+    assert await redis.pttl(logs_key("unmarked")) > kept
+    assert await redis.exists(group_key("marked"), group_key("unmarked"), retry_key("marked")) == 0

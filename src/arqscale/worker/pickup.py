@@ -347,6 +347,7 @@ return out
 
 # KEYS: queue, active, completed, dlq, dlq_index, group prefix, events stream, totals hash
 # ARGV: completed ttl ms, completed max, failed ttl ms, failed max, error and try counter ttl ms, events max len,
+#       keyed ('1': the queue has per-key limits, so a job may have a stored key to delete; '0': none can),
 #       then records of nine: kind, id, token, a, b, ago, try, ran ms, note
 #   try, ran: the try number and how long it ran (ms; -1 = it never ran); note: the error (retry, dead) or the
 #          reason (cancel) its event carries
@@ -370,6 +371,7 @@ return out
 FINISH_LUA = _lua("""
 local n_ok, n_dead = 0, 0
 local stale = {}
+local keyed = ARGV[7] == '1'
 -- Read once per call rather than one command per job: most calls find no cancel request (arq's abort set) and
 -- no dead letter; nothing below adds to either, except a `dead` record (dlq_live set there).
 local aborting, dlq_live = false, false
@@ -387,7 +389,7 @@ end
 -- The ownership records of the whole batch, one MGET. A record ends its job's lease; a later record of the same id
 -- in this call then finds it ended (stale), as it would have read it after the first one's writes.
 local ipks = {}
-for i = 7, #ARGV, 9 do ipks[#ipks+1] = '@IP@' .. ARGV[i+1] end
+for i = 8, #ARGV, 9 do ipks[#ipks+1] = '@IP@' .. ARGV[i+1] end
 local owners = #ipks > 0 and redis.call('MGET', unpack(ipks)) or {}
 local ended = {}
 local workers = {}  -- token -> worker id: a batch holds the jobs of a few pickups
@@ -395,7 +397,7 @@ local completed_by = {}  -- worker id -> the successes' ids, tries and durations
 -- The successes' writes that take many keys or members, one command each for the batch after the loop: their
 -- keys to delete, their ids (queue, active), their `completed` entries, their progress and log keys.
 local ok_del, ok_ids, ok_done, ok_extra = {}, {}, {}, {}
-for i = 7, #ARGV, 9 do
+for i = 8, #ARGV, 9 do
   local kind, id, token, a, b = ARGV[i], ARGV[i+1], ARGV[i+2], ARGV[i+3], ARGV[i+4]
   local at = now - math.max(tonumber(ARGV[i+5]) or 0, 0)
   local try, ran, note = ARGV[i+6], tonumber(ARGV[i+7]) or -1, ARGV[i+8]
@@ -403,7 +405,7 @@ for i = 7, #ARGV, 9 do
   if not w then w = worker_of(token); workers[token] = w end
   local dur = ran >= 0 and ran or nil  -- nil: the task never ran (unknown function, undecodable payload, ...)
   local score, owner, taken_try = nil, nil, nil
-  local r = (i - 7) / 9 + 1  -- the record's place in the batch
+  local r = (i - 8) / 9 + 1  -- the record's place in the batch
   local rec = owners[r]
   if rec and not ended[id] then score, owner, taken_try = split_lease(rec) end
   if owner == token then
@@ -416,9 +418,12 @@ for i = 7, #ARGV, 9 do
   elseif kind == 'ok' then
     if a ~= '' then redis.call('SET', '@RESULT@' .. id, a, 'PX', ARGV[1]) end
     local n = #ok_del
-    ok_del[n+1], ok_del[n+2], ok_del[n+3], ok_del[n+4] = '@JOB@' .. id, ipks[r], '@RETRY@' .. id, '@GROUP@' .. id
-    -- The last error is written by a retry only, so a first try's success has none to delete.
-    if try ~= '1' then ok_del[n+5] = '@ERR@' .. id end
+    ok_del[n+1], ok_del[n+2], ok_del[n+3] = '@JOB@' .. id, ipks[r], '@RETRY@' .. id
+    -- A stored key exists only on a queue with per-key limits (the producer refuses one elsewhere; a key stored
+    -- before the limits were removed keeps its own TTL). The last error is written by a retry only, so a first
+    -- try's success has none to delete.
+    if keyed then ok_del[#ok_del+1] = '@GROUP@' .. id end
+    if try ~= '1' then ok_del[#ok_del+1] = '@ERR@' .. id end
     ok_ids[#ok_ids+1] = id
     ok_done[#ok_done+1] = num_s(at)  -- jobs of one batch mostly share their ms: formatted once
     ok_done[#ok_done+1] = id
@@ -744,6 +749,7 @@ class QueueOps:
             ret.failed_max,
             RETRY_TTL_MS,
             self.spec.events.stream_max,
+            1 if self.spec.group is not None else 0,
         ]
         for r in records:
             args += r.wire()
