@@ -241,7 +241,7 @@ local function emit_jobs(event, worker, ids, tries, durs)
     local to = math.min(from + @PER_ENTRY@ - 1, n)
     for i = from, to do
       local id = ids[i]
-      parts[#parts + 1] = tries[i] .. ' ' .. (durs and durs[i] or '') .. ' ' .. num_s(#id) .. ' ' .. id
+      parts[i - from + 1] = tries[i] .. ' ' .. (durs and durs[i] or '') .. ' ' .. num_s(#id) .. ' ' .. id
     end
     local first = redis.call('XADD', ev_stream, 'MAXLEN', '~', ev_max_s, '*', 'event', event, 'at', ev_now_s,
                              'worker', worker, 'jobs', table.concat(parts))

@@ -104,6 +104,8 @@ local function enqueued_of(p)
   return string.format('%d', v)
 end
 local out = {0, -1, 0}
+-- Lengths kept in counters rather than read with `#` on every append (a search each time: bench/redis_cost.py).
+local n_out = 3
 -- Whether arq's abort set exists, read on the first job handed out (an empty pickup does not read it).
 local aborting = nil
 gbase = KEYS[6] or ''
@@ -113,17 +115,19 @@ local limited = gbase ~= '' and (gconc > 0 or grate > 0)
 local function hand_out(id, try, score, payload)
   local err = false
   if try > 1 then err = redis.call('GET', '@ERR@' .. id) end
-  out[#out+1] = id
+  local n = n_out
+  out[n+1] = id
   if payload == nil then payload = redis.call('GET', '@JOB@' .. id) end
-  out[#out+1] = payload
-  out[#out+1] = try
-  out[#out+1] = score
-  out[#out+1] = err
+  out[n+2] = payload
+  out[n+3] = try
+  out[n+4] = score
+  out[n+5] = err
   -- Score 1 is arq's own abort mark: Job.abort() of a deferred job moves it to score 1 and writes the abort set
   -- in its next round trip; a pickup in between (a worker woken by the queue key's invalidation) must not run
   -- the job it is cancelling. No producer writes a ready time of 1 ms after 1970.
   if score ~= '1' and aborting == nil then aborting = redis.call('EXISTS', '@ABORT@') == 1 end
-  out[#out+1] = (score == '1' or (aborting and redis.call('ZSCORE', '@ABORT@', id))) and 1 or 0
+  out[n+6] = (score == '1' or (aborting and redis.call('ZSCORE', '@ABORT@', id))) and 1 or 0
+  n_out = n + 6
 end
 -- A resend of a pickup whose reply was lost: hand back what it took, charge nothing again. Looked for only when
 -- the caller may have sent this token before (ARGV[16] = 1): a fresh token cannot be a resend.
@@ -193,6 +197,7 @@ if rate_max > 0 then
 end
 local expiry = now + tonumber(ARGV[3])
 local taken, skip_left, hold_left, hold_max = {}, tonumber(ARGV[9]), tonumber(ARGV[14]), tonumber(ARGV[14])
+local nt = 0  -- #taken
 -- Per job taken: its queue score, its payload when the per-key check already read it, its try counter as read
 -- (false: none, a plain arq producer's job) and the try it is taken for.
 local taken_score, taken_payload, taken_before, taken_try, taken_try_s = {}, {}, {}, {}, {}
@@ -200,23 +205,23 @@ local taken_score, taken_payload, taken_before, taken_try, taken_try_s = {}, {},
 -- keyed jobs were all picked, then runs no HGET per job).
 local pend_live = gbase ~= '' and redis.call('EXISTS', gbase .. 'pend') == 1
 for b = @BANDS@, #ARGV do
-  if #taken >= want or hold_left <= 0 then break end
+  if nt >= want or hold_left <= 0 then break end
   local low = tonumber(ARGV[b])
   local skipped = 0
-  while #taken < want do
+  while nt < want do
     -- Once jobs are being held, read ahead: held jobs leave the queue without counting towards `want`.
     local ids = redis.call('ZRANGEBYSCORE', KEYS[1], low - @HALF@, low + now, 'WITHSCORES',
-                           'LIMIT', skipped, want - #taken + (hold_left < hold_max and 100 or 0))
+                           'LIMIT', skipped, want - nt + (hold_left < hold_max and 100 or 0))
     if #ids == 0 then break end
     -- The page's try counters, one MGET: the try a job is taken for goes into its ownership record.
     local rks = {}
-    for i = 1, #ids, 2 do rks[#rks+1] = '@RETRY@' .. ids[i] end
+    for i = 1, #ids, 2 do rks[(i + 1) / 2] = '@RETRY@' .. ids[i] end
     local befores = redis.call('MGET', unpack(rks))
     -- The jobs taken from this page, parked above every band by one ZADD once the page is walked (before the
     -- next page is read: parked, they leave the range the next ZRANGEBYSCORE reads from `skipped` on).
-    local park = {}
+    local park, np = {}, 0
     for i = 1, #ids, 2 do
-      if #taken >= want then break end
+      if nt >= want then break end
       local id, score = ids[i], ids[i+1]
       local ip = '@IP@' .. id
       local k, payload, due = nil, nil, nil
@@ -259,18 +264,20 @@ for b = @BANDS@, #ARGV do
             redis.call('PEXPIRE', sk, gwin)
           end
         end
-        park[#park+1] = string.format('%d', tonumber(score) + @PARK@)
-        park[#park+1] = id
+        park[np+1] = string.format('%d', tonumber(score) + @PARK@)
+        park[np+2] = id
+        np = np + 2
         if limited then redis.call('SET', ip, owner_rec, 'PX', ARGV[7]) end
-        taken[#taken+1] = id
-        taken_score[#taken] = score
-        taken_payload[#taken] = payload or false
-        taken_before[#taken] = before
-        taken_try[#taken] = try
-        taken_try_s[#taken] = try_s
+        nt = nt + 1
+        taken[nt] = id
+        taken_score[nt] = score
+        taken_payload[nt] = payload or false
+        taken_before[nt] = before
+        taken_try[nt] = try
+        taken_try_s[nt] = try_s
       end
     end
-    if #park > 0 then redis.call('ZADD', KEYS[1], unpack(park)) end
+    if np > 0 then redis.call('ZADD', KEYS[1], unpack(park)) end
     if skip_left <= 0 or hold_left <= 0 then break end
   end
 end
@@ -389,7 +396,7 @@ end
 -- The ownership records of the whole batch, one MGET. A record ends its job's lease; a later record of the same id
 -- in this call then finds it ended (stale), as it would have read it after the first one's writes.
 local ipks = {}
-for i = 8, #ARGV, 9 do ipks[#ipks+1] = '@IP@' .. ARGV[i+1] end
+for i = 8, #ARGV, 9 do ipks[(i - 8) / 9 + 1] = '@IP@' .. ARGV[i+1] end
 local owners = #ipks > 0 and redis.call('MGET', unpack(ipks)) or {}
 local ended = {}
 local workers = {}  -- token -> worker id: a batch holds the jobs of a few pickups
@@ -397,6 +404,7 @@ local completed_by = {}  -- worker id -> the successes' ids, tries and durations
 -- The successes' writes that take many keys or members, one command each for the batch after the loop: their
 -- keys to delete, their ids (queue, active), their `completed` entries, their progress and log keys.
 local ok_del, ok_ids, ok_done, ok_extra = {}, {}, {}, {}
+local n_del = 0  -- #ok_del (n_ok counts the others)
 for i = 8, #ARGV, 9 do
   local kind, id, token, a, b = ARGV[i], ARGV[i+1], ARGV[i+2], ARGV[i+3], ARGV[i+4]
   local at = now - math.max(tonumber(ARGV[i+5]) or 0, 0)
@@ -417,16 +425,19 @@ for i = 8, #ARGV, 9 do
     stale[#stale+1] = id
   elseif kind == 'ok' then
     if a ~= '' then redis.call('SET', '@RESULT@' .. id, a, 'PX', ARGV[1]) end
-    local n = #ok_del
+    local n = n_del
     ok_del[n+1], ok_del[n+2], ok_del[n+3] = '@JOB@' .. id, ipks[r], '@RETRY@' .. id
+    n = n + 3
     -- A stored key exists only on a queue with per-key limits (the producer refuses one elsewhere; a key stored
     -- before the limits were removed keeps its own TTL). The last error is written by a retry only, so a first
     -- try's success has none to delete.
-    if keyed then ok_del[#ok_del+1] = '@GROUP@' .. id end
-    if try ~= '1' then ok_del[#ok_del+1] = '@ERR@' .. id end
-    ok_ids[#ok_ids+1] = id
-    ok_done[#ok_done+1] = num_s(at)  -- jobs of one batch mostly share their ms: formatted once
-    ok_done[#ok_done+1] = id
+    if keyed then n = n + 1; ok_del[n] = '@GROUP@' .. id end
+    if try ~= '1' then n = n + 1; ok_del[n] = '@ERR@' .. id end
+    n_del = n
+    n_ok = n_ok + 1
+    ok_ids[n_ok] = id
+    ok_done[2*n_ok-1] = num_s(at)  -- jobs of one batch mostly share their ms: formatted once
+    ok_done[2*n_ok] = id
     if b ~= '' then  -- the job may have progress or log lines stored: they get the result's TTL below
       ok_extra[#ok_extra+1] = '@PROG@' .. id
       ok_extra[#ok_extra+1] = '@LOGS@' .. id
@@ -434,11 +445,11 @@ for i = 8, #ARGV, 9 do
     if aborting then redis.call('ZREM', '@ABORT@', id) end
     -- The dead-letter hash and its index go together (dead_letters.py): the index only when the hash had it.
     if dlq_live and redis.call('HDEL', KEYS[4], id) == 1 then redis.call('ZREM', KEYS[5], id) end
-    n_ok = n_ok + 1
     -- Its `completed` event goes with the batch's, one entry per worker after the loop.
     local done = completed_by[w]
-    if not done then done = {ids = {}, tries = {}, durs = {}}; completed_by[w] = done end
-    local m = #done.ids + 1
+    if not done then done = {ids = {}, tries = {}, durs = {}, n = 0}; completed_by[w] = done end
+    local m = done.n + 1
+    done.n = m
     done.ids[m], done.tries[m] = id, try
     if dur then done.durs[m] = ARGV[i+7] end  -- as sent: text, not the number, which Lua would format again
     count('completed')
