@@ -405,3 +405,31 @@ async def test_a_success_gives_progress_and_logs_the_results_ttl_when_its_record
     assert await redis.pttl(progress_key("unmarked")) > kept
     assert await redis.pttl(logs_key("unmarked")) > kept
     assert await redis.exists(group_key("marked"), group_key("unmarked"), retry_key("marked")) == 0
+
+
+async def test_records_from_before_the_try_moved_into_them_still_hold_their_jobs(redis: Redis) -> None:
+    """A rolling upgrade: jobs taken by a worker of the earlier protocol ("<score> <token>", the try counter
+    already at the running try) are finished, renewed, resent and swept by this one as before."""
+    a = ops(redis, "wa")
+    await enqueue(redis, "mine", "stalled", "resent")
+    taken = {j.job_id: j for j in await take(a, "wa.1", 3)}
+    for job_id, job in taken.items():  # as the earlier pickup left them
+        await redis.set(in_progress_key(job_id), f"{job.score} wa.1")
+        await redis.set(retry_key(job_id), 1)
+    assert (await a.heartbeat([("mine", "wa.1"), ("stalled", "wa.1")], 10_000)).lost == []
+    status = await JobStatusReader(redis, {"q": SPEC}).read("mine")
+    assert status.state is JobState.ACTIVE and status.attempts == 1
+    # A resend of that pickup hands the jobs back with the try from the counter.
+    again = await a.pickup(3, "wa.1")
+    assert again.resent and sorted((j.job_id, j.job_try) for j in again.jobs) == [
+        ("mine", 1),
+        ("resent", 1),
+        ("stalled", 1),
+    ]
+    assert await a.finish([ok(taken["mine"])]) == []
+    assert await state(redis, "mine") is JobState.COMPLETED
+    # An expired lease is swept back and the next pickup counts the stalled try (the counter already had it).
+    await expire_leases()
+    jobs = {j.job_id: j for j in await take(ops(redis, "wb"), "wb.1", 3)}
+    assert {i: j.job_try for i, j in jobs.items()} == {"stalled": 2, "resent": 2}
+    assert (await redis.get(in_progress_key("stalled"))).endswith(b" 2 wb.1")
