@@ -166,7 +166,7 @@ class Events:
                 self.last_id = rest[-1][0]
 
     async def read(self, block_ms: float | None = None) -> list[Event]:
-        """The next entries (at most ``BATCH``), waiting up to ``block_ms`` for some; [] when none came.
+        """The next events (of at most ``BATCH`` entries), waiting up to ``block_ms`` for some; [] when none came.
         One XREAD: a caller that must stop (a timeout, a client that left) never has to cancel a read."""
         if not self._started:
             await self.start()

@@ -1042,7 +1042,8 @@ class Worker:
         return data or ""
 
     async def _progress(self, job: Picked, percent: float, message: str | None = None) -> None:
-        self._progressed.add(job.job_id)
+        if job.job_id in self._running:  # a call after the job ended (a leaked coroutine) must not stay in the set
+            self._progressed.add(job.job_id)
         progress = Progress(percent=percent, message=message, updated_at=time.time())
         stored = progress.model_dump_json()
         await self.ops.progress(job.job_id, job.job_try, stored, PROGRESS_TTL_MS, progress.percent, progress.message)
