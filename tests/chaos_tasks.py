@@ -589,6 +589,7 @@ class ChaosHarness:
     async def _report(self, redis: Redis, specs: dict[str, Any], completed: int, seconds: float) -> ChaosReport:
         from arqscale.core.counts import CountsReader
         from arqscale.core.keys import QueueKeys
+        from arqscale.core.scores import LEASED
 
         qk = QueueKeys.for_queue(QUEUE, f"arq:queue:{QUEUE}")
         done_ids = {m.decode() for m in await redis.zrange(qk.completed, 0, -1)}
@@ -596,7 +597,8 @@ class ChaosHarness:
         per_job_runs = {k.decode(): int(v) for k, v in (await redis.hgetall(RUNS_KEY)).items()}
         leftovers = {
             "queue": int(await redis.zcard(qk.queue)),
-            "active": int(await redis.zcard(qk.active)),
+            # Running jobs are parked in the queue under their leases (scores.LEASED): a subset of "queue".
+            "active": int(await redis.zcount(qk.queue, LEASED, "+inf")),
             "dlq": int(await redis.hlen(qk.dlq)),
             "in_progress_keys": await _count_keys(redis, "arq:in-progress:*"),
             "job_keys": await _count_keys(redis, "arq:job:*"),

@@ -35,17 +35,19 @@ async def pick_up(redis: Redis, spec: QueueSpec, job_id: str, worker: str = "w1"
     token = f"{worker}.1"
     job_try = int(await redis.get(keys.retry_key(job_id)) or 0) + 1
     async with redis.pipeline(transaction=True) as pipe:
-        pipe.zadd(spec.queue_key, {job_id: scores.PARK + int(score)})  # parked, as the script does
-        # The try it runs is in its ownership record; the try counter keeps the tries before it.
+        # Parked under its lease, as the script does; its own score and the try it runs are in its ownership
+        # record (the try counter keeps the tries before it).
+        pipe.zadd(spec.queue_key, {job_id: scores.LEASED + now_ms() + lease_ms})
         pipe.set(keys.in_progress_key(job_id), f"{int(score)} {job_try} {token}")
-        pipe.zadd(qkeys(spec).active, {job_id: now_ms() + lease_ms})
         await pipe.execute()
     return token
 
 
 async def queue_score(redis: Redis, spec: QueueSpec, job_id: str) -> float | None:
-    """The job's own queue score (a running job's is parked at ``PARK + score``)."""
+    """The job's own queue score (a running job is parked under its lease, its own score in its record)."""
     score = await redis.zscore(spec.queue_key, job_id)
+    if score is not None and scores.lease_of(score) is not None:
+        return keys.record_score(await redis.get(keys.in_progress_key(job_id)))
     return None if score is None else scores.unpark(score)
 
 
@@ -55,7 +57,6 @@ async def fail_with_retry(redis: Redis, spec: QueueSpec, job_id: str, error: str
     await redis.zadd(spec.queue_key, {job_id: score + backoff_ms})
     tries = keys.running_try(await redis.get(keys.in_progress_key(job_id))) or 1
     await redis.delete(keys.in_progress_key(job_id))
-    await redis.zrem(qkeys(spec).active, job_id)
     await redis.set(keys.retry_key(job_id), tries)  # the try that failed counts
     await redis.set(keys.error_key(job_id), json.dumps({"error": error, "attempt": tries, "at": time.time()}))
 
@@ -88,7 +89,6 @@ async def finish(
         pipe.set(keys.result_key(job_id), raw)
         pipe.delete(keys.job_key(job_id), keys.in_progress_key(job_id), keys.retry_key(job_id))
         pipe.zrem(spec.queue_key, job_id)
-        pipe.zrem(qkeys(spec).active, job_id)
         pipe.zadd(qkeys(spec).completed, {job_id: now_ms()})
         await pipe.execute()
 
@@ -139,6 +139,5 @@ async def bury(
             pipe.set(keys.result_key(job_id), _failed_result(spec, job_id, decoded, error), px=60_000)
         pipe.delete(keys.job_key(job_id), keys.in_progress_key(job_id), keys.retry_key(job_id))
         pipe.zrem(spec.queue_key, job_id)
-        pipe.zrem(k.active, job_id)
         await pipe.execute()
     return entry

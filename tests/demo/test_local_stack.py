@@ -115,7 +115,7 @@ async def test_a_dead_letter_purged_between_two_looks_is_deleted_and_a_vanished_
     ops = QueueOps(redis, spec, "w-1")
     [job] = (await ops.pickup(1, "w-1.1")).jobs
     record = outcomes.dead(spec, job, None, "forged document", None, scores.now_ms())
-    assert await ops.finish([record.queued(job.token, time.monotonic(), job.job_try)]) == []
+    assert await ops.finish([record.queued(job, time.monotonic())]) == []
     assert await DeadLetters(redis, spec).purge(older_than_seconds=None) == 1
     await redis.delete(QueueKeys.of(spec, redis).job("vanished-1"))
     await redis.zrem(QueueKeys.of(spec, redis).queue, "vanished-1")

@@ -96,7 +96,7 @@ async def test_a_running_job_is_stopped_within_a_second_not_retried_and_frees_it
     assert [r["try"] for r in await runs(redis, "long")] == [1]
     assert await redis.zscore(ABORT_KEY, "long") is None
     k = QueueKeys.for_queue("q", SPEC.queue_key)
-    assert await redis.zcard(k.active) == 0 and await redis.hlen(k.dlq) == 0
+    assert await redis.zscore(k.queue, "long") is None and await redis.hlen(k.dlq) == 0
     assert worker.proc.poll() is None
 
 

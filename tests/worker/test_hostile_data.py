@@ -217,7 +217,7 @@ async def test_the_issues_examples_end_and_free_their_slots(
     # Every slot is free: the worker still runs jobs, and nothing is left holding a lease.
     ok = enqueue_raw(r, "add", 1, 2)
     settled(r, [ok], within=10)
-    assert r.zcard(QKEYS.active) == 0 and worker.proc.poll() is None
+    assert r.zcount(QKEYS.queue, scores.LEASED, "+inf") == 0 and worker.proc.poll() is None
 
 
 JOB = st.tuples(
@@ -253,4 +253,4 @@ async def test_generated_hostile_jobs_all_end_and_every_route_shows_them(
                 assert body["error"].startswith("ValueError"), body
 
     batch()
-    assert r.zcard(QKEYS.active) == 0 and worker.proc.poll() is None
+    assert r.zcount(QKEYS.queue, scores.LEASED, "+inf") == 0 and worker.proc.poll() is None

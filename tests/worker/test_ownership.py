@@ -73,6 +73,12 @@ def ok(job: Picked, result: bytes | None = None) -> Finish:
     return Finish("ok", job.job_id, result, token=job.token)
 
 
+async def lease(redis: Redis, job_id: str, spec: QueueSpec = SPEC) -> float | None:
+    """The job's lease expiry (Redis ms): a running job is parked in its queue under it (``scores.LEASED``)."""
+    score = await redis.zscore(spec.queue_key, job_id)
+    return None if score is None else scores.lease_of(score)
+
+
 async def state(redis: Redis, job_id: str) -> JobState:
     return (await JobStatusReader(redis, {"q": SPEC}).read(job_id)).state
 
@@ -87,7 +93,8 @@ async def test_a_stalled_owner_writes_nothing_once_its_lease_passed_on(redis: Re
     await expire_leases()  # worker A stalls past its lease
     [theirs] = await take(b, "wb.1")  # B's pickup sweeps the job back and takes it
     assert theirs.job_id == "j" and theirs.job_try == 2 and theirs.score == mine.score  # same place in line
-    lease_b = await redis.zscore(K.active, "j")
+    lease_b = await lease(redis, "j")
+    assert lease_b is not None
 
     # Everything A would write now is refused, whatever its kind.
     stale_retry, _ = outcomes.retry(SPEC, mine, 1, "boom", None, 0)
@@ -96,11 +103,10 @@ async def test_a_stalled_owner_writes_nothing_once_its_lease_passed_on(redis: Re
     assert await a.finish([outcomes.dead(SPEC, mine, None, "boom", None, 0)]) == ["j"]
     assert (await a.heartbeat([("j", mine.token)], 10_000)).lost == ["j"]
     # B's lease, ownership and try counter are untouched; the job is not queued twice or dead-lettered.
-    assert await redis.zscore(K.active, "j") == lease_b
+    assert await lease(redis, "j") == lease_b  # parked once, under B's lease: B runs it
     # B runs try 2 (its record says so); the counter holds the one try before it, A's, counted by the sweep.
     assert (await redis.get(in_progress_key("j"))).endswith(b" 2 wb.1")
     assert await redis.get(retry_key("j")) == b"1"
-    assert await redis.zscore(SPEC.queue_key, "j") == scores.PARK + theirs.score  # parked once: B runs it
     assert await redis.hlen(K.dlq) == 0
     # B finishes; then A's success arrives: dropped, B's result stays.
     assert await b.finish([ok(theirs, b"from b")]) == []
@@ -108,7 +114,7 @@ async def test_a_stalled_owner_writes_nothing_once_its_lease_passed_on(redis: Re
     assert await redis.get(result_key("j")) == b"from b"
     # A's heartbeat cannot re-create the lease of a job that finished elsewhere.
     assert (await a.heartbeat([("j", mine.token)], 10_000)).lost == ["j"]
-    assert await redis.zscore(K.active, "j") is None and await redis.exists(in_progress_key("j")) == 0
+    assert await redis.zscore(SPEC.queue_key, "j") is None and await redis.exists(in_progress_key("j")) == 0
 
 
 async def test_the_owner_keeps_its_lease_and_its_outcome_counts(redis: Redis) -> None:
@@ -121,6 +127,55 @@ async def test_the_owner_keeps_its_lease_and_its_outcome_counts(redis: Redis) ->
     assert await take(ops(redis, "wb"), "wb.1") == []  # never swept: the heartbeat kept it alive
     assert await a.finish([ok(job)]) == []
     assert await state(redis, "j") is JobState.COMPLETED
+
+
+# A job's own score as any producer may have written it in the normal band: negative (before 1970), the epoch, any
+# past ms, and fractions (a score written by hand): Redis formats it in its reply as it likes, and the ownership
+# record keeps that text.
+PLACES = (
+    st.integers(-scores.BAND // 2 + 1, 1_700_000_000_000).filter(lambda s: s != 1)  # 1 is arq's abort mark
+    | st.floats(-1e12, 1.7e12, allow_nan=False).filter(lambda s: s != 1)
+    | st.sampled_from([-1, 0, 2, 1_700_000_000_000])
+)
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=list(HealthCheck))
+@given(
+    place=PLACES,
+    before=st.integers(0, 4),
+    kind=st.sampled_from(["ok", "retry", "back", "dead", "cancel"]),
+    by_token=st.booleans(),
+)
+async def test_an_outcome_holds_its_job_by_the_ownership_record_it_was_taken_under(
+    redis: Redis, place: float, before: int, kind: str, by_token: bool
+) -> None:
+    """The pickup hands each job the record it wrote; an outcome that sends it back is honoured (one string
+    comparison), once: the same outcome again is stale. One that sends the token alone is honoured the same way."""
+    await redis.flushall()
+    spec = make_spec(max_tries=10)
+    await enqueue(redis, "j", spec=spec)
+    await redis.zadd(spec.queue_key, {"j": place})
+    await redis.set(retry_key("j"), before)
+    a = ops(redis, "wa", spec)
+    [job] = await take(a, "wa.1")
+    assert job.record == await redis.get(in_progress_key("j")) and job.job_try == before + 1
+    record = {
+        "ok": lambda: ok(job),
+        "retry": lambda: outcomes.retry(spec, job, 1, "boom", None, 0)[0],
+        "back": lambda: outcomes.back(job),
+        "dead": lambda: outcomes.dead(spec, job, None, "boom", None, 0),
+        "cancel": lambda: outcomes.cancelled(spec, job, "cancelled on request", 0),
+    }[kind]().queued(job, time.monotonic())
+    if by_token:
+        record = dataclasses.replace(record, held=b"")
+    assert await a.finish([record]) == []
+    assert await redis.exists(in_progress_key("j")) == 0
+    assert await a.finish([record]) == ["j"]
+    if kind in ("retry", "back"):  # back in the queue under its own place in line (a retry: later, same band)
+        own = await redis.zscore(spec.queue_key, "j")
+        assert own is not None and scores.split_score(own, spec)[0] == scores.split_score(place, spec)[0]
+        if kind == "back":
+            assert own == place
 
 
 # ----------------------------------------------------------------------------- resends
@@ -214,7 +269,8 @@ async def test_pickup_cost_does_not_grow_with_running_jobs(redis: Redis) -> None
     idle = await _pickup_commands(redis, o, "wa.idle")
     for n in range(10):  # 10,000 running: 100 pods at concurrency 100
         assert len((await o.pickup(1000, f"wa.{n}")).jobs) == 1000
-    assert await redis.zcard(K.active) == 10_001
+    running = await redis.zcount(SPEC.queue_key, scores.LEASED, "+inf")
+    assert running == 10_001 and await redis.exists(K.active) == 0
     busy = await _pickup_commands(redis, o, "wa.busy")
     assert busy == idle, (idle, busy)
     assert busy["zrangebyscore"] <= 3  # the sweep's look at expired leases, the band with a job in it
@@ -247,8 +303,8 @@ async def test_readiness_leases_and_counts_follow_redis_clock_not_the_callers(re
     [job] = await take(ops(redis, "wa"), "wa.1", 5)
     assert job.job_id == "ours"
     redis_now = await _redis_ms(redis)
-    lease = await redis.zscore(K.active, "ours")
-    assert redis_now < lease <= redis_now + LEASE * 1000 + 50
+    expiry = await lease(redis, "ours")
+    assert expiry is not None and redis_now < expiry <= redis_now + LEASE * 1000 + 50
 
 
 async def _redis_ms(redis: Redis) -> int:
@@ -433,3 +489,61 @@ async def test_records_from_before_the_try_moved_into_them_still_hold_their_jobs
     jobs = {j.job_id: j for j in await take(ops(redis, "wb"), "wb.1", 3)}
     assert {i: j.job_try for i, j in jobs.items()} == {"stalled": 2, "resent": 2}
     assert (await redis.get(in_progress_key("stalled"))).endswith(b" 2 wb.1")
+
+
+async def test_jobs_leased_in_the_active_set_by_workers_from_before_are_counted_listed_and_swept(
+    redis: Redis,
+) -> None:
+    """A rolling upgrade: a worker from before the lease moved into the parked score parked its job at
+    ``PARK + score`` and kept the lease in the ``active`` set. This version counts, shows and lists that job as
+    running, never takes it, and once the lease runs out (its worker died) sweeps it back to its place in line."""
+    from arqscale.core.job_listing import JobLister, ListState
+
+    a = ops(redis, "wa")
+    await enqueue(redis, "old", "new")
+    place = await redis.zscore(SPEC.queue_key, "old")
+    assert place is not None
+    now = await _redis_ms(redis)
+    await redis.zadd(SPEC.queue_key, {"old": scores.PARK + place})
+    await redis.zadd(K.active, {"old": now + 60_000})
+    await redis.set(in_progress_key("old"), f"{int(place)} 1 old-worker.1")
+    [new] = await take(a, "wa.1")  # the other job, under a lease of this version
+    assert new.job_id == "new"
+
+    counts = (await CountsReader(redis).read({"q": SPEC}))["q"]
+    assert (counts.active, counts.waiting) == (2, 0)
+    status = await JobStatusReader(redis, {"q": SPEC}).read("old")
+    assert status.state is JobState.ACTIVE and status.attempts == 1
+    running = await JobLister(redis).page(SPEC, ListState.ACTIVE)
+    leases = {item.job_id: item.lease_expires_at for item in running.items}
+    assert running.total == 2 and set(leases) == {"old", "new"}
+    assert leases["old"] == (now + 60_000) / 1000
+    assert (await a.heartbeat([("new", new.token)], 10_000)).swept == 0
+
+    # Its worker died: the lease ran out. It counts as waiting; this version's heartbeat sweeps it back.
+    await redis.zadd(K.active, {"old": now - 1})
+    counts = (await CountsReader(redis).read({"q": SPEC}))["q"]
+    assert (counts.active, counts.waiting) == (1, 1)
+    assert await state(redis, "old") is JobState.QUEUED
+    waiting = await JobLister(redis).page(SPEC, ListState.WAITING)
+    assert [item.job_id for item in waiting.items] == ["old"]
+    assert (await a.heartbeat([("new", new.token)], 10_000)).swept == 1
+    assert await redis.zscore(SPEC.queue_key, "old") == place and await redis.exists(K.active) == 0
+    [again] = await take(a, "wa.2")
+    assert again.job_id == "old" and again.job_try == 2  # the stalled try counts
+
+
+async def test_a_lease_that_ran_out_is_listed_waiting_first_and_swept_by_the_next_pickup(redis: Redis) -> None:
+    from arqscale.core.job_listing import JobLister, ListState
+
+    a = ops(redis, "wa")
+    await enqueue(redis, "stalled", "next")
+    [job] = await take(a, "wa.1")
+    assert job.job_id == "stalled"
+    await expire_leases()
+    waiting = await JobLister(redis).page(SPEC, ListState.WAITING)
+    assert [item.job_id for item in waiting.items] == ["stalled", "next"] and waiting.total == 2
+    assert (await JobLister(redis).page(SPEC, ListState.ACTIVE)).total == 0
+    result = await a.pickup(1, "wa.2")
+    assert result.swept == 1 and [j.job_id for j in result.jobs] == ["stalled"]
+    assert result.jobs[0].job_try == 2 and result.jobs[0].score == job.score

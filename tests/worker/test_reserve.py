@@ -20,6 +20,7 @@ from arqscale.core.cancellation import CancelOutcome, cancel
 from arqscale.core.events import split_entry
 from arqscale.core.keys import QueueKeys, retry_key
 from arqscale.core.producer import Producer
+from arqscale.core.scores import LEASED
 from arqscale.core.spec import QueueSpec
 from arqscale.core.webhook_store import parse_fields
 from arqscale.worker import loop
@@ -34,6 +35,11 @@ def patient_reserve(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def keys_of(spec: QueueSpec) -> QueueKeys:
     return QueueKeys.for_queue(spec.name, spec.queue_key)
+
+
+async def running_jobs(redis: Redis, spec: QueueSpec) -> int:
+    """Jobs running under a lease: parked in the queue above every band (``scores.LEASED``)."""
+    return int(await redis.zcount(keys_of(spec).queue, LEASED, "+inf"))
 
 
 async def events_of(redis: Redis, spec: QueueSpec, event: str) -> list[dict[str, str]]:
@@ -126,7 +132,7 @@ async def test_a_drain_puts_the_reserve_back_at_once_with_its_tries_uncounted(re
         # Back in the queue while the four running jobs still run, each try counter as before its pickup.
         requeued = await wait_for(lambda: _requeued(redis, spec, 2), within=2, what="the reserve put back")
         assert {e["job"] for e in requeued} == reserved and {e["reason"] for e in requeued} == {"drain"}
-        assert await redis.zcard(keys_of(spec).active) == 4
+        assert await running_jobs(redis, spec) == 4
         for job_id in reserved:
             assert await redis.zscore(keys_of(spec).queue, job_id) is not None
             assert int(await redis.get(retry_key(job_id))) == 0
@@ -186,7 +192,7 @@ async def test_a_cancel_request_ends_a_reserved_job_unrun(redis: Redis) -> None:
         assert await cancel(redis, spec, held) == CancelOutcome.CANCELLING
         cancelled = await wait_for(lambda: events_of(redis, spec, "cancelled"), within=2, what="cancelled")
         assert [e["job"] for e in cancelled] == [held]
-        assert not worker._reserved and await redis.zcard(keys_of(spec).active) == 2
+        assert not worker._reserved and await running_jobs(redis, spec) == 2
         await wait_for(lambda: _eq(redis.llen("finished"), 3), within=5, what="the two long jobs")
     assert await runs_of(redis, held) == []
     assert await redis.zscore(keys_of(spec).queue, held) is None

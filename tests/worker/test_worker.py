@@ -100,7 +100,6 @@ async def test_runs_producer_and_plain_arq_jobs_with_arq_compatible_results(redi
     assert await redis.zcard(k.queue) == 0
     assert await redis.exists(job_key("ours"), in_progress_key("ours"), retry_key("ours")) == 0
     assert set(await redis.zrange(k.completed, 0, -1)) == {b"ours", b"plain-json"}
-    assert await redis.zcard(k.active) == 0
     assert (await runs(redis, "ours"))[0]["try"] == 1
 
 
@@ -404,7 +403,6 @@ async def test_drain_timeout_puts_back_running_jobs_with_the_try_uncounted(redis
     priority, ready_at = scores.split_score(await redis.zscore(k.queue, "long"), spec)
     assert priority == 2 and abs(ready_at - time.time() * 1000) < 2000
     assert not await redis.exists(in_progress_key("long"))
-    assert await redis.zscore(k.active, "long") is None
     # The cut-short try does not count: back to 0 (kept, not deleted: it also says an event announced the job).
     assert await redis.get(retry_key("long")) == b"0"
     assert await redis.exists(job_key("long"))
@@ -414,26 +412,35 @@ async def test_drain_timeout_puts_back_running_jobs_with_the_try_uncounted(redis
     assert [r["try"] for r in await runs(redis, "long")] == [1, 1]
 
 
-async def test_active_set_and_worker_heartbeat_track_running_jobs(redis: Redis) -> None:
+async def test_leases_and_worker_heartbeat_track_running_jobs(redis: Redis) -> None:
     spec = make_spec(lease_seconds=0.6)
     k = QueueKeys.for_queue("q", spec.queue_key)
     await Producer(redis, {"q": spec}).enqueue("q", "sleep", 1.5, job_id="tracked")
     worker = Worker(spec, redis)
+
+    async def lease() -> float | None:  # a running job is parked in its queue under its lease expiry
+        score = await redis.zscore(k.queue, "tracked")
+        return None if score is None else scores.lease_of(score)
+
     async with running(worker):
         await wait_for(lambda: redis.exists(in_progress_key("tracked")), what="started")
-        first = await redis.zscore(k.active, "tracked")
+        first = await lease()
+        assert first is not None and first > time.time() * 1000
         await asyncio.sleep(0.9)  # past the first lease: the heartbeat renewed it
-        assert await redis.zscore(k.active, "tracked") > first
+        renewed = await lease()
+        assert renewed is not None and renewed > first
         # The ownership record: the job's queue score, the try it runs and the token of the pickup that holds it.
         score, job_try, token = (await redis.get(in_progress_key("tracked"))).decode().split(" ", 2)
         # The try counter holds the tries before this one until the lease ends.
         assert job_try == "1" and await redis.get(retry_key("tracked")) == b"0"
-        assert token.startswith(worker.worker_id + ".") and scores.unpark(
-            await redis.zscore(k.queue, "tracked")
-        ) == int(score)
+        assert token.startswith(worker.worker_id + ".")
+        # Its own score, its place in line (the queue holds its lease): normal priority, ready when enqueued.
+        priority, ready_ms = scores.split_score(int(score), spec)
+        assert priority == spec.normal_priority and abs(ready_ms - time.time() * 1000) < 5000
         assert await redis.zscore(k.workers, worker.worker_id) > time.time() * 1000
         await wait_for(lambda: redis.llen("finished"), what="finished")
-        assert await redis.zscore(k.active, "tracked") is None
+        await wait_for(lambda: _eq(redis.zscore(k.queue, "tracked"), None), what="finished job out of the queue")
+        assert await redis.exists(k.active) == 0  # leases live in the queue: the older `active` set is never written
     assert await redis.zscore(k.workers, worker.worker_id) is None
 
 
@@ -511,7 +518,8 @@ async def test_retention_trims_completed_and_dead_letter_indexes(redis: Redis) -
         for i in range(3):
             await producer.enqueue("q", "fail", job_id=f"bad{i}")
             await wait_for(lambda i=i: redis.zscore(k.dlq_index, f"bad{i}"), what=f"bad{i}")
-        # A crashed worker's leftovers: an expired lease and an expired worker heartbeat.
+        # A crashed worker's leftovers: an expired lease (in the `active` set of a worker from before the leases
+        # moved into the queue) and an expired worker heartbeat.
         await redis.zadd(k.active, {"ghost": 1})
         await redis.zadd(k.workers, {"dead-worker": 1})
         await wait_for(lambda: _eq(redis.zscore(k.active, "ghost"), None), what="expired lease removed")

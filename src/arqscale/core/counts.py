@@ -1,10 +1,11 @@
 """Exact BullMQ-style counts for arq queues, read in one Redis round trip.
 
 A queue's sorted set holds waiting jobs (score at most ``band + now``, see ``scores``) and deferred
-ones (a later score); ``ZCARD``, all KEDA's Redis scaler can see, mixes the two. Running jobs leave
-the sorted set at pickup and live in the ``active`` set under their lease expiry: a live lease is
+ones (a later score); ``ZCARD``, all KEDA's Redis scaler can see, mixes the two. Running jobs stay in
+the sorted set, parked above every band under their lease expiry (``scores.LEASED``): a live lease is
 ``active``, an expired one (its worker died or stalled, and no pickup has swept it back yet) is work
-waiting to be done and counts as ``waiting``. "Now" is Redis' clock (``lua.NOW_LUA``).
+waiting to be done and counts as ``waiting``. Leases that workers from before kept in the ``active`` set
+count the same way. "Now" is Redis' clock (``lua.NOW_LUA``).
 
 One script reads every configured queue at once: the cost of a refresh is one round trip whatever
 the number of jobs, and ``O(queues * levels * log n)`` inside Redis.
@@ -29,19 +30,21 @@ KEYS_PER_QUEUE = 6  # queue, active, paused, completed, dlq_index, group prefix
 # Returns per queue: {waiting (ready + stalled), delayed, active, paused_flag, completed, failed,
 #                     oldest waiting job's age in ms or -1, held (by their key's limit)}
 COUNTS_LUA = (
-    NOW_LUA
-    + LEASE_LUA
-    + """
+    (
+        NOW_LUA
+        + LEASE_LUA
+        + """
 local out = {}
 local argi = 1
+local lnow = leased_s(now)
 for q = 0, (#KEYS / 6) - 1 do
   local kq, ka, kp, kc, kd = KEYS[q*6+1], KEYS[q*6+2], KEYS[q*6+3], KEYS[q*6+4], KEYS[q*6+5]
   local held = redis.call('HLEN', KEYS[q*6+6] .. 'held')
   local cutoff = now - tonumber(ARGV[argi])
   local nbands = tonumber(ARGV[argi+1])
   argi = argi + 2
-  local active = redis.call('ZCOUNT', ka, '(' .. now, '+inf')
-  local stalled = redis.call('ZCOUNT', ka, '-inf', now)
+  local active = redis.call('ZCOUNT', kq, '(' .. lnow, '+inf') + redis.call('ZCOUNT', ka, '(' .. now, '+inf')
+  local stalled = redis.call('ZCOUNT', kq, '@LEASED@', lnow) + redis.call('ZCOUNT', ka, '-inf', now)
   local ready, delayed, oldest = 0, 0, -1
   for b = 1, nbands do
     local low = tonumber(ARGV[argi])
@@ -56,7 +59,8 @@ for q = 0, (#KEYS / 6) - 1 do
     end
   end
   if stalled > 0 then
-    local first = redis.call('ZRANGEBYSCORE', ka, '-inf', now, 'LIMIT', 0, 1)
+    local first = redis.call('ZRANGEBYSCORE', kq, '@LEASED@', lnow, 'LIMIT', 0, 1)
+    if #first == 0 then first = redis.call('ZRANGEBYSCORE', ka, '-inf', now, 'LIMIT', 0, 1) end
     local score = lease_of(first[1])
     if score then
       local at = tonumber(score) - band_of(tonumber(score))
@@ -70,7 +74,10 @@ for q = 0, (#KEYS / 6) - 1 do
 end
 return out
 """
-).replace("@HALF@", str(scores.BAND // 2))
+    )
+    .replace("@HALF@", str(scores.BAND // 2))
+    .replace("@LEASED@", str(scores.LEASED))
+)
 
 
 def queue_keys(spec: QueueSpec, *, cluster: bool = False) -> QueueKeys:

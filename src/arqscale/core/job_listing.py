@@ -11,9 +11,10 @@ Orders:
   stalled; the next pickup sweeps them back ahead of the rest), then the most urgent priority band,
   then by ready time.
 - ``delayed``: by ready time, soonest first, across bands (ties: the more urgent band first).
-- ``active``: jobs with a live lease in ``arqscale:<q>:active``, in the order they were taken (priority
-  band, then ready time, from their ownership records). There are at most as many as the workers'
-  concurrency, so the script reads them all and sorts them.
+- ``active``: jobs with a live lease (parked in the queue above every band, ``scores.LEASED``, or in the
+  ``active`` set of workers from before), in the order they were taken (priority band, then ready time, from
+  their ownership records). There are at most as many as the workers' concurrency, so the script reads them
+  all and sorts them.
 - ``completed``: the ``:completed`` index, newest first, within ``retention.completed_seconds``
   (the same window as the ``completed`` count); each job's own finish time, which the list shows.
 - ``failed``: the dead-letter index, newest failure first.
@@ -94,9 +95,10 @@ class JobList(BaseModel):
 # Returns {total, ids, scores, extra}: scores are queue scores (waiting, delayed), lease expiries
 # (active), finished ms (completed) or failed ms (failed); extra holds active jobs' queue scores.
 LIST_LUA = (
-    NOW_LUA
-    + LEASE_LUA
-    + """
+    (
+        NOW_LUA
+        + LEASE_LUA
+        + """
 local kq, ka, kc, kd = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local mode = ARGV[1]
 local offset = tonumber(ARGV[2])
@@ -142,12 +144,16 @@ end
 if mode == 'active' then
   -- Every live lease (as many as the workers' concurrency), sorted by queue score: the order they were
   -- taken in, stable while heartbeats move the lease expiries forward.
-  local got = redis.call('ZRANGEBYSCORE', ka, '(' .. now, '+inf', 'WITHSCORES')
   local running = {}
-  for i = 1, #got, 2 do
-    local s = lease_of(got[i])
-    running[#running + 1] = {s and tonumber(s) or math.huge, got[i], got[i + 1], s or ''}
+  local function add(got, parked)
+    for i = 1, #got, 2 do
+      local s = lease_of(got[i])
+      local expiry = parked and fmt(tonumber(got[i + 1]) - @LEASED@) or got[i + 1]
+      running[#running + 1] = {s and tonumber(s) or math.huge, got[i], expiry, s or ''}
+    end
   end
+  add(redis.call('ZRANGEBYSCORE', kq, '(' .. leased_s(now), '+inf', 'WITHSCORES'), true)
+  add(redis.call('ZRANGEBYSCORE', ka, '(' .. now, '+inf', 'WITHSCORES'), false)
   table.sort(running, function(x, y)
     if x[1] ~= y[1] then return x[1] < y[1] end
     return x[2] < y[2]
@@ -162,8 +168,10 @@ end
 
 if mode == 'waiting' then
   -- Expired leases first (the next pickup sweeps them back ahead of everything), then each band's
-  -- ready jobs by rank. Running jobs are not in the queue's sorted set.
-  local stalled = redis.call('ZCOUNT', ka, '-inf', now)
+  -- ready jobs by rank. Running jobs are parked above every band.
+  local lnow = leased_s(now)
+  local parked = redis.call('ZCOUNT', kq, '@LEASED@', lnow)
+  local stalled = parked + redis.call('ZCOUNT', ka, '-inf', now)
   local total = stalled
   for b = 1, nb do
     local band = bands[b]
@@ -173,7 +181,16 @@ if mode == 'waiting' then
   end
   local skip = offset
   if skip < stalled and limit > 0 then
-    local got = redis.call('ZRANGEBYSCORE', ka, '-inf', now, 'LIMIT', skip, limit)
+    local got
+    if skip < parked then
+      got = redis.call('ZRANGEBYSCORE', kq, '@LEASED@', lnow, 'LIMIT', skip, limit)
+      if #got < limit then
+        local legacy = redis.call('ZRANGEBYSCORE', ka, '-inf', now, 'LIMIT', 0, limit - #got)
+        for _, id in ipairs(legacy) do got[#got + 1] = id end
+      end
+    else
+      got = redis.call('ZRANGEBYSCORE', ka, '-inf', now, 'LIMIT', skip - parked, limit)
+    end
     for _, id in ipairs(got) do
       ids[#ids + 1] = id
       out_scores[#out_scores + 1] = lease_of(id) or fmt(now)
@@ -249,7 +266,10 @@ for i = skip + 1, math.min(skip + limit, #candidates) do
 end
 return {total, ids, out_scores, extra}
 """
-).replace("@HALF@", str(scores.BAND // 2))
+    )
+    .replace("@HALF@", str(scores.BAND // 2))
+    .replace("@LEASED@", str(scores.LEASED))
+)
 
 LIST_SCRIPT = LuaTemplate(LIST_LUA)
 

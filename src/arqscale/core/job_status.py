@@ -1,13 +1,13 @@
 """A job's state, found by id across every configured queue in one pipelined round trip.
 
 The order of precedence is the one in docs/design.md: dead (in a queue's dead-letter store) >
-completed/failed (arq's result key, by its success flag) > active (parked in its queue, see
-``scores.PARK``, with a live lease in ``active``) > queued (parked with an expired lease: the next pickup
-sweeps it back) > active (in the queue and an in-progress key exists: a worker that keeps running jobs
-there, such as arq's own) > deferred (ready later) > queued > queued and held (in its key's waiting set,
-``g:held`` names its key: a per-key limit holds it back) > not_found. "Now" is Redis' clock, read in the
-same round trip; a held job's place in line (its score in ``g:wait:<key>``) takes a second round trip,
-only when a job is held.
+completed/failed (arq's result key, by its success flag) > active (parked in its queue under a live
+lease, see ``scores.LEASED``; or, from workers before, parked with a live lease in ``active``) > queued
+(parked with an expired lease: the next pickup sweeps it back) > active (in the queue and an in-progress
+key exists: a worker that keeps running jobs there, such as arq's own) > deferred (ready later) > queued >
+queued and held (in its key's waiting set, ``g:held`` names its key: a per-key limit holds it back) > not_found.
+"Now" is Redis' clock, read in the same round trip; a held job's place in line (its score in
+``g:wait:<key>``) takes a second round trip, only when a job is held.
 
 Payloads and results of pickle queues are never unpickled: their function name, timestamps and
 success flag are read from the pickle's opcodes (``pickle_peek``), and the arguments, result and
@@ -44,10 +44,11 @@ class RawJob:
     tries: int
     progress: bytes | None
     error: bytes | None
-    leases: Mapping[str, float] = field(default_factory=dict)  # queue name -> lease expiry ms (running)
+    leases: Mapping[str, float] = field(default_factory=dict)  # queue name -> lease in ``active`` (older workers')
     held: Mapping[str, bytes] = field(default_factory=dict)  # queue name -> the key whose limit holds it back
     held_scores: Mapping[str, float] = field(default_factory=dict)  # queue name -> its score in g:wait:<key>
     group: bytes | None = None  # the key given at enqueue (arqscale:group:<id>)
+    own_score: float | None = None  # a running job's place in line, from its ownership record
 
 
 @dataclass(frozen=True, slots=True)
@@ -157,8 +158,10 @@ def from_result(job_id: str, result: Decoded, specs: Mapping[str, QueueSpec], ba
 
 
 def _queue_state(raw: RawJob, queue: str, queued: float, ready_ms: int, now_ms: int) -> JobState:
-    lease = raw.leases.get(queue)
-    if lease is not None and queued >= scores.PARKED_FLOOR:
+    lease = scores.lease_of(queued)
+    if lease is None and queued >= scores.PARKED_FLOOR:
+        lease = raw.leases.get(queue)
+    if lease is not None:
         # Running; an expired lease means its worker died or stalled, and the next pickup runs it again.
         return JobState.ACTIVE if lease > now_ms else JobState.QUEUED
     if raw.in_progress:
@@ -185,7 +188,10 @@ def resolve(job_id: str, raw: RawJob, specs: Mapping[str, QueueSpec], now_ms: in
             break
     for queue, queued in queued_in.items():
         spec = specs[queue]
-        priority, ready_ms = scores.split_score(scores.unpark(queued), spec)
+        place = scores.unpark(queued)
+        if scores.lease_of(queued) is not None:  # running: its place in line is in its ownership record
+            place = raw.own_score if raw.own_score is not None else float(now_ms)
+        priority, ready_ms = scores.split_score(place, spec)
         # A held job was ready when it was held back: queued, never deferred.
         state = JobState.QUEUED if held else _queue_state(raw, queue, queued, ready_ms, now_ms)
         payload = decode_stored(raw.payload)
@@ -288,6 +294,7 @@ class JobStatusReader:
                     in_progress=in_progress is not None,
                     # A running job's try is in its ownership record; the counter holds the tries before it.
                     tries=keys.running_try(in_progress) or (int(tries) if tries is not None and tries.isdigit() else 0),
+                    own_score=keys.record_score(in_progress),
                     progress=progress,
                     error=error,
                 )

@@ -82,6 +82,20 @@ def running_try(record: bytes | str | None) -> int | None:
     return int(parts[1]) if len(parts) == 3 and parts[1].isdigit() else None
 
 
+def record_score(record: bytes | str | None) -> float | None:
+    """The queue score (the job's place in line) a running job's ownership record names, or None: no record, or
+    arq's own ("1")."""
+    if isinstance(record, bytes):
+        record = record.decode(errors="replace")
+    head = record.split(" ", 1) if record else []
+    if len(head) < 2:
+        return None
+    try:
+        return float(head[0])
+    except ValueError:
+        return None
+
+
 def result_key(job_id: str) -> str:
     return result_key_prefix + job_id
 

@@ -22,7 +22,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from arqscale.core.events import EVENTS_LUA
 from arqscale.core.keys import OWN_CHANGE_SUFFIX
-from arqscale.core.scores import BAND, PARK, PARKED_FLOOR
+from arqscale.core.scores import BAND, LEASED, PARK, PARKED_FLOOR
 
 if TYPE_CHECKING:
     from arqscale.core.keys import QueueKeys
@@ -322,8 +322,9 @@ local now = tonumber(_t[1]) * 1000 + math.floor(tonumber(_t[2]) / 1000 + 0.5)
 # ``split_lease``: score, owner token, try of a record (nil, nil, nil for arq's own "1" or nothing).
 # ``band_of``: the priority band a score sits in (nearest band, as ``scores.split_score``).
 # ``sweep``: return up to ``limit`` jobs whose lease expired (their worker died or stalled) from their
-# parking place (``scores.PARK``) to their own score, so they keep their place in line; returns how many.
-# Each one returned writes its ``requeued`` event (reason ``stalled``). Includes ``events.EVENTS_LUA``.
+# parking place (``scores.LEASED``) to their own score, so they keep their place in line; returns how many.
+# Each one returned writes its ``requeued`` event (reason ``stalled``). ``leased_s``: the parked score of a
+# lease expiring at ``ms``. Includes ``events.EVENTS_LUA``.
 LEASE_LUA = (
     EVENTS_LUA
     + """
@@ -424,7 +425,20 @@ local function group_hold(id, score, k, due)
   local t = redis.call('ZSCORE', gbase .. 'timers', k)
   if not t or tonumber(t) > due then redis.call('ZADD', gbase .. 'timers', due, k) end
 end
-local function sweep(kq, ka, limit)
+local function leased_s(ms)
+  return string.format('%d', @LEASED@ + ms)
+end
+local function requeued_stalled(id, owner, try)
+  queue_added = true
+  -- The try that stalled counts: the counter takes it from the record (a record from before has it there).
+  if try then redis.call('SET', '@RETRY@' .. id, try, 'PX', @RETRY_TTL@) end
+  emit('requeued', id, 'try', try or redis.call('GET', '@RETRY@' .. id), 'worker', owner and worker_of(owner),
+       'reason', 'stalled')
+  tally('requeued')
+end
+-- Leases kept in the queue's `active` set, by workers from before the lease moved into the parked score
+-- (scores.LEASED): swept as they were while any remain (a rolling upgrade).
+local function sweep_active(kq, ka, limit)
   local expired = redis.call('ZRANGEBYSCORE', ka, '-inf', '(' .. now, 'LIMIT', 0, limit)
   for _, id in ipairs(expired) do
     local score, owner, try = lease_of(id)
@@ -432,28 +446,37 @@ local function sweep(kq, ka, limit)
     group_release(kq, id)
     local queued = redis.call('ZSCORE', kq, id)
     local back = false
-    if queued and tonumber(queued) >= @FLOOR@ then
+    if queued and tonumber(queued) >= @FLOOR@ and tonumber(queued) < @LEASED@ then
       -- Parked while it ran: back under its own score (its place in line), ownership gone.
       redis.call('ZADD', kq, score or string.format('%d', tonumber(queued) - @PARK@), id)
       redis.call('DEL', '@IP@' .. id)
       back = true
     elseif not queued and redis.call('EXISTS', '@JOB@' .. id) == 1 then
-      -- Its queue entry is gone (a worker from before this protocol, or removed by hand): ready now.
+      -- Its queue entry is gone (a worker from before parking, or removed by hand): ready now.
       redis.call('ZADD', kq, score or now, id)
       redis.call('DEL', '@IP@' .. id)
       back = true
     end
-    if back then
-      queue_added = true
-      -- The try that stalled counts: the counter takes it from the record (a record from before has it there).
-      if try then redis.call('SET', '@RETRY@' .. id, try, 'PX', @RETRY_TTL@) end
-      emit('requeued', id, 'try', try or redis.call('GET', '@RETRY@' .. id), 'worker', owner and worker_of(owner),
-           'reason', 'stalled')
-      tally('requeued')
-    end
-    -- Else still queued under its own score: a worker that keeps running jobs there holds it; leave it.
+    if back then requeued_stalled(id, owner, try) end
+    -- Else still queued under its own score (a worker that keeps running jobs there holds it), or taken again
+    -- under a lease of its own: leave it.
   end
   return #expired
+end
+-- Expired leases (scores.LEASED): each job back under its own score from its ownership record (its place in
+-- line; ready now when the record is gone), ownership gone. ``with_active``: the `active` set's too (above).
+local function sweep(kq, ka, limit, with_active)
+  local expired = redis.call('ZRANGEBYSCORE', kq, '@LEASED@', '(' .. leased_s(now), 'LIMIT', 0, limit)
+  for _, id in ipairs(expired) do
+    local score, owner, try = lease_of(id)
+    group_release(kq, id)
+    redis.call('ZADD', kq, score or string.format('%d', now), id)
+    redis.call('DEL', '@IP@' .. id)
+    requeued_stalled(id, owner, try)
+  end
+  local n = #expired
+  if with_active and n < limit and redis.call('EXISTS', ka) == 1 then n = n + sweep_active(kq, ka, limit - n) end
+  return n
 end
 """.replace("@HALF@", str(BAND // 2))
     .replace("@BAND@", str(BAND))
@@ -461,4 +484,5 @@ end
     .replace("@OWN@", OWN_CHANGE_SUFFIX)
     .replace("@PARK@", str(PARK))
     .replace("@RETRY_TTL@", str(RETRY_TTL_MS))
+    .replace("@LEASED@", str(LEASED))
 )

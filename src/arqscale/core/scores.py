@@ -21,16 +21,27 @@ from arqscale.core.spec import Backoff, QueueSpec
 
 BAND = 10**13
 # A running job stays in its queue's sorted set (arq's ``Job.result()`` and ``Job.status()`` look for it
-# there) but is parked far above every band, at ``PARK + its score``: no pickup, count or list of ready or
-# deferred jobs ever walks past it. Bands span at most +-1e14, so parked scores stay within 2**53, where
-# doubles hold integers exactly, and above ``PARKED_FLOOR``.
+# there) but is parked far above every band, at ``LEASED + its lease expiry`` (Redis ms): no pickup, count or
+# list of ready or deferred jobs ever walks past it, and the parked entries themselves are the lease index (the
+# sweep reads the expired ones by range; a heartbeat moves them forward). Its own score, its place in line, is in
+# its ownership record (``keys``). Workers from before the lease moved here parked a job at ``PARK + its score``
+# and kept its lease in the queue's ``active`` set; those entries still read (``unpark``) and are swept.
+# Bands span at most +-1e14, so every parked score stays within 2**53, where doubles hold integers exactly, and
+# above ``PARKED_FLOOR``; ``LEASED`` lies above every ``PARK + score``.
 PARK = 2**52
 PARKED_FLOOR = 2**51
+LEASED = PARK + 2**49
 
 
 def unpark(score: float) -> float:
-    """A queue score as the job had it before it was taken (parked scores are ``PARK + score``)."""
-    return score - PARK if score >= PARKED_FLOOR else score
+    """A queue score as the job had it before it was taken, for the older parking (``PARK + score``); a score
+    parked under a lease (``LEASED + expiry``) gives no place in line (see ``lease_of``): it is returned as is."""
+    return score - PARK if PARKED_FLOOR <= score < LEASED else score
+
+
+def lease_of(score: float) -> float | None:
+    """The lease expiry (Redis ms) of a job parked under its lease, else None."""
+    return score - LEASED if score >= LEASED else None
 
 
 def now_ms() -> int:

@@ -844,7 +844,7 @@ class Worker:
 
     def _end_reserved_job(self, job: Picked, outcome: Callable[[Picked], Finish]) -> None:
         """A job that never started ends with ``outcome`` (put back, cancelled), written at the next round trip."""
-        self._finished.append(outcome(job).queued(job.token, time.monotonic(), job.job_try))
+        self._finished.append(outcome(job).queued(job, time.monotonic()))
         self._picked.pop(job.job_id, None)
         self._ask()
 
@@ -885,7 +885,7 @@ class Worker:
             record = dataclasses.replace(self._cancel(job, "cancelled while running"), ran_ms=record.ran_ms)
         self._cancelling.discard(job.job_id)
         held = self._picked.get(job.job_id, job)
-        self._finished.append(record.queued(held.token, time.monotonic(), held.job_try))
+        self._finished.append(record.queued(held, time.monotonic()))
         self._forget(job.job_id)
         self._reserve_held_off = False  # a slot freed: the run times say again what may wait for one
         if self._reserved:

@@ -139,7 +139,7 @@ if ARGV[16] == '1' and redis.call('LINDEX', KEYS[5], 0) == token then
   end
   return out
 end
-out[3] = sweep(KEYS[1], KEYS[2], tonumber(ARGV[8]))
+out[3] = sweep(KEYS[1], KEYS[2], tonumber(ARGV[8]), false)
 if redis.call('EXISTS', KEYS[3]) == 1 then out[1] = 1; return out end
 -- A job's key: the one given at enqueue, else (JSON queues) the named keyword argument in its payload.
 -- Numbers become their integer text ("42", as a producer would write the id); other values give no key.
@@ -195,7 +195,8 @@ if rate_max > 0 then
   end
   if rate_max - used < want then want = rate_max - used end
 end
-local expiry = now + tonumber(ARGV[3])
+-- Every job taken is parked under its lease (scores.LEASED): one score for the whole call, formatted once.
+local lease_s = leased_s(now + tonumber(ARGV[3]))
 local taken, skip_left, hold_left, hold_max = {}, tonumber(ARGV[9]), tonumber(ARGV[14]), tonumber(ARGV[14])
 local nt = 0  -- #taken
 -- Per job taken: its queue score, its payload when the per-key check already read it, its try counter as read
@@ -264,7 +265,7 @@ for b = @BANDS@, #ARGV do
             redis.call('PEXPIRE', sk, gwin)
           end
         end
-        park[np+1] = string.format('%d', tonumber(score) + @PARK@)
+        park[np+1] = lease_s
         park[np+2] = id
         np = np + 2
         if limited then redis.call('SET', ip, owner_rec, 'PX', ARGV[7]) end
@@ -282,16 +283,10 @@ for b = @BANDS@, #ARGV do
   end
 end
 if #taken > 0 then
-  -- What every job taken needs, one command each for the whole call rather than one per job: the leases, the
-  -- payloads. The try counter is not written: the try taken is in the ownership record (see lua.LEASE_LUA).
-  -- Formatted once: Redis would convert the number for every job's ZADD member.
-  local expiry_s, leases, jks = string.format('%d', expiry), {}, {}
-  for i, id in ipairs(taken) do
-    leases[2*i-1] = expiry_s
-    leases[2*i] = id
-    jks[i] = '@JOB@' .. id
-  end
-  redis.call('ZADD', KEYS[2], unpack(leases))
+  -- The payloads, one command for the whole call. The try counter is not written: the try taken is in the
+  -- ownership record (see lua.LEASE_LUA); the lease is the parked score.
+  local jks = {}
+  for i, id in ipairs(taken) do jks[i] = '@JOB@' .. id end
   local payloads = redis.call('MGET', unpack(jks))
   local announced_here = 0
   for i, id in ipairs(taken) do
@@ -355,7 +350,8 @@ return out
 # KEYS: queue, active, completed, dlq, dlq_index, group prefix, events stream, totals hash
 # ARGV: completed ttl ms, completed max, failed ttl ms, failed max, error and try counter ttl ms, events max len,
 #       keyed ('1': the queue has per-key limits, so a job may have a stored key to delete; '0': none can),
-#       then records of nine: kind, id, token, a, b, ago, try, ran ms, note
+#       worker id (its events'), then records of nine: kind, id, held, a, b, ago, try, ran ms, note
+#   held:  the ownership record the job was taken under (``Picked.record``), or the pickup token alone
 #   try, ran: the try number and how long it ran (ms; -1 = it never ran); note: the error (retry, dead) or the
 #          reason (cancel) its event carries
 # Events per kind: ok `completed`; retry `failed` + `retrying`; dead `failed` + `dead` (`failed` only when a try
@@ -371,7 +367,7 @@ return out
 #   cancel: a = arq's result of a cancelled job ('' = keep none); never retried, no dead-letter entry
 # An outcome that ends the job also clears its cancel request (arq's abort set); a retry or a put-back leaves
 # it, so the next pickup takes the job only to cancel it.
-# A record whose token no longer holds the job is dropped: its id is returned among the stale ones.
+# A record whose ownership record no longer holds the job is dropped: its id is returned among the stale ones.
 # A dead-letter entry and a failed result go together: a success under the same id (a new job under an id
 # whose entry was kept) removes the entry, and trimming an entry deletes its result, so a requeue or purge
 # may delete the result key of any id in the store.
@@ -379,6 +375,7 @@ FINISH_LUA = _lua("""
 local n_ok, n_dead = 0, 0
 local stale = {}
 local keyed = ARGV[7] == '1'
+local w = ARGV[8]  -- the worker id, for the events: every record of a call is one worker's
 -- Read once per call rather than one command per job: most calls find no cancel request (arq's abort set) and
 -- no dead letter; nothing below adds to either, except a `dead` record (dlq_live set there).
 local aborting, dlq_live = false, false
@@ -396,34 +393,39 @@ end
 -- The ownership records of the whole batch, one MGET. A record ends its job's lease; a later record of the same id
 -- in this call then finds it ended (stale), as it would have read it after the first one's writes.
 local ipks = {}
-for i = 8, #ARGV, 9 do ipks[(i - 8) / 9 + 1] = '@IP@' .. ARGV[i+1] end
+for i = 9, #ARGV, 9 do ipks[(i - 9) / 9 + 1] = '@IP@' .. ARGV[i+1] end
 local owners = #ipks > 0 and redis.call('MGET', unpack(ipks)) or {}
 local ended = {}
-local workers = {}  -- token -> worker id: a batch holds the jobs of a few pickups
-local completed_by = {}  -- worker id -> the successes' ids, tries and durations, for their `completed` events
 -- The successes' writes that take many keys or members, one command each for the batch after the loop: their
--- keys to delete, their ids (queue, active), their `completed` entries, their progress and log keys.
-local ok_del, ok_ids, ok_done, ok_extra = {}, {}, {}, {}
+-- keys to delete, their ids (queue), their `completed` entries and events, their progress and log keys.
+local ok_del, ok_ids, ok_done, ok_tries, ok_durs, ok_extra = {}, {}, {}, {}, {}, {}
 local n_del = 0  -- #ok_del (n_ok counts the others)
-for i = 8, #ARGV, 9 do
-  local kind, id, token, a, b = ARGV[i], ARGV[i+1], ARGV[i+2], ARGV[i+3], ARGV[i+4]
-  local at = now - math.max(tonumber(ARGV[i+5]) or 0, 0)
-  local try, ran, note = ARGV[i+6], tonumber(ARGV[i+7]) or -1, ARGV[i+8]
-  local w = workers[token]
-  if not w then w = worker_of(token); workers[token] = w end
-  local dur = ran >= 0 and ran or nil  -- nil: the task never ran (unknown function, undecodable payload, ...)
-  local score, owner, taken_try = nil, nil, nil
-  local r = (i - 8) / 9 + 1  -- the record's place in the batch
+local run_ok = 0  -- the successes' run ms, added to the totals once
+-- Each record's finish time as a score, formatted once per distinct `ago` (a batch's records mostly share it).
+local at_of = {}
+for i = 9, #ARGV, 9 do
+  local kind, id, held = ARGV[i], ARGV[i+1], ARGV[i+2]
+  local r = (i - 9) / 9 + 1  -- the record's place in the batch
   local rec = owners[r]
-  if rec and not ended[id] then score, owner, taken_try = split_lease(rec) end
-  if owner == token then
-    ended[id] = true
-    -- Every outcome ends the lease: the job's key gets its slot back (once: the token check drops a resend).
-    group_release(KEYS[1], id)
+  -- The record names the ownership record it was taken under: equal, the job is still this pickup's. A record
+  -- from before the try moved into it ("<score> <token>") holds the job when its token is the one named.
+  local owned = rec == held and not ended[id]
+  if not owned and rec and not ended[id] then
+    local _, owner = split_lease(rec)
+    local _, mine = split_lease(held)
+    owned = owner ~= nil and owner == (mine or held)
   end
-  if owner ~= token then
+  if not owned then
     stale[#stale+1] = id
+  else
+    ended[id] = true
+    -- Every outcome ends the lease: the job's key gets its slot back (once: the ownership check drops a resend).
+    if gbase ~= '' then group_release(KEYS[1], id) end
+  end
+  if not owned then
+    -- Written by another owner now, or settled already (a resend): nothing to do.
   elseif kind == 'ok' then
+    local a, try, ran = ARGV[i+3], ARGV[i+6], ARGV[i+7]
     if a ~= '' then redis.call('SET', '@RESULT@' .. id, a, 'PX', ARGV[1]) end
     local n = n_del
     ok_del[n+1], ok_del[n+2], ok_del[n+3] = '@JOB@' .. id, ipks[r], '@RETRY@' .. id
@@ -436,79 +438,82 @@ for i = 8, #ARGV, 9 do
     n_del = n
     n_ok = n_ok + 1
     ok_ids[n_ok] = id
-    ok_done[2*n_ok-1] = num_s(at)  -- jobs of one batch mostly share their ms: formatted once
+    local ago = ARGV[i+5]
+    local at_s = at_of[ago]
+    if not at_s then at_s = string.format('%d', now - math.max(tonumber(ago) or 0, 0)); at_of[ago] = at_s end
+    ok_done[2*n_ok-1] = at_s
     ok_done[2*n_ok] = id
-    if b ~= '' then  -- the job may have progress or log lines stored: they get the result's TTL below
+    ok_tries[n_ok] = try
+    -- As sent: text, not a number, which Lua would format again. -1: the task never ran (no duration).
+    if ran ~= '-1' then
+      ok_durs[n_ok] = ran
+      if ran ~= '0' then run_ok = run_ok + ran end
+    end
+    if ARGV[i+4] ~= '' then  -- the job may have progress or log lines stored: they get the result's TTL below
       ok_extra[#ok_extra+1] = '@PROG@' .. id
       ok_extra[#ok_extra+1] = '@LOGS@' .. id
     end
     if aborting then redis.call('ZREM', '@ABORT@', id) end
     -- The dead-letter hash and its index go together (dead_letters.py): the index only when the hash had it.
     if dlq_live and redis.call('HDEL', KEYS[4], id) == 1 then redis.call('ZREM', KEYS[5], id) end
-    -- Its `completed` event goes with the batch's, one entry per worker after the loop.
-    local done = completed_by[w]
-    if not done then done = {ids = {}, tries = {}, durs = {}, n = 0}; completed_by[w] = done end
-    local m = done.n + 1
-    done.n = m
-    done.ids[m], done.tries[m] = id, try
-    if dur then done.durs[m] = ARGV[i+7] end  -- as sent: text, not the number, which Lua would format again
-    count('completed')
-    if ran > 0 then count('run_ms', ran) end
-  elseif kind == 'retry' then
-    queue_added = true  -- a job to run again: the invalidation wakes the idle workers (they learn when)
-    redis.call('ZADD', KEYS[1], string.format('%d', band_of(tonumber(score)) + now + tonumber(a)), id)
-    redis.call('DEL', '@IP@' .. id)
-    redis.call('ZREM', KEYS[2], id)
-    -- The try that failed counts: from its ownership record to the counter the next pickup reads.
-    redis.call('SET', '@RETRY@' .. id, taken_try or try, 'PX', ARGV[5])
-    redis.call('SET', '@ERR@' .. id, b, 'PX', ARGV[5])
-    emit('failed', id, 'try', try, 'worker', w, 'error', note, 'duration_ms', dur)
-    emit('retrying', id, 'try', try, 'delay_ms', a)
-    count('failed')
-    count('retried')
-    if ran > 0 then count('run_ms', ran) end
-  elseif kind == 'dead' then
-    redis.call('HSET', KEYS[4], id, a)
-    dlq_live = true
-    redis.call('ZADD', KEYS[5], at, id)
-    -- The id's result key is the failed result now: a later trim of `completed` must not delete it.
-    redis.call('ZREM', KEYS[3], id)
-    if b ~= '' then redis.call('SET', '@RESULT@' .. id, b, 'PX', ARGV[3]) end
-    redis.call('DEL', '@JOB@' .. id, '@IP@' .. id, '@RETRY@' .. id, '@ERR@' .. id)
-    redis.call('ZREM', KEYS[1], id)
-    redis.call('ZREM', KEYS[2], id)
-    redis.call('PEXPIRE', '@PROG@' .. id, ARGV[3])
-    redis.call('PEXPIRE', '@LOGS@' .. id, ARGV[3])
-    if aborting then redis.call('ZREM', '@ABORT@', id) end
-    n_dead = n_dead + 1
-    if dur then
+  else
+    local a, b = ARGV[i+3], ARGV[i+4]
+    local at = now - math.max(tonumber(ARGV[i+5]) or 0, 0)
+    local try, ran, note = ARGV[i+6], tonumber(ARGV[i+7]) or -1, ARGV[i+8]
+    local dur = ran >= 0 and ran or nil  -- nil: the task never ran (unknown function, undecodable payload, ...)
+    local score, _, taken_try = split_lease(rec)
+    if kind == 'retry' then
+      queue_added = true  -- a job to run again: the invalidation wakes the idle workers (they learn when)
+      redis.call('ZADD', KEYS[1], string.format('%d', band_of(tonumber(score)) + now + tonumber(a)), id)
+      redis.call('DEL', '@IP@' .. id)
+      -- The try that failed counts: from its ownership record to the counter the next pickup reads.
+      redis.call('SET', '@RETRY@' .. id, taken_try or try, 'PX', ARGV[5])
+      redis.call('SET', '@ERR@' .. id, b, 'PX', ARGV[5])
       emit('failed', id, 'try', try, 'worker', w, 'error', note, 'duration_ms', dur)
+      emit('retrying', id, 'try', try, 'delay_ms', a)
       count('failed')
+      count('retried')
       if ran > 0 then count('run_ms', ran) end
+    elseif kind == 'dead' then
+      redis.call('HSET', KEYS[4], id, a)
+      dlq_live = true
+      redis.call('ZADD', KEYS[5], at, id)
+      -- The id's result key is the failed result now: a later trim of `completed` must not delete it.
+      redis.call('ZREM', KEYS[3], id)
+      if b ~= '' then redis.call('SET', '@RESULT@' .. id, b, 'PX', ARGV[3]) end
+      redis.call('DEL', '@JOB@' .. id, '@IP@' .. id, '@RETRY@' .. id, '@ERR@' .. id)
+      redis.call('ZREM', KEYS[1], id)
+      redis.call('PEXPIRE', '@PROG@' .. id, ARGV[3])
+      redis.call('PEXPIRE', '@LOGS@' .. id, ARGV[3])
+      if aborting then redis.call('ZREM', '@ABORT@', id) end
+      n_dead = n_dead + 1
+      if dur then
+        emit('failed', id, 'try', try, 'worker', w, 'error', note, 'duration_ms', dur)
+        count('failed')
+        if ran > 0 then count('run_ms', ran) end
+      end
+      emit('dead', id, 'try', try, 'worker', w, 'error', note)
+      count('dead')
+    elseif kind == 'cancel' then
+      if a ~= '' then redis.call('SET', '@RESULT@' .. id, a, 'PX', ARGV[3]) end
+      redis.call('DEL', '@JOB@' .. id, '@IP@' .. id, '@RETRY@' .. id, '@ERR@' .. id, '@GROUP@' .. id)
+      redis.call('ZREM', KEYS[1], id)
+      if aborting then redis.call('ZREM', '@ABORT@', id) end
+      redis.call('PEXPIRE', '@PROG@' .. id, ARGV[3])
+      redis.call('PEXPIRE', '@LOGS@' .. id, ARGV[3])
+      emit('cancelled', id, 'try', try, 'worker', w, 'reason', note, 'duration_ms', dur)
+      count('cancelled')
+      if ran > 0 then count('run_ms', ran) end
+    elseif kind == 'back' then
+      queue_added = true  -- put back by a draining worker: another one should take it at once
+      redis.call('ZADD', KEYS[1], score, id)
+      redis.call('DEL', '@IP@' .. id)
+      -- Kept at 0 rather than deleted: the counter also says an event announced the job (see PICKUP_LUA). With its
+      -- own TTL: a plain arq producer's job had no counter until now.
+      redis.call('SET', '@RETRY@' .. id, math.max(tonumber(a) or 0, 0), 'PX', ARGV[5])
+      emit('requeued', id, 'try', try, 'worker', w, 'reason', note ~= '' and note or 'drain')
+      count('requeued')
     end
-    emit('dead', id, 'try', try, 'worker', w, 'error', note)
-    count('dead')
-  elseif kind == 'cancel' then
-    if a ~= '' then redis.call('SET', '@RESULT@' .. id, a, 'PX', ARGV[3]) end
-    redis.call('DEL', '@JOB@' .. id, '@IP@' .. id, '@RETRY@' .. id, '@ERR@' .. id, '@GROUP@' .. id)
-    redis.call('ZREM', KEYS[1], id)
-    redis.call('ZREM', KEYS[2], id)
-    if aborting then redis.call('ZREM', '@ABORT@', id) end
-    redis.call('PEXPIRE', '@PROG@' .. id, ARGV[3])
-    redis.call('PEXPIRE', '@LOGS@' .. id, ARGV[3])
-    emit('cancelled', id, 'try', try, 'worker', w, 'reason', note, 'duration_ms', dur)
-    count('cancelled')
-    if ran > 0 then count('run_ms', ran) end
-  elseif kind == 'back' then
-    queue_added = true  -- put back by a draining worker: another one should take it at once
-    redis.call('ZADD', KEYS[1], score, id)
-    redis.call('DEL', '@IP@' .. id)
-    redis.call('ZREM', KEYS[2], id)
-    -- Kept at 0 rather than deleted: the counter also says an event announced the job (see PICKUP_LUA). With its
-    -- own TTL: a plain arq producer's job had no counter until now.
-    redis.call('SET', '@RETRY@' .. id, math.max(tonumber(a) or 0, 0), 'PX', ARGV[5])
-    emit('requeued', id, 'try', try, 'worker', w, 'reason', note ~= '' and note or 'drain')
-    count('requeued')
   end
 end
 -- The result and log keys of trimmed ids (at most 1,000 a call), one DEL.
@@ -520,7 +525,6 @@ end
 if n_ok > 0 then
   redis.call('DEL', unpack(ok_del))
   redis.call('ZREM', KEYS[1], unpack(ok_ids))
-  redis.call('ZREM', KEYS[2], unpack(ok_ids))
   redis.call('ZADD', KEYS[3], unpack(ok_done))
   -- Most jobs write no progress and no log (their records say so): one EXISTS for the others, not two PEXPIRE each.
   if #ok_extra > 0 and redis.call('EXISTS', unpack(ok_extra)) > 0 then
@@ -552,7 +556,11 @@ if n_dead > 0 then
     trim_keys(old)
   end
 end
-for w, done in pairs(completed_by) do emit_jobs('completed', w, done.ids, done.tries, done.durs) end
+if n_ok > 0 then
+  emit_jobs('completed', w, ok_ids, ok_tries, ok_durs)
+  count('completed', n_ok)
+  count('run_ms', run_ok)
+end
 for field, n in pairs(counted) do tally(field, n) end
 -- Jobs that ended leave nothing new to run (unless a retry, a put-back or a held job let back did): no idle
 -- worker need answer this call's invalidation of the queue key.
@@ -567,23 +575,28 @@ return stale
 HEARTBEAT_LUA = _lua("""
 gbase = KEYS[5] or ''
 events_to(KEYS[6], KEYS[7], ARGV[5])
-local expiry = now + tonumber(ARGV[1])
-local lost = {}
+local lease_s = leased_s(now + tonumber(ARGV[1]))
+local lost, renew, n = {}, {}, 0
 for i = 6, #ARGV, 2 do
   local id, token = ARGV[i], ARGV[i+1]
   local _, owner = lease_of(id)
   if owner == token then
-    redis.call('ZADD', KEYS[1], expiry, id)
+    renew[n+1], renew[n+2] = lease_s, id
+    n = n + 2
   else
     lost[#lost+1] = id
   end
 end
+-- The leases are the jobs' parked scores (scores.LEASED): one ZADD moves them all forward. XX: never adds.
+if n > 0 then redis.call('ZADD', KEYS[3], 'XX', unpack(renew)) end
 redis.call('ZADD', KEYS[2], now + tonumber(ARGV[3]), ARGV[2])
 redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', '(' .. now)
 -- Cancel requests nobody acted on (a plain arq abort of an id that never ran here).
 redis.call('ZREMRANGEBYSCORE', '@ABORT@', '-inf', '(' .. (now - @ABORT_AGE@))
-local swept = sweep(KEYS[3], KEYS[1], tonumber(ARGV[4]))
+local swept = sweep(KEYS[3], KEYS[1], tonumber(ARGV[4]), true)
 if swept > 0 then redis.call('PUBLISH', KEYS[4], '1') end
+-- Renewed leases make nothing ready: their invalidation of the queue key need wake no idle worker.
+if n > 0 then own_change(KEYS[3]) end
 return {lost, swept}
 """)
 
@@ -609,6 +622,9 @@ class Picked:
     last_error: bytes | None
     token: str = ""
     aborted: bool = False  # a cancel request names it: end it cancelled without running it
+    # Its ownership record as the pickup wrote it (``arq:in-progress:<id>``): an outcome sends it back, and the
+    # finish script honours the outcome while the record is still this one (one string comparison per job).
+    record: bytes = b""
 
 
 @dataclass(frozen=True, slots=True)
@@ -637,11 +653,15 @@ class Finish:
     job_try: int = 0  # the try number its events carry
     ran_ms: int = -1  # how long the task ran (-1: it never ran); events' duration_ms and the run_ms total
     note: str = ""  # the error (retry, dead) or reason (cancel) its event carries, capped (events.ERROR_EVENT_CHARS)
+    held: bytes = b""  # the ownership record it was taken under (``Picked.record``); empty: the token alone is sent
 
-    def queued(self, token: str, done_at: float, job_try: int) -> Finish:
-        """This record, queued for writing: the holding token, when the try ended and its number. Built field by
-        field: ``dataclasses.replace`` costs several times as much, once per job (bench/run.py's profile)."""
-        return Finish(self.kind, self.job_id, self.a, self.b, token, done_at, job_try, self.ran_ms, self.note)
+    def queued(self, job: Picked, done_at: float) -> Finish:
+        """This record, queued for writing: the pickup that holds the job (its token, ownership record and try),
+        when the try ended. Built field by field: ``dataclasses.replace`` costs several times as much, once per job
+        (bench/run.py's profile)."""
+        return Finish(
+            self.kind, self.job_id, self.a, self.b, job.token, done_at, job.job_try, self.ran_ms, self.note, job.record
+        )
 
     def needs_check(self) -> bool:
         """Whether ``wire`` could fail: only text fields can (UTF-8 that does not encode); ids round-trip."""
@@ -655,7 +675,7 @@ class Finish:
         # fields must be valid UTF-8; the worker checks that when it builds the record (``Worker._storable``).
         note = self.note[:ERROR_EVENT_CHARS].encode("utf-8", "replace")
         return [
-            _KINDS[self.kind], _raw(self.job_id), _raw(self.token), _arg(self.a), _arg(self.b),
+            _KINDS[self.kind], _raw(self.job_id), self.held or _raw(self.token), _arg(self.a), _arg(self.b),
             b"%d" % ago, b"%d" % self.job_try, b"%d" % self.ran_ms, note,
         ]  # fmt: skip
 
@@ -761,6 +781,7 @@ class QueueOps:
             RETRY_TTL_MS,
             self.spec.events.stream_max,
             1 if self.spec.group is not None else 0,
+            self.worker_id,
         ]
         for r in records:
             args += r.wire()
@@ -901,19 +922,23 @@ class QueueOps:
 
 def parse_pickup(raw: Sequence[object], token: str) -> PickupResult:
     status, wait_ms, swept = int(raw[0]), int(raw[1]), int(raw[2])  # type: ignore[call-overload]
+    held = _raw(token)
     jobs = []
     for i in range(3, len(raw), 6):
         job_id, payload, job_try, score, err, aborted = raw[i : i + 6]
-        assert isinstance(job_id, bytes)
+        assert isinstance(job_id, bytes) and isinstance(score, bytes)
+        n = int(job_try)  # type: ignore[call-overload]
         jobs.append(
             Picked(
                 job_id=job_id.decode(errors="surrogateescape"),
                 payload=payload if isinstance(payload, bytes) else None,
-                job_try=int(job_try),  # type: ignore[call-overload]
-                score=int(float(score)),  # type: ignore[arg-type]
+                job_try=n,
+                score=int(float(score)),
                 last_error=err if isinstance(err, bytes) else None,
                 token=token,
                 aborted=aborted == 1,
+                # As the script wrote it: the score as Redis formatted it, the try, the token.
+                record=b"%s %d %s" % (score, n, held),
             )
         )
     return PickupResult(
