@@ -10,6 +10,7 @@ really blocks and a clock that really runs ahead, are in test_stalled_workers.py
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import json
 import time
@@ -30,7 +31,7 @@ from arqscale.core.keys import QueueKeys, group_key, in_progress_key, logs_key, 
 from arqscale.core.lua import RETRY_TTL_MS
 from arqscale.core.models import JobState
 from arqscale.core.producer import Producer
-from arqscale.core.serializers import json_dumps
+from arqscale.core.serializers import json_dumps, json_loads
 from arqscale.core.spec import QueueSpec, parse_queues
 from arqscale.worker import outcomes
 from arqscale.worker.pickup import Finish, Picked, QueueOps
@@ -159,6 +160,7 @@ async def test_an_outcome_holds_its_job_by_the_ownership_record_it_was_taken_und
     a = ops(redis, "wa", spec)
     [job] = await take(a, "wa.1")
     assert job.record == await redis.get(in_progress_key("j")) and job.job_try == before + 1
+    assert await redis.pttl(in_progress_key("j")) == -1  # no TTL: never evicted under a volatile-* maxmemory policy
     record = {
         "ok": lambda: ok(job),
         "retry": lambda: outcomes.retry(spec, job, 1, "boom", None, 0)[0],
@@ -537,13 +539,46 @@ async def test_a_lease_that_ran_out_is_listed_waiting_first_and_swept_by_the_nex
     from arqscale.core.job_listing import JobLister, ListState
 
     a = ops(redis, "wa")
-    await enqueue(redis, "stalled", "next")
+    await enqueue(redis, "a-stalled", "b-next")  # in one ms, ties go by id: these names keep enqueue order
     [job] = await take(a, "wa.1")
-    assert job.job_id == "stalled"
+    assert job.job_id == "a-stalled"
     await expire_leases()
     waiting = await JobLister(redis).page(SPEC, ListState.WAITING)
-    assert [item.job_id for item in waiting.items] == ["stalled", "next"] and waiting.total == 2
+    assert [item.job_id for item in waiting.items] == ["a-stalled", "b-next"] and waiting.total == 2
     assert (await JobLister(redis).page(SPEC, ListState.ACTIVE)).total == 0
     result = await a.pickup(1, "wa.2")
-    assert result.swept == 1 and [j.job_id for j in result.jobs] == ["stalled"]
+    assert result.swept == 1 and [j.job_id for j in result.jobs] == ["a-stalled"]
     assert result.jobs[0].job_try == 2 and result.jobs[0].score == job.score
+
+
+async def test_a_running_job_that_arq_aborts_is_ended_cancelled_even_when_its_worker_is_gone(redis: Redis) -> None:
+    """arq's ``Job.abort()`` takes a running job's parked score for a ready time ahead and moves the job to score 1,
+    out of the lease range. Its live worker renews it back under its lease; a worker that is gone (not in the
+    workers set) loses it to the next heartbeat of any worker, and the next pickup hands it out to be cancelled."""
+    from arq.jobs import Job
+
+    a, b = ops(redis, "wa"), ops(redis, "wb")
+    await enqueue(redis, "alive", "gone")
+    jobs = {j.job_id: j for j in await take(a, "wa.1", 2)}
+    assert (await a.heartbeat([], 10_000)).swept == 0  # worker A is alive: in the workers set
+    arq = ArqRedis(redis.connection_pool, job_serializer=json_dumps)
+    for job_id in ("alive", "gone"):
+        with contextlib.suppress(TimeoutError):
+            await Job(job_id, arq, _queue_name=SPEC.queue_key, _deserializer=json_loads).abort(
+                timeout=0.01, poll_delay=0.005
+            )
+        assert await redis.zscore(SPEC.queue_key, job_id) == 1  # arq's abort mark, out of the lease range
+    # A renews "alive" back under its lease; a pickup meanwhile does not take a job A still holds.
+    assert await take(b, "wb.1") == []
+    assert (await a.heartbeat([("alive", jobs["alive"].token)], 10_000)).lost == []
+    assert await lease(redis, "alive") is not None
+    # A is gone (it left the workers set); B's heartbeat ends its hold on "gone".
+    await a.leave()
+    assert (await b.heartbeat([], 10_000)).swept == 1
+    assert await redis.exists(in_progress_key("gone")) == 0 and await redis.get(retry_key("gone")) == b"1"
+    [job] = await take(b, "wb.2")
+    assert job.job_id == "gone" and job.aborted and job.job_try == 2
+    assert (
+        await b.finish([outcomes.cancelled(SPEC, job, "cancelled on request", 0).queued(job, time.monotonic())]) == []
+    )
+    assert await state(redis, "gone") is JobState.CANCELLED

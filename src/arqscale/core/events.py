@@ -226,6 +226,13 @@ end
 -- job "<try> <duration ms, or nothing> <id length in bytes> <id>", end to end. The entry's id is the first job's
 -- event id; the others take the next ids, which XSETID reserves (the stream's next entry comes after them).
 -- A lone job gets the plain one-event entry.
+-- " <id length> ", formatted once per length (ids of one producer mostly share theirs).
+local len_memo = {}
+local function len_tail(l)
+  local t = len_memo[l]
+  if not t then t = ' ' .. string.format('%d', l) .. ' '; len_memo[l] = t end
+  return t
+end
 local function emit_jobs(event, worker, ids, tries, durs)
   local n = #ids
   if n == 0 or not ev_on() then return end
@@ -237,11 +244,19 @@ local function emit_jobs(event, worker, ids, tries, durs)
     return
   end
   for from = 1, n, @PER_ENTRY@ do
-    local parts = {}
+    -- The pieces end to end, joined once: no string per job (each would be hashed and collected).
+    local parts, k = {}, 0
     local to = math.min(from + @PER_ENTRY@ - 1, n)
     for i = from, to do
       local id = ids[i]
-      parts[i - from + 1] = tries[i] .. ' ' .. (durs and durs[i] or '') .. ' ' .. num_s(#id) .. ' ' .. id
+      local d = durs and durs[i]
+      if d then
+        parts[k+1], parts[k+2], parts[k+3], parts[k+4], parts[k+5] = tries[i], ' ', d, len_tail(#id), id
+        k = k + 5
+      else
+        parts[k+1], parts[k+2], parts[k+3] = tries[i], ' ', len_tail(#id), id
+        k = k + 4
+      end
     end
     local first = redis.call('XADD', ev_stream, 'MAXLEN', '~', ev_max_s, '*', 'event', event, 'at', ev_now_s,
                              'worker', worker, 'jobs', table.concat(parts))

@@ -6,9 +6,11 @@ working: the queue sorted set (``arq:queue:<name>``, score = when the job may ru
 
 arqscale adds, per queue, under ``arqscale:<queue>:``:
 
-- ``active``: sorted set job id -> lease expiry (Redis ms). A running job leaves the queue's sorted
-  set at pickup and lives here; its worker's heartbeat renews the entry, and an expired one (a dead or
-  stalled worker) is swept back into the queue by the next pickup or heartbeat of any worker.
+- ``active``: sorted set job id -> lease expiry (Redis ms), where earlier workers kept their running jobs'
+  leases. Running jobs now stay in the queue's sorted set parked under their lease (``scores.LEASED``): the
+  worker's heartbeat moves the parked score forward, and an expired one (a dead or stalled worker) is swept
+  back to its place in line by the next pickup or heartbeat of any worker. This set is read and swept only
+  while such leases remain (a rolling upgrade).
 - ``paused``: present while the queue is paused.
 - ``starts``: sorted set of recent job starts (the cross-process sliding-window rate limit).
 - ``pick:<worker id>`` (and ``pick:<worker id>:1``, ``:2``): the token and job ids of a worker's last pickup in

@@ -44,7 +44,10 @@ from arqscale.core.spec import QueueSpec
 
 logger = logging.getLogger("arqscale.worker")
 
-# The in-progress key is deleted by the finish or the sweep; its TTL only keeps a bug from leaving one forever.
+# The in-progress key (the ownership record) is deleted by the outcome or the sweep that ends the lease, and has no
+# TTL: a TTL would make it a candidate for eviction under Redis' volatile-* maxmemory policies (a job's ownership
+# gone while it runs: run twice), and it cost 3 % of a no-op job's Redis work (bench/redis_cost.py). Kept as an
+# argument for the scripts' positions; unused.
 IN_PROGRESS_TTL_MS = RETRY_TTL_MS
 # Caps that keep every script call short, whatever the backlog: Redis runs one script at a time.
 MAX_PICKUP = 1000  # jobs taken by one call
@@ -73,7 +76,7 @@ def _lua(source: str) -> LuaTemplate:
 # KEYS: queue, active, paused, starts (rate window), pick (this worker's last pickup), group prefix,
 #       events stream, totals hash, marker (added again when ready jobs may remain: the next idle worker wakes)
 # ARGV: wanted, token, lease ms, rate max (0 = none), rate interval ms, retry ttl ms (unused now that a pickup
-#       writes no try counter; kept so the positions stay), in-progress ttl ms,
+#       writes no try counter; kept so the positions stay), in-progress ttl ms (unused: the record has no TTL),
 #       sweep max, skip max, per-key concurrency (0 = none), per-key rate max (0 = none), per-key rate
 #       interval ms, key kwarg ('' = none), hold max, events max len (0 = none), may be a resend (1: this token
 #       may have been sent before; 0: fresh), band lows... (from ARGV[BANDS_ARG])
@@ -199,9 +202,9 @@ end
 local lease_s = leased_s(now + tonumber(ARGV[3]))
 local taken, skip_left, hold_left, hold_max = {}, tonumber(ARGV[9]), tonumber(ARGV[14]), tonumber(ARGV[14])
 local nt = 0  -- #taken
--- Per job taken: its queue score, its payload when the per-key check already read it, its try counter as read
--- (false: none, a plain arq producer's job) and the try it is taken for.
-local taken_score, taken_payload, taken_before, taken_try, taken_try_s = {}, {}, {}, {}, {}
+-- Per job taken: its queue score and the try it is taken for (as text); its payload when the per-key check already
+-- read it; whether it had no try counter (a plain arq producer's job, which no event announced yet).
+local taken_score, taken_try_s, taken_payload, unannounced = {}, {}, {}, {}
 -- Read once per call, not per job: nothing in the loop below adds to `pend` (a queue without `group:`, or whose
 -- keyed jobs were all picked, then runs no HGET per job).
 local pend_live = gbase ~= '' and redis.call('EXISTS', gbase .. 'pend') == 1
@@ -227,16 +230,17 @@ for b = @BANDS@, #ARGV do
       local ip = '@IP@' .. id
       local k, payload, due = nil, nil, nil
       local before = befores[(i + 1) / 2]
-      local try = (tonumber(before) or 0) + 1
-      local try_s = num_s(try)
+      local try_s = '1'  -- a first try (a counter of 0, or none: a plain arq producer's job) needs no arithmetic
+      if before and before ~= '0' then try_s = num_s((tonumber(before) or 0) + 1) end
       local owner_rec = score .. ' ' .. try_s .. ' ' .. token
       local arq_held
       if limited then
         arq_held = redis.call('EXISTS', ip) == 1
       else
         -- Without per-key limits a job not held by an arq-style worker is taken: claim it in the same command
-        -- that tells (SET NX fails when an in-progress key exists), one command per job instead of two.
-        arq_held = not redis.call('SET', ip, owner_rec, 'PX', ARGV[7], 'NX')
+        -- that tells (SET NX fails when an in-progress key exists), one command per job instead of two. GET:
+        -- the reply is the value found (or nil), not a status Lua would turn into a table for every job.
+        arq_held = redis.call('SET', ip, owner_rec, 'NX', 'GET') ~= false
       end
       if pend_live and not arq_held then group_unpend(id) end
       if limited and not arq_held then
@@ -268,14 +272,13 @@ for b = @BANDS@, #ARGV do
         park[np+1] = lease_s
         park[np+2] = id
         np = np + 2
-        if limited then redis.call('SET', ip, owner_rec, 'PX', ARGV[7]) end
+        if limited then redis.call('SET', ip, owner_rec) end
         nt = nt + 1
         taken[nt] = id
         taken_score[nt] = score
-        taken_payload[nt] = payload or false
-        taken_before[nt] = before
-        taken_try[nt] = try
         taken_try_s[nt] = try_s
+        if payload then taken_payload[nt] = payload end
+        if not before then unannounced[nt] = true end
       end
     end
     if np > 0 then redis.call('ZADD', KEYS[1], unpack(park)) end
@@ -289,17 +292,26 @@ if #taken > 0 then
   for i, id in ipairs(taken) do jks[i] = '@JOB@' .. id end
   local payloads = redis.call('MGET', unpack(jks))
   local announced_here = 0
+  -- Read once for the call (see hand_out: the abort set, and score 1).
+  aborting = redis.call('EXISTS', '@ABORT@') == 1
+  local n = n_out
   for i, id in ipairs(taken) do
+    local payload = taken_payload[i] or payloads[i]
     -- A missing counter tells a job no event announced, a plain arq producer's (ours start at 0), which gets
     -- its `waiting` event here, before `active`.
-    local try = taken_try[i]
-    local payload = taken_payload[i] or payloads[i]
-    if not taken_before[i] then
+    if unannounced[i] then
       emit('waiting', id, 'enqueued', enqueued_of(payload))
       announced_here = announced_here + 1
     end
-    hand_out(id, try, taken_score[i], payload)
+    -- As hand_out, inline: a function call per job costs about what the rest of this does.
+    local try_s, score = taken_try_s[i], taken_score[i]
+    local err = false
+    if try_s ~= '1' then err = redis.call('GET', '@ERR@' .. id) end
+    out[n+1], out[n+2], out[n+3], out[n+4], out[n+5] = id, payload, try_s, score, err
+    out[n+6] = (score == '1' or (aborting and redis.call('ZSCORE', '@ABORT@', id))) and 1 or 0
+    n = n + 6
   end
+  n_out = n
   -- After every `waiting` above: a job's `waiting` comes before its `active`.
   emit_jobs('active', worker, taken, taken_try_s)
   -- Counted once per call, not per job.
@@ -426,7 +438,8 @@ for i = 9, #ARGV, 9 do
     -- Written by another owner now, or settled already (a resend): nothing to do.
   elseif kind == 'ok' then
     local a, try, ran = ARGV[i+3], ARGV[i+6], ARGV[i+7]
-    if a ~= '' then redis.call('SET', '@RESULT@' .. id, a, 'PX', ARGV[1]) end
+    -- GET: the reply is the old value (none, almost always), not a status Lua would make a table of.
+    if a ~= '' then redis.call('SET', '@RESULT@' .. id, a, 'PX', ARGV[1], 'GET') end
     local n = n_del
     ok_del[n+1], ok_del[n+2], ok_del[n+3] = '@JOB@' .. id, ipks[r], '@RETRY@' .. id
     n = n + 3
@@ -594,6 +607,22 @@ redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', '(' .. now)
 -- Cancel requests nobody acted on (a plain arq abort of an id that never ran here).
 redis.call('ZREMRANGEBYSCORE', '@ABORT@', '-inf', '(' .. (now - @ABORT_AGE@))
 local swept = sweep(KEYS[3], KEYS[1], tonumber(ARGV[4]), true)
+-- arq's Job.abort() of a running job moves it to score 1 (it takes the parked score for a ready time ahead), which
+-- takes it out of the lease range: its worker renews it back (ZADD XX above) and ends it cancelled. When that
+-- worker is gone (not in the workers set), the job's ownership ends here; left at score 1, the next pickup hands
+-- it out to be ended cancelled, unrun.
+for _, id in ipairs(redis.call('ZRANGEBYSCORE', KEYS[3], 1, 1, 'LIMIT', 0, 100)) do
+  local _, owner, try = lease_of(id)
+  if owner then
+    local alive = redis.call('ZSCORE', KEYS[2], worker_of(owner))
+    if not alive or tonumber(alive) < now then
+      redis.call('DEL', '@IP@' .. id)
+      group_release(KEYS[3], id)
+      requeued_stalled(id, owner, try)
+      swept = swept + 1
+    end
+  end
+end
 if swept > 0 then redis.call('PUBLISH', KEYS[4], '1') end
 -- Renewed leases make nothing ready: their invalidation of the queue key need wake no idle worker.
 if n > 0 then own_change(KEYS[3]) end
