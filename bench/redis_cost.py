@@ -80,10 +80,18 @@ def child(port: int, queue: str, n: int, events: bool) -> dict[str, Any]:
         ops = QueueOps(client, spec, "bench-worker")
         # Each pickup with a token never sent before, as the worker's are (versions that can tell it).
         fresh: dict[str, Any] = {"fresh": True} if "fresh" in inspect.signature(ops.pickup).parameters else {}
+        # Each outcome with the ownership record its job was taken under, as the worker sends it (versions that
+        # have one; earlier ones send the token).
+        by_record = "held" in inspect.signature(Finish).parameters
+
+        def done(j: Any) -> Any:
+            held: dict[str, Any] = {"held": j.record} if by_record else {}
+            return Finish("ok", j.job_id, RESULT, token=j.token, job_try=j.job_try, ran_ms=1, **held)
+
         # Scripts loaded and connections open before the clock starts.
         await producer.enqueue_many(queue, [JobRequest(function="noop")])
         first = (await ops.pickup(1, "bench-worker.0")).jobs
-        await ops.finish([Finish("ok", j.job_id, RESULT, token=j.token, job_try=j.job_try, ran_ms=1) for j in first])
+        await ops.finish([done(j) for j in first])
         out: dict[str, Any] = {}
         cpu, calls = redis_cpu(r), command_calls(r)
         for _ in range(0, n, BATCH):
@@ -98,8 +106,7 @@ def child(port: int, queue: str, n: int, events: bool) -> dict[str, Any]:
             picked = (await ops.pickup(BATCH, f"bench-worker.{i}", **fresh)).jobs
             if not picked:
                 break
-            done = [Finish("ok", j.job_id, RESULT, token=j.token, job_try=j.job_try, ran_ms=1) for j in picked]
-            await ops.finish(done)
+            await ops.finish([done(j) for j in picked])
         cpu3, calls3 = redis_cpu(r), command_calls(r)
         out["run_cpu_us"] = (cpu3 - cpu2) / n * 1e6
         out["run_usec"] = (calls3["evalsha"][1] - calls2["evalsha"][1]) / n

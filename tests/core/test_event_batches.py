@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 from redis.asyncio import Redis
 
 from arqscale.core import event_stream
-from arqscale.core.events import EVENTS_PER_ENTRY, Event, events_key, id_tuple, split_entry, unpack_jobs
+from arqscale.core.events import EVENTS_PER_ENTRY, Event, events_key, id_tuple, pack_jobs, split_entry, unpack_jobs
 from event_support import Job, emit_jobs
 
 # Ids are any bytes arq accepts: spaces, digits, NUL, invalid UTF-8 (the length prefix keeps them apart).
@@ -106,3 +106,20 @@ def test_a_jobs_field_that_does_not_parse_yields_the_jobs_before_it(packed: byte
 
 def test_an_entry_without_jobs_is_one_event_under_its_own_id() -> None:
     assert split_entry(b"7-3", {b"event": b"waiting", b"job": b"x"}) == [("7-3", {b"event": b"waiting", b"job": b"x"})]
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=list(HealthCheck))
+@given(batch=jobs)
+async def test_a_workers_ready_made_jobs_field_is_the_one_the_script_builds(redis: Redis, batch: list[Job]) -> None:
+    """A finish call takes its successes' `completed` entries ready-made from the worker (``pack_jobs``): byte for
+    byte what ``emit_jobs`` builds, so readers cannot tell who built them."""
+    if len(batch) < 2:
+        return
+    await redis.delete(events_key("q"))
+    await emit_jobs(redis, "q", "completed", batch)
+    built = [fields[b"jobs"] for _, fields in await redis.xrange(events_key("q"))]
+    ready_made = [
+        pack_jobs([(t, d, job_id) for job_id, t, d in batch[i : i + EVENTS_PER_ENTRY]])
+        for i in range(0, len(batch), EVENTS_PER_ENTRY)
+    ]
+    assert built == ready_made

@@ -582,3 +582,29 @@ async def test_a_running_job_that_arq_aborts_is_ended_cancelled_even_when_its_wo
         await b.finish([outcomes.cancelled(SPEC, job, "cancelled on request", 0).queued(job, time.monotonic())]) == []
     )
     assert await state(redis, "gone") is JobState.CANCELLED
+
+
+async def test_a_finishs_completed_events_name_exactly_the_jobs_it_completed(redis: Redis) -> None:
+    """The successes' `completed` events come ready-made with the records (all of them held their jobs) or are
+    built by the script from the records that did (one was stale): either way one event per job completed."""
+    from arqscale.core.event_stream import history
+
+    a = ops(redis, "wa")
+    ids = [f"j{i:02d}" for i in range(45)]
+    await enqueue(redis, *ids)
+    jobs = await take(a, "wa.1", 45)
+    records = [dataclasses.replace(ok(j), ran_ms=i, job_try=j.job_try, held=j.record) for i, j in enumerate(jobs)]
+    assert len(a._completed_events(records)) == 3  # 20 + 20 + 5, ready-made
+    assert await a.finish(records) == []
+    done = [e for e in await history(redis, "q") if e.event == "completed"]
+    assert [(e.job, e.job_try, e.duration_ms, e.worker) for e in done] == [
+        (j.job_id, 1, i, "wa") for i, j in enumerate(jobs)
+    ]
+    # Three more, one of which another worker took over meanwhile: its record is stale, the other two complete.
+    await enqueue(redis, "k1", "k2", "k3")
+    mine = {j.job_id: j for j in await take(a, "wa.2", 3)}
+    await redis.set(in_progress_key("k2"), "0 2 wb.1")  # as if swept back and taken by worker B
+    records = [dataclasses.replace(ok(j), ran_ms=7, held=j.record) for j in mine.values()]
+    assert await a.finish(records) == ["k2"]
+    done = [e.job for e in await history(redis, "q") if e.event == "completed"]
+    assert done[45:] == ["k1", "k3"]

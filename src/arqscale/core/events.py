@@ -148,6 +148,15 @@ def unpack_jobs(packed: bytes | str) -> list[tuple[bytes, bytes, bytes]]:
     return out
 
 
+def pack_jobs(jobs: Sequence[tuple[int, int | None, bytes]]) -> bytes:
+    """A batched entry's ``jobs`` field for (try, duration ms or None, id) per job, as ``EVENTS_LUA``'s
+    ``emit_jobs`` builds it (``unpack_jobs`` reads it back)."""
+    return b"".join(
+        b"%d %s %d %s" % (job_try, b"" if duration is None else b"%d" % duration, len(job), job)
+        for job_try, duration, job in jobs
+    )
+
+
 def is_stream_id(text: str) -> bool:
     """A complete Redis stream id (``<ms>-<seq>``), as used for ``after`` and ``Last-Event-ID``."""
     if not _STREAM_ID.match(text):
@@ -233,6 +242,16 @@ local function len_tail(l)
   if not t then t = ' ' .. string.format('%d', l) .. ' '; len_memo[l] = t end
   return t
 end
+-- One batched entry: `packed` is the `jobs` field of m jobs (m > 1), built here or by the caller (a worker sends its
+-- successes' fields ready-made: events.pack_jobs).
+local function emit_packed(event, worker, packed, m)
+  local first = redis.call('XADD', ev_stream, 'MAXLEN', '~', ev_max_s, '*', 'event', event, 'at', ev_now_s,
+                           'worker', worker, 'jobs', packed)
+  if m > 1 then
+    local ms, seq = string.match(first, '^(%d+)-(%d+)$')
+    redis.call('XSETID', ev_stream, ms .. '-' .. string.format('%d', tonumber(seq) + m - 1))
+  end
+end
 local function emit_jobs(event, worker, ids, tries, durs)
   local n = #ids
   if n == 0 or not ev_on() then return end
@@ -254,16 +273,11 @@ local function emit_jobs(event, worker, ids, tries, durs)
         parts[k+1], parts[k+2], parts[k+3], parts[k+4], parts[k+5] = tries[i], ' ', d, len_tail(#id), id
         k = k + 5
       else
-        parts[k+1], parts[k+2], parts[k+3] = tries[i], ' ', len_tail(#id), id
+        parts[k+1], parts[k+2], parts[k+3], parts[k+4] = tries[i], ' ', len_tail(#id), id
         k = k + 4
       end
     end
-    local first = redis.call('XADD', ev_stream, 'MAXLEN', '~', ev_max_s, '*', 'event', event, 'at', ev_now_s,
-                             'worker', worker, 'jobs', table.concat(parts))
-    if to > from then
-      local ms, seq = string.match(first, '^(%d+)-(%d+)$')
-      redis.call('XSETID', ev_stream, ms .. '-' .. string.format('%d', tonumber(seq) + to - from))
-    end
+    emit_packed(event, worker, table.concat(parts), to - from + 1)
   end
 end
 local function tally(field, n)

@@ -37,7 +37,7 @@ from redis.exceptions import NoScriptError, RedisError
 
 from arqscale.core import scores
 from arqscale.core.cancellation import ABORT_MAX_AGE_MS
-from arqscale.core.events import ERROR_EVENT_CHARS, MESSAGE_EVENT_CHARS
+from arqscale.core.events import ERROR_EVENT_CHARS, EVENTS_PER_ENTRY, MESSAGE_EVENT_CHARS, pack_jobs
 from arqscale.core.keys import QueueKeys
 from arqscale.core.lua import LEASE_LUA, NOW_LUA, RETRY_TTL_MS, LuaTemplate, exchange, pack
 from arqscale.core.spec import QueueSpec
@@ -362,7 +362,9 @@ return out
 # KEYS: queue, active, completed, dlq, dlq_index, group prefix, events stream, totals hash
 # ARGV: completed ttl ms, completed max, failed ttl ms, failed max, error and try counter ttl ms, events max len,
 #       keyed ('1': the queue has per-key limits, so a job may have a stored key to delete; '0': none can),
-#       worker id (its events'), then records of nine: kind, id, held, a, b, ago, try, ran ms, note
+#       worker id (its events'), then records of nine: kind, id, held, a, b, ago, try, ran ms, note, then the
+#       successes' `completed` events ready-made (``events.pack_jobs``: the `jobs` field of each run of up to 20
+#       successive ok records, only when there are two or more), then how many such fields there are
 #   held:  the ownership record the job was taken under (``Picked.record``), or the pickup token alone
 #   try, ran: the try number and how long it ran (ms; -1 = it never ran); note: the error (retry, dead) or the
 #          reason (cancel) its event carries
@@ -383,7 +385,8 @@ return out
 # A dead-letter entry and a failed result go together: a success under the same id (a new job under an id
 # whose entry was kept) removes the entry, and trimming an entry deletes its result, so a requeue or purge
 # may delete the result key of any id in the store.
-FINISH_LUA = _lua("""
+FINISH_LUA = _lua(
+    """
 local n_ok, n_dead = 0, 0
 local stale = {}
 local keyed = ARGV[7] == '1'
@@ -404,18 +407,21 @@ local function count(field, n)
 end
 -- The ownership records of the whole batch, one MGET. A record ends its job's lease; a later record of the same id
 -- in this call then finds it ended (stale), as it would have read it after the first one's writes.
+local n_pre = tonumber(ARGV[#ARGV]) or 0
+local last = #ARGV - 1 - n_pre  -- the records' end
 local ipks = {}
-for i = 9, #ARGV, 9 do ipks[(i - 9) / 9 + 1] = '@IP@' .. ARGV[i+1] end
+for i = 9, last, 9 do ipks[(i - 9) / 9 + 1] = '@IP@' .. ARGV[i+1] end
 local owners = #ipks > 0 and redis.call('MGET', unpack(ipks)) or {}
 local ended = {}
 -- The successes' writes that take many keys or members, one command each for the batch after the loop: their
 -- keys to delete, their ids (queue), their `completed` entries and events, their progress and log keys.
-local ok_del, ok_ids, ok_done, ok_tries, ok_durs, ok_extra = {}, {}, {}, {}, {}, {}
+local ok_del, ok_ids, ok_done, ok_extra = {}, {}, {}, {}
+local ok_stale = false  -- an ok record was dropped: the ready-made events name it, so they are built here instead
 local n_del = 0  -- #ok_del (n_ok counts the others)
 local run_ok = 0  -- the successes' run ms, added to the totals once
 -- Each record's finish time as a score, formatted once per distinct `ago` (a batch's records mostly share it).
 local at_of = {}
-for i = 9, #ARGV, 9 do
+for i = 9, last, 9 do
   local kind, id, held = ARGV[i], ARGV[i+1], ARGV[i+2]
   local r = (i - 9) / 9 + 1  -- the record's place in the batch
   local rec = owners[r]
@@ -429,8 +435,9 @@ for i = 9, #ARGV, 9 do
   end
   if not owned then
     stale[#stale+1] = id
+    if kind == 'ok' then ok_stale = true end
   else
-    ended[id] = true
+    ended[id] = i  -- which record ended it
     -- Every outcome ends the lease: the job's key gets its slot back (once: the ownership check drops a resend).
     if gbase ~= '' then group_release(KEYS[1], id) end
   end
@@ -456,12 +463,7 @@ for i = 9, #ARGV, 9 do
     if not at_s then at_s = string.format('%d', now - math.max(tonumber(ago) or 0, 0)); at_of[ago] = at_s end
     ok_done[2*n_ok-1] = at_s
     ok_done[2*n_ok] = id
-    ok_tries[n_ok] = try
-    -- As sent: text, not a number, which Lua would format again. -1: the task never ran (no duration).
-    if ran ~= '-1' then
-      ok_durs[n_ok] = ran
-      if ran ~= '0' then run_ok = run_ok + ran end
-    end
+    if ran ~= '-1' and ran ~= '0' then run_ok = run_ok + ran end  -- -1: the task never ran
     if ARGV[i+4] ~= '' then  -- the job may have progress or log lines stored: they get the result's TTL below
       ok_extra[#ok_extra+1] = '@PROG@' .. id
       ok_extra[#ok_extra+1] = '@LOGS@' .. id
@@ -570,7 +572,24 @@ if n_dead > 0 then
   end
 end
 if n_ok > 0 then
-  emit_jobs('completed', w, ok_ids, ok_tries, ok_durs)
+  if n_pre > 0 and not ok_stale and n_ok > 1 and ev_on() then
+    -- As sent: every ok record held its job, so the fields name exactly the jobs completed here.
+    for c = 1, n_pre do
+      emit_packed('completed', w, ARGV[last + c], math.min(@PER_ENTRY@, n_ok - (c - 1) * @PER_ENTRY@))
+    end
+  else
+    -- Built here from the records that held their jobs (a record's try and duration as sent: text, not a number,
+    -- which Lua would format again; no duration when the task never ran).
+    local ids, tries, durs, m = {}, {}, {}, 0
+    for i = 9, last, 9 do
+      if ARGV[i] == 'ok' and ended[ARGV[i+1]] == i then
+        m = m + 1
+        ids[m], tries[m] = ARGV[i+1], ARGV[i+6]
+        if ARGV[i+7] ~= '-1' then durs[m] = ARGV[i+7] end
+      end
+    end
+    emit_jobs('completed', w, ids, tries, durs)
+  end
   count('completed', n_ok)
   count('run_ms', run_ok)
 end
@@ -579,7 +598,8 @@ for field, n in pairs(counted) do tally(field, n) end
 -- worker need answer this call's invalidation of the queue key.
 if next(ended) ~= nil then own_change(KEYS[1]) end
 return stale
-""")
+""".replace("@PER_ENTRY@", str(EVENTS_PER_ENTRY))
+)
 
 # KEYS: active, workers, queue, wake channel, group prefix, events stream, totals hash
 # ARGV: lease ms, worker id, worker heartbeat ttl ms, sweep max, events max len, then pairs: job id, token
@@ -764,10 +784,9 @@ class QueueOps:
         # once. A cluster client routes each command itself, so it keeps redis-py's pipeline.
         self._framed = isinstance(redis, Redis)
         finish_keys = self._finish_keys()
-        self._finish_fixed = 3 + len(finish_keys) + len(self._finish_args([]))
-        self._finish_head = _items(
-            ["EVALSHA", self._finish.sha, len(finish_keys), *finish_keys, *self._finish_args([])]
-        )
+        fixed_args = self._finish_fixed_args()
+        self._finish_fixed = 3 + len(finish_keys) + len(fixed_args) + 1  # + the count of ready-made events
+        self._finish_head = _items(["EVALSHA", self._finish.sha, len(finish_keys), *finish_keys, *fixed_args])
         fixed = self._pickup_args(0, "")
         self._pickup_heads = [
             _items(["EVALSHA", self._pickup.sha, len(self._pickup_keys(lane)), *self._pickup_keys(lane)])
@@ -799,9 +818,9 @@ class QueueOps:
             *self._band_lows,
         ]
 
-    def _finish_args(self, records: Sequence[Finish]) -> list[bytes | str | int]:
+    def _finish_fixed_args(self) -> list[bytes | str | int]:
         ret = self.spec.retention
-        args: list[bytes | str | int] = [
+        return [
             # PX 0 is an error in Redis; with completed_seconds 0 no result is written (see worker).
             max(ret.completed_seconds * 1000, 1),
             ret.completed_max,
@@ -812,9 +831,24 @@ class QueueOps:
             1 if self.spec.group is not None else 0,
             self.worker_id,
         ]
+
+    def _finish_args(self, records: Sequence[Finish]) -> list[bytes | str | int]:
+        args = self._finish_fixed_args()
         for r in records:
             args += r.wire()
-        return args
+        events = self._completed_events(records)
+        return [*args, *events, len(events)]
+
+    def _completed_events(self, records: Sequence[Finish]) -> list[bytes]:
+        """The successes' ``completed`` events ready-made, the ``jobs`` field of each run of up to
+        ``EVENTS_PER_ENTRY`` ok records: Lua built them at about 6 % of a no-op job's Redis work
+        (bench/redis_cost.py). None for a lone success (it gets the plain one-event entry) or without events."""
+        if self.spec.events.stream_max <= 0:
+            return []
+        oks = [(r.job_try, r.ran_ms if r.ran_ms >= 0 else None, _raw(r.job_id)) for r in records if r.kind == "ok"]
+        if len(oks) < 2:
+            return []
+        return [pack_jobs(oks[i : i + EVENTS_PER_ENTRY]) for i in range(0, len(oks), EVENTS_PER_ENTRY)]
 
     async def pickup(self, wanted: int, token: str, *, fresh: bool = False, lane: int = 0) -> PickupResult:
         """Take up to ``wanted`` jobs under ``token``; ``fresh``: the token was never sent before (no resend check);
@@ -866,8 +900,10 @@ class QueueOps:
     def _framed_trip(self, records: Sequence[Finish], wanted: int, token: str, fresh: bool, lane: int) -> bytes:
         """The finish call (and the pickup when ``wanted``) in RESP, as ``_pipelined_trip`` would send them: redis-py
         encoding and framing each of a record's nine arguments was a seventh of a no-op job's worker CPU."""
-        parts = [b"*%d\r\n" % (self._finish_fixed + 9 * len(records)), self._finish_head]
+        events = self._completed_events(records)
+        parts = [b"*%d\r\n" % (self._finish_fixed + 9 * len(records) + len(events)), self._finish_head]
         parts += [r.packed() for r in records]
+        parts.append(_items([*events, len(events)]))
         if wanted > 0:
             parts += [
                 b"*%d\r\n" % self._pickup_count,
