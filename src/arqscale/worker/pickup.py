@@ -288,14 +288,16 @@ end
 if #taken > 0 then
   -- The payloads, one command for the whole call. The try counter is not written: the try taken is in the
   -- ownership record (see lua.LEASE_LUA); the lease is the parked score.
+  -- Numeric loops, not ipairs: ipairs calls its iterator once per job.
   local jks = {}
-  for i, id in ipairs(taken) do jks[i] = '@JOB@' .. id end
+  for i = 1, nt do jks[i] = '@JOB@' .. taken[i] end
   local payloads = redis.call('MGET', unpack(jks))
   local announced_here = 0
   -- Read once for the call (see hand_out: the abort set, and score 1).
   aborting = redis.call('EXISTS', '@ABORT@') == 1
   local n = n_out
-  for i, id in ipairs(taken) do
+  for i = 1, nt do
+    local id = taken[i]
     local payload = taken_payload[i] or payloads[i]
     -- A missing counter tells a job no event announced, a plain arq producer's (ours start at 0), which gets
     -- its `waiting` event here, before `active`.
