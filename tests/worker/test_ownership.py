@@ -608,3 +608,46 @@ async def test_a_finishs_completed_events_name_exactly_the_jobs_it_completed(red
     assert await a.finish(records) == ["k2"]
     done = [e.job for e in await history(redis, "q") if e.event == "completed"]
     assert done[45:] == ["k1", "k3"]
+
+
+JSON_VALUES = st.recursive(
+    st.none() | st.booleans() | st.integers(-(2**53), 2**53) | st.text(max_size=8),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=4), inner, max_size=3),
+    max_leaves=6,
+)
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=list(HealthCheck))
+@given(
+    serializer=st.sampled_from(["json", "pickle"]),
+    ours=st.booleans(),
+    compact=st.booleans(),
+    args=st.lists(JSON_VALUES, max_size=3),
+    kwargs=st.dictionaries(st.text(min_size=1, max_size=5), JSON_VALUES, max_size=3),
+)
+async def test_every_job_is_announced_once_whoever_enqueued_it(
+    redis: Redis, serializer: str, ours: bool, compact: bool, args: list[Any], kwargs: dict[str, Any]
+) -> None:
+    """Our producer announces a job at enqueue and marks its payload so (no try counter is written); the pickup
+    announces a plain arq producer's job (arq's payload, in any of its encodings). Either way one `waiting` event
+    and one `enqueued` in the totals per job, and a first try's success leaves no try counter behind."""
+    from arqscale.core.event_stream import history, totals
+    from arqscale.core.models import JobRequest
+
+    await redis.flushall()
+    spec = make_spec(serializer=serializer)
+    if ours:
+        await Producer(redis, {"q": spec}).enqueue_many(
+            "q", [JobRequest(function="add", args=args, kwargs=kwargs, job_id="j")]
+        )
+    else:
+        dumps = (json_dumps if compact else lambda d: json.dumps(d).encode()) if serializer == "json" else None
+        arq = ArqRedis(redis.connection_pool, job_serializer=dumps)
+        await arq.enqueue_job("add", *args, _job_id="j", _queue_name=spec.queue_key, **kwargs)
+    a = ops(redis, "wa", spec)
+    [job] = await take(a, "wa.1")
+    assert not job.counted  # a first try: no try counter
+    assert [e.event for e in await history(redis, "q")] == ["waiting", "active"]
+    assert (await totals(redis, "q"))["enqueued"] == 1
+    assert await a.finish([dataclasses.replace(ok(job), held=job.record)]) == []
+    assert await redis.exists(retry_key("j"), in_progress_key("j")) == 0

@@ -28,15 +28,15 @@ from arqscale.core.spec import QueueSpec, arq_queue
 # queue that stays unattended over a weekend must not lose work, so keep payloads for two weeks.
 PAYLOAD_TTL_MS = 14 * 86_400_000
 
-# KEYS: job, result, queue, the job's group key, the queue's group prefix, the job's try counter, events stream,
-#       totals hash, the job's callback key.
+# KEYS: job, result, queue, the job's group key, the queue's group prefix, the job's try counter (unused: kept for
+#       the positions), events stream, totals hash, the job's callback key.
 # ARGV: job id, payload, band offset ms, delay ms, ttl ms, wake channel ('' = publish nothing: the caller does),
 #       job's key ('' = none), store it (1: given at enqueue; 0: the pickup derives it from a kwarg),
 #       per-key concurrency, per-key rate max, per-key rate interval ms, lease ms (all 0 without limits),
 #       function name, events max len (0 = none),
 #       callback URL ('' = none; stored with the payload's TTL, read by the webhook deliverer).
-# Writes the job's `waiting` (or `delayed`) event and its try counter at 0: the counter tells the pickup that an
-# event announced the job (a plain arq producer's job has none; the pickup writes its `waiting` then).
+# Writes the job's `waiting` (or `delayed`) event. The payload's try field, 0 (``job_payload``), tells the pickup
+# that an event announced the job (a plain arq producer's payload has None there; the pickup writes its `waiting`).
 # The score is Redis' clock plus the delay, in the job's band: a producer whose clock runs ahead must not
 # make its jobs look deferred to every worker (docs/design.md, "Redis keeps the time").
 # A ready job whose key is at its limit goes straight into the key's waiting set: a burst of one key never
@@ -49,7 +49,6 @@ if redis.call('EXISTS', KEYS[1], KEYS[2]) > 0 then return 0 end
 redis.call('PSETEX', KEYS[1], ARGV[5], ARGV[2])
 if ARGV[15] ~= '' then redis.call('PSETEX', KEYS[9], ARGV[5], ARGV[15]) end
 local score = string.format('%d', tonumber(ARGV[3]) + now + tonumber(ARGV[4]))
-redis.call('SET', KEYS[6], 0, 'PX', ARGV[5])
 events_to(KEYS[7], KEYS[8], ARGV[14])
 if tonumber(ARGV[4]) > 0 then
   emit('delayed', ARGV[1], 'func', ARGV[13], 'delay_ms', ARGV[4])
@@ -132,10 +131,12 @@ def job_payload(
     trace_headers: Mapping[str, str] | None = None,
 ) -> bytes:
     """arq's payload; with tracing on, plus the trace context under ``tracing.PAYLOAD_KEY`` (arq ignores
-    keys it does not know, so arq's own readers are unaffected)."""
+    keys it does not know, so arq's own readers are unaffected). Its try field is 0 where arq's own
+    ``enqueue_job`` writes None (arq ignores a 0): the pickup reads it as "an event announced this job"
+    (``ANNOUNCED_MARKS``), so no per-job key has to say so."""
     if not trace_headers:
-        return serialize_job(function, args, kwargs, None, enqueue_ms, serializer=dumps)
-    data = {"t": None, "f": function, "a": args, "k": kwargs, "et": enqueue_ms}
+        return serialize_job(function, args, kwargs, 0, enqueue_ms, serializer=dumps)
+    data = {"t": 0, "f": function, "a": args, "k": kwargs, "et": enqueue_ms}
     data[tracing.PAYLOAD_KEY] = dict(trace_headers)
     try:
         return dumps(data)

@@ -201,11 +201,11 @@ return {now, due, redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES'), defs}
 """
 )
 
-# KEYS: next, defs, last, job, result, queue, the job's try counter, events stream, totals hash.
+# KEYS: next, defs, last, job, result, queue, the job's try counter (unused), events stream, totals hash.
 # ARGV: name, expected tick, expected definition, next tick ('' = none), enqueue 0/1, job id, payload,
 #       band offset ms, jitter ms, payload ttl ms, wake channel, function name, events max len.
-# The job's `waiting` event (`delayed` under jitter) is written with it, and its try counter set to 0, as
-# producer.ENQUEUE does.
+# The job's `waiting` event (`delayed` under jitter) is written with it, as producer.ENQUEUE does (its payload,
+# from producer.job_payload, marks it announced).
 # Compare-and-set on the stored tick AND definition: another worker fired this tick already, or the
 # schedule was changed, paused or removed since it was read -> 0, nothing written. Otherwise the tick
 # advances and (when asked) the job is enqueued exactly as producer.ENQUEUE does, in one script: a
@@ -228,7 +228,6 @@ if redis.call('EXISTS', KEYS[4], KEYS[5]) > 0 then return 2 end
 redis.call('PSETEX', KEYS[4], ARGV[10], ARGV[7])
 redis.call('ZADD', KEYS[6], string.format('%d', tonumber(ARGV[8]) + now + tonumber(ARGV[9])), ARGV[6])
 redis.call('PUBLISH', ARGV[11], '1')
-redis.call('SET', KEYS[7], 0, 'PX', ARGV[10])
 events_to(KEYS[8], KEYS[9], ARGV[13])
 if tonumber(ARGV[9]) > 0 then
   emit('delayed', ARGV[6], 'func', ARGV[12], 'delay_ms', ARGV[9])

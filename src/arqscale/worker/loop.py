@@ -1017,8 +1017,9 @@ class Worker:
         self._completed += 1  # counted into the metrics once per loop tick (``_step``)
         data = self._result_bytes(job, decoded, job_try, result, start_ms)
         # Whether the job may have progress or log lines stored (this try wrote some, or an earlier try may
-        # have): only then does the outcome's script look for those keys to give them the result's TTL.
-        extras = job_try > 1 or log.touched or job.job_id in self._progressed
+        # have), or a try counter (put back or requeued before): only then does the outcome's script look for
+        # those keys (progress and logs get the result's TTL, the counter is deleted).
+        extras = job_try > 1 or log.touched or job.job_id in self._progressed or job.counted
         return Finish("ok", job.job_id, data, b"1" if extras else b"", ran_ms=round(ran * 1000))
 
     def _result_bytes(self, job: Picked, d: Decoded, job_try: int, result: Any, start_ms: int) -> bytes | str:

@@ -81,8 +81,9 @@ def _lua(source: str) -> LuaTemplate:
 #       interval ms, key kwarg ('' = none), hold max, events max len (0 = none), may be a resend (1: this token
 #       may have been sent before; 0: fresh), band lows... (from ARGV[BANDS_ARG])
 # Events: `active` per job taken (after `waiting` for a job no event announced: a plain arq producer's).
-# Returns {status, wait_ms, swept, then per job: id, payload|nil, try, score, last error|nil, aborted 0|1}
-#   aborted: a cancel request (arq's abort set) names the job: the worker ends it cancelled, unrun.
+# Returns {status, wait_ms, swept, then per job: id, payload|nil, try, score, last error|nil, flags}
+#   flags: 1 aborted: a cancel request (arq's abort set) names the job: the worker ends it cancelled, unrun;
+#          2 counted: the job has a try counter (its success deletes it; a first try of ours has none).
 #   status 0 = ran, 1 = paused, 2 = rate window used up (jobs may still have been taken up to the limit),
 #   3 = a resend: the jobs the first call with this token took (and still holds).
 #   wait_ms: -1, or ms until more may be taken (status 2: until the oldest start leaves the rate window;
@@ -114,6 +115,12 @@ local aborting = nil
 gbase = KEYS[6] or ''
 local gconc, grate, gwin, gkw = tonumber(ARGV[10]), tonumber(ARGV[11]), tonumber(ARGV[12]), ARGV[13]
 local limited = gbase ~= '' and (gconc > 0 or grate > 0)
+-- Whether a payload is our producer's (producer.job_payload: its try field is 0 where arq's enqueue_job writes None),
+-- which an event announced at enqueue: JSON `{"t":0,`, or a pickle whose dict opens with 't': 0 (protocol 4 or 5).
+local function ours(p)
+  if not p then return false end
+  return string.sub(p, 1, 7) == '{"t":0,' or string.sub(p, 12, 20) == '}\\148(\\140\\001t\\148K\\000'
+end
 -- payload: nil = not read yet (false: read, missing).
 local function hand_out(id, try, score, payload)
   local err = false
@@ -129,7 +136,8 @@ local function hand_out(id, try, score, payload)
   -- in its next round trip; a pickup in between (a worker woken by the queue key's invalidation) must not run
   -- the job it is cancelling. No producer writes a ready time of 1 ms after 1970.
   if score ~= '1' and aborting == nil then aborting = redis.call('EXISTS', '@ABORT@') == 1 end
-  out[n+6] = (score == '1' or (aborting and redis.call('ZSCORE', '@ABORT@', id))) and 1 or 0
+  -- Flags: 1 aborted; 2 the job may have a try counter (not read here: assume so).
+  out[n+6] = ((score == '1' or (aborting and redis.call('ZSCORE', '@ABORT@', id))) and 1 or 0) + 2
   n_out = n + 6
 end
 -- A resend of a pickup whose reply was lost: hand back what it took, charge nothing again. Looked for only when
@@ -203,8 +211,8 @@ local lease_s = leased_s(now + tonumber(ARGV[3]))
 local taken, skip_left, hold_left, hold_max = {}, tonumber(ARGV[9]), tonumber(ARGV[14]), tonumber(ARGV[14])
 local nt = 0  -- #taken
 -- Per job taken: its queue score and the try it is taken for (as text); its payload when the per-key check already
--- read it; whether it had no try counter (a plain arq producer's job, which no event announced yet).
-local taken_score, taken_try_s, taken_payload, unannounced = {}, {}, {}, {}
+-- read it; whether it had no try counter (a first try: our producer's job, or a plain arq producer's).
+local taken_score, taken_try_s, taken_payload, uncounted = {}, {}, {}, {}
 -- Read once per call, not per job: nothing in the loop below adds to `pend` (a queue without `group:`, or whose
 -- keyed jobs were all picked, then runs no HGET per job).
 local pend_live = gbase ~= '' and redis.call('EXISTS', gbase .. 'pend') == 1
@@ -278,7 +286,7 @@ for b = @BANDS@, #ARGV do
         taken_score[nt] = score
         taken_try_s[nt] = try_s
         if payload then taken_payload[nt] = payload end
-        if not before then unannounced[nt] = true end
+        if not before then uncounted[nt] = true end
       end
     end
     if np > 0 then redis.call('ZADD', KEYS[1], unpack(park)) end
@@ -299,9 +307,10 @@ if #taken > 0 then
   for i = 1, nt do
     local id = taken[i]
     local payload = taken_payload[i] or payloads[i]
-    -- A missing counter tells a job no event announced, a plain arq producer's (ours start at 0), which gets
-    -- its `waiting` event here, before `active`.
-    if unannounced[i] then
+    -- A job with no try counter whose payload is not our producer's is a plain arq producer's, which no event
+    -- announced: it gets its `waiting` event here, before `active` (a counter, even at 0, means one did).
+    local counted = not uncounted[i]
+    if not counted and not ours(payload) then
       emit('waiting', id, 'enqueued', enqueued_of(payload))
       announced_here = announced_here + 1
     end
@@ -310,7 +319,9 @@ if #taken > 0 then
     local err = false
     if try_s ~= '1' then err = redis.call('GET', '@ERR@' .. id) end
     out[n+1], out[n+2], out[n+3], out[n+4], out[n+5] = id, payload, try_s, score, err
-    out[n+6] = (score == '1' or (aborting and redis.call('ZSCORE', '@ABORT@', id))) and 1 or 0
+    -- Flags: 1 aborted (a cancel request names it, or arq's abort mark); 2 it has a try counter, which its success
+    -- must delete (a first try of ours has none: one DEL fewer).
+    out[n+6] = ((score == '1' or (aborting and redis.call('ZSCORE', '@ABORT@', id))) and 1 or 0) + (counted and 2 or 0)
     n = n + 6
   end
   n_out = n
@@ -375,7 +386,8 @@ return out
 #   ago:   ms since the try ended: each job's own time in `completed` and the dead-letter index (Redis' clock
 #          less how long the record waited in the worker), not the batch's
 #   ok:    a = serialized result ('' = keep none), b = '1' when the job may have stored progress or log lines
-#          (this try wrote some, or an earlier one may have), which then get the result's TTL; '' = none
+#          (this try wrote some, or an earlier one may have), which then get the result's TTL, or a try counter
+#          (``Picked.counted``), which is then deleted; '' = none
 #   retry: a = delay ms (from now, in the job's own band), b = error JSON
 #   dead:  a = DeadJob JSON, b = arq's failed result ('' = keep none)
 #   back:  a = try counter to restore (the cut-short try does not count); the job keeps its queue score; note =
@@ -450,8 +462,10 @@ for i = 9, last, 9 do
     -- GET: the reply is the old value (none, almost always), not a status Lua would make a table of.
     if a ~= '' then redis.call('SET', '@RESULT@' .. id, a, 'PX', ARGV[1], 'GET') end
     local n = n_del
-    ok_del[n+1], ok_del[n+2], ok_del[n+3] = '@JOB@' .. id, ipks[r], '@RETRY@' .. id
-    n = n + 3
+    ok_del[n+1], ok_del[n+2] = '@JOB@' .. id, ipks[r]
+    n = n + 2
+    -- A first try has a try counter only when the record says the job may have one (b: put back, requeued).
+    if try ~= '1' or ARGV[i+4] ~= '' then n = n + 1; ok_del[n] = '@RETRY@' .. id end
     -- A stored key exists only on a queue with per-key limits (the producer refuses one elsewhere; a key stored
     -- before the limits were removed keeps its own TTL). The last error is written by a retry only, so a first
     -- try's success has none to delete.
@@ -676,6 +690,7 @@ class Picked:
     # Its ownership record as the pickup wrote it (``arq:in-progress:<id>``): an outcome sends it back, and the
     # finish script honours the outcome while the record is still this one (one string comparison per job).
     record: bytes = b""
+    counted: bool = True  # it has a try counter (arq:retry:<id>), which its success deletes
 
 
 @dataclass(frozen=True, slots=True)
@@ -992,7 +1007,8 @@ def parse_pickup(raw: Sequence[object], token: str) -> PickupResult:
     held = _raw(token)
     jobs = []
     for i in range(3, len(raw), 6):
-        job_id, payload, job_try, score, err, aborted = raw[i : i + 6]
+        job_id, payload, job_try, score, err, flags = raw[i : i + 6]
+        assert isinstance(flags, int)
         assert isinstance(job_id, bytes) and isinstance(score, bytes)
         n = int(job_try)  # type: ignore[call-overload]
         jobs.append(
@@ -1003,9 +1019,10 @@ def parse_pickup(raw: Sequence[object], token: str) -> PickupResult:
                 score=int(float(score)),
                 last_error=err if isinstance(err, bytes) else None,
                 token=token,
-                aborted=aborted == 1,
+                aborted=bool(flags & 1),
                 # As the script wrote it: the score as Redis formatted it, the try, the token.
                 record=b"%s %d %s" % (score, n, held),
+                counted=bool(flags & 2),
             )
         )
     return PickupResult(
