@@ -60,6 +60,13 @@ def delta(before: dict[str, tuple[int, float]], after: dict[str, tuple[int, floa
     }
 
 
+def success(finish: Any, job: Any) -> Any:
+    """A no-op job's success record, ``finish`` being the version's ``Finish``: with the ownership record its job
+    was taken under, as the worker sends it (versions that have one; earlier ones send the token)."""
+    held: dict[str, Any] = {"held": job.record} if "held" in inspect.signature(finish).parameters else {}
+    return finish("ok", job.job_id, RESULT, token=job.token, job_try=job.job_try, ran_ms=1, **held)
+
+
 def child(port: int, queue: str, n: int, events: bool) -> dict[str, Any]:
     """Runs inside one version's source tree: enqueue then run ``n`` jobs, Redis' cost of each phase."""
     from redis.asyncio import Redis
@@ -80,18 +87,11 @@ def child(port: int, queue: str, n: int, events: bool) -> dict[str, Any]:
         ops = QueueOps(client, spec, "bench-worker")
         # Each pickup with a token never sent before, as the worker's are (versions that can tell it).
         fresh: dict[str, Any] = {"fresh": True} if "fresh" in inspect.signature(ops.pickup).parameters else {}
-        # Each outcome with the ownership record its job was taken under, as the worker sends it (versions that
-        # have one; earlier ones send the token).
-        by_record = "held" in inspect.signature(Finish).parameters
-
-        def done(j: Any) -> Any:
-            held: dict[str, Any] = {"held": j.record} if by_record else {}
-            return Finish("ok", j.job_id, RESULT, token=j.token, job_try=j.job_try, ran_ms=1, **held)
 
         # Scripts loaded and connections open before the clock starts.
         await producer.enqueue_many(queue, [JobRequest(function="noop")])
         first = (await ops.pickup(1, "bench-worker.0")).jobs
-        await ops.finish([done(j) for j in first])
+        await ops.finish([success(Finish, j) for j in first])
         out: dict[str, Any] = {}
         cpu, calls = redis_cpu(r), command_calls(r)
         for _ in range(0, n, BATCH):
@@ -106,7 +106,7 @@ def child(port: int, queue: str, n: int, events: bool) -> dict[str, Any]:
             picked = (await ops.pickup(BATCH, f"bench-worker.{i}", **fresh)).jobs
             if not picked:
                 break
-            await ops.finish([done(j) for j in picked])
+            await ops.finish([success(Finish, j) for j in picked])
         cpu3, calls3 = redis_cpu(r), command_calls(r)
         out["run_cpu_us"] = (cpu3 - cpu2) / n * 1e6
         out["run_usec"] = (calls3["evalsha"][1] - calls2["evalsha"][1]) / n

@@ -20,26 +20,24 @@ from __future__ import annotations
 import argparse
 import asyncio
 import inspect
-import json
 import os
 import re
 import shutil
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
 import redis
 
-from redis_cost import RESULT, source_tree  # bench/ is sys.path[0] when run as a script
-from run import ROOT, default_redis_server, free_port
+from redis_cost import source_tree, success  # bench/ is sys.path[0] when run as a script
+from run import ROOT, default_redis_server, free_port, wait_for_redis
 
 BATCH = 100
 
 
-def child(port: int, n: int, events: bool, server_pid: int) -> dict[str, Any]:
+def child(port: int, n: int, events: bool, server_pid: int) -> None:
     """Runs inside one version's source tree: enqueue, zero the counter, run ``n`` jobs, dump the counter."""
     from redis.asyncio import Redis
 
@@ -51,13 +49,8 @@ def child(port: int, n: int, events: bool, server_pid: int) -> dict[str, Any]:
     spec = parse_queues(
         {"queues": {"bench": {"functions": ["tasks.noop"], "events": {"enabled": events}, "lease_seconds": 3600}}}
     )["bench"]
-    by_record = "held" in inspect.signature(Finish).parameters
     fresh: dict[str, Any] = {"fresh": True} if "fresh" in inspect.signature(QueueOps.pickup).parameters else {}
     sync = redis.Redis(port=port)
-
-    def done(j: Any) -> Any:
-        held: dict[str, Any] = {"held": j.record} if by_record else {}
-        return Finish("ok", j.job_id, RESULT, token=j.token, job_try=j.job_try, ran_ms=1, **held)
 
     def control(flag: str) -> None:
         subprocess.run(["callgrind_control", flag, str(server_pid)], capture_output=True, check=True)
@@ -77,12 +70,11 @@ def child(port: int, n: int, events: bool, server_pid: int) -> dict[str, Any]:
                 picked = (await ops.pickup(BATCH, f"bench-worker.{token}", **fresh)).jobs
                 if not picked:
                     break
-                await ops.finish([done(j) for j in picked])
+                await ops.finish([success(Finish, j) for j in picked])
             control("-d")
         await client.aclose()
 
     asyncio.run(go())
-    return {}
 
 
 def totals(dump: Path) -> int:
@@ -118,12 +110,7 @@ def measure(src: Path, binary: str, n: int, events: bool, workdir: Path) -> Path
     )  # fmt: skip
     try:
         client = redis.Redis(port=port)
-        for _ in range(300):
-            try:
-                client.ping()
-                break
-            except redis.ConnectionError:
-                time.sleep(0.1)
+        wait_for_redis(client, 30)  # valgrind starts slowly
         env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(src), str(ROOT / "bench")])}
         cmd = [sys.executable, __file__, "--child", str(port), str(n), "1" if events else "0", str(server.pid)]
         subprocess.run(cmd, env=env, check=True, cwd=ROOT / "bench", capture_output=True)
@@ -149,7 +136,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.child:
         port, n, events, pid = args.child
-        print(json.dumps(child(int(port), int(n), events == "1", int(pid))))
+        child(int(port), int(n), events == "1", int(pid))
         return 0
     if not shutil.which("valgrind") or not shutil.which("callgrind_control"):
         print("valgrind (callgrind) is needed: apt-get install valgrind", file=sys.stderr)

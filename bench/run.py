@@ -493,16 +493,22 @@ def private_redis(binary: str | None = None) -> Iterator[redis.Redis]:
         )  # fmt: skip
         try:
             client = redis.Redis(port=port)
-            for _ in range(100):
-                try:
-                    client.ping()
-                    break
-                except redis.ConnectionError:
-                    time.sleep(0.05)
+            wait_for_redis(client, 5)
             yield client
         finally:
             server.terminate()
             server.wait(10)
+
+
+def wait_for_redis(client: redis.Redis, seconds: float) -> None:
+    """Until ``client``'s server answers PING, at most ``seconds`` (the caller's next command says if it never did)."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        try:
+            client.ping()
+            return
+        except redis.ConnectionError:
+            time.sleep(0.05)
 
 
 def default_redis_server() -> str:

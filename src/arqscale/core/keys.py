@@ -75,25 +75,29 @@ def in_progress_key(job_id: str) -> str:
     return in_progress_key_prefix + job_id
 
 
+def _record_fields(record: bytes | str | None) -> list[str]:
+    """An ownership record's fields: score, try, token (or score, token for one from before the try moved in);
+    a single field for arq's own ("1"), none for no record."""
+    if isinstance(record, bytes):
+        record = record.decode(errors="replace")
+    return record.split(" ", 2) if record else []
+
+
 def running_try(record: bytes | str | None) -> int | None:
     """The try a running job's ownership record names, or None: no record, arq's own ("1"), or one written
     before the try moved into it ("<queue score> <token>")."""
-    if isinstance(record, bytes):
-        record = record.decode(errors="replace")
-    parts = record.split(" ", 2) if record else []
+    parts = _record_fields(record)
     return int(parts[1]) if len(parts) == 3 and parts[1].isdigit() else None
 
 
 def record_score(record: bytes | str | None) -> float | None:
     """The queue score (the job's place in line) a running job's ownership record names, or None: no record, or
     arq's own ("1")."""
-    if isinstance(record, bytes):
-        record = record.decode(errors="replace")
-    head = record.split(" ", 1) if record else []
-    if len(head) < 2:
+    parts = _record_fields(record)
+    if len(parts) < 2:
         return None
     try:
-        return float(head[0])
+        return float(parts[0])
     except ValueError:
         return None
 
