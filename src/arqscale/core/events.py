@@ -281,7 +281,7 @@ local function emit_jobs(event, worker, ids, tries, durs)
   end
 end
 local function tally(field, n)
-  if ev_totals ~= '' then redis.call('HINCRBY', ev_totals, field, n or 1) end
+  if ev_totals ~= '' then redis.call('HINCRBY', ev_totals, field, num_s(n or 1)) end
 end
 local function worker_of(token)
   return string.match(token or '', '^(.*)%.%d+$') or token

