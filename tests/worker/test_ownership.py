@@ -225,6 +225,27 @@ async def test_a_resent_pickup_returns_what_it_took_without_counting_a_try(redis
     assert await state(redis, "j1") is JobState.COMPLETED
 
 
+# Ids and worker ids with spaces, digits, leading blanks, multi-byte characters: the pick record is one string of
+# length-prefixed items, read back by a resend.
+PICK_TEXT = st.text(st.characters(codec="utf-8", exclude_categories=["Cs"]), min_size=1, max_size=24)
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=list(HealthCheck))
+@given(ids=st.lists(PICK_TEXT, min_size=1, max_size=6, unique=True), worker=PICK_TEXT)
+async def test_a_resent_pickup_reads_back_any_ids_under_any_token(redis: Redis, ids: list[str], worker: str) -> None:
+    await redis.flushall()
+    arq = ArqRedis(redis.connection_pool, job_serializer=json_dumps)  # a plain arq producer takes any id
+    for job_id in ids:
+        assert await arq.enqueue_job("add", 1, 2, _job_id=job_id, _queue_name=SPEC.queue_key) is not None
+    a = ops(redis, worker)
+    first = await a.pickup(len(ids), f"{worker}.1")
+    again = await a.pickup(len(ids), f"{worker}.1")
+    assert again.resent and [j.job_id for j in again.jobs] == [j.job_id for j in first.jobs]
+    assert sorted(j.job_id for j in first.jobs) == sorted(ids)
+    assert [j.record for j in again.jobs] == [j.record for j in first.jobs]
+    assert await a.finish([ok(j) for j in again.jobs]) == []
+
+
 async def test_a_resent_pickup_does_not_return_jobs_it_no_longer_holds(redis: Redis) -> None:
     a = ops(redis, "wa")
     await enqueue(redis, "j")

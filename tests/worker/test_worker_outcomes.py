@@ -130,17 +130,22 @@ def test_error_text() -> None:
 
 
 def test_parse_pickup_reply() -> None:
-    # Per job: id, payload, try, score, last error, flags (1 aborted, 2 has a try counter).
-    reply = [0, 250, 2, b"a", b"payload", 1, b"-9999999999999.0", None, 2, b"b", None, 3, b"17", b'{"error":"x"}', 1]
+    # Per job: id, payload, score; a job that is not a first try or has flags (1 aborted, 2 has a try counter) carries
+    # {payload, try, last error, flags} in the payload's place.
+    reply = [
+        *(0, 250, 2),
+        *(b"a", b"payload", b"-9999999999999.0"),
+        *(b"b", [b"p", 1, None, 2], b"5"),
+        *(b"c", [None, b"3", b'{"error":"x"}', 1], b"17"),
+    ]
     result = parse_pickup(reply, "w.1")
     assert (result.paused, result.rate_limited, result.wait_ms, result.swept) == (False, False, 250, 2)
     # Each job's ownership record as the script wrote it: the score as Redis formatted it, the try, the token.
-    assert result.jobs[0] == Picked(
-        "a", b"payload", 1, -9_999_999_999_999, None, "w.1", record=b"-9999999999999.0 1 w.1"
-    )
-    assert result.jobs[1] == Picked(
-        "b", None, 3, 17, b'{"error":"x"}', "w.1", aborted=True, record=b"17 3 w.1", counted=False
-    )
+    assert result.jobs == [
+        Picked("a", b"payload", 1, -9_999_999_999_999, None, "w.1", record=b"-9999999999999.0 1 w.1", counted=False),
+        Picked("b", b"p", 1, 5, None, "w.1", record=b"5 1 w.1", counted=True),
+        Picked("c", None, 3, 17, b'{"error":"x"}', "w.1", aborted=True, record=b"17 3 w.1", counted=False),
+    ]
     assert parse_pickup([1, -1, 0], "t").paused and parse_pickup([2, 400, 0], "t").rate_limited
     assert parse_pickup([3, -1, 0], "t").resent
 

@@ -262,6 +262,9 @@ local function emit_jobs(event, worker, ids, tries, durs)
     end
     return
   end
+  -- "<try>  <id length> " per try and length, for entries without a duration: two pieces per job for table.concat
+  -- instead of four (each piece costs it about as much as a table lookup here).
+  local heads = {}
   for from = 1, n, @PER_ENTRY@ do
     -- The pieces end to end, joined once: no string per job (each would be hashed and collected).
     local parts, k = {}, 0
@@ -273,8 +276,13 @@ local function emit_jobs(event, worker, ids, tries, durs)
         parts[k+1], parts[k+2], parts[k+3], parts[k+4], parts[k+5] = tries[i], ' ', d, len_tail(#id), id
         k = k + 5
       else
-        parts[k+1], parts[k+2], parts[k+3], parts[k+4] = tries[i], ' ', len_tail(#id), id
-        k = k + 4
+        local t, l = tries[i], #id
+        local by_len = heads[t]
+        if not by_len then by_len = {}; heads[t] = by_len end
+        local h = by_len[l]
+        if not h then h = t .. ' ' .. len_tail(l); by_len[l] = h end
+        parts[k+1], parts[k+2] = h, id
+        k = k + 2
       end
     end
     emit_packed(event, worker, table.concat(parts), to - from + 1)

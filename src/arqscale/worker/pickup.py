@@ -81,7 +81,8 @@ def _lua(source: str) -> LuaTemplate:
 #       interval ms, key kwarg ('' = none), hold max, events max len (0 = none), may be a resend (1: this token
 #       may have been sent before; 0: fresh), band lows... (from ARGV[BANDS_ARG])
 # Events: `active` per job taken (after `waiting` for a job no event announced: a plain arq producer's).
-# Returns {status, wait_ms, swept, then per job: id, payload|nil, try, score, last error|nil, flags}
+# Returns {status, wait_ms, swept, then per job: id, payload|nil, score}, or for a job that is not a first try or has
+#   flags: {id, {payload|nil, try, last error|nil, flags}, score} (the usual job costs three fields, not six)
 #   flags: 1 aborted: a cancel request (arq's abort set) names the job: the worker ends it cancelled, unrun;
 #          2 counted: the job has a try counter (its success deletes it; a first try of ours has none).
 #   status 0 = ran, 1 = paused, 2 = rate window used up (jobs may still have been taken up to the limit),
@@ -133,19 +134,15 @@ local function hand_out(id, try, score, payload)
   local err = false
   if try > 1 then err = redis.call('GET', '@ERR@' .. id) end
   local n = n_out
-  out[n+1] = id
   if payload == nil then payload = redis.call('GET', '@JOB@' .. id) end
-  out[n+2] = payload
-  out[n+3] = try
-  out[n+4] = score
-  out[n+5] = err
   -- Score 1 is arq's own abort mark: Job.abort() of a deferred job moves it to score 1 and writes the abort set
   -- in its next round trip; a pickup in between (a worker woken by the queue key's invalidation) must not run
   -- the job it is cancelling. No producer writes a ready time of 1 ms after 1970.
   if score ~= '1' and aborting == nil then aborting = redis.call('EXISTS', '@ABORT@') == 1 end
   -- Flags: 1 aborted; 2 the job may have a try counter (not read here: assume so).
-  out[n+6] = ((score == '1' or (aborting and redis.call('ZSCORE', '@ABORT@', id))) and 1 or 0) + 2
-  n_out = n + 6
+  local flags = ((score == '1' or (aborting and redis.call('ZSCORE', '@ABORT@', id))) and 1 or 0) + 2
+  out[n+1], out[n+2], out[n+3] = id, {payload or false, try, err, flags}, score
+  n_out = n + 3
 end
 -- A resend of a pickup whose reply was lost: hand back what it took, charge nothing again. Looked for only when
 -- the caller may have sent this token before (ARGV[16] = 1): a fresh token cannot be a resend.
@@ -327,13 +324,19 @@ if #taken > 0 then
     end
     -- As hand_out, inline: a function call per job costs about what the rest of this does.
     local try_s, score = taken_try_s[i], taken_score[i]
-    local err = false
-    if try_s ~= '1' then err = redis.call('GET', '@ERR@' .. id) end
-    out[n+1], out[n+2], out[n+3], out[n+4], out[n+5] = id, payload, try_s, score, err
     -- Flags: 1 aborted (a cancel request names it, or arq's abort mark); 2 it has a try counter, which its success
     -- must delete (a first try of ours has none: one DEL fewer).
-    out[n+6] = ((score == '1' or (aborting and redis.call('ZSCORE', '@ABORT@', id))) and 1 or 0) + (counted and 2 or 0)
-    n = n + 6
+    local aborted = score == '1' or (aborting and redis.call('ZSCORE', '@ABORT@', id))
+    local flags = (aborted and 1 or 0) + (counted and 2 or 0)
+    if try_s == '1' and flags == 0 then
+      -- The usual job: three fields (each field of the reply costs Redis about 600 instructions to convert).
+      out[n+1], out[n+2], out[n+3] = id, payload, score
+    else
+      local err = false
+      if try_s ~= '1' then err = redis.call('GET', '@ERR@' .. id) end
+      out[n+1], out[n+2], out[n+3] = id, {payload or false, try_s, err, flags}, score
+    end
+    n = n + 3
   end
   n_out = n
   -- After every `waiting` above: a job's `waiting` comes before its `active`.
@@ -341,6 +344,7 @@ if #taken > 0 then
   -- Counted once per call, not per job.
   tally('started', #taken)
   if announced_here > 0 then tally('enqueued', announced_here) end
+  -- A list, not one string of length-prefixed ids: table.concat costs more per id than RPUSH does (measured).
   redis.call('DEL', KEYS[5])
   redis.call('RPUSH', KEYS[5], token, unpack(taken))
   redis.call('PEXPIRE', KEYS[5], ARGV[3])
@@ -456,7 +460,8 @@ for i = 9, last, 9 do
   if not owned and rec and not ended[id] then
     local _, owner = split_lease(rec)
     local _, mine = split_lease(held)
-    owned = owner ~= nil and owner == (mine or held)
+    -- `held` is a record, or a bare token, which may itself hold a space (a worker id's): compare it whole too.
+    owned = owner ~= nil and (owner == held or owner == mine)
   end
   if not owned then
     stale[#stale+1] = id
@@ -1019,11 +1024,13 @@ def parse_pickup(raw: Sequence[object], token: str) -> PickupResult:
     status, wait_ms, swept = int(raw[0]), int(raw[1]), int(raw[2])  # type: ignore[call-overload]
     held = _raw(token)
     jobs = []
-    for i in range(3, len(raw), 6):
-        job_id, payload, job_try, score, err, flags = raw[i : i + 6]
-        assert isinstance(flags, int)
+    for i in range(3, len(raw), 3):
+        job_id, detail, score = raw[i : i + 3]
         assert isinstance(job_id, bytes) and isinstance(score, bytes)
-        n = int(job_try)  # type: ignore[call-overload]
+        # The usual job (a first try, no flags) comes as its payload alone; any other with its try, last error, flags.
+        payload, job_try, err, flags = detail if isinstance(detail, list) else (detail, 1, None, 0)
+        assert isinstance(flags, int)
+        n = int(job_try)
         jobs.append(
             Picked(
                 job_id=job_id.decode(errors="surrogateescape"),
