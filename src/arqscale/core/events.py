@@ -123,7 +123,9 @@ def split_entry(entry_id: bytes | str, fields: Fields) -> list[tuple[str, Fields
     shared = {k: v for k, v in fields.items() if _text(k) != JOBS_FIELD}
     out: list[tuple[str, Fields]] = []
     for n, (job_try, duration, job) in enumerate(unpack_jobs(packed)):
-        one: dict[bytes | str, bytes | str] = {**shared, "job": job, "try": job_try}
+        one: dict[bytes | str, bytes | str] = {**shared, "job": job}
+        if job_try:  # an enqueue's `waiting` events have none
+            one["try"] = job_try
         if duration:
             one["duration_ms"] = duration
         out.append((f"{ms}-{seq + n}", one))
@@ -244,9 +246,10 @@ local function len_tail(l)
 end
 -- One batched entry: `packed` is the `jobs` field of m jobs (m > 1), built here or by the caller (a worker sends its
 -- successes' fields ready-made: events.pack_jobs).
-local function emit_packed(event, worker, packed, m)
+local function emit_packed(event, worker, packed, m, shared_field)
+  -- The shared field: the worker's id (`active`, `completed`), or `func` for an enqueue's `waiting` events.
   local first = redis.call('XADD', ev_stream, 'MAXLEN', '~', ev_max_s, '*', 'event', event, 'at', ev_now_s,
-                           'worker', worker, 'jobs', packed)
+                           shared_field or 'worker', worker, 'jobs', packed)
   if m > 1 then
     local ms, seq = string.match(first, '^(%d+)-(%d+)$')
     redis.call('XSETID', ev_stream, ms .. '-' .. string.format('%d', tonumber(seq) + m - 1))

@@ -17,6 +17,7 @@ from redis.asyncio import Redis
 from arqscale.core import cancellation, event_stream, keys, scores, serializers, tracing
 from arqscale.core.cancellation import CancelOutcome
 from arqscale.core.event_stream import Events
+from arqscale.core.events import EVENTS_PER_ENTRY
 from arqscale.core.job_status import JobStatusReader
 from arqscale.core.lua import LEASE_LUA, NOW_LUA, Call, CallBatcher, LuaTemplate, run_scripts
 from arqscale.core.models import EnqueueResult, JobRequest, JobState
@@ -28,64 +29,106 @@ from arqscale.core.spec import QueueSpec, arq_queue
 # queue that stays unattended over a weekend must not lose work, so keep payloads for two weeks.
 PAYLOAD_TTL_MS = 14 * 86_400_000
 
-# KEYS: job, result, queue, the job's group key, the queue's group prefix, the job's try counter (unused: kept for
-#       the positions), events stream, totals hash, the job's callback key.
-# ARGV: job id, payload, band offset ms, delay ms, ttl ms, wake channel ('' = publish nothing: the caller does),
-#       job's key ('' = none), store it (1: given at enqueue; 0: the pickup derives it from a kwarg),
-#       per-key concurrency, per-key rate max, per-key rate interval ms, lease ms (all 0 without limits),
-#       function name, events max len (0 = none),
+# One call enqueues a batch of jobs of one queue (``Producer.enqueue_many``; a lone job is a batch of one): the
+# script's fixed cost (its prelude, KEYS and ARGV, the clock, the totals) is paid once per call, not per job (a
+# pipeline of one script per job cost Redis ~176,000 instructions a job, bench/redis_instructions.py --split).
+# KEYS: queue, the queue's group prefix, events stream, totals hash. Per-job keys (payload, result, stored key,
+#       callback) come from the ids (``LuaTemplate``: the queue's hash tag in the cluster layout).
+# ARGV: per-key concurrency, per-key rate max, per-key rate interval ms, lease ms (all 0 without limits), events
+#       max len (0 = none), then per job @PER_JOB@ fields: id, payload, band offset ms, delay ms, ttl ms, the job's
+#       key ('' = none), store it (1: given at enqueue; 0: the pickup derives it from a kwarg), function name,
 #       callback URL ('' = none; stored with the payload's TTL, read by the webhook deliverer).
-# Writes the job's `waiting` (or `delayed`) event. The payload's try field, 0 (``job_payload``), tells the pickup
-# that an event announced the job (a plain arq producer's payload has None there; the pickup writes its `waiting`).
-# The score is Redis' clock plus the delay, in the job's band: a producer whose clock runs ahead must not
-# make its jobs look deferred to every worker (docs/design.md, "Redis keeps the time").
-# A ready job whose key is at its limit goes straight into the key's waiting set: a burst of one key never
-# sits in the queue in front of other keys (docs/design.md, "Per-key limits"). Returns 1 queued, 2 held, 0 exists.
+# Per job, in order (a later job of the batch sees an earlier one's writes: the same id twice is one job): writes
+# its `waiting` (or `delayed`) event. The payload's try field, 0 (``job_payload``), tells the pickup that an event
+# announced the job (a plain arq producer's payload has None there; the pickup writes its `waiting`). The score is
+# Redis' clock plus the delay, in the job's band: a producer whose clock runs ahead must not make its jobs look
+# deferred to every worker (docs/design.md, "Redis keeps the time"). A ready job whose key is at its limit goes
+# straight into the key's waiting set: a burst of one key never sits in the queue in front of other keys
+# (docs/design.md, "Per-key limits"). Returns per job: 1 queued, 2 held, 0 exists. The wake-up is the caller's
+# (``wake_commands``, once per batch).
+ENQUEUE_PER_JOB = 9
 ENQUEUE = LuaTemplate(
     NOW_LUA
     + LEASE_LUA
     + """
-if redis.call('EXISTS', KEYS[1], KEYS[2]) > 0 then return 0 end
-redis.call('PSETEX', KEYS[1], ARGV[5], ARGV[2])
-if ARGV[15] ~= '' then redis.call('PSETEX', KEYS[9], ARGV[5], ARGV[15]) end
-local score = string.format('%d', tonumber(ARGV[3]) + now + tonumber(ARGV[4]))
-events_to(KEYS[7], KEYS[8], ARGV[14])
-if tonumber(ARGV[4]) > 0 then
-  emit('delayed', ARGV[1], 'func', ARGV[13], 'delay_ms', ARGV[4])
-else
-  emit('waiting', ARGV[1], 'func', ARGV[13])
+local conc, rate, win, lease = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
+local limited = conc > 0 or rate > 0
+events_to(KEYS[3], KEYS[4], ARGV[5])
+local now_s = string.format('%d', now)
+local out, queued, n_queued, n_new = {}, {}, 0, 0
+-- Consecutive `waiting` events of one function go as batched entries (events.split_entry): `func` shared, per job
+-- its id (no try), up to @PER_ENTRY@ to an entry; any other event first writes out the ones held.
+local wait_fn, wait_parts, n_wait = nil, {}, 0
+local function flush_waiting()
+  if n_wait == 1 then
+    emit('waiting', wait_parts[2], 'func', wait_fn)
+  elseif n_wait > 1 and ev_on() then
+    emit_packed('waiting', wait_fn, table.concat(wait_parts), n_wait, 'func')
+  end
+  wait_parts, n_wait = {}, 0
 end
-tally('enqueued')
-local k = ARGV[7]
-if k ~= '' and ARGV[8] == '1' then redis.call('PSETEX', KEYS[4], ARGV[5], k) end
-local conc, rate, win = tonumber(ARGV[9]), tonumber(ARGV[10]), tonumber(ARGV[11])
-if k ~= '' and tonumber(ARGV[4]) <= 0 and (conc > 0 or rate > 0) then
-  gbase = KEYS[5]
-  local due = group_full(k, conc, rate, win, tonumber(ARGV[12]))
-  if not due then
-    -- Jobs of the key already in the queue will take the free slots: this one would only wait there.
-    local pending = tonumber(redis.call('HGET', gbase .. 'pending', k) or '0')
-    local busy = tonumber(redis.call('HGET', gbase .. 'running', k) or '0')
-    if conc > 0 and busy + pending >= conc then
-      due = now + tonumber(ARGV[12])
-    elseif rate > 0 and redis.call('ZCARD', gbase .. 'starts:' .. k) + pending >= rate then
-      due = now + win
+for i = 6, #ARGV, @PER_JOB@ do
+  local id, band, delay, ttl, k = ARGV[i], ARGV[i+2], ARGV[i+3], ARGV[i+4], ARGV[i+5]
+  local flag = 1
+  if redis.call('EXISTS', '@JOB@' .. id, '@RESULT@' .. id) > 0 then
+    flag = 0
+  else
+    n_new = n_new + 1
+    redis.call('PSETEX', '@JOB@' .. id, ttl, ARGV[i+1])
+    if ARGV[i+8] ~= '' then redis.call('PSETEX', '@CALLBACK@' .. id, ttl, ARGV[i+8]) end
+    local score = now_s
+    if band ~= '0' or delay ~= '0' then score = string.format('%d', tonumber(band) + now + tonumber(delay)) end
+    if delay ~= '0' then
+      flush_waiting()
+      emit('delayed', id, 'func', ARGV[i+7], 'delay_ms', delay)
+    else
+      if n_wait > 0 and (wait_fn ~= ARGV[i+7] or n_wait >= @PER_ENTRY@) then flush_waiting() end
+      wait_fn = ARGV[i+7]
+      -- "<try> <duration> <id length> <id>" with no try and no duration: "  <length> <id>".
+      wait_parts[2 * n_wait + 1], wait_parts[2 * n_wait + 2] = ' ' .. len_tail(#id), id
+      n_wait = n_wait + 1
+    end
+    if k ~= '' and ARGV[i+6] == '1' then redis.call('PSETEX', '@GROUP@' .. id, ttl, k) end
+    if k ~= '' and delay == '0' and limited then
+      gbase = KEYS[2]
+      local due = group_full(k, conc, rate, win, lease)
+      if not due then
+        -- Jobs of the key already in the queue will take the free slots: this one would only wait there.
+        local pending = tonumber(redis.call('HGET', gbase .. 'pending', k) or '0')
+        local busy = tonumber(redis.call('HGET', gbase .. 'running', k) or '0')
+        if conc > 0 and busy + pending >= conc then
+          due = now + lease
+        elseif rate > 0 and redis.call('ZCARD', gbase .. 'starts:' .. k) + pending >= rate then
+          due = now + win
+        end
+      end
+      if due then
+        group_hold(id, score, k, due)
+        flag = 2
+      else
+        redis.call('HSET', gbase .. 'pend', id, k)
+        redis.call('HINCRBY', gbase .. 'pending', k, 1)
+      end
+    end
+    if flag == 1 then
+      queued[n_queued + 1], queued[n_queued + 2] = score, id
+      n_queued = n_queued + 2
     end
   end
-  if due then
-    group_hold(ARGV[1], score, k, due)
-    return 2
-  end
-  redis.call('HSET', gbase .. 'pend', ARGV[1], k)
-  redis.call('HINCRBY', gbase .. 'pending', k, 1)
+  out[#out + 1] = flag
 end
-redis.call('ZADD', KEYS[3], score, ARGV[1])
--- The wake-up (once per batch: ``wake_commands``) tells the workers: the queue key's invalidation need not.
-own_change(KEYS[3])
-if ARGV[6] ~= '' then redis.call('PUBLISH', ARGV[6], '1') end
-return 1
-"""
+flush_waiting()
+if n_new > 0 then tally('enqueued', n_new) end
+if n_queued > 0 then
+  redis.call('ZADD', KEYS[1], unpack(queued))
+  -- The wake-up (once per batch: ``wake_commands``) tells the workers: the queue key's invalidation need not.
+  own_change(KEYS[1])
+end
+return out
+""".replace("@PER_JOB@", str(ENQUEUE_PER_JOB)).replace("@PER_ENTRY@", str(EVENTS_PER_ENTRY))
 )
+# Jobs per enqueue call: a bigger batch goes as several calls in one pipeline, so no single call holds Redis long.
+ENQUEUE_BATCH_MAX = 200
 
 
 def wake_commands(qkeys: keys.QueueKeys, *, deferred: bool) -> list[tuple[str | int, ...]]:
@@ -303,42 +346,22 @@ class Producer:
         if self.wait_replicas:
             then.append(("WAIT", self.wait_replicas, self.wait_timeout_ms))
         # The script refuses an id that exists, so running it again after NOSCRIPT enqueues nothing twice.
-        calls: list[Call] = [
-            (
-                ENQUEUE.for_keys(qkeys),
-                [
-                    qkeys.job(job_id),
-                    qkeys.result(job_id),
-                    qkeys.queue,
-                    qkeys.group(job_id),
-                    qkeys.groups,
-                    qkeys.retry(job_id),
-                    qkeys.events,
-                    qkeys.totals,
-                    qkeys.callback(job_id),
-                ],
-                [
-                    job_id,
-                    payload,
-                    *placement,
-                    ttl,
-                    "",  # no wake-up per job: one PUBLISH follows the batch
-                    group,
-                    int(store),
-                    *group_args,
-                    function,
-                    spec.events.stream_max,
-                    callback,
-                ],
-            )
-            for job_id, payload, placement, ttl, _, group, store, function, callback in prepared
-        ]
+        fixed_keys = [qkeys.queue, qkeys.groups, qkeys.events, qkeys.totals]
+        fixed_args = [*group_args, spec.events.stream_max]
+        calls: list[Call] = []
+        for at in range(0, len(prepared), ENQUEUE_BATCH_MAX):
+            args: list[bytes | str | int] = list(fixed_args)
+            for job_id, payload, placement, ttl, _, group, store, function, callback in prepared[
+                at : at + ENQUEUE_BATCH_MAX
+            ]:
+                args += [job_id, payload, *placement, ttl, group, int(store), function, callback]
+            calls.append((ENQUEUE.for_keys(qkeys), fixed_keys, args))
         if self._batcher is not None:
             # No WAIT here (durable enqueues are not batched); the wake-up goes once per batch of callers.
             replies = await self._batcher.run(calls, wake=wake)
         else:
             replies = await run_scripts(self.redis, calls, then)
-        created = replies[: len(prepared)]
+        created = [flag for reply in replies[: len(calls)] for flag in reply]
         results = [
             EnqueueResult(job_id=job_id, queue=spec.name, status=state, created=bool(flag))
             for (job_id, _, _, _, state, _, _, _, _), flag in zip(prepared, created, strict=True)
