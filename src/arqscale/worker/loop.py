@@ -465,7 +465,8 @@ class Worker:
             # Back from a Redis outage: renew our leases (the heartbeat) before taking more, or this pickup's
             # sweep would hand our own expired leases to whoever picks first.
             held_off = self._draining or self.health.redis_down_since is not None
-            pick = self._pick_next or not self._caught_up
+            # The time the last pickup named has come: take jobs in this trip rather than in one right after it.
+            pick = self._pick_next or not self._caught_up or time.monotonic() >= self._pick_due
             free = 0 if held_off or not pick else self._free_slots()
             if not records and free <= 0:
                 return self.spec.poll_interval if pick else max(self._pick_due - time.monotonic(), 0.0)
