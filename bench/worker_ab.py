@@ -26,17 +26,12 @@ from pathlib import Path
 
 import redis
 
-from redis_cost import source_tree
+from redis_cost import redis_cpu, source_tree
 from run import BENCH, ROOT, default_redis_server, free_port, private_redis
 
 QUEUE_KEY = "arq:queue:bench"
 COMPLETED_KEY = "arqscale:bench:completed"  # the queue's index of completed jobs
 PARKED_FLOOR = 2**52  # scores.PARKED_FLOOR and above: taken (parked under a lease), not waiting
-
-
-def redis_cpu(r: redis.Redis) -> float:
-    info = r.info("cpu")
-    return float(info["used_cpu_user"]) + float(info["used_cpu_sys"])
 
 
 def drain(r: redis.Redis, src: Path, workdir: Path, jobs: int, concurrency: int) -> tuple[float, float]:

@@ -31,12 +31,12 @@ PAYLOAD_TTL_MS = 14 * 86_400_000
 
 # One call enqueues a batch of jobs of one queue (``Producer.enqueue_many``; a lone job is a batch of one): the
 # script's fixed cost (its prelude, KEYS and ARGV, the clock, the totals) is paid once per call, not per job (a
-# pipeline of one script per job cost Redis ~176,000 instructions a job, bench/redis_instructions.py --split).
+# pipeline of one script per job cost Redis ~173,000 instructions a job, bench/redis_instructions.py --split).
 # KEYS: queue, the queue's group prefix, events stream, totals hash. Per-job keys (payload, result, stored key,
 #       callback) come from the ids (``LuaTemplate``: the queue's hash tag in the cluster layout).
 # ARGV: per-key concurrency, per-key rate max, per-key rate interval ms, lease ms (all 0 without limits), events
-#       max len (0 = none), then per job @PER_JOB@ fields: id, payload, band offset ms, delay ms, ttl ms, the job's
-#       key ('' = none), store it (1: given at enqueue; 0: the pickup derives it from a kwarg), function name,
+#       max len (0 = none), then per job ENQUEUE_PER_JOB fields: id, payload, band offset ms, delay ms, ttl ms,
+#       the job's key ('' = none), store it (1: given at enqueue; 0: the pickup derives it from a kwarg), function name,
 #       callback URL ('' = none; stored with the payload's TTL, read by the webhook deliverer).
 # Per job, in order (a later job of the batch sees an earlier one's writes: the same id twice is one job): writes
 # its `waiting` (or `delayed`) event. The payload's try field, 0 (``job_payload``), tells the pickup that an event
