@@ -231,6 +231,7 @@ class Bench:
         self.workdir = workdir
         self.peers_python = str(peers_python or peers_interpreter())
         self.profile_dir = profile_dir
+        self.profile_native = False
         self.port = free_port()
         self.url = f"redis://127.0.0.1:{self.port}/0"
         self.redis_log = workdir / "redis.log"
@@ -325,6 +326,8 @@ class Bench:
             return None
         out = self.profile_dir / f"{self.runs:03d}-{system.key}.txt"
         cmd = ["py-spy", "record", "--pid", str(pid), "--rate", "250", "--format", "raw", "--output", str(out)]
+        if self.profile_native:
+            cmd.append("--native")  # C frames too: where a builtin's time goes (a system call, the collector)
         return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=(out.with_suffix(".log")).open("wb"))
 
     # --- measurements
@@ -919,6 +922,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--write", action=argparse.BooleanOptionalAction, help="update docs/benchmarks.md")
     parser.add_argument("--json", type=Path, help="also dump the raw results here")
     parser.add_argument("--profile", type=Path, help="py-spy the Python workers into this folder (slows them)")
+    parser.add_argument("--profile-native", action="store_true", help="with --profile: sample C frames too")
     parser.add_argument("--redis-server", default=default_redis_server(), help="redis-server binary to start")
     parser.add_argument(
         "--nice", type=int, default=0, help="run every benchmark process at this nice level (e.g. -10, needs root)"
@@ -995,6 +999,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.profile is not None:
             args.profile.mkdir(parents=True, exist_ok=True)
         bench = Bench(Path(tmp), args.redis_server, args.profile, args.peers_python)
+        bench.profile_native = args.profile_native
         try:
             run_all(bench, args, res)
         finally:

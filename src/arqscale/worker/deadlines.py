@@ -21,10 +21,14 @@ class Deadlines:
         self._calls: dict[str, tuple[float, asyncio.Task[object]]] = {}
         self._expired: set[str] = set()
         self._timer: asyncio.TimerHandle | None = None
+        # Kept from the first call: asyncio.get_running_loop() is a getpid() system call in CPython 3.11.
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     def start(self, job_id: str, task: asyncio.Task[object]) -> None:
         """The job's call starts now, in ``task``."""
-        loop = asyncio.get_running_loop()
+        loop = self._loop
+        if loop is None:
+            loop = self._loop = asyncio.get_running_loop()
         deadline = loop.time() + self.seconds
         self._calls.pop(job_id, None)  # a job id runs one call at a time; a restart goes to the end
         self._calls[job_id] = (deadline, task)

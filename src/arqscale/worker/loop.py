@@ -34,7 +34,7 @@ import socket
 import time
 import traceback
 import uuid
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
@@ -180,6 +180,8 @@ class Worker:
         self._watchdog = LoopWatchdog(Worker._execute.__code__, self._on_loop_blocked, threshold=block_threshold)
 
         self._deadlines = Deadlines(spec.job_timeout)  # every job's timeout, on one timer
+        # Replaced by the running loop's own create_task once `run` starts (see there).
+        self._new_task: Callable[[Coroutine[Any, Any, None]], asyncio.Task[None]] = asyncio.create_task
         self._completed = 0  # completed tries not yet counted in the metrics (``_count``)
         # At most PICK_MAX per pickup: jobs taken together end together, and a slot freed in a big cohort waits
         # for the whole cohort's finish and pickup (I/O-bound jobs at concurrency 500: 83 % of ideal at 250 a
@@ -248,6 +250,9 @@ class Worker:
     # ----------------------------------------------------------------- life cycle
 
     async def run(self) -> None:
+        # Jobs' tasks are made with the loop's own create_task: asyncio.create_task asks for the running loop,
+        # which in CPython 3.11 is a getpid() system call each time (a fork check).
+        self._new_task = asyncio.get_running_loop().create_task
         # The checks only warn: they run beside the first pickup rather than before it (cold start,
         # bench/cold_start.py), and end on their own.
         checks = asyncio.create_task(self._startup_checks(), name="startup-checks")
@@ -828,7 +833,7 @@ class Worker:
         self._abandoned.discard(job.job_id)
         self._picked[job.job_id] = job
         if len(self._running) < self.spec.concurrency:
-            self._running[job.job_id] = asyncio.create_task(self._execute(job))
+            self._running[job.job_id] = self._new_task(self._execute(job))
         elif self._draining:
             # A pickup sent before the drain brought more than the free slots: straight back.
             self._end_reserved_job(job, self._back)
@@ -840,7 +845,7 @@ class Worker:
         while self._reserved and len(self._running) < self.spec.concurrency and not self._draining:
             job_id = next(iter(self._reserved))
             del self._reserved[job_id]
-            self._running[job_id] = asyncio.create_task(self._execute(self._picked[job_id]))
+            self._running[job_id] = self._new_task(self._execute(self._picked[job_id]))
 
     def _reserve_room(self) -> int:
         """How many leased jobs may wait here for a slot: enough for a freed slot never to wait for a round trip,
