@@ -28,7 +28,7 @@ from arqscale.core.spec import QueueSpec
 from arqscale.worker.pickup import Finish, Picked
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen, as pickup.Picked: made per job
 class Decoded:
     """A job payload in arq's format, decoded."""
 

@@ -694,7 +694,10 @@ emit('progress', ARGV[4], 'try', ARGV[5], 'worker', ARGV[6], 'progress', ARGV[7]
 """)
 
 
-@dataclass(frozen=True, slots=True)
+# The records made per job (Picked, Finish, outcomes.Decoded) and per round trip (PickupResult) are not frozen:
+# a frozen dataclass's __init__ sets each field through object.__setattr__, 0.74 µs against 0.13 µs for ten
+# fields, about a tenth of a no-op job's worker CPU for the four made per job. Nothing assigns to them after.
+@dataclass(slots=True)
 class Picked:
     """A job handed to this worker by the pickup script, held by ``token``."""
 
@@ -711,7 +714,7 @@ class Picked:
     counted: bool = True  # it has a try counter (arq:retry:<id>), which its success deletes
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class PickupResult:
     jobs: list[Picked]
     paused: bool = False
@@ -724,7 +727,7 @@ class PickupResult:
 FinishKind = Literal["ok", "retry", "dead", "back", "cancel"]
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Finish:
     """One outcome for ``FINISH_LUA``; see the script for what ``a`` and ``b`` mean per kind."""
 
