@@ -100,10 +100,10 @@ def job_score(ready_at_ms: int, priority: int, spec: QueueSpec) -> int:
 def split_score(score: float, spec: QueueSpec) -> tuple[int, int]:
     """(priority, ready_at_ms) of a stored score."""
     s = int(score)
+    normal = spec.normal_priority  # a property of the model: read once (a worker splits every job's score)
     offset = (s + BAND // 2) // BAND  # nearest band; ready times are far from the band edges
-    priority = offset + spec.normal_priority
-    priority = min(max(priority, 0), spec.priority_levels - 1)
-    return priority, s - band_offset(priority, spec)
+    priority = min(max(offset + normal, 0), spec.priority_levels - 1)
+    return priority, s - (priority - normal) * BAND
 
 
 def backoff_seconds(backoff: Backoff, retry_number: int, rand: random.Random | None = None) -> float:

@@ -14,7 +14,6 @@ then gives the log the result's TTL. Storage and caps: ``arqscale.core.job_logs`
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import contextvars
 import logging
 import threading
@@ -113,6 +112,8 @@ class JobLogSink:
 
     def ended(self, log: JobLog) -> bool:
         """The try ended: whether ``close`` has anything to do (most tries log nothing: no call to await)."""
+        if not log.touched:  # never a line (the usual try): never in `_dirty`, nothing to store; no lock taken
+            return False
         with self._guard:
             self._dirty.discard(log)
         return log.has_lines() or bool(log.dropped)
@@ -140,8 +141,11 @@ class JobLogSink:
 
     @staticmethod
     def unbind(token: contextvars.Token[JobLog | None]) -> None:
-        with contextlib.suppress(ValueError):
+        # Not contextlib.suppress: an object per call, and this runs once per job.
+        try:  # noqa: SIM105
             _current.reset(token)
+        except ValueError:  # the token was made in another context
+            pass
 
     def ctx_log(self, log: JobLog) -> Callable[..., Awaitable[None]]:
         return log.log if self.enabled else _not_stored
