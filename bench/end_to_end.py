@@ -195,7 +195,7 @@ def one_run(bench: Bench, label: str, src: Path | None, args: argparse.Namespace
     result = summarize(bench, label, args, produced, redis_cpu, worker_cpu)
     jobs = max(result["jobs"], 1)
     # Script calls (enqueues, pickups, finishes, heartbeats) and every command run, scripts' own included.
-    result["script_calls_per_job"] = calls.get("evalsha", (0, 0.0))[0] / jobs
+    result["script_calls_per_job"] = sum(calls.get(k, (0, 0.0))[0] for k in ("evalsha", "fcall")) / jobs
     result["commands_per_job"] = sum(c for k, (c, _) in calls.items() if k != "info") / jobs
     return result
 

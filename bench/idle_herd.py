@@ -46,7 +46,8 @@ def _stats(r: redis.Redis) -> tuple[int, int, float]:
     stats = r.info("stats")
     cmd = r.info("commandstats")
     cpu = r.info("cpu")
-    evalsha = int(cmd.get("cmdstat_evalsha", {}).get("calls", 0))
+    # Script calls: EVALSHA, or FCALL where the worker's scripts go by Redis Functions.
+    evalsha = sum(int(cmd.get(f"cmdstat_{name}", {}).get("calls", 0)) for name in ("evalsha", "fcall"))
     return int(stats["total_commands_processed"]), evalsha, float(cpu["used_cpu_sys"]) + float(cpu["used_cpu_user"])
 
 

@@ -17,7 +17,7 @@ class ReplyDroppingProxy:
         self.port = free_port()
         self.dropped = 0
         self._drops_wanted = 0
-        self._needle = b""
+        self._needles: tuple[bytes, ...] = ()
         self._lock = threading.Lock()
         self._open: set[asyncio.StreamWriter] = set()  # both ends of every connection not yet closed
         self._loop = asyncio.new_event_loop()
@@ -35,11 +35,12 @@ class ReplyDroppingProxy:
         assert not self._thread.is_alive(), "the proxy's loop did not stop within 30 s"
         self._loop.close()
 
-    def lose_next_reply(self, containing: bytes = b"EVALSHA") -> None:
-        """The next request holding ``containing`` is delivered, and its reply lost with the connection."""
+    def lose_next_reply(self, *containing: bytes) -> None:
+        """The next request holding one of ``containing`` (default: a script call, by ``EVALSHA`` or ``FCALL``) is
+        delivered, and its reply lost with the connection."""
         with self._lock:
             self._drops_wanted += 1
-            self._needle = containing
+            self._needles = containing or (b"EVALSHA", b"FCALL")
 
     def _run(self) -> None:
         asyncio.set_event_loop(self._loop)
@@ -62,7 +63,7 @@ class ReplyDroppingProxy:
 
     def _take_drop(self, chunk: bytes) -> bool:
         with self._lock:
-            if self._drops_wanted and self._needle in chunk:
+            if self._drops_wanted and any(needle in chunk for needle in self._needles):
                 self._drops_wanted -= 1
                 self.dropped += 1
                 return True

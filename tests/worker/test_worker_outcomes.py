@@ -22,7 +22,7 @@ from arqscale.core.models import DeadJob
 from arqscale.core.pickle_peek import looks_pickled
 from arqscale.core.spec import QueueSpec, parse_queues
 from arqscale.worker import outcomes
-from arqscale.worker.pickup import LANES, Finish, FinishKind, Picked, QueueOps, parse_pickup
+from arqscale.worker.pickup import LANES, WORKER_LIBRARY, Finish, FinishKind, Picked, QueueOps, parse_pickup
 
 NOW = 1_800_000_000_000
 
@@ -220,17 +220,26 @@ QUEUES_FOR_TRIPS = parse_queues(
     wanted=st.integers(0, 2000),
     fresh=st.booleans(),
     lane=st.integers(0, LANES - 1),
+    functions=st.booleans(),
 )
 def test_a_framed_round_trip_is_the_pipeline_s_bytes(
-    queue: str, ids: list[str], wanted: int, fresh: bool, lane: int
+    queue: str, ids: list[str], wanted: int, fresh: bool, lane: int, functions: bool
 ) -> None:
     # QueueOps frames its finish-and-pickup round trip itself, from parts packed once; redis-py's pipeline (the
-    # cluster client's path) must get the same commands from the same records.
+    # cluster client's path) must get the same commands from the same records, by EVALSHA or by FCALL.
     ops = QueueOps(Redis(), QUEUES_FOR_TRIPS[queue], "w-1")
+    if functions:
+        ops._functions = True
+        ops._frame_heads()
+    finish, pickup = (
+        (["FCALL", WORKER_LIBRARY.function("finish")], ["FCALL", WORKER_LIBRARY.function("pickup")])
+        if functions
+        else (["EVALSHA", ops._finish.sha], ["EVALSHA", ops._pickup.sha])
+    )
     records = [Finish("ok", job_id, b"{}", token="w-1.3", job_try=1, ran_ms=2) for job_id in ids]
-    commands = [["EVALSHA", ops._finish.sha, 8, *ops._finish_keys(), *ops._finish_args(records)]]
+    commands = [[*finish, 8, *ops._finish_keys(), *ops._finish_args(records)]]
     if wanted > 0:
         keys = ops._pickup_keys(lane)
-        commands.append(["EVALSHA", ops._pickup.sha, len(keys), *keys, *ops._pickup_args(wanted, "w-1.9", fresh)])
+        commands.append([*pickup, len(keys), *keys, *ops._pickup_args(wanted, "w-1.9", fresh)])
     expected = b"".join(Connection().pack_commands(commands))
     assert ops._framed_trip(records, wanted, "w-1.9", fresh, lane) == expected

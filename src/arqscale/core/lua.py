@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import logging
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -27,6 +28,8 @@ from arqscale.core.scores import BAND, LEASED, PARK, PARKED_FLOOR
 if TYPE_CHECKING:
     from arqscale.core.keys import QueueKeys
 
+logger = logging.getLogger(__name__)
+
 
 @dataclass(frozen=True)
 class LuaScript:
@@ -36,8 +39,25 @@ class LuaScript:
     def __post_init__(self) -> None:
         object.__setattr__(self, "sha", hashlib.sha1(self.source.encode(), usedforsecurity=False).hexdigest())
 
+    @property
+    def head(self) -> list[str]:
+        """How a call of it starts: ``EVALSHA <sha>``, then the key count, keys and arguments."""
+        return ["EVALSHA", self.sha]
 
-Call = tuple[LuaScript, Sequence[Any], Sequence[Any]]  # script, keys, args
+
+@dataclass(frozen=True)
+class LibraryFunction:
+    """One function of a loaded ``LuaLibrary``, called as a script is (``Call``): ``FCALL <name>``."""
+
+    library: LuaLibrary
+    key: str
+
+    @property
+    def head(self) -> list[str]:
+        return ["FCALL", self.library.function(self.key)]
+
+
+Call = tuple["LuaScript | LibraryFunction", Sequence[Any], Sequence[Any]]  # script, keys, args
 YIELD_EVERY = 100  # replies read between two yields to the event loop (PreparedCalls)
 
 # A cluster-layout key's queue prefix, ``arqscale:{<queue>}:``, read from the script's first key.
@@ -62,10 +82,9 @@ class LuaTemplate:
     def __post_init__(self) -> None:
         from arqscale.core.keys import QueueKeys
 
-        arq_text, cluster_text = self.source, self.source
+        arq_text, cluster_text = arq_layout(self.source), self.source
         tagged = QueueKeys.for_queue("q", "", cluster=True)
-        for name, prefix in QueueKeys.for_queue("q", "").lua_prefixes().items():
-            arq_text = arq_text.replace(f"@{name}@", prefix)
+        for name in QueueKeys.for_queue("q", "").lua_prefixes():
             suffix = tagged.lua_prefixes()[name].removeprefix(tagged.base)
             cluster_text = cluster_text.replace(f"'@{name}@'", f"(_kb .. '{suffix}')")
         leftover = sorted(set(re.findall(r"@[A-Z_]+@", cluster_text)))
@@ -79,8 +98,126 @@ class LuaTemplate:
         return self.cluster if keys.cluster else self.arq
 
 
+def arq_layout(text: str) -> str:
+    """A script's per-job key tokens (``'@JOB@'``, ...) as arq's fixed prefixes (``arq:job:``)."""
+    from arqscale.core.keys import QueueKeys
+
+    for name, prefix in QueueKeys.for_queue("q", "").lua_prefixes().items():
+        text = text.replace(f"@{name}@", prefix)
+    return text
+
+
+# The top-level locals of a prelude that hold one call's state (``events_to``'s stream, ``gbase``, ...): a
+# ``local a, b = x, y`` line that declares no function. Caches of pure formatting keep their entries.
+_STATE_LINE = re.compile(r"^local (?!function\b)([\w, ]+?) = (.+)$", re.MULTILINE)
+PRELUDE_CACHES = frozenset({"num_memo", "len_memo"})
+
+
+def prelude_state(prelude: str) -> list[tuple[str, str]]:
+    """(names, initial values) of each state line of ``prelude``, caches left out."""
+    found = []
+    for names, values in _STATE_LINE.findall(prelude):
+        if {n.strip() for n in names.split(",")} <= PRELUDE_CACHES:
+            continue
+        found.append((names, values))
+    return found
+
+
+@dataclass(frozen=True)
+class LuaLibrary:
+    """Scripts that share a prelude, loaded as one Redis Functions library (``FUNCTION LOAD``, called by ``FCALL``).
+
+    An ``EVALSHA`` runs its whole script each call: the prelude's ~35 helper closures are made again every time,
+    about 37,500 of Redis' instructions a call (bench/redis_instructions.py; a worker's pickup with one job costs
+    ~320,000), which at a trickle is a job's share. A library runs its top level once, at the first call: the
+    helpers are made once and each function only resets the prelude's per-call state (``prelude_state``) and
+    reads Redis' clock. The library's name carries a hash of its code, so versions of arqscale sharing a Redis
+    during a rolling upgrade each call their own functions. arq's key layout only (Redis Cluster keeps
+    ``EVALSHA``: a library would have to be loaded on every primary). ``bodies``: (key, script body) pairs, the
+    body as ``NOW_LUA`` + ``prelude`` + body would run it under ``EVALSHA`` (its ``KEYS``, ``ARGV``, ``now``)."""
+
+    prefix: str
+    prelude: str
+    bodies: tuple[tuple[str, str], ...]
+    name: str = field(init=False)
+    code: str = field(init=False)
+
+    def __post_init__(self) -> None:
+        reset = "\n".join(f"    {names} = {values}" for names, values in prelude_state(self.prelude))
+        functions = "".join(
+            f"  f[{key!r}] = function(KEYS, ARGV)\n    begin()\n{arq_layout(body)}\n  end\n"
+            for key, body in self.bodies
+        )
+        # Globals are read at the first call, not at load: a library's top level sees only the loading API.
+        body = f"""local impl
+local function make()
+  local redis, tonumber, unpack, string, math = redis, tonumber, unpack, string, math
+  local now
+{arq_layout(self.prelude)}
+  local function begin()
+{reset}
+    local _t = redis.call('TIME')
+    now = tonumber(_t[1]) * 1000 + math.floor(tonumber(_t[2]) / 1000 + 0.5)
+  end
+  local f = {{}}
+{functions}  return f
+end
+"""
+        digest = hashlib.sha1(body.encode(), usedforsecurity=False).hexdigest()[:12]
+        name = f"{self.prefix}_{digest}"
+        registered = "".join(
+            f"redis.register_function('{name}_{key}', function(keys, args)\n"
+            f"  if not impl then impl = make() end\n  return impl[{key!r}](keys, args)\nend)\n"
+            for key, _ in self.bodies
+        )
+        object.__setattr__(self, "name", name)
+        object.__setattr__(self, "code", f"#!lua name={name}\n{body}{registered}")
+
+    def function(self, key: str) -> str:
+        """The ``FCALL`` name of the body ``key``."""
+        return f"{self.name}_{key}"
+
+    async def load(self, redis: Redis) -> bool:
+        """Load the library unless it is there. False when this Redis cannot or may not: before 7.0 (no
+        ``FUNCTION``), or a user whose ACL refuses it. A lost connection raises, as any call's would."""
+        try:
+            await redis.execute_command("FUNCTION", "LOAD", self.code)  # type: ignore[no-untyped-call]
+        except ResponseError as exc:
+            if "already exists" in str(exc):
+                return True
+            logger.info("Redis Functions unavailable (%s): scripts go by EVALSHA", exc)
+            return False
+        return True
+
+
+async def fcall(redis: Redis, function: str, keys: Sequence[Any], args: Sequence[Any]) -> Any:
+    """``FCALL function``: a library's function, as ``EVALSHA`` calls a script (redis-py's own ``fcall`` is typed
+    for the sync and the async client at once)."""
+    return await redis.execute_command("FCALL", function, len(keys), *keys, *args)  # type: ignore[no-untyped-call]
+
+
+def missing_function(error: object) -> bool:
+    """An ``FCALL`` error saying the function is not there (a ``FUNCTION FLUSH``, a restart without persistence)."""
+    return isinstance(error, ResponseError) and "Function not found" in str(error)
+
+
+def not_loaded(error: object) -> bool:
+    """Redis lacked what the call named, its script (``NOSCRIPT``) or its library's function: nothing ran."""
+    return isinstance(error, NoScriptError) or missing_function(error)
+
+
+async def load_missing(redis: Redis, calls: Sequence[Call]) -> None:
+    """Load what the calls name (their scripts, their functions' libraries): after ``NOSCRIPT`` or a missing function
+    nothing has run, so the calls may go again."""
+    for script in {script for script, _, _ in calls}:
+        if isinstance(script, LibraryFunction):
+            await script.library.load(redis)
+        else:
+            await redis.script_load(script.source)
+
+
 async def run_scripts(redis: Redis, calls: Sequence[Call], then: Sequence[Sequence[Any]] = ()) -> list[Any]:
-    """Run the calls in one pipelined round trip (two when a script had to be loaded first).
+    """Run the calls in one pipelined round trip (two when a script or library had to be loaded first).
 
     ``then``: plain commands sent after the scripts on the same connection, their replies appended (a
     ``WAIT`` must follow the writes on their own connection: it counts that connection's writes only)."""
@@ -88,16 +225,15 @@ async def run_scripts(redis: Redis, calls: Sequence[Call], then: Sequence[Sequen
         pipe = redis.pipeline(transaction=False)
         for script, keys, args in calls:
             # execute_command, not pipe.evalsha: redis-py's cluster pipeline refuses the latter by name
-            pipe.execute_command("EVALSHA", script.sha, len(keys), *keys, *args)
+            pipe.execute_command(*script.head, len(keys), *keys, *args)
         for command in then:
             pipe.execute_command(*command)
         try:
             return list(await pipe.execute())
-        except NoScriptError:
-            if attempt == 2:
+        except ResponseError as exc:
+            if attempt == 2 or not not_loaded(exc):
                 raise
-            for source in {script.source for script, _, _ in calls}:
-                await redis.script_load(source)
+            await load_missing(redis, calls)
     raise AssertionError("unreachable")  # pragma: no cover
 
 
@@ -133,7 +269,7 @@ class PreparedCalls:
     def __init__(self, calls: Sequence[Call], then: Sequence[Sequence[Any]] = ()) -> None:
         self.calls = list(calls)
         self.then = [list(command) for command in then]
-        commands = [["EVALSHA", script.sha, len(keys), *keys, *args] for script, keys, args in self.calls]
+        commands = [[*script.head, len(keys), *keys, *args] for script, keys, args in self.calls]
         self.packed = pack(commands + self.then)
         self.replies = len(commands) + len(self.then)
 
@@ -146,11 +282,10 @@ class PreparedCalls:
             errors = [r for r in replies if isinstance(r, ResponseError)]
             if not errors:
                 return replies
-            if attempt == 1 and all(isinstance(e, NoScriptError) for e in errors):
-                for source in {script.source for script, _, _ in self.calls}:
-                    await redis.script_load(source)
+            if attempt == 1 and all(not_loaded(e) for e in errors):
+                await load_missing(redis, self.calls)
                 continue
-            raise next((e for e in errors if not isinstance(e, NoScriptError)), errors[0])
+            raise next((e for e in errors if not not_loaded(e)), errors[0])
         raise AssertionError("unreachable")  # pragma: no cover
 
     async def _exchange(self, redis: Redis) -> list[Any]:
@@ -258,7 +393,7 @@ class CallBatcher:
             loop.call_soon(self._flush)
         self._waiting.append(_Waiting(calls, then, wake, future))
         replies = await future
-        if any(isinstance(r, NoScriptError) for r in replies):
+        if any(not_loaded(r) for r in replies):
             # Loads the script; an existing id is not enqueued twice (a wake-up may be published twice).
             return (await run_scripts(self.redis, calls, [*then, *wake]))[: len(calls) + len(then)]
         return replies
@@ -273,7 +408,7 @@ class CallBatcher:
     async def _send(self, batch: list[_Waiting]) -> None:
         commands: list[list[Any]] = []
         for w in batch:
-            commands += [["EVALSHA", script.sha, len(keys), *keys, *args] for script, keys, args in w.calls]
+            commands += [[*script.head, len(keys), *keys, *args] for script, keys, args in w.calls]
             commands += [list(command) for command in w.then]
         # dict, not set: the wake-ups in the order their callers came
         commands += [list(command) for command in dict.fromkeys(c for w in batch for c in w.wake)]
@@ -295,7 +430,7 @@ class CallBatcher:
             at += len(calls) + len(then)
             if future.done():  # its caller went away (a client that disconnected)
                 continue
-            error = next((r for r in mine if isinstance(r, ResponseError) and not isinstance(r, NoScriptError)), None)
+            error = next((r for r in mine if isinstance(r, ResponseError) and not not_loaded(r)), None)
             if error is not None:
                 future.set_exception(error)
             else:

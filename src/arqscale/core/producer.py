@@ -7,19 +7,31 @@ starts at once instead of waiting for its next poll.
 
 from __future__ import annotations
 
+import contextlib
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from arq.jobs import SerializationError, serialize_job
 from redis.asyncio import Redis
+from redis.exceptions import RedisError
 
 from arqscale.core import cancellation, event_stream, keys, scores, serializers, tracing
 from arqscale.core.cancellation import CancelOutcome
 from arqscale.core.event_stream import Events
 from arqscale.core.events import EVENTS_PER_ENTRY
 from arqscale.core.job_status import JobStatusReader
-from arqscale.core.lua import LEASE_LUA, NOW_LUA, Call, CallBatcher, LuaTemplate, run_scripts
+from arqscale.core.lua import (
+    LEASE_LUA,
+    NOW_LUA,
+    Call,
+    CallBatcher,
+    LibraryFunction,
+    LuaLibrary,
+    LuaScript,
+    LuaTemplate,
+    run_scripts,
+)
 from arqscale.core.models import EnqueueResult, JobRequest, JobState
 from arqscale.core.safe_data import MAX_PAYLOAD_BYTES, UnsafeArguments, check_arguments, check_payload_size
 from arqscale.core.settings import RedisSettings
@@ -47,10 +59,7 @@ PAYLOAD_TTL_MS = 14 * 86_400_000
 # (docs/design.md, "Per-key limits"). Returns per job: 1 queued, 2 held, 0 exists. The wake-up is the caller's
 # (``wake_commands``, once per batch).
 ENQUEUE_PER_JOB = 9
-ENQUEUE = LuaTemplate(
-    NOW_LUA
-    + LEASE_LUA
-    + """
+ENQUEUE_BODY = """
 local conc, rate, win, lease = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
 local limited = conc > 0 or rate > 0
 events_to(KEYS[3], KEYS[4], ARGV[5])
@@ -126,7 +135,11 @@ if n_queued > 0 then
 end
 return out
 """.replace("@PER_JOB@", str(ENQUEUE_PER_JOB)).replace("@PER_ENTRY@", str(EVENTS_PER_ENTRY))
-)
+ENQUEUE = LuaTemplate(NOW_LUA + LEASE_LUA + ENQUEUE_BODY)
+# The same script as a Redis Functions library, called by FCALL where Redis can (7.0 or later, not Cluster, an ACL
+# that allows FUNCTION LOAD): the prelude's helpers are made once, not per enqueue (lua.LuaLibrary).
+PRODUCER_LIBRARY = LuaLibrary("arqscale_producer", LEASE_LUA, (("enqueue", ENQUEUE_BODY),))
+ENQUEUE_FUNCTION = LibraryFunction(PRODUCER_LIBRARY, "enqueue")
 # Jobs per enqueue call: a bigger batch goes as several calls in one pipeline, so no single call holds Redis long.
 ENQUEUE_BATCH_MAX = 200
 
@@ -253,6 +266,17 @@ class Producer:
         self.max_payload_bytes = max_payload_bytes
         self.wait_replicas = wait_replicas
         self.wait_timeout_ms = wait_timeout_ms
+        # Whether enqueues go by FCALL (PRODUCER_LIBRARY loaded), by EVALSHA (False), or not known yet (None: the
+        # next enqueue tries to load the library). A cluster client keeps EVALSHA.
+        self._functions: bool | None = False if keys.is_cluster(redis) else None
+
+    async def _enqueue_script(self, qkeys: keys.QueueKeys) -> LuaScript | LibraryFunction:
+        """What an enqueue calls: the library's function once loaded here, else the script."""
+        if self._functions is None and not qkeys.cluster:
+            # Redis unreachable: the enqueue itself says so, and the next one tries again.
+            with contextlib.suppress(RedisError, OSError):
+                self._functions = await PRODUCER_LIBRARY.load(self.redis)
+        return ENQUEUE_FUNCTION if self._functions and not qkeys.cluster else ENQUEUE.for_keys(qkeys)
 
     @classmethod
     def from_settings(cls, redis: Redis, specs: Mapping[str, QueueSpec], settings: RedisSettings) -> Producer:
@@ -349,13 +373,14 @@ class Producer:
         fixed_keys = [qkeys.queue, qkeys.groups, qkeys.events, qkeys.totals]
         fixed_args = [*group_args, spec.events.stream_max]
         calls: list[Call] = []
+        script = await self._enqueue_script(qkeys)
         for at in range(0, len(prepared), ENQUEUE_BATCH_MAX):
             args: list[bytes | str | int] = list(fixed_args)
             for job_id, payload, placement, ttl, _, group, store, function, callback in prepared[
                 at : at + ENQUEUE_BATCH_MAX
             ]:
                 args += [job_id, payload, *placement, ttl, group, int(store), function, callback]
-            calls.append((ENQUEUE.for_keys(qkeys), fixed_keys, args))
+            calls.append((script, fixed_keys, args))
         if self._batcher is not None:
             # No WAIT here (durable enqueues are not batched); the wake-up goes once per batch of callers.
             replies = await self._batcher.run(calls, wake=wake)

@@ -30,16 +30,27 @@ import logging
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 from redis.asyncio import Redis
-from redis.exceptions import NoScriptError, RedisError
+from redis.commands.core import AsyncScript
+from redis.exceptions import NoScriptError, RedisError, ResponseError
 
 from arqscale.core import scores
 from arqscale.core.cancellation import ABORT_MAX_AGE_MS
 from arqscale.core.events import ERROR_EVENT_CHARS, EVENTS_PER_ENTRY, MESSAGE_EVENT_CHARS, pack_jobs
 from arqscale.core.keys import QueueKeys
-from arqscale.core.lua import LEASE_LUA, NOW_LUA, RETRY_TTL_MS, LuaTemplate, exchange, pack
+from arqscale.core.lua import (
+    LEASE_LUA,
+    NOW_LUA,
+    RETRY_TTL_MS,
+    LuaLibrary,
+    LuaTemplate,
+    exchange,
+    fcall,
+    missing_function,
+    pack,
+)
 from arqscale.core.spec import QueueSpec
 
 logger = logging.getLogger("arqscale.worker")
@@ -65,12 +76,22 @@ BANDS_ARG = 17  # ARGV index of PICKUP_LUA's first band low
 LANES = 3
 
 
-def _lua(source: str) -> LuaTemplate:
-    """A worker script: the per-job key tokens stay for ``LuaTemplate`` (they depend on the key layout)."""
-    source = NOW_LUA + LEASE_LUA + source
+def _worker_text(source: str) -> str:
+    """The worker scripts' constants in place; the per-job key tokens stay (they depend on the key layout)."""
     source = source.replace("@HALF@", str(scores.BAND // 2)).replace("@BAND@", str(scores.BAND))
     source = source.replace("@BANDS@", str(BANDS_ARG)).replace("@TIMERS_MAX@", str(TIMERS_MAX))
-    return LuaTemplate(source.replace("@PARK@", str(scores.PARK)).replace("@ABORT_AGE@", str(ABORT_MAX_AGE_MS)))
+    return source.replace("@PARK@", str(scores.PARK)).replace("@ABORT_AGE@", str(ABORT_MAX_AGE_MS))
+
+
+# The bodies of the scripts a worker calls per job or per tick, for its Redis Functions library (WORKER_LIBRARY).
+_LIBRARY_BODIES: dict[str, str] = {}
+
+
+def _lua(source: str, function: str = "") -> LuaTemplate:
+    """A worker script; ``function``: its key in the worker's library too (called by ``FCALL`` where it can be)."""
+    if function:
+        _LIBRARY_BODIES[function] = _worker_text(source)
+    return LuaTemplate(_worker_text(NOW_LUA + LEASE_LUA + source))
 
 
 # KEYS: queue, active, paused, starts (rate window), pick (this worker's last pickup), group prefix,
@@ -90,7 +111,8 @@ def _lua(source: str) -> LuaTemplate:
 #   wait_ms: -1, or ms until more may be taken (status 2: until the oldest start leaves the rate window;
 #   else the next deferred job's ready time); 0 when the call stopped at its hold budget (`hold max` jobs of
 #   keys at their limit moved aside) with slots still free: the worker calls again at once.
-PICKUP_LUA = _lua("""
+PICKUP_LUA = _lua(
+    """
 local want = tonumber(ARGV[1])
 local asked = want  -- want may shrink to what the rate window allows
 local token = ARGV[2]
@@ -385,7 +407,9 @@ if #taken > 0 or hold_left < hold_max then own_change(KEYS[1]) end
 -- Ready jobs may remain (it took all it asked for, or swept leases back): the marker wakes the next idle worker.
 if KEYS[9] and ((want > 0 and #taken >= want) or out[3] > 0) then redis.call('ZADD', KEYS[9], '0', '0') end
 return out
-""")
+""",
+    "pickup",
+)
 
 # KEYS: queue, active, completed, dlq, dlq_index, group prefix, events stream, totals hash
 # ARGV: completed ttl ms, completed max, failed ttl ms, failed max, error and try counter ttl ms, events max len,
@@ -632,14 +656,16 @@ for field, n in pairs(counted) do tally(field, n) end
 -- worker need answer this call's invalidation of the queue key.
 if next(ended) ~= nil then own_change(KEYS[1]) end
 return stale
-""".replace("@PER_ENTRY@", str(EVENTS_PER_ENTRY))
+""".replace("@PER_ENTRY@", str(EVENTS_PER_ENTRY)),
+    "finish",
 )
 
 # KEYS: active, workers, queue, wake channel, group prefix, events stream, totals hash
 # ARGV: lease ms, worker id, worker heartbeat ttl ms, sweep max, events max len, then pairs: job id, token
 # Returns {lost ids, swept}: lost = jobs this worker no longer owns (swept back after its lease ran out,
 # and maybe taken by another worker); swept = expired leases of any worker returned to the queue.
-HEARTBEAT_LUA = _lua("""
+HEARTBEAT_LUA = _lua(
+    """
 gbase = KEYS[5] or ''
 events_to(KEYS[6], KEYS[7], ARGV[5])
 local lease_s = leased_s(now + tonumber(ARGV[1]))
@@ -681,17 +707,26 @@ if swept > 0 then redis.call('PUBLISH', KEYS[4], '1') end
 -- Renewed leases make nothing ready: their invalidation of the queue key need wake no idle worker.
 if n > 0 then own_change(KEYS[3]) end
 return {lost, swept}
-""")
+""",
+    "heartbeat",
+)
 
 
 # KEYS: the job's progress key, events stream, totals hash
 # ARGV: Progress JSON, ttl ms, events max len, job id, try, worker id, percent, message
 # The stored progress and its `progress` event, together.
-PROGRESS_LUA = _lua("""
+PROGRESS_LUA = _lua(
+    """
 redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
 events_to(KEYS[2], KEYS[3], ARGV[3])
 emit('progress', ARGV[4], 'try', ARGV[5], 'worker', ARGV[6], 'progress', ARGV[7], 'message', ARGV[8])
-""")
+""",
+    "progress",
+)
+
+# The scripts above as one Redis Functions library: where Redis can (7.0 or later, not Cluster, an ACL that allows
+# FUNCTION LOAD), a worker calls them by FCALL, so the prelude's helpers are made once, not per call (lua.LuaLibrary).
+WORKER_LIBRARY = LuaLibrary("arqscale_worker", _worker_text(LEASE_LUA), tuple(_LIBRARY_BODIES.items()))
 
 
 # The records made per job (Picked, Finish, outcomes.Decoded) and per round trip (PickupResult) are not frozen:
@@ -821,17 +856,57 @@ class QueueOps:
         # The round trip framed here rather than by redis-py (``finish_and_pickup``): what never changes is packed
         # once. A cluster client routes each command itself, so it keeps redis-py's pipeline.
         self._framed = isinstance(redis, Redis)
+        # Whether the scripts go by FCALL (WORKER_LIBRARY loaded), by EVALSHA (False), or not known yet (None: the
+        # next call tries to load the library). A cluster client keeps EVALSHA.
+        self._functions: bool | None = None if self._framed else False
         finish_keys = self._finish_keys()
         fixed_args = self._finish_fixed_args()
         self._finish_fixed = 3 + len(finish_keys) + len(fixed_args) + 1  # + the count of ready-made events
-        self._finish_head = _items(["EVALSHA", self._finish.sha, len(finish_keys), *finish_keys, *fixed_args])
         fixed = self._pickup_args(0, "")
-        self._pickup_heads = [
-            _items(["EVALSHA", self._pickup.sha, len(self._pickup_keys(lane)), *self._pickup_keys(lane)])
-            for lane in range(LANES)
-        ]
         self._pickup_middle, self._pickup_tail = _items(fixed[2:15]), _items(fixed[16:])
         self._pickup_count = 3 + len(self._pickup_keys(0)) + len(fixed)
+        self._frame_heads()
+
+    def _frame_heads(self) -> None:
+        """The fixed start of the framed finish and pickup commands: ``EVALSHA <sha>`` or ``FCALL <function>``."""
+        finish, pickup = (
+            (["FCALL", WORKER_LIBRARY.function("finish")], ["FCALL", WORKER_LIBRARY.function("pickup")])
+            if self._functions
+            else (["EVALSHA", self._finish.sha], ["EVALSHA", self._pickup.sha])
+        )
+        finish_keys = self._finish_keys()
+        self._finish_head = _items([*finish, len(finish_keys), *finish_keys, *self._finish_fixed_args()])
+        self._pickup_heads = [
+            _items([*pickup, len(self._pickup_keys(lane)), *self._pickup_keys(lane)]) for lane in range(LANES)
+        ]
+
+    async def _ensure_functions(self) -> None:
+        """Load the worker's library on the first call (or after Redis lost it), and frame by FCALL when it loaded."""
+        if self._functions is not None:
+            return
+        try:
+            loaded = await WORKER_LIBRARY.load(self.redis)
+        except (RedisError, OSError):
+            return  # Redis unreachable: the call that follows fails as well, and the next one tries again
+        self._functions = loaded
+        self._frame_heads()
+
+    async def _call(self, script: AsyncScript, function: str, keys: Sequence[Any], args: Sequence[Any]) -> Any:
+        """One script call on its own: ``FCALL`` when the library is loaded (again, once, if Redis lost it),
+        else ``EVALSHA`` (redis-py's script object loads the script on ``NOSCRIPT``)."""
+        await self._ensure_functions()
+        if self._functions:
+            name = WORKER_LIBRARY.function(function)
+            try:
+                return await fcall(self.redis, name, keys, args)
+            except ResponseError as exc:
+                if not missing_function(exc):
+                    raise
+            self._functions = None
+            await self._ensure_functions()
+            if self._functions:
+                return await fcall(self.redis, name, keys, args)
+        return await script(keys=keys, args=args)
 
     def _pickup_args(self, wanted: int, token: str, fresh: bool = False) -> list[int | str]:
         rate = self.spec.rate_limit
@@ -891,7 +966,7 @@ class QueueOps:
     async def pickup(self, wanted: int, token: str, *, fresh: bool = False, lane: int = 0) -> PickupResult:
         """Take up to ``wanted`` jobs under ``token``; ``fresh``: the token was never sent before (no resend check);
         ``lane``: which of the worker's pick records keeps the token (one per round trip in flight)."""
-        raw = await self._pickup(keys=self._pickup_keys(lane), args=self._pickup_args(wanted, token, fresh))
+        raw = await self._call(self._pickup, "pickup", self._pickup_keys(lane), self._pickup_args(wanted, token, fresh))
         return parse_pickup(raw, token)
 
     async def finish(self, records: Sequence[Finish]) -> list[str]:
@@ -899,7 +974,7 @@ class QueueOps:
         stale: list[str] = []
         for i in range(0, len(records), MAX_RECORDS):
             chunk = records[i : i + MAX_RECORDS]
-            reply = await self._finish(keys=self._finish_keys(), args=self._finish_args(chunk))
+            reply = await self._call(self._finish, "finish", self._finish_keys(), self._finish_args(chunk))
             stale += [x.decode(errors="surrogateescape") for x in reply]
         return stale
 
@@ -916,6 +991,7 @@ class QueueOps:
             return None, await self.finish(records)  # a backlog of outcomes after an outage: write, pick next tick
         if not records:
             return (await self.pickup(wanted, token, fresh=fresh, lane=lane) if wanted > 0 else None), []
+        await self._ensure_functions()
         if self._framed:
             replies = await exchange(
                 self.redis, self._framed_trip(records, wanted, token, fresh, lane), 1 + (wanted > 0)
@@ -927,7 +1003,9 @@ class QueueOps:
         result = None if picked is None or isinstance(picked, Exception) else parse_pickup(picked, token)
         if any(isinstance(e, NoScriptError) for e in errors):
             await self._load_scripts()
-        others = [e for e in errors if not isinstance(e, NoScriptError)]
+        if any(missing_function(e) for e in errors):
+            self._functions = None  # Redis lost the library (FUNCTION FLUSH, a restart): the next call loads it
+        others = [e for e in errors if not isinstance(e, NoScriptError) and not missing_function(e)]
         if others and result is None and isinstance(replies[0], Exception):
             raise others[0]
         if others:  # one of the two went through: use it; the other goes again with the next tick
@@ -985,10 +1063,8 @@ class QueueOps:
             args: list[str | int] = [self.lease_ms, self.worker_id, worker_ttl_ms, SWEEP_MAX, stream_max]
             for job_id, token in chunk:
                 args += [job_id, token]
-            raw_lost, raw_swept = await self._heartbeat(
-                keys=[k.active, k.workers, k.queue, k.wake, k.groups, k.events, k.totals],
-                args=args,
-            )
+            keys = [k.active, k.workers, k.queue, k.wake, k.groups, k.events, k.totals]
+            raw_lost, raw_swept = await self._call(self._heartbeat, "heartbeat", keys, args)
             lost += [x.decode(errors="surrogateescape") for x in raw_lost]
             swept += int(raw_swept)
         return Heartbeat(lost, swept)
@@ -1008,7 +1084,7 @@ class QueueOps:
             repr(float(percent)),
             (message or "")[:MESSAGE_EVENT_CHARS].encode("utf-8", "replace"),
         ]
-        await self._progress(keys=[k.progress(job_id), k.events, k.totals], args=args)
+        await self._call(self._progress, "progress", [k.progress(job_id), k.events, k.totals], args)
 
     async def leave(self) -> None:
         """Remove this worker from the ``workers`` set on a clean exit."""
