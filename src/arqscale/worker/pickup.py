@@ -250,8 +250,8 @@ for b = @BANDS@, #ARGV do
   local skipped = 0
   while nt < want do
     -- Once jobs are being held, read ahead: held jobs leave the queue without counting towards `want`.
-    local ids = redis.call('ZRANGEBYSCORE', KEYS[1], lo_s, hi_s, 'WITHSCORES',
-                           'LIMIT', num_s(skipped), num_s(want - nt + (hold_left < hold_max and 100 or 0)))
+    local page = want - nt + (hold_left < hold_max and 100 or 0)
+    local ids = redis.call('ZRANGEBYSCORE', KEYS[1], lo_s, hi_s, 'WITHSCORES', 'LIMIT', num_s(skipped), num_s(page))
     if #ids == 0 then break end
     -- The page's try counters and in-progress keys, one MGET: the try a job is taken for goes into its ownership
     -- record, and a job whose in-progress key exists is held by an arq-style worker.
@@ -321,6 +321,9 @@ for b = @BANDS@, #ARGV do
       redis.call('MSET', unpack(claims))
     end
     if skip_left <= 0 or hold_left <= 0 then break end
+    -- A short page was the band's last: nothing in this loop adds a ready job (a trickle's pickup reads each band
+    -- once, not twice).
+    if #ids < 2 * page then break end
   end
 end
 if #taken > 0 then
