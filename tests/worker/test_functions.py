@@ -100,7 +100,7 @@ async def test_each_call_starts_from_a_clean_prelude_state(redis: Redis) -> None
     await Producer(redis, {"q": spec}).enqueue_many("q", [JobRequest(function="add", job_id=i) for i in ("r", "s")])
     ops = QueueOps(redis, spec, "w")
     first = (await ops.pickup(1, "w.1")).jobs[0]
-    assert ops._functions is True
+    assert ops._by_fcall is True
     record, _ = outcomes.retry(spec, first, 1, "boom", None, 0, defer_ms=60_000)
     assert await ops.finish([record.queued(first, 0.0)]) == []
     own_mark = spec.queue_key + OWN_CHANGE_SUFFIX

@@ -229,7 +229,7 @@ def test_a_framed_round_trip_is_the_pipeline_s_bytes(
     # cluster client's path) must get the same commands from the same records, by EVALSHA or by FCALL.
     ops = QueueOps(Redis(), QUEUES_FOR_TRIPS[queue], "w-1")
     if functions:
-        ops._functions = True
+        ops._by_fcall = True
         ops._frame_heads()
     finish, pickup = (
         (["FCALL", WORKER_LIBRARY.function("finish")], ["FCALL", WORKER_LIBRARY.function("pickup")])

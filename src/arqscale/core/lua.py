@@ -9,6 +9,7 @@ nothing has run, so running the calls again is safe.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import logging
 import re
@@ -18,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from redis.asyncio import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import NoScriptError, ResponseError
+from redis.exceptions import NoScriptError, RedisError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from arqscale.core.events import EVENTS_LUA
@@ -188,6 +189,28 @@ end
             logger.info("Redis Functions unavailable (%s): scripts go by EVALSHA", exc)
             return False
         return True
+
+
+class LibraryUse:
+    """Whether one client's calls go by a library's ``FCALL``: not known until the first call loads the library
+    (None), then True, or False where Redis cannot or may not (they go by ``EVALSHA``)."""
+
+    def __init__(self, library: LuaLibrary, redis: Redis, *, possible: bool) -> None:
+        self.library, self.redis = library, redis
+        self.loaded: bool | None = None if possible else False
+
+    async def ready(self) -> bool:
+        """Whether to call by ``FCALL`` now. The first call (and the first after ``lost``) loads the library; Redis
+        unreachable leaves it unknown: the call that follows fails as well, and the next one tries again."""
+        if self.loaded is None:
+            with contextlib.suppress(RedisError, OSError):
+                self.loaded = await self.library.load(self.redis)
+        return bool(self.loaded)
+
+    def lost(self) -> None:
+        """Redis answered that a function is missing (a ``FUNCTION FLUSH``, a restart): load it on the next call."""
+        if self.loaded:
+            self.loaded = None
 
 
 async def fcall(redis: Redis, function: str, keys: Sequence[Any], args: Sequence[Any]) -> Any:

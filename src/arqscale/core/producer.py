@@ -7,14 +7,12 @@ starts at once instead of waiting for its next poll.
 
 from __future__ import annotations
 
-import contextlib
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from arq.jobs import SerializationError, serialize_job
 from redis.asyncio import Redis
-from redis.exceptions import RedisError
 
 from arqscale.core import cancellation, event_stream, keys, scores, serializers, tracing
 from arqscale.core.cancellation import CancelOutcome
@@ -27,6 +25,7 @@ from arqscale.core.lua import (
     Call,
     CallBatcher,
     LibraryFunction,
+    LibraryUse,
     LuaLibrary,
     LuaScript,
     LuaTemplate,
@@ -266,17 +265,13 @@ class Producer:
         self.max_payload_bytes = max_payload_bytes
         self.wait_replicas = wait_replicas
         self.wait_timeout_ms = wait_timeout_ms
-        # Whether enqueues go by FCALL (PRODUCER_LIBRARY loaded), by EVALSHA (False), or not known yet (None: the
-        # next enqueue tries to load the library). A cluster client keeps EVALSHA.
-        self._functions: bool | None = False if keys.is_cluster(redis) else None
+        # Enqueues go by FCALL once PRODUCER_LIBRARY is loaded; a cluster client keeps EVALSHA. A call that meets a
+        # missing function loads the library again itself (lua.run_scripts).
+        self._library = LibraryUse(PRODUCER_LIBRARY, redis, possible=not keys.is_cluster(redis))
 
     async def _enqueue_script(self, qkeys: keys.QueueKeys) -> LuaScript | LibraryFunction:
-        """What an enqueue calls: the library's function once loaded here, else the script."""
-        if self._functions is None and not qkeys.cluster:
-            # Redis unreachable: the enqueue itself says so, and the next one tries again.
-            with contextlib.suppress(RedisError, OSError):
-                self._functions = await PRODUCER_LIBRARY.load(self.redis)
-        return ENQUEUE_FUNCTION if self._functions and not qkeys.cluster else ENQUEUE.for_keys(qkeys)
+        """What an enqueue calls: the library's function where it is loaded, else the script."""
+        return ENQUEUE_FUNCTION if not qkeys.cluster and await self._library.ready() else ENQUEUE.for_keys(qkeys)
 
     @classmethod
     def from_settings(cls, redis: Redis, specs: Mapping[str, QueueSpec], settings: RedisSettings) -> Producer:

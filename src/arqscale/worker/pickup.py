@@ -44,6 +44,7 @@ from arqscale.core.lua import (
     LEASE_LUA,
     NOW_LUA,
     RETRY_TTL_MS,
+    LibraryUse,
     LuaLibrary,
     LuaTemplate,
     exchange,
@@ -859,9 +860,10 @@ class QueueOps:
         # The round trip framed here rather than by redis-py (``finish_and_pickup``): what never changes is packed
         # once. A cluster client routes each command itself, so it keeps redis-py's pipeline.
         self._framed = isinstance(redis, Redis)
-        # Whether the scripts go by FCALL (WORKER_LIBRARY loaded), by EVALSHA (False), or not known yet (None: the
-        # next call tries to load the library). A cluster client keeps EVALSHA.
-        self._functions: bool | None = None if self._framed else False
+        # The scripts go by FCALL once WORKER_LIBRARY is loaded; a cluster client keeps EVALSHA. `_by_fcall`: how
+        # the framed round trip's heads are built now.
+        self._library = LibraryUse(WORKER_LIBRARY, redis, possible=self._framed)
+        self._by_fcall = False
         finish_keys = self._finish_keys()
         fixed_args = self._finish_fixed_args()
         self._finish_fixed = 3 + len(finish_keys) + len(fixed_args) + 1  # + the count of ready-made events
@@ -874,7 +876,7 @@ class QueueOps:
         """The fixed start of the framed finish and pickup commands: ``EVALSHA <sha>`` or ``FCALL <function>``."""
         finish, pickup = (
             (["FCALL", WORKER_LIBRARY.function("finish")], ["FCALL", WORKER_LIBRARY.function("pickup")])
-            if self._functions
+            if self._by_fcall
             else (["EVALSHA", self._finish.sha], ["EVALSHA", self._pickup.sha])
         )
         finish_keys = self._finish_keys()
@@ -883,32 +885,26 @@ class QueueOps:
             _items([*pickup, len(self._pickup_keys(lane)), *self._pickup_keys(lane)]) for lane in range(LANES)
         ]
 
-    async def _ensure_functions(self) -> None:
-        """Load the worker's library on the first call (or after Redis lost it), and frame by FCALL when it loaded."""
-        if self._functions is not None:
-            return
-        try:
-            loaded = await WORKER_LIBRARY.load(self.redis)
-        except (RedisError, OSError):
-            return  # Redis unreachable: the call that follows fails as well, and the next one tries again
-        self._functions = loaded
-        self._frame_heads()
+    async def _ready(self) -> bool:
+        """Whether this call goes by FCALL (the first call loads the library), the framed heads built to match."""
+        by_fcall = await self._library.ready()
+        if by_fcall != self._by_fcall:
+            self._by_fcall = by_fcall
+            self._frame_heads()
+        return by_fcall
 
     async def _call(self, script: AsyncScript, function: str, keys: Sequence[Any], args: Sequence[Any]) -> Any:
         """One script call on its own: ``FCALL`` when the library is loaded (again, once, if Redis lost it),
         else ``EVALSHA`` (redis-py's script object loads the script on ``NOSCRIPT``)."""
-        await self._ensure_functions()
-        if self._functions:
-            name = WORKER_LIBRARY.function(function)
+        for _ in range(2):
+            if not await self._ready():
+                break
             try:
-                return await fcall(self.redis, name, keys, args)
+                return await fcall(self.redis, WORKER_LIBRARY.function(function), keys, args)
             except ResponseError as exc:
                 if not missing_function(exc):
                     raise
-            self._functions = None
-            await self._ensure_functions()
-            if self._functions:
-                return await fcall(self.redis, name, keys, args)
+            self._library.lost()
         return await script(keys=keys, args=args)
 
     def _pickup_args(self, wanted: int, token: str, fresh: bool = False) -> list[int | str]:
@@ -994,7 +990,7 @@ class QueueOps:
             return None, await self.finish(records)  # a backlog of outcomes after an outage: write, pick next tick
         if not records:
             return (await self.pickup(wanted, token, fresh=fresh, lane=lane) if wanted > 0 else None), []
-        await self._ensure_functions()
+        await self._ready()
         if self._framed:
             replies = await exchange(
                 self.redis, self._framed_trip(records, wanted, token, fresh, lane), 1 + (wanted > 0)
@@ -1007,7 +1003,7 @@ class QueueOps:
         if any(isinstance(e, NoScriptError) for e in errors):
             await self._load_scripts()
         if any(missing_function(e) for e in errors):
-            self._functions = None  # Redis lost the library (FUNCTION FLUSH, a restart): the next call loads it
+            self._library.lost()  # Redis lost the library (FUNCTION FLUSH, a restart): the next call loads it
         others = [e for e in errors if not isinstance(e, NoScriptError) and not missing_function(e)]
         if others and result is None and isinstance(replies[0], Exception):
             raise others[0]
