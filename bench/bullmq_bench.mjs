@@ -4,6 +4,7 @@
 //   node bench/bullmq_bench.mjs fill    URL --n N [--task noop|sleep]
 //   node bench/bullmq_bench.mjs enqueue URL --mode single|bulk --n N --batch B
 //   node bench/bullmq_bench.mjs latency URL --samples S --gap SECONDS
+//   node bench/bullmq_bench.mjs trickle URL --rate R --seconds S   (noop jobs one at a time, R a second)
 //
 // The worker's processor mirrors bench/tasks.py: `noop` marks the first job (one SET NX per process),
 // `stamp` pushes start - enqueued_at (seconds) onto bench:lat, `sleep` marks like `noop` then waits 50 ms
@@ -23,7 +24,10 @@ const sleep = (seconds) => new Promise((resolve) => setTimeout(resolve, seconds 
 
 function parse(argv) {
   const [action, url, ...rest] = argv;
-  const opts = { action, url, concurrency: 1, n: 1000, mode: "single", task: "noop", batch: 100, samples: 200, gap: 0.02 };
+  const opts = {
+    action, url, concurrency: 1, n: 1000, mode: "single", task: "noop", batch: 100, samples: 200, gap: 0.02,
+    rate: 100, seconds: 8,
+  };
   for (let i = 0; i < rest.length; i += 2) {
     const key = rest[i].replace(/^--/, "");
     opts[key] = key === "mode" || key === "task" ? rest[i + 1] : Number(rest[i + 1]);
@@ -101,8 +105,20 @@ async function latency(queue, opts) {
   return { samples: opts.samples };
 }
 
+// As bench/idle_herd.py's producer: job k is sent at k / rate seconds, each add awaited before the next.
+async function trickle(queue, opts) {
+  const start = performance.now();
+  let sent = 0;
+  while ((performance.now() - start) / 1000 < opts.seconds) {
+    const due = Math.floor(((performance.now() - start) / 1000) * opts.rate) + 1;
+    for (; sent < due; sent++) await queue.add("noop", {});
+    await sleep(Math.max(0, sent / opts.rate - (performance.now() - start) / 1000));
+  }
+  return { jobs: sent };
+}
+
 const opts = parse(process.argv.slice(2));
-const actions = { fill, enqueue, latency };
+const actions = { fill, enqueue, latency, trickle };
 if (opts.action === "worker") {
   await worker(opts);
 } else if (actions[opts.action]) {
@@ -110,6 +126,6 @@ if (opts.action === "worker") {
   console.log(JSON.stringify(result));
   process.exit(0);
 } else {
-  console.error(`unknown action ${opts.action}: use worker, fill, enqueue or latency`);
+  console.error(`unknown action ${opts.action}: use worker, fill, enqueue, latency or trickle`);
   process.exit(2);
 }

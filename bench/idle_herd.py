@@ -5,7 +5,8 @@ invalidations of the queue key (how plain arq producers' jobs are seen). Any cha
 enqueue, a pickup parking a job, a finish) invalidates it for every worker, and each one with a free slot
 runs a pickup. This measures how that grows with the number of workers: N worker processes of one queue, a
 steady trickle of no-op jobs (through arqscale's Producer, and through plain arq's ``enqueue_job``), and per
-job: Redis commands, pickup script calls and Redis CPU.
+job: Redis commands, pickup script calls and Redis CPU. ``bullmq``: the same trickle through BullMQ's
+``Queue.add`` to N BullMQ Node workers (bench/bullmq_bench.mjs, concurrency 4 each), for comparison.
 
     python bench/idle_herd.py                      # 1, 4 and 12 workers, 100 jobs/s for 8 s each
     python bench/idle_herd.py --workers 1 8 --rate 200 --seconds 5 --json out.json
@@ -78,6 +79,34 @@ async def _produce(url: str, producer: str, rate: float, seconds: float, queues_
     return sent
 
 
+NODE_SCRIPT = BENCH / "bullmq_bench.mjs"
+BULLMQ_COMPLETED = "bull:bench:completed"
+
+
+def _start_workers(producer: str, workers: int, url: str, env: dict[str, str]) -> list[subprocess.Popen[bytes]]:
+    procs = []
+    for _ in range(workers):
+        if producer == "bullmq":
+            cmd = ["node", str(NODE_SCRIPT), "worker", url, "--concurrency", "4"]
+        else:
+            env["ARQSCALE_WORKER_PORT"] = str(free_port())
+            cmd = [sys.executable, "-m", "arqscale", "worker", "--queue", "herd"]
+        procs.append(subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+    return procs
+
+
+def _workers_up(r: redis.Redis, producer: str, workers: int) -> bool:
+    if producer == "bullmq":  # each BullMQ worker holds a blocking connection and a side one at least
+        return int(r.info("clients")["connected_clients"]) > 2 * workers
+    return int(r.zcard("arqscale:herd:workers")) >= workers
+
+
+def _trickle_bullmq(url: str, rate: float, seconds: float) -> int:
+    cmd = ["node", str(NODE_SCRIPT), "trickle", url, "--rate", str(rate), "--seconds", str(seconds)]
+    done = subprocess.run(cmd, capture_output=True, check=True, timeout=seconds + 60)
+    return int(json.loads(done.stdout.decode().strip().splitlines()[-1])["jobs"])
+
+
 def measure(workers: int, producer: str, rate: float, seconds: float, server: str) -> dict[str, Any]:
     with private_redis(server) as r, tempfile.TemporaryDirectory() as tmp:
         port = r.connection_pool.connection_kwargs["port"]
@@ -90,32 +119,26 @@ def measure(workers: int, producer: str, rate: float, seconds: float, server: st
             "PYTHONPATH": str(BENCH),
             "ARQSCALE_LOG_LEVEL": "WARNING",
         }
-        procs = []
-        for _ in range(workers):
-            env["ARQSCALE_WORKER_PORT"] = str(free_port())
-            procs.append(
-                subprocess.Popen(
-                    [sys.executable, "-m", "arqscale", "worker", "--queue", "herd"],
-                    env=env,
-                    stdout=subprocess.DEVNULL,
-                    stderr=subprocess.DEVNULL,
-                )
-            )
+        procs = _start_workers(producer, workers, url, env)
+        completed = BULLMQ_COMPLETED if producer == "bullmq" else "arqscale:herd:completed"
         try:
             deadline = time.monotonic() + 60
-            while int(r.zcard("arqscale:herd:workers")) < workers and time.monotonic() < deadline:
+            while not _workers_up(r, producer, workers) and time.monotonic() < deadline:
                 time.sleep(0.1)
             time.sleep(6.0)  # idle back-off reaches its longest wait
             idle_before, _, _ = _stats(r)
             time.sleep(5.0)
             idle_after, _, _ = _stats(r)
             before = _stats(r)
-            sent = asyncio.run(_produce(url, producer, rate, seconds, str(queues)))
+            if producer == "bullmq":
+                sent = _trickle_bullmq(url, rate, seconds)
+            else:
+                sent = asyncio.run(_produce(url, producer, rate, seconds, str(queues)))
             deadline = time.monotonic() + 30
-            while int(r.zcard("arqscale:herd:completed")) < sent and time.monotonic() < deadline:
+            while int(r.zcard(completed)) < sent and time.monotonic() < deadline:
                 time.sleep(0.05)
             after = _stats(r)
-            done = int(r.zcard("arqscale:herd:completed"))
+            done = int(r.zcard(completed))
         finally:
             for p in procs:
                 p.terminate()
@@ -136,7 +159,9 @@ def measure(workers: int, producer: str, rate: float, seconds: float, server: st
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 4, 12])
-    parser.add_argument("--producers", nargs="+", default=["arqscale", "arq"], choices=["arqscale", "arq"])
+    parser.add_argument(
+        "--producers", nargs="+", default=["arqscale", "arq", "bullmq"], choices=["arqscale", "arq", "bullmq"]
+    )
     parser.add_argument("--rate", type=float, default=100.0, help="jobs per second")
     parser.add_argument("--seconds", type=float, default=8.0)
     parser.add_argument("--redis-server", default=None)
