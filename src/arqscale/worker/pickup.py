@@ -50,6 +50,7 @@ from arqscale.core.lua import (
     exchange,
     fcall,
     missing_function,
+    not_loaded,
     pack,
 )
 from arqscale.core.spec import QueueSpec
@@ -1004,7 +1005,7 @@ class QueueOps:
             await self._load_scripts()
         if any(missing_function(e) for e in errors):
             self._library.lost()  # Redis lost the library (FUNCTION FLUSH, a restart): the next call loads it
-        others = [e for e in errors if not isinstance(e, NoScriptError) and not missing_function(e)]
+        others = [e for e in errors if not not_loaded(e)]
         if others and result is None and isinstance(replies[0], Exception):
             raise others[0]
         if others:  # one of the two went through: use it; the other goes again with the next tick
